@@ -1,0 +1,216 @@
+"""Profiling: parameters, multiply-accumulates, output shapes and depth, total and per layer.
+
+Operations are counted by `torch.utils.flop_counter.FlopCounterMode` (which counts 2 FLOPs per
+multiply-accumulate); depth is the longest chain of conv/linear layers from input to output, tracked
+tensor by tensor. Models can live on the meta device, which makes profiling nearly free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.registry import build_model, example_input, get_spec
+
+WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d"})
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One module's share: its own parameters, the MACs of its calls, and its last output shape."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    params: int
+    trainable_params: int
+    macs: int
+    calls: int
+    formula: str | None = None
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Totals and per-layer rows for one model at one input shape (rows sum to the totals)."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    trainable_params: int
+    macs: int
+    depth: int
+    size_mb: float
+    rows: tuple[LayerRow, ...] = field(repr=False)
+
+    @property
+    def flops(self) -> int:
+        """FLOPs, counted as 2 x MACs."""
+        return 2 * self.macs
+
+    @property
+    def frozen_params(self) -> int:
+        return self.params - self.trainable_params
+
+
+def human(number: float) -> str:
+    """12_900_000 -> '12.9M', the way the lecture writes counts."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(number) >= scale:
+            return f"{number / scale:.1f}{unit}"
+    return f"{number:g}"
+
+
+def conv_formula(module: nn.Conv2d, output_shape: tuple[int, ...]) -> tuple[str, int]:
+    """The lecture's form `(H x W x Cout) x (k x k x Cin)` for one image, and the MACs it gives."""
+    height, width = output_shape[-2:]
+    kh, kw = module.kernel_size
+    cin = module.in_channels // module.groups
+    macs = height * width * module.out_channels * kh * kw * cin
+    return f"({height}x{width}x{module.out_channels}) x ({kh}x{kw}x{cin}) = {human(macs)}", macs
+
+
+def linear_formula(module: nn.Linear) -> tuple[str, int]:
+    """`out x in` MACs of a dense layer for one input vector."""
+    macs = module.out_features * module.in_features
+    return f"{module.out_features} x {module.in_features} = {human(macs)}", macs
+
+
+class _DepthMode(TorchFunctionMode):
+    """Tags every tensor with the number of conv/linear layers on the longest path that produced it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = tree_flatten((args, kwargs))[0]
+        depth = max((getattr(t, "_cnnlab_depth", 0) for t in leaves if isinstance(t, torch.Tensor)), default=0)
+        out = func(*args, **kwargs)
+        if getattr(func, "__name__", "") in WEIGHTED_OPS:
+            depth += 1
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and not isinstance(tensor, nn.Parameter):
+                tensor._cnnlab_depth = max(depth, getattr(tensor, "_cnnlab_depth", 0))
+        self.depth = max(self.depth, depth)
+        return out
+
+
+def _own_params(module: nn.Module) -> tuple[int, int]:
+    params = list(module.parameters(recurse=False))
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _module_macs(counter: FlopCounterMode) -> dict[str, int]:
+    """MACs per module path ('' is the root), from FlopCounterMode's 'Root.path' keys."""
+    macs = {}
+    for key, per_op in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        path = key.split(".", 1)[1] if "." in key else ""
+        macs[path] = sum(per_op.values()) // 2
+    return macs
+
+
+def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
+    """Profile `model` on `example` (one batch) in eval mode, restoring the model's mode and hooks after.
+
+    Rows are leaf modules in the order they first run, then modules that never ran (an auxiliary
+    classifier in eval mode), then, where a parent module holds parameters or does work outside its
+    children, a row for the parent itself; so rows always sum to the totals.
+    """
+    modules = dict(model.named_modules())
+    order: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, output):
+            if name not in calls:
+                order.append(name)
+            calls[name] = calls.get(name, 0) + 1
+            tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+            if tensors:
+                shapes[name] = tuple(tensors[0].shape)
+        return hook
+
+    was_training = model.training
+    model.eval()
+    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n and not list(m.children())]
+    counter, depth_mode = FlopCounterMode(display=False), _DepthMode()
+    try:
+        with torch.no_grad(), counter, depth_mode:
+            output = model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    module_macs = _module_macs(counter)
+    batch = example.shape[0]
+    rows = [_leaf_row(name, modules[name], shapes.get(name), module_macs.get(name, 0), calls.get(name, 0), batch)
+            for name in order]
+    never_ran = [n for n, m in modules.items() if n and not list(m.children()) and n not in calls]
+    rows += [_leaf_row(n, modules[n], None, 0, 0, batch) for n in never_ran]
+    rows += _parent_rows(modules, module_macs)
+
+    output_tensor = tree_flatten(output)[0][0]
+    params = sum(p.numel() for p in model.parameters())
+    stored = params + sum(b.numel() for b in model.buffers())
+    return ModelProfile(
+        input_shape=tuple(example.shape),
+        output_shape=tuple(output_tensor.shape),
+        params=params,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        macs=module_macs.get("", counter.get_total_flops() // 2),
+        depth=depth_mode.depth,
+        size_mb=stored * example.element_size() / 2**20,
+        rows=tuple(rows),
+    )
+
+
+def _leaf_row(name: str, module: nn.Module, shape, macs: int, calls: int, batch: int) -> LayerRow:
+    params, trainable = _own_params(module)
+    formula = None
+    if shape is not None and calls == 1 and batch == 1:
+        if isinstance(module, nn.Conv2d):
+            formula = conv_formula(module, shape)[0]
+        elif isinstance(module, nn.Linear) and math.prod(shape[:-1]) == 1:
+            formula = linear_formula(module)[0]
+    return LayerRow(name, type(module).__name__, shape, params, trainable, macs, calls, formula)
+
+
+def _parent_rows(modules: dict[str, nn.Module], module_macs: dict[str, int]) -> list[LayerRow]:
+    """Rows for parameters and work that belong to a parent module itself, not to any child."""
+    rows = []
+    for name, module in modules.items():
+        children = dict(module.named_children())
+        if not children:
+            continue
+        prefix = f"{name}." if name else ""
+        own_macs = module_macs.get(name, 0) - sum(module_macs.get(prefix + child, 0) for child in children)
+        params, trainable = _own_params(module)
+        if own_macs or params:
+            rows.append(LayerRow(name or "(model)", f"{type(module).__name__} (own)", None, params, trainable,
+                                 own_macs, 1))
+    return rows
+
+
+def profile_arch(name: str, input_size: int | None = None, batch: int = 1) -> ModelProfile:
+    """Profile a registered architecture at its own input size (or a square `input_size`), on the meta
+    device: no weights are allocated and nothing is computed, so even VGG-19 takes well under a second."""
+    spec = get_spec(name)
+    if input_size is not None:
+        spec.check_input_size(input_size)
+    with torch.device("meta"):
+        model = build_model(name)
+    return profile_model(model, example_input(spec, input_size, batch, device="meta"))
