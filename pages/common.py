@@ -1,0 +1,53 @@
+"""What every page shares: the list of pages, the sidebar settings, and cached, read-only resources.
+
+Cached resources (models) are shared by every session: callers must never mutate them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from cnnlab.registry import arch_names, get_spec
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    path: str
+    title: str
+    icon: str
+    summary: str
+
+
+PAGES = (
+    PageInfo("pages/home.py", "Home", ":material/home:", "What this lab is for."),
+    PageInfo("pages/compare.py", "Compare architectures", ":material/leaderboard:",
+             "Parameters, operations, depth, published ImageNet accuracy and measured speed of every "
+             "architecture, with the lecture's claims checked and each network's layer table."),
+)
+
+DEFAULT_ARCH = "tf_efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    arch: str
+    device: str
+
+
+def sidebar_settings() -> Settings:
+    """Draw the shared sidebar controls (kept across pages in session state) and return their values."""
+    names = arch_names()
+    st.session_state.setdefault("arch", DEFAULT_ARCH)
+    st.session_state.setdefault("device", "auto")
+    with st.sidebar:
+        st.selectbox("Architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
+                     help="The network the pages start with; every page can pick another.")
+        st.radio("Device", ["auto", "cpu", "cuda"], key="device", horizontal=True,
+                 help="'auto' uses a CUDA GPU when there is one.")
+    return Settings(st.session_state["arch"], st.session_state["device"])
+
+
+def current_settings() -> Settings:
+    """The sidebar settings as the entry file left them this run."""
+    return Settings(st.session_state.get("arch", DEFAULT_ARCH), st.session_state.get("device", "auto"))
