@@ -7,8 +7,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from cnnlab.registry import arch_names, get_spec
+
+
+def _leave_legacy_pages_mode() -> None:
+    """Keep Streamlit's legacy `pages/` auto-discovery off.
+
+    Streamlit switches it on at start-up because a `pages/` folder exists, and only `st.navigation` in
+    app.py switches it off; if the first visit after start-up is to a page's URL, app.py would not run
+    and a second, unordered menu would appear. Every page imports this module, so switching it off here
+    and running the script again sends that first visit through app.py as well.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_pages_mode()
 
 
 @dataclass(frozen=True)

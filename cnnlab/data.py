@@ -1,0 +1,374 @@
+"""Datasets for training: what they are called, how they are read, split and preprocessed.
+
+Names: `digits` (scikit-learn's bundled 8x8 handwritten digits, always offline), `mnist` and `cifar10`
+(torchvision's, read from `data_dir()/datasets` or `mnist:ROOT`, downloaded when online), `folder:PATH`
+(one sub-folder per class) and `zip:PATH` (an archive of such folders, extracted safely first).
+
+Every dataset is an `ImageSet`: item `i` is `(image, label)` with the image a uint8 tensor image or a PIL
+image; `transforms_for(spec, train)` turns it into the network's input as the architecture's spec says.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+
+from cnnlab.paths import data_dir
+from cnnlab.registry import ArchSpec, Preprocessing
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
+BUILTIN = ("digits", "mnist", "cifar10")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with a message meant for the user."""
+
+
+class ImageSet(Dataset):
+    """A labelled image collection. `self[i]` is `(image, label)`; `targets` holds every label.
+
+    `skipped` lists files that could not be read (left out, not fatal); `content_hash` identifies
+    the images and labels, so caches built from them can tell when the data changed.
+    """
+
+    def __init__(self, name: str, classes: tuple[str, ...], targets: np.ndarray,
+                 load: Callable[[int], object], fingerprint: Callable[[], str], skipped: tuple[str, ...] = ()):
+        self.name = name
+        self.classes = tuple(classes)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.skipped = tuple(skipped)
+        self._load = load
+        self._fingerprint = fingerprint
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self._load(int(index)), int(self.targets[index])
+
+    @cached_property
+    def content_hash(self) -> str:
+        """SHA-256 over the images and labels (hex, 16 characters)."""
+        return self._fingerprint()[:16]
+
+    @property
+    def in_memory(self) -> bool:
+        """True when items come from arrays in memory rather than files (no decode worth a worker)."""
+        return not self.name.startswith(("folder:", "zip:"))
+
+
+def load_dataset(name: str, download: bool = True) -> ImageSet:
+    """The dataset called `name` (see the module docstring); DatasetError with a clear message otherwise."""
+    kind, _, argument = name.partition(":")
+    if kind == "digits" and not argument:
+        return _digits()
+    if kind in ("mnist", "cifar10"):
+        root = Path(argument).expanduser() if argument else data_dir() / "datasets"
+        return _torchvision_dataset(kind, root, download)
+    if kind == "folder" and argument:
+        return load_folder(Path(argument).expanduser(), name=f"folder:{argument}")
+    if kind == "zip" and argument:
+        return load_folder(extract_zip(Path(argument).expanduser()), name=f"zip:{argument}")
+    raise DatasetError(f"unknown dataset {name!r}; use digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH or zip:PATH")
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _tensor_set(name: str, classes: tuple[str, ...], images: torch.Tensor, targets: np.ndarray) -> ImageSet:
+    """An ImageSet over a uint8 tensor of shape (N, C, H, W)."""
+    return ImageSet(name, classes, targets, lambda i: tv_tensors.Image(images[i]),
+                    lambda: _sha256(images.numpy(), np.asarray(targets)))
+
+
+def _digits() -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    pixels = np.clip(bunch.images * 16, 0, 255).astype(np.uint8)  # values 0..16 -> 0..255
+    images = torch.from_numpy(pixels).unsqueeze(1)
+    return _tensor_set("digits", tuple(str(c) for c in bunch.target_names), images, bunch.target)
+
+
+TORCHVISION_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # the server answered
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if kind == "mnist" else datasets.CIFAR10
+    try:
+        dataset = cls(str(root), train=True, download=False)
+    except RuntimeError:
+        if not download:
+            raise DatasetError(f"{kind} is not in {root} (downloads are off)") from None
+        if not _reachable(TORCHVISION_URLS[kind]):
+            raise DatasetError(f"{kind} is not in {root} and cannot be downloaded (offline?); copy it there, "
+                               f"or pass {kind}:ROOT with a folder that holds it") from None
+        try:
+            dataset = cls(str(root), train=True, download=True)
+        except (RuntimeError, OSError, urllib.error.URLError) as error:
+            raise DatasetError(f"downloading {kind} into {root} failed: {error}") from None
+    if kind == "mnist":
+        images = dataset.data.unsqueeze(1).contiguous()
+        targets = dataset.targets.numpy()
+    else:
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        targets = np.asarray(dataset.targets)
+    classes = tuple(c.split(" - ")[-1] for c in dataset.classes)
+    return _tensor_set(kind, classes, images, targets)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return False
+    return True
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _hash_files(paths: list[Path], targets: list[int], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path, target in zip(paths, targets):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{target}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def load_folder(root: Path, name: str | None = None) -> ImageSet:
+    """An ImageFolder-style dataset: each sub-folder of `root` is a class holding its images.
+
+    Unreadable images are skipped and listed in `skipped`; fewer than two classes, or a class with no
+    readable image, is a DatasetError.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    if len(class_dirs) < 2:
+        raise DatasetError(f"{root} needs at least 2 class sub-folders, found {len(class_dirs)}")
+    paths, targets, skipped, empty = [], [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        good = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and _readable(p)]
+        skipped += [str(p.relative_to(root)) for p in files if p not in set(good)]
+        if not good:
+            empty.append(class_dir.name)
+        paths += good
+        targets += [label] * len(good)
+    if empty:
+        raise DatasetError(f"class folder(s) with no readable image in {root}: {', '.join(empty)}")
+    return ImageSet(name or f"folder:{root}", tuple(d.name for d in class_dirs), np.asarray(targets),
+                    lambda i: _open_rgb(paths[i]), lambda: _hash_files(paths, targets, root), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Caps that keep an uploaded archive from filling the disk or the inode table."""
+
+    max_entries: int = 50_000
+    max_total_bytes: int = 4 << 30
+    max_ratio: float = 200.0
+
+
+def extract_zip(archive: Path, limits: ZipLimits = ZipLimits(), dest_root: Path | None = None) -> Path:
+    """Extract `archive` safely and return the folder holding its class sub-folders.
+
+    Refuses entries that escape the destination (absolute paths, `..`), symlinks, nested archives, and
+    archives over the entry-count, total-size or compression-ratio caps; the sizes are checked while
+    reading, not only from the (forgeable) headers. Extraction goes to a temporary folder renamed into
+    place, keyed by the archive's SHA-256, so a second call reuses it.
+    """
+    if not archive.is_file():
+        raise DatasetError(f"{archive} is not a file")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+    dest_root = dest_root or data_dir() / "datasets" / "zip"
+    dest = dest_root / digest
+    if not dest.is_dir():
+        dest_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=dest_root))
+        try:
+            _extract_checked(archive, staging, limits)
+            try:
+                staging.rename(dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _single_top_folder(dest)
+
+
+def _extract_checked(archive: Path, dest: Path, limits: ZipLimits) -> None:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DatasetError(f"{archive.name} is not a readable zip archive ({error})") from None
+    with zf:
+        entries = zf.infolist()
+        if len(entries) > limits.max_entries:
+            raise DatasetError(f"{archive.name} has {len(entries)} entries, over the limit of {limits.max_entries}")
+        total = 0
+        for entry in entries:
+            target = _safe_target(dest, entry, limits)
+            if target is None:
+                continue
+            total += _copy_entry(zf, entry, target, limits, limits.max_total_bytes - total)
+
+
+def _safe_target(dest: Path, entry: zipfile.ZipInfo, limits: ZipLimits) -> Path | None:
+    """Where `entry` may be written inside `dest`, None for folders and OS clutter; DatasetError if unsafe."""
+    name = entry.filename
+    mode = entry.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise DatasetError(f"archive entry {name!r} is a symbolic link; links are not allowed")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise DatasetError(f"archive entry {name!r} points outside the archive's folder")
+    if parts[0] == "__MACOSX" or parts[-1].startswith("."):
+        return None
+    if entry.is_dir():
+        return None
+    if parts[-1].lower().endswith(ARCHIVE_EXTENSIONS):
+        raise DatasetError(f"archive entry {name!r} is itself an archive; nested archives are not allowed")
+    if entry.compress_size and entry.file_size / entry.compress_size > limits.max_ratio:
+        raise DatasetError(f"archive entry {name!r} expands {entry.file_size / entry.compress_size:.0f}-fold "
+                           f"(limit {limits.max_ratio:.0f}); it looks like a zip bomb")
+    target = dest.joinpath(*parts)
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise DatasetError(f"archive entry {name!r} points outside the archive's folder")
+    return target
+
+
+def _copy_entry(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, limits: ZipLimits, budget: int) -> int:
+    """Copy one entry, stopping as soon as it exceeds its declared size, the ratio cap or the total budget."""
+    cap = min(entry.file_size, budget)
+    if entry.file_size > budget:
+        raise DatasetError(f"archive expands to more than {limits.max_total_bytes} bytes; it is too large")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with zf.open(entry) as source, open(target, "wb") as sink:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > cap:
+                raise DatasetError(f"archive entry {entry.filename!r} holds more data than its header declares")
+            sink.write(chunk)
+    return written
+
+
+def _single_top_folder(root: Path) -> Path:
+    """Descend through folders that are the only thing in their parent (an archive of one zipped folder)."""
+    while True:
+        children = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        if len(children) != 1 or not children[0].is_dir():
+            return root
+        root = children[0]
+
+
+def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices, each class split in the same proportion; the same seed gives the same split."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < val_fraction < 1:
+        raise DatasetError(f"the validation fraction must be between 0 and 1, not {val_fraction}")
+    targets = np.asarray(targets)
+    counts = np.bincount(targets)
+    if counts[counts > 0].min() < 2:
+        raise DatasetError("every class needs at least 2 images to be split into train and validation")
+    indices = np.arange(len(targets))
+    n_classes = int((counts > 0).sum())
+    val_size = max(n_classes, round(val_fraction * len(targets)))
+    train_idx, val_idx = train_test_split(indices, test_size=val_size, stratify=targets, random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def preprocessing_for(spec: ArchSpec, image_size: int | None = None) -> Preprocessing:
+    """The spec's preprocessing, rescaled to a square `image_size` input when one is given."""
+    prep = spec.preprocessing
+    if image_size is None or image_size == prep.crop:
+        return prep
+    spec.check_input_size(image_size)
+    return replace(prep, crop=image_size, resize=round(image_size * prep.resize / prep.crop))
+
+
+def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -> v2.Compose:
+    """Image (PIL or uint8 tensor) to normalized float tensor, as `spec` wants it.
+
+    Grayscale becomes 3 channels for RGB networks and RGB becomes gray for grayscale ones (LeNet-5: 32x32
+    gray); resize the short side, centre-crop; for training, a light random affine jitter (a few degrees,
+    a few percent shift and scale, no flips: digits and text are not mirror-symmetric).
+    """
+    prep = preprocessing_for(spec, image_size)
+    channels = spec.input_size[0]
+    steps = [v2.ToImage(), v2.Grayscale(1) if channels == 1 else v2.RGB(),
+             v2.Resize(prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True),
+             v2.CenterCrop(prep.crop)]
+    if train:
+        steps.append(v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.92, 1.08)))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std), v2.ToPureTensor()]
+    return v2.Compose(steps)
+
+
+class TransformedSubset(Dataset):
+    """`images[indices[i]]` passed through `transform`: one side of a split, as the network sees it."""
+
+    def __init__(self, images: ImageSet, indices: np.ndarray, transform: Callable):
+        self.images = images
+        self.indices = np.asarray(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.images[self.indices[index]]
+        return self.transform(image), label
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.images.targets[self.indices]
+
+
+def worker_count(images: ImageSet, cuda: bool) -> int:
+    """DataLoader worker processes: none for in-memory data on CPU (they would steal the compute threads)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cuda:
+        return min(8, cpus)
+    return 0 if images.in_memory or cpus <= 2 else min(4, cpus // 2)

@@ -1,0 +1,119 @@
+"""Measured forward latency: median of repeated runs after warm-up, cached on disk per device and threads."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.paths import data_dir
+from cnnlab.registry import build_model, example_input, get_spec
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One measurement: `median_ms` per forward of a `batch`, on `device_name` with `threads` CPU threads."""
+
+    arch: str
+    device: str
+    device_name: str
+    threads: int
+    batch: int
+    median_ms: float
+    min_ms: float
+    repeats: int
+    torch_version: str
+    measured_at: float
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch / self.median_ms
+
+    @property
+    def label(self) -> str:
+        """'cpu, 2 threads' or 'cuda (NVIDIA H100)'."""
+        return f"{self.device}, {self.threads} threads" if self.device == "cpu" else f"{self.device} ({self.device_name})"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' becomes CUDA when present, else CPU; asking for CUDA without one is a ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device: the GPU model, or the CPU's architecture and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{os.uname().machine} CPU, {os.cpu_count()} cores"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int = 3, repeats: int = 10) -> Latency:
+    """Time `repeats` forward passes of a randomly initialised `arch` (weights do not change the speed)."""
+    spec = get_spec(arch)
+    target = resolve_device(device)
+    model = build_model(arch).to(target)
+    x = torch.randn_like(example_input(spec, batch=batch, device=target))
+    times = []
+    with torch.inference_mode():
+        for index in range(warmup + repeats):
+            _synchronize(target)
+            start = time.perf_counter()
+            model(x)
+            _synchronize(target)
+            if index >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return Latency(arch, target.type, device_name(target), torch.get_num_threads(), batch,
+                   statistics.median(times), min(times), repeats, torch.__version__, time.time())
+
+
+class LatencyCache:
+    """Measurements kept in a JSON file, one per (arch, device name, threads, batch)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or data_dir() / "latency.json"
+
+    @staticmethod
+    def key(arch: str, device_name: str, threads: int, batch: int) -> str:
+        return f"{arch}|{device_name}|{threads}|{batch}"
+
+    def load(self) -> dict[str, Latency]:
+        """All stored measurements; an unreadable file counts as empty."""
+        try:
+            raw = json.loads(self.path.read_text())
+            return {k: Latency(**v) for k, v in raw.items()}
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return {}
+
+    def save(self, result: Latency) -> None:
+        """Add or replace one measurement, writing atomically."""
+        entries = {k: asdict(v) for k, v in self.load().items()}
+        entries[self.key(result.arch, result.device_name, result.threads, result.batch)] = asdict(result)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(entries, indent=1))
+        temporary.replace(self.path)
+
+    def for_device(self, device: str = "auto") -> dict[tuple[str, int], Latency]:
+        """Measurements on this machine's `device` with the current thread count, by (arch, batch)."""
+        target = resolve_device(device)
+        name, threads = device_name(target), torch.get_num_threads()
+        return {(r.arch, r.batch): r for r in self.load().values()
+                if r.device_name == name and r.threads == threads}
+
+    def measure(self, arch: str, batch: int = 1, device: str = "auto", **kwargs) -> Latency:
+        """Measure and store."""
+        result = measure_latency(arch, batch, device, **kwargs)
+        self.save(result)
+        return result

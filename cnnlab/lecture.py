@@ -1,0 +1,90 @@
+"""The numbers the lecture states, set beside what cnnlab measures on the registry's implementations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from cnnlab.profiling import ModelProfile, profile_arch
+from cnnlab.registry import get_spec
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top5_error', 'conv_layers',
+    'dense_layers' or 'first_conv_filters'."""
+
+    arch: str
+    quantity: str
+    stated: float
+    quote: str
+    note: str
+    tolerance: float = 0.1
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    claim: Claim
+    measured: float
+    measured_how: str
+
+    @property
+    def agrees(self) -> bool:
+        """Within the claim's relative tolerance (slides round their numbers)."""
+        return abs(self.measured - self.claim.stated) <= self.claim.tolerance * abs(self.claim.stated)
+
+
+CLAIMS = (
+    Claim("lenet5", "params", 60_000, "LeNet-5 ... Parameters Learned: 60,000",
+          "The paper's sparse C3 and RBF output give 60,840; with a fully connected C3 and linear output, 61,706."),
+    Claim("alexnet", "params", 60_000_000, "AlexNet ... Parameters Learned: 60 Million",
+          "torchvision's single-GPU AlexNet (64 first-layer filters) has 61.1M; 58.6M of them are in the three "
+          "fully connected layers."),
+    Claim("alexnet", "first_conv_filters", 96, "the next convolution layer applies 96 of 11x11 filter with stride of 4",
+          "torchvision follows Krizhevsky's 2014 'one weird trick' variant with 64 filters.", tolerance=0.0),
+    Claim("alexnet", "conv_layers", 5, "It had five convolutional-pooling layer blocks", "", tolerance=0.0),
+    Claim("alexnet", "dense_layers", 3, "followed by three fully connected dense layers", "", tolerance=0.0),
+    Claim("vgg16", "params", 138_000_000, "VGGNet ... Parameters Learned: 138 Million",
+          "Exact for VGG-16 (138,357,544); VGG-19 has 143.7M.", tolerance=0.01),
+    Claim("googlenet", "params", 4_000_000,
+          "It reduces the number of parameters from 60 million (AlexNet) to 4 million.",
+          "The paper's own Table 1 adds up to about 6.8M (1M in the classifier); torchvision's has 6.6M "
+          "(batch norm added, 3x3 kernels in the '5x5' branch)."),
+    Claim("googlenet", "depth", 22, "It is 22 layers deep (27, including the pooling layers).",
+          "Measured as the longest chain of conv and linear layers from input to output.", tolerance=0.0),
+    Claim("googlenet", "top5_error", 6.67, "It achieved a top-5 error rate with of 6.67%",
+          "6.67% is the paper's 7-model, 144-crop ensemble; one model, one crop: 10.07% in the paper, "
+          "10.47% for torchvision's weights."),
+    Claim("lecture_cnn", "params", 5_615_553, "model = Sequential() ... Dense(1, activation='sigmoid')",
+          "The slide does not print the count; this is what Keras' model.summary() reports for that code.",
+          tolerance=0.0),
+)
+
+
+def _count_layers(profile: ModelProfile, kind: type) -> int:
+    return sum(1 for row in profile.rows if row.type == kind.__name__)
+
+
+def measure(claim: Claim) -> ClaimCheck:
+    """What cnnlab measures for one claim."""
+    profile = profile_arch(claim.arch)
+    spec = get_spec(claim.arch)
+    if claim.quantity == "params":
+        return ClaimCheck(claim, profile.params, f"parameters of {spec.source}'s {spec.title}")
+    if claim.quantity == "depth":
+        return ClaimCheck(claim, profile.depth, "longest conv/linear chain")
+    if claim.quantity == "conv_layers":
+        return ClaimCheck(claim, _count_layers(profile, nn.Conv2d), "Conv2d layers")
+    if claim.quantity == "dense_layers":
+        return ClaimCheck(claim, _count_layers(profile, nn.Linear), "Linear layers")
+    if claim.quantity == "first_conv_filters":
+        first = next(row for row in profile.rows if row.type == nn.Conv2d.__name__)
+        return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")
+    if claim.quantity == "top5_error":
+        return ClaimCheck(claim, round(100 - spec.accuracy.top5, 2), spec.accuracy.source)
+    raise ValueError(f"unknown quantity {claim.quantity!r}")
+
+
+def check_claims() -> list[ClaimCheck]:
+    """Every lecture claim with its measured counterpart."""
+    return [measure(claim) for claim in CLAIMS]

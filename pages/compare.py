@@ -1,0 +1,120 @@
+import pandas as pd
+import streamlit as st
+
+from cnnlab.charts import accuracy_vs_operations, metric_bars
+from cnnlab.compare import architecture_rows
+from cnnlab.latency import LatencyCache
+from cnnlab.lecture import check_claims
+from cnnlab.profiling import human, profile_arch
+from cnnlab.registry import arch_names, get_spec
+from pages.common import current_settings
+
+LATENCY_BATCHES = (1, 8)
+
+st.title("Compare architectures")
+st.caption("Parameters, operations (multiply-accumulates, MACs; FLOPs = 2 x MACs) and depth are measured on "
+           "cnnlab's builds at each network's own input size; accuracies are the published ones, with their source.")
+
+rows = architecture_rows()
+settings = current_settings()
+latency_cache = LatencyCache()
+
+
+@st.cache_data(show_spinner=False)
+def layer_table(arch: str) -> pd.DataFrame:
+    return pd.DataFrame([vars(r) for r in profile_arch(arch).rows])
+
+
+@st.cache_data(show_spinner=False)
+def claims_table() -> pd.DataFrame:
+    return pd.DataFrame([{
+        "Architecture": get_spec(c.claim.arch).title, "What": c.claim.quantity.replace("_", " "),
+        "Lecture says": c.claim.stated, "cnnlab measures": c.measured, "Agrees": c.agrees,
+        "Slide": c.claim.quote, "Why": c.claim.note,
+    } for c in check_claims()])
+
+
+try:
+    measured = latency_cache.for_device(settings.device)
+except ValueError as error:
+    st.warning(str(error))
+    measured = {}
+table = pd.DataFrame([{
+    "Architecture": r["title"], "Family": r["family"], "Year": r["year"],
+    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Depth": r["depth"],
+    "Top-1 %": r["top1"], "Top-5 %": r["top5"], "Accuracy source": r["accuracy_source"],
+    "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
+    **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
+       for b in LATENCY_BATCHES},
+} for r in rows])
+st.dataframe(
+    table, hide_index=True, width="stretch",
+    column_config={
+        "Params (M)": st.column_config.NumberColumn(format="%.2f"),
+        "GMACs": st.column_config.NumberColumn(format="%.3f"),
+        "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
+        **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
+    },
+)
+st.caption("Click a column header to sort. LeNet-5's published result is on MNIST "
+           f"({rows[0]['error']}% test error); the lecture CNN is a binary classifier with no published accuracy.")
+
+with st.expander("Measure latency on this machine", icon=":material/timer:"):
+    st.write("Forward time of each network with random weights: median of 10 runs after 3 warm-up runs, "
+             f"at batch sizes {' and '.join(map(str, LATENCY_BATCHES))}. Results are kept for this device and "
+             "thread count.")
+    chosen = st.multiselect("Architectures to time", arch_names(), default=[settings.arch],
+                            format_func=lambda n: get_spec(n).title)
+    if st.button("Measure", icon=":material/play_arrow:", disabled=not chosen):
+        progress = st.progress(0.0)
+        jobs = [(arch, batch) for arch in chosen for batch in LATENCY_BATCHES]
+        try:
+            for done, (arch, batch) in enumerate(jobs):
+                progress.progress(done / len(jobs), text=f"Timing {get_spec(arch).title} at batch {batch}")
+                result = latency_cache.measure(arch, batch, settings.device)
+            progress.progress(1.0, text=f"Done on {result.label}")
+            st.rerun()
+        except ValueError as error:
+            st.error(str(error))
+    if measured:
+        st.caption("Measured on " + next(iter(measured.values())).label + ".")
+
+st.subheader("Accuracy against operations")
+st.plotly_chart(accuracy_vs_operations(rows), width="stretch")
+st.caption("As on the lecture's 'Comparison' slide: the bigger the bubble, the more parameters.")
+
+metric_choices = {"params": ("Parameters", True), "gmacs": ("GMACs per image", True), "depth": ("Depth", False)}
+metric = st.segmented_control("Per architecture", list(metric_choices), default="params",
+                              format_func=lambda m: metric_choices[m][0]) or "params"
+st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stretch")
+
+st.subheader("Lecture claims, checked")
+st.dataframe(claims_table(), hide_index=True, width="stretch",
+             column_config={"Agrees": st.column_config.CheckboxColumn(), "Why": st.column_config.TextColumn(width="large")})
+
+st.subheader("Inside one architecture")
+arch = st.selectbox("Architecture", arch_names(), index=arch_names().index(settings.arch),
+                    format_func=lambda n: get_spec(n).title, key="compare_arch")
+spec = get_spec(arch)
+profile = profile_arch(arch)
+left, right = st.columns([2, 3])
+with left:
+    st.markdown(f"**{spec.title}** ({spec.family}, {spec.year})  \n"
+                f"[{spec.paper.title}]({spec.paper.url}), {spec.paper.authors}")
+    st.markdown(f"Implementation: **{spec.source}** `{spec.builder}`  \n"
+                f"Input {'x'.join(map(str, spec.input_size))}, resize {spec.preprocessing.resize} then crop "
+                f"{spec.preprocessing.crop}, mean {spec.preprocessing.mean}, std {spec.preprocessing.std}  \n"
+                f"Classifier: `{spec.classifier}`; stages: {', '.join(f'`{s}`' for s in spec.stages)}")
+    cols = st.columns(3)
+    cols[0].metric("Parameters", human(profile.params))
+    cols[1].metric("MACs", human(profile.macs), help=f"FLOPs = 2 x MACs = {human(profile.flops)}")
+    cols[2].metric("Depth", profile.depth, help="Longest chain of conv and linear layers")
+    if spec.notes:
+        st.markdown("**Paper vs implementation**")
+        st.markdown("\n".join(f"- {note}" for note in spec.notes))
+with right:
+    st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
+                 column_config={"output_shape": st.column_config.ListColumn("output shape"),
+                                "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
+                                                                       width="large")})
+    st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image.")
