@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages.common import PAGES
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception
+    at.switch_page(path)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("path", [p.path for p in PAGES])
+def test_every_page_renders_without_exception(path):
+    at = open_page(path)
+    assert not at.exception, at.exception
+    assert at.title, "every page has a title"
+
+
+def test_home_links_every_page():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    markdown = " ".join(str(m.value) for m in at.markdown)
+    assert "transfer learning" in markdown
+    assert len(at.get("page_link")) == len(PAGES) - 1
+
+
+def test_compare_page_tables_and_layer_table_follow_the_selection():
+    at = open_page("pages/compare.py")
+    assert len(at.dataframe) == 3
+    summary = at.dataframe[0].value
+    assert len(summary) == 16 and "GoogLeNet (Inception v1)" in set(summary["Architecture"])
+    at.selectbox(key="compare_arch").set_value("vgg16").run()
+    assert not at.exception
+    layers = at.dataframe[2].value
+    assert layers["params"].sum() == 138_357_544
+    assert any("Configuration D" in str(m.value) for m in at.markdown)
+
+
+def test_compare_page_measures_latency_on_demand(isolated_data_dir):
+    at = open_page("pages/compare.py")
+    assert at.dataframe[0].value["Latency b1 (ms)"].isna().all(), "nothing is measured on page load"
+    at.multiselect[0].set_value(["lenet5"]).run()
+    at.button[0].click().run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("Architecture")
+    assert table.loc["LeNet-5", "Latency b1 (ms)"] > 0
+    assert (isolated_data_dir / "latency.json").exists()

@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.registry import arch_names, get_spec
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_models_json_lists_every_architecture_with_its_parameters(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == arch_names()
+    for row in rows:
+        assert {"name", "family", "params", "macs", "top1", "top5", "input_size"} <= set(row)
+        assert row["params"] == get_spec(row["name"]).reference_params
+    assert next(r for r in rows if r["name"] == "googlenet")["top5"] == pytest.approx(89.53)
+
+
+def test_profile_json_rows_sum_to_totals(capsys):
+    assert main(["profile", "googlenet", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert sum(r["params"] for r in data["layers"]) == data["totals"]["params"] == 6_624_904
+    assert sum(r["macs"] for r in data["layers"]) == data["totals"]["macs"]
+    assert {"name", "type", "output_shape", "params", "macs"} <= set(data["layers"][0])
+
+
+def test_profile_input_size(capsys):
+    assert main(["profile", "resnet18", "--input-size", "112", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["input_shape"] == [1, 3, 112, 112]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["profile", "resnet51"], ["unknown architecture", "resnet50"]),
+    (["profile", "alexnet", "--input-size", "8"], ["too small", "63"]),
+    (["profile", "lenet5", "--input-size", "64"], ["only 32x32"]),
+    (["profile", "resnet18", "--input-size", "-3"], ["greater than zero"]),
+    (["profile", "resnet18", "--input-size", "abc"], ["not a whole number"]),
+    (["frobnicate"], ["invalid choice"]),
+])
+def test_bad_input_exits_2_with_one_line(args, words):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert all(word in lines[0] for word in words)
+
+
+def test_installed_console_script():
+    result = subprocess.run(["cnnlab", "models"], capture_output=True, text=True, timeout=120,
+                            env={"PATH": f"{sys.prefix}/bin"})
+    assert result.returncode == 0
+    assert "tf_efficientnet_lite0" in result.stdout

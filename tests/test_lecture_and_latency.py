@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from cnnlab.latency import LatencyCache, measure_latency, resolve_device
+from cnnlab.lecture import check_claims
+
+
+def test_lecture_claims_are_checked_against_measurements():
+    checks = {(c.claim.arch, c.claim.quantity): c for c in check_claims()}
+    assert checks[("googlenet", "depth")].measured == 22 and checks[("googlenet", "depth")].agrees
+    assert checks[("vgg16", "params")].agrees
+    assert checks[("lenet5", "params")].measured == 61_706
+    googlenet_params = checks[("googlenet", "params")]
+    assert googlenet_params.measured == 6_624_904 and not googlenet_params.agrees
+    assert checks[("alexnet", "first_conv_filters")].measured == 64
+    assert checks[("googlenet", "top5_error")].measured == pytest.approx(10.47)
+    assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
+
+
+def test_latency_measures_and_caches(isolated_data_dir):
+    cache = LatencyCache()
+    result = cache.measure("lenet5", batch=4, device="cpu", warmup=1, repeats=3)
+    assert result.median_ms > 0 and result.batch == 4 and result.device == "cpu"
+    assert result.images_per_s == pytest.approx(4000 / result.median_ms)
+    assert cache.for_device("cpu")[("lenet5", 4)] == result
+    stored = json.loads((isolated_data_dir / "latency.json").read_text())
+    assert len(stored) == 1
+
+
+def test_latency_cache_survives_a_corrupt_file(isolated_data_dir):
+    isolated_data_dir.mkdir(parents=True, exist_ok=True)
+    (isolated_data_dir / "latency.json").write_text("{not json")
+    assert LatencyCache().load() == {}
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        measure_latency("lenet5", device="cuda")
+    assert resolve_device("auto").type == "cpu"

@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.profiling import conv_formula, profile_arch, profile_model
+from cnnlab.registry import arch_names, build_model, get_spec
+
+TORCHVISION = [n for n in arch_names() if get_spec(n).reference_macs]
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_macs_match_torchvision_published_ops(name):
+    profile = profile_arch(name)
+    assert profile.macs == pytest.approx(get_spec(name).reference_macs, rel=0.01)
+    assert profile.flops == 2 * profile.macs
+
+
+@pytest.mark.parametrize("name", arch_names())
+def test_rows_sum_to_totals(name):
+    profile = profile_arch(name)
+    assert sum(r.params for r in profile.rows) == profile.params
+    assert sum(r.macs for r in profile.rows) == profile.macs
+    assert profile.output_shape == (1, get_spec(name).num_classes)
+
+
+@pytest.mark.parametrize("name, depth", [("alexnet", 8), ("vgg16", 16), ("vgg19", 19), ("googlenet", 22),
+                                         ("resnet18", 18), ("resnet50", 50), ("densenet121", 121), ("lenet5", 5)])
+def test_depth_is_the_published_layer_count(name, depth):
+    assert profile_arch(name).depth == depth
+
+
+@pytest.mark.parametrize("name", ["googlenet", "resnet50", "tf_efficientnet_lite0", "inception_v3"])
+def test_conv_formulas_agree_with_the_counter(name):
+    profile = profile_arch(name)
+    model_convs = {n: m for n, m in build_model_meta(name).named_modules() if isinstance(m, nn.Conv2d)}
+    checked = 0
+    for row in profile.rows:
+        if row.name in model_convs and row.calls == 1:
+            text, macs = conv_formula(model_convs[row.name], row.output_shape)
+            assert macs == row.macs, row.name
+            assert row.formula == text
+            checked += 1
+    assert checked > 10
+
+
+def build_model_meta(name):
+    with torch.device("meta"):
+        return build_model(name)
+
+
+def test_lecture_formula_form():
+    conv = nn.Conv2d(480, 48, 5, padding=2)
+    text, macs = conv_formula(conv, (1, 48, 14, 14))
+    assert text == "(14x14x48) x (5x5x480) = 112.9M"
+    assert macs == 112_896_000
+
+
+def test_input_size_changes_operations_quadratically():
+    base, double = profile_arch("resnet18"), profile_arch("resnet18", 448)
+    conv_macs = sum(r.macs for r in base.rows if r.type == "Conv2d")
+    assert sum(r.macs for r in double.rows if r.type == "Conv2d") == 4 * conv_macs
+    assert double.params == base.params
+
+
+def test_real_model_frozen_layers_and_no_side_effects():
+    model = build_model("resnet18").train()
+    for p in model.layer1.parameters():
+        p.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.layer1.parameters())
+    x = torch.randn(1, 3, 224, 224)
+    profile = profile_model(model, x)
+    assert profile.frozen_params == frozen
+    assert profile.trainable_params == profile.params - frozen
+    assert model.training, "the model's mode is restored"
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model(x), model(x))
+
+
+def test_auxiliary_classifier_counts_params_but_no_operations():
+    profile = profile_arch("inception_v3")
+    aux = [r for r in profile.rows if r.name.startswith("AuxLogits")]
+    assert sum(r.params for r in aux) > 3_000_000
+    assert all(r.calls == 0 and r.macs == 0 for r in aux)

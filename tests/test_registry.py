@@ -1,0 +1,134 @@
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.archs import BN_INCEPTION_MODULES
+from cnnlab.registry import arch_names, build_model, get_spec, registry
+
+NAMES = arch_names()
+REQUIRED = ["lenet5", "lecture_cnn", "alexnet", "vgg16", "vgg19", "googlenet", "bn_inception", "inception_v3",
+            "inception_v4", "inception_resnet_v2", "resnet18", "resnet50", "densenet121", "mobilenet_v2",
+            "efficientnet_b0", "tf_efficientnet_lite0"]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_registry_holds_every_required_architecture():
+    assert set(REQUIRED) <= set(NAMES)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(KeyError, match="resnet50"):
+        get_spec("resnet51")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_and_forward_shape(name):
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    model = build_model(name)
+    x = torch.randn(2, *spec.input_size)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == (2, spec.num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_matches_reference(name):
+    with torch.device("meta"):
+        model = build_model(name)
+    assert count_params(model) == get_spec(name).reference_params
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).torchvision_weights])
+def test_torchvision_reference_is_the_published_meta(name):
+    import torchvision
+
+    enum_name, member = get_spec(name).torchvision_weights.split(".")
+    meta = getattr(getattr(torchvision.models, enum_name), member).meta
+    assert get_spec(name).reference_params == meta["num_params"]
+    assert get_spec(name).accuracy.top1 == meta["_metrics"]["ImageNet-1K"]["acc@1"]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).source == "timm"])
+def test_timm_reference_is_timms_own_model(name):
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(get_spec(name).builder, pretrained=False)
+    assert count_params(model) == get_spec(name).reference_params
+    assert timm.get_pretrained_cfg(get_spec(name).timm_pretrained.split(".")[0]) is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_classifier_and_stages_exist_and_stages_shrink(name):
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = build_model(name)
+    modules = dict(model.named_modules())
+    assert isinstance(modules[spec.classifier], nn.Linear)
+    assert modules[spec.classifier].out_features == spec.num_classes
+    shapes = {}
+    handles = [modules[s].register_forward_hook(lambda m, i, o, s=s: shapes.__setitem__(s, o.shape))
+               for s in spec.stages]
+    try:
+        model(torch.empty(1, *spec.input_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    assert list(shapes) == list(spec.stages), "stages must run in the listed order"
+    sizes = [s[-1] * s[-2] if len(s) == 4 else 1 for s in shapes.values()]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_lecture_cnn_is_the_keras_model():
+    # Keras counts: conv (3*3*Cin+1)*Cout, dense (in+1)*out, flatten 9*9*128 after four 2x2 pools of 150.
+    convs = [(3, 32), (32, 64), (64, 128), (128, 128)]
+    dense = [(9 * 9 * 128, 512), (512, 128), (128, 1)]
+    expected = sum((9 * cin + 1) * cout for cin, cout in convs) + sum((i + 1) * o for i, o in dense)
+    assert expected == 5_615_553
+    with torch.device("meta"):
+        assert count_params(build_model("lecture_cnn")) == expected
+
+
+def test_lenet5_layer_sizes():
+    expected = (25 * 1 + 1) * 6 + (25 * 6 + 1) * 16 + (25 * 16 + 1) * 120 + (120 + 1) * 84 + (84 + 1) * 10
+    assert count_params(build_model("lenet5")) == expected
+
+
+def test_bn_inception_follows_the_papers_table():
+    model = build_model("bn_inception")
+    seen = {}
+    handles = [getattr(model, c.name).register_forward_hook(lambda m, i, o, c=c: seen.__setitem__(c.name, o.shape))
+               for c in BN_INCEPTION_MODULES]
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 224, 224))
+    for h in handles:
+        h.remove()
+    paper_outputs = {"inception_3a": (256, 28), "inception_3b": (320, 28), "inception_3c": (576, 14),
+                     "inception_4a": (576, 14), "inception_4e": (1024, 7), "inception_5b": (1024, 7)}
+    for name, (channels, size) in paper_outputs.items():
+        assert seen[name][1:] == (channels, size, size)
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (5, 5) for m in model.modules()) == 0
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == sum(
+        isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def test_specs_are_frozen_and_cite_sources():
+    for spec in registry().values():
+        with pytest.raises(AttributeError):
+            spec.name = "x"
+        assert spec.paper.url and spec.paper.title
+        if spec.accuracy:
+            assert spec.accuracy.source and spec.accuracy.url
+
+
+@pytest.mark.parametrize("size, message", [(16, "too small"), (5000, "limit")])
+def test_check_input_size(size, message):
+    with pytest.raises(ValueError, match=message):
+        get_spec("alexnet").check_input_size(size)
+    with pytest.raises(ValueError, match="only 32x32"):
+        get_spec("lenet5").check_input_size(64)
