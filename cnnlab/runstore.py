@@ -1,0 +1,253 @@
+"""The run store: one SQLite database of runs, their metrics and log lines, shared by the dashboard, the
+CLI and workers. WAL mode and a busy timeout let many readers and writers share it; every write is one
+`BEGIN IMMEDIATE` transaction, so writers queue instead of failing with 'database is locked'.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.paths import data_dir
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request_key TEXT UNIQUE,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    worker TEXT,
+    heartbeat_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT,
+    checkpoint TEXT,
+    checkpoint_at REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, kind, step);
+CREATE TABLE IF NOT EXISTS logs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    line TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_run ON logs(run_id, at);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the runs table, with its JSON columns decoded."""
+
+    id: str
+    config: dict
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    heartbeat_at: float | None
+    cancel_requested: bool
+    error: str | None
+    result: dict | None
+    checkpoint: str | None
+    checkpoint_at: float | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+def default_path() -> Path:
+    """`runs.sqlite3` in cnnlab's data directory."""
+    return data_dir() / "runs.sqlite3"
+
+
+class RunStore:
+    """Access to the run database at `path`; cheap to create, one connection per call."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.row_factory = sqlite3.Row
+            yield connection
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def submit(self, config: dict, request_key: str | None = None) -> str:
+        """Queue a run and return its id. Submitting again with the same `request_key` (one click on
+        Launch) returns the first run's id instead of creating a second run."""
+        run_id = uuid.uuid4().hex[:12]
+        with self._write() as db:
+            if request_key is not None:
+                existing = db.execute("SELECT id FROM runs WHERE request_key = ?", (request_key,)).fetchone()
+                if existing:
+                    return existing["id"]
+            db.execute("INSERT INTO runs (id, config, status, request_key, created_at) VALUES (?, ?, 'queued', ?, ?)",
+                       (run_id, json.dumps(config), request_key, time.time()))
+        return run_id
+
+    def claim_next(self, worker: str) -> Run | None:
+        """Atomically move the oldest queued run to running for `worker`; None when the queue is empty."""
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE runs SET status = 'running', worker = ?, started_at = ?, heartbeat_at = ?, "
+                       "finished_at = NULL, error = NULL WHERE id = ?", (worker, now, now, row["id"]))
+        return self.get(row["id"])
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's worker is alive."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))
+
+    def add_metrics(self, run_id: str, kind: str, step: int, values: dict) -> None:
+        """Append one row of metrics ('epoch' or 'step') and beat the heart."""
+        now = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO metrics (run_id, kind, step, data, at) VALUES (?, ?, ?, ?, ?)",
+                       (run_id, kind, step, json.dumps(values), now))
+            db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
+
+    def log(self, run_id: str, line: str) -> None:
+        """Append a log line."""
+        with self._write() as db:
+            db.execute("INSERT INTO logs (run_id, line, at) VALUES (?, ?, ?)", (run_id, line, time.time()))
+
+    def set_checkpoint(self, run_id: str, path: str) -> None:
+        """Record the run's latest checkpoint (what a resume starts from)."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET checkpoint = ?, checkpoint_at = ? WHERE id = ?", (path, time.time(), run_id))
+
+    def finish(self, run_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
+        """Close a run as succeeded, failed or cancelled."""
+        if status not in FINISHED:
+            raise ValueError(f"a run finishes as one of {sorted(FINISHED)}, not {status!r}")
+        with self._write() as db:
+            db.execute("UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
+                       (status, json.dumps(result) if result is not None else None, error, time.time(), run_id))
+
+    def request_cancel(self, run_id: str) -> str:
+        """Cancel a queued run at once, or ask a running one to stop at its next step; returns its status."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id!r}")
+            if row["status"] in ("queued", "interrupted"):
+                db.execute("UPDATE runs SET status = 'cancelled', finished_at = ? WHERE id = ?", (time.time(), run_id))
+                return "cancelled"
+            if row["status"] == "running":
+                db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+            return row["status"]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def mark_interrupted(self, stale_after_s: float, alive_workers: frozenset[str] = frozenset()) -> list[str]:
+        """Mark running runs whose worker is gone (no heartbeat for `stale_after_s`, and not in
+        `alive_workers`) as interrupted; returns their ids."""
+        cutoff = time.time() - stale_after_s
+        with self._write() as db:
+            rows = db.execute("SELECT id, worker FROM runs WHERE status = 'running' AND heartbeat_at < ?",
+                              (cutoff,)).fetchall()
+            dead = [r["id"] for r in rows if r["worker"] not in alive_workers]
+            for run_id in dead:
+                db.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE id = ?",
+                           ("the worker stopped while the run was going", run_id))
+        return dead
+
+    def requeue(self, run_id: str) -> None:
+        """Put an interrupted, failed or cancelled run back in the queue (it resumes from its checkpoint)."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id!r}")
+            if row["status"] not in ("interrupted", "failed", "cancelled"):
+                raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
+            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, created_at = ? WHERE id = ?",
+                       (time.time(), run_id))
+
+    def get(self, run_id: str) -> Run:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r}")
+        return _run(row)
+
+    def runs(self, statuses: tuple[str, ...] = STATUSES) -> list[Run]:
+        """Runs with any of `statuses`, newest first."""
+        marks = ",".join("?" * len(statuses))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at DESC",
+                              statuses).fetchall()
+        return [_run(r) for r in rows]
+
+    def metrics(self, run_id: str, kind: str = "epoch") -> list[dict]:
+        """Metric rows of one kind, in step order, each with its 'step'."""
+        with self._connect() as db:
+            rows = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? ORDER BY step, rowid",
+                              (run_id, kind)).fetchall()
+        return [{"step": r["step"], **json.loads(r["data"])} for r in rows]
+
+    def logs(self, run_id: str, limit: int = 200) -> list[str]:
+        """The run's last `limit` log lines, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT line FROM logs WHERE run_id = ? ORDER BY rowid DESC LIMIT ?",
+                              (run_id, limit)).fetchall()
+        return [r["line"] for r in reversed(rows)]
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"], config=json.loads(row["config"]), status=row["status"], created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"], worker=row["worker"],
+        heartbeat_at=row["heartbeat_at"], cancel_requested=bool(row["cancel_requested"]), error=row["error"],
+        result=json.loads(row["result"]) if row["result"] else None, checkpoint=row["checkpoint"],
+        checkpoint_at=row["checkpoint_at"],
+    )

@@ -1,0 +1,87 @@
+import multiprocessing
+import time
+
+import pytest
+
+from cnnlab.runstore import RunStore
+
+WRITERS, ROWS = 6, 40
+
+
+def write_many(path, run_id, writer):
+    store = RunStore(path)
+    for step in range(ROWS):
+        store.add_metrics(run_id, "step", writer * ROWS + step, {"loss": 1.0 / (step + 1), "writer": writer})
+        store.log(run_id, f"writer {writer} step {step}")
+
+
+def read_many(path, run_id):
+    """Poll until every row is there; fail if a read ever sees fewer rows than the one before."""
+    store = RunStore(path)
+    deadline, last = time.time() + 30, 0
+    while time.time() < deadline:
+        count = len(store.metrics(run_id, "step"))
+        if count < last:
+            raise AssertionError(f"rows went from {last} to {count}")
+        last = count
+        if count == WRITERS * ROWS:
+            return
+    raise AssertionError(f"only {last} rows after 30 s")
+
+
+def test_concurrent_writers_and_readers_lose_nothing(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    store = RunStore(path)
+    run_id = store.submit({"arch": "lenet5"})
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=write_many, args=(path, run_id, w)) for w in range(WRITERS)]
+    processes += [context.Process(target=read_many, args=(path, run_id)) for _ in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+        assert p.exitcode == 0, "a writer or reader failed (e.g. 'database is locked')"
+    rows = store.metrics(run_id, "step")
+    assert sorted(r["step"] for r in rows) == list(range(WRITERS * ROWS))
+    assert len(store.logs(run_id, limit=10_000)) == WRITERS * ROWS
+
+
+def test_lifecycle_and_same_launch_twice(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    first = store.submit({"arch": "lenet5"}, request_key="click-1")
+    assert store.submit({"arch": "lenet5"}, request_key="click-1") == first
+    assert len(store.runs()) == 1
+    run = store.claim_next("worker-a")
+    assert run.id == first and run.status == "running"
+    assert store.claim_next("worker-b") is None
+    store.add_metrics(first, "epoch", 1, {"val_acc": 0.9})
+    store.finish(first, "succeeded", result={"val_acc": 0.9})
+    run = store.get(first)
+    assert run.status == "succeeded" and run.result == {"val_acc": 0.9}
+    assert store.metrics(first) == [{"step": 1, "val_acc": 0.9}]
+
+
+def test_cancel_queued_and_running(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    queued, running = store.submit({"n": 1}), store.submit({"n": 2})
+    store.claim_next("w")  # claims the older one
+    assert store.get(queued).status == "running"
+    assert store.request_cancel(running) == "cancelled"
+    assert store.request_cancel(queued) == "running"
+    assert store.cancel_requested(queued)
+
+
+def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = store.submit({"n": 1})
+    store.claim_next("w")
+    store.set_checkpoint(run_id, "/tmp/ckpt")
+    assert store.mark_interrupted(stale_after_s=60) == []
+    time.sleep(0.05)
+    assert store.mark_interrupted(stale_after_s=0.01) == [run_id]
+    run = store.get(run_id)
+    assert run.status == "interrupted" and run.checkpoint == "/tmp/ckpt"
+    store.requeue(run_id)
+    assert store.get(run_id).status == "queued"
+    with pytest.raises(ValueError, match="only interrupted"):
+        store.requeue(run_id)
