@@ -1,0 +1,267 @@
+"""1x1 reductions: the lecture's calculator, what the bottlenecks of real networks save, and global average pooling."""
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cnnlab.profiling import human
+from cnnlab.reductions import (
+    LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS, ConvSetup, compare_reduction,
+    head_comparisons, network_reductions, reduction_archs, reduction_sweep)
+from cnnlab.registry import get_spec
+from pages.common import current_settings
+
+PRESETS = {
+    "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
+    "Lecture: 1x1 compression (64x64x100 to 64x64x20 with 20 1x1 filters)": LECTURE_COMPRESSION_EXAMPLE,
+}
+FIELDS = (  # setup field, label, slider max, number-input max
+    ("height", "Height H", 256, 2048),
+    ("width", "Width W", 256, 2048),
+    ("in_channels", "Input channels C_in", 2048, 8192),
+    ("out_channels", "Output channels C_out", 2048, 8192),
+    ("kernel", "Kernel k", 11, 31),
+    ("reduce_to", "Reduce to C_red (1x1)", 2048, 8192),
+)
+PART_COLORS = {"naive": "#d62728", "1x1 reduction": "#1f77b4", "k x k convolution": "#ff7f0e"}
+ROLE_COLORS = dict(zip(ROLE_DESCRIPTIONS, ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#bcbd22", "#ff7f0e",
+                                           "#7f7f7f", "#e377c2")))
+
+
+def _number_key(field: str) -> str:
+    return f"calc_{field}_number"
+
+
+def _slider_key(field: str) -> str:
+    return f"calc_{field}_slider"
+
+
+def _set_field(field: str, value: int, slider_max: int) -> None:
+    st.session_state[_number_key(field)] = value
+    st.session_state[_slider_key(field)] = min(value, slider_max)
+
+
+def _apply_preset() -> None:
+    setup = PRESETS[st.session_state["calc_preset"]]
+    for field, _label, slider_max, _number_max in FIELDS:
+        value = getattr(setup, field)
+        if value is not None:
+            _set_field(field, value, slider_max)
+    st.session_state["calc_reduce"] = setup.reduce_to is not None
+
+
+def _slider_moved(field: str) -> None:
+    st.session_state[_number_key(field)] = st.session_state[_slider_key(field)]
+
+
+def _number_typed(field: str, slider_max: int) -> None:
+    st.session_state[_slider_key(field)] = min(st.session_state[_number_key(field)], slider_max)
+
+
+def _linked_input(field: str, label: str, slider_max: int, number_max: int, disabled: bool = False) -> int:
+    """A slider and a number input kept in step; the number input can go past the slider's range."""
+    slider_column, number_column = st.columns([3, 1])
+    slider_column.slider(label, 1, slider_max, key=_slider_key(field), on_change=_slider_moved, args=(field,),
+                         disabled=disabled)
+    number_column.number_input(label, 1, number_max, step=1, key=_number_key(field), on_change=_number_typed,
+                               args=(field, slider_max), disabled=disabled, label_visibility="hidden")
+    return int(st.session_state[_number_key(field)])
+
+
+def _cost_bars(result, metric: str, title: str) -> go.Figure:
+    """Naive against reduced, the reduced bar stacked from its 1x1 and k x k parts."""
+    figure = go.Figure()
+    parts = [("naive", "naive", result.naive)]
+    if result.reduce is not None:
+        parts += [("with 1x1 reduction", "1x1 reduction", result.reduce),
+                  ("with 1x1 reduction", "k x k convolution", result.conv)]
+    for bar, part, cost in parts:
+        value = getattr(cost, metric)
+        text = cost.formula if metric == "macs" else cost.params_formula
+        figure.add_bar(x=[bar], y=[value], name=part, marker_color=PART_COLORS[part], text=[human(value)],
+                       hovertext=[text], hoverinfo="text+name")
+    figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title)
+    return figure
+
+
+def _sweep_chart(setup: ConvSetup) -> go.Figure:
+    """Total MACs of the reduced path for every reduction width, against the naive convolution."""
+    step = max(1, setup.in_channels // 256)
+    sweep = reduction_sweep(setup, range(1, setup.in_channels + 1, step))
+    widths = [r.setup.reduce_to for r in sweep]
+    figure = go.Figure()
+    figure.add_scatter(x=widths, y=[r.total_macs for r in sweep], name="1x1 reduction + k x k", mode="lines")
+    figure.add_scatter(x=widths, y=[sweep[0].naive.macs] * len(widths), name="naive k x k", mode="lines",
+                       line={"dash": "dash", "color": PART_COLORS["naive"]})
+    if setup.reduce_to is not None:
+        current = compare_reduction(setup)
+        figure.add_scatter(x=[setup.reduce_to], y=[current.total_macs], name=f"C_red = {setup.reduce_to}",
+                           mode="markers", marker={"size": 12, "color": PART_COLORS["1x1 reduction"]})
+    figure.update_layout(title="Total MACs against the reduction's width", height=360, margin={"t": 50},
+                         xaxis_title="C_red (channels after the 1x1)", yaxis_title="MACs")
+    return figure
+
+
+def calculator() -> None:
+    st.header("Calculator")
+    st.caption("A k x k convolution with 'same' padding and stride 1 (its output keeps the input's H x W), "
+               "alone or after a 1x1 convolution that first reduces C_in to C_red. Operations are "
+               "multiply-accumulates per image, counted as (H x W x C_out) x (k x k x C_in); parameters include "
+               "one bias per filter.")
+    if _number_key("height") not in st.session_state:
+        st.session_state["calc_preset"] = next(iter(PRESETS))
+        _apply_preset()
+    st.selectbox("Start from", list(PRESETS), key="calc_preset", on_change=_apply_preset)
+    values = {}
+    for field, label, slider_max, number_max in FIELDS:
+        if field == "reduce_to":
+            st.checkbox("Put a 1x1 reduction in front", key="calc_reduce")
+        values[field] = _linked_input(field, label, slider_max, number_max,
+                                      disabled=field == "reduce_to" and not st.session_state["calc_reduce"])
+    if not st.session_state["calc_reduce"]:
+        values["reduce_to"] = None
+    setup = ConvSetup(**values)
+    result = compare_reduction(setup)
+
+    k = f"{setup.kernel}x{setup.kernel}"
+    lines = [f"Input {setup.height}x{setup.width}x{setup.in_channels}, output "
+             f"{setup.height}x{setup.width}x{setup.out_channels}.",
+             f"Number of operations (naive {k}) = {result.naive.formula}"]
+    if result.reduce is not None:
+        lines += [f"Number of operations for 1x1 = {result.reduce.formula}",
+                  f"Number of operations for {k} = {result.conv.formula}",
+                  f"Total number of operations = {result.total_formula}"]
+    st.markdown("  \n".join(f"`{line}`" if "=" in line else line for line in lines))
+
+    columns = st.columns(4)
+    columns[0].metric("Naive MACs", human(result.naive.macs))
+    if result.reduce is None:
+        columns[1].metric("Output", f"{setup.height}x{setup.width}x{setup.out_channels}")
+        columns[2].metric("Parameters", human(result.naive.params), help=result.naive.params_formula)
+        columns[3].metric("Channels kept", f"{setup.out_channels / setup.in_channels:.0%}",
+                          help="C_out / C_in: how much a 1x1 convolution compresses the depth.")
+    else:
+        columns[1].metric("MACs with reduction", human(result.total_macs),
+                          delta=f"{human(result.total_macs - result.naive.macs)}", delta_color="inverse")
+        columns[2].metric("Fewer MACs", f"{result.ratio:.1f}x")
+        columns[3].metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
+                          help="Naive → with the reduction. " + " ; ".join(
+                              c.params_formula for c in (result.naive, result.reduce, result.conv)))
+    left, right = st.columns(2)
+    left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart")
+    right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart")
+    st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart")
+    st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
+               "channels than the k x k convolution can use cheaply.")
+
+
+def _module_chart(network) -> go.Figure:
+    """Per module, MACs as built next to MACs without reductions, each stacked by the convolutions' roles."""
+    present = {c.role for m in network.modules for c in m.convs}
+    roles = [role for role in ROLE_DESCRIPTIONS if role in present]
+    names = [m.path for m in network.modules]
+    x = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
+    figure = go.Figure()
+    for role in roles:
+        values = []
+        for module in network.modules:
+            convs = module.with_role(role)
+            values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
+        figure.add_bar(x=x, y=values, name=role, marker_color=ROLE_COLORS[role], hovertemplate="%{x}<br>%{y:,} MACs<extra>" + role + "</extra>")
+    figure.update_layout(barmode="stack", height=480, margin={"t": 30}, yaxis_title="Multiply-accumulates",
+                         legend_title_text="Convolution")
+    return figure
+
+
+def _conv_table(module) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "Branch": c.branch, "Convolution": c.path, "Role": c.role, "Fed by": ", ".join(c.fed_by),
+        "Kernel": "x".join(map(str, c.built.kernel)), "Stride": c.built.stride[0],
+        "C_in": c.built.in_channels, "C_out": c.built.out_channels,
+        "Output H x W": "x".join(map(str, c.built.output_hw)),
+        "As built": c.built.formula, "MACs": c.built.macs, "Params": c.built.params,
+        "Without reductions": c.without.formula if c.without else "removed",
+        "MACs without": c.without.macs if c.without else 0, "Params without": c.without.params if c.without else 0,
+    } for c in module.convs])
+
+
+def real_modules() -> None:
+    st.header("Real modules")
+    st.caption("Every Inception module (or bottleneck block, or dense layer) of the chosen network, read from "
+               "the built model: each convolution's channels and its own output H x W come from a forward pass "
+               "on meta tensors. 'Without' feeds every convolution that followed a 1x1 reduction the module's full "
+               "input instead and drops the reduction. MACs are per image; parameters are convolution weights "
+               "and biases.")
+    archs = reduction_archs()
+    sidebar_arch = current_settings().arch
+    st.session_state.setdefault("reductions_arch", sidebar_arch if sidebar_arch in archs else "googlenet")
+    arch = st.selectbox("Network", archs, key="reductions_arch", format_func=lambda n: get_spec(n).title)
+    with st.spinner(f"Reading {get_spec(arch).title}'s modules"):
+        network = network_reductions(arch)
+    totals = network.totals()
+    columns = st.columns(4)
+    columns[0].metric(f"{len(network.modules)} modules, as built", human(network.built_macs) + " MACs")
+    columns[1].metric("Without 1x1 reductions", human(network.without_macs) + " MACs")
+    columns[2].metric("Saved", f"{network.ratio:.2f}x")
+    columns[3].metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
+                      help="All of the network's MACs as built → with every module's reductions removed.")
+    st.plotly_chart(_module_chart(network), key="modules_chart")
+    summary = pd.DataFrame([m.summary() for m in network.modules]).rename(columns={
+        "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
+        "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
+        "macs_without": "MACs without", "ratio": "Saved (x)", "params": "Params", "params_without": "Params without"})
+    st.dataframe(summary, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="localized")
+                                for c in ("MACs", "MACs without", "Params", "Params without")})
+    if arch == "googlenet":
+        st.caption("The lecture's slide is inception4a's third branch (480 channels at 14x14, reduced to 16, "
+                   "then 48 filters). torchvision's GoogLeNet uses 3x3 where the paper has 5x5 in that branch, "
+                   "so its numbers here are smaller than the slide's; the calculator shows the paper's 5x5.")
+    if any(m.ratio < 1 for m in network.modules):
+        st.caption("A 'saved' below 1 means the module's 1x1 widens instead of narrowing (DenseNet's first "
+                   "layers, ResNet's first block): there the reduction costs more than it saves.")
+    module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module")
+    module = next(m for m in network.modules if m.path == module_path)
+    st.dataframe(_conv_table(module), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="localized")
+                                for c in ("MACs", "Params", "MACs without", "Params without")})
+    with st.expander("What the roles mean", icon=":material/help:"):
+        st.markdown("\n".join(f"- **{role}**: {text}" for role, text in ROLE_DESCRIPTIONS.items()))
+        st.caption(f"Only a '{REDUCTION}' is removed in the 'without' variant; every other 1x1 stays.")
+
+
+def _head_chart(comparisons) -> go.Figure:
+    titles = [get_spec(c.arch).title for c in comparisons]
+    figure = go.Figure()
+    figure.add_bar(x=titles, y=[c.gap_params for c in comparisons], name="global average pooling",
+                   hovertext=[c.gap_formula for c in comparisons])
+    figure.add_bar(x=titles, y=[c.flatten_params for c in comparisons], name="flatten",
+                   hovertext=[c.flatten_formula for c in comparisons])
+    figure.update_layout(barmode="group", yaxis_type="log", height=420, margin={"t": 30}, xaxis_tickangle=-35,
+                         yaxis_title="Parameters of the first dense layer (log)")
+    return figure
+
+
+def global_average_pooling() -> None:
+    st.header("Global average pooling")
+    st.caption("GoogLeNet averages each 7x7 feature map to 1x1 before its classifier: the pooling has no "
+               "parameters, and the dense layer after it sees C numbers instead of H x W x C. For each network, "
+               "its first dense layer fed by global average pooling against the same layer fed by a flatten of "
+               "the last feature map (VGG's 7x7x512 flatten into 4096, against GAP into the same 4096).")
+    with st.spinner("Reading every network's head"):
+        comparisons = head_comparisons()
+    table = pd.DataFrame([{
+        "Architecture": get_spec(c.arch).title, "Last feature map": "x".join(map(str, c.feature_shape)),
+        "Dense layer": c.dense_path, "Width": c.width, "Head as built": c.built_head,
+        "With GAP": c.gap_formula, "With flatten": c.flatten_formula, "Flatten / GAP": round(c.ratio, 1),
+        "Model params": c.model_params, "Model params with the other head": c.model_params_other_head,
+    } for c in comparisons])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="localized")
+                                for c in ("Model params", "Model params with the other head")})
+    st.plotly_chart(_head_chart(comparisons), key="gap_chart")
+
+
+st.title("1x1 reductions")
+calculator()
+real_modules()
+global_average_pooling()
