@@ -97,9 +97,11 @@ TIMM = "timm"
 CNNLAB = "cnnlab"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_ARCH = "tf_efficientnet_lite0"
 
 
-def _torchvision_weights(enum_path: str):
+def torchvision_weights_enum(enum_path: str):
+    """The torchvision Weights enum member named like 'ResNet50_Weights.IMAGENET1K_V2'."""
     enum_name, member = enum_path.split(".")
     weights_enum = getattr(importlib.import_module("torchvision.models"), enum_name)
     return getattr(weights_enum, member)
@@ -107,7 +109,7 @@ def _torchvision_weights(enum_path: str):
 
 def _torchvision_spec(name: str, weights: str, **fields) -> ArchSpec:
     """A spec whose params, MACs, accuracy and preprocessing come from torchvision's weights meta."""
-    w = _torchvision_weights(weights)
+    w = torchvision_weights_enum(weights)
     meta, transform = w.meta, w.transforms()
     metrics = meta["_metrics"]["ImageNet-1K"]
     crop = transform.crop_size[0]

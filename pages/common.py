@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
 
 
 def _leave_legacy_pages_mode() -> None:
@@ -41,9 +41,14 @@ PAGES = (
     PageInfo("pages/compare.py", "Compare architectures", ":material/leaderboard:",
              "Parameters, operations, depth, published ImageNet accuracy and measured speed of every "
              "architecture, with the lecture's claims checked and each network's layer table."),
+    PageInfo("pages/reductions.py", "1x1 reductions", ":material/compress:",
+             "What Inception's 1x1 bottlenecks save: the lecture's calculator, every module of GoogLeNet and its "
+             "successors as built and without its reductions, and global average pooling against flatten."),
+    PageInfo("pages/predict.py", "Predict", ":material/image_search:",
+             "A pretrained network's top-5 ImageNet classes for a sample photo or your own image, with any "
+             "architecture's weights: shipped, downloaded, or your own checkpoint."),
 )
 
-DEFAULT_ARCH = "tf_efficientnet_lite0"
 
 
 @dataclass(frozen=True)

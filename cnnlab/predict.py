@@ -1,0 +1,83 @@
+"""Top-K predictions of a classifier, named with the ImageNet class names torchvision ships."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import nn
+
+from cnnlab.images import image_input
+from cnnlab.registry import DEFAULT_ARCH, get_spec
+from cnnlab.weights import DEFAULT, LoadedModel, default_weights, load_weights
+
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    arch: str
+    weights: str
+    predictions: tuple[Prediction, ...]
+    notes: tuple[str, ...] = ()
+
+
+@cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in index order, as torchvision's weights metadata lists them."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_names(num_classes: int) -> tuple[str, ...]:
+    """ImageNet names for a 1000-class model, 'class i' otherwise."""
+    if num_classes == IMAGENET_CLASSES:
+        return imagenet_class_names()
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def predict(model: nn.Module, batch: torch.Tensor, top: int = 5,
+            names: tuple[str, ...] | None = None) -> tuple[Prediction, ...]:
+    """The `top` most probable classes for the first image of `batch`, most probable first.
+
+    `model` must be in eval mode and is not changed. A single-output model is read as a sigmoid binary classifier."""
+    if model.training:
+        raise ValueError("predict needs a model in eval mode; cached models must never be switched to training")
+    with torch.inference_mode():
+        logits = model(batch)[0].float()
+    if logits.numel() == 1:
+        positive = torch.sigmoid(logits)[0]
+        probabilities = torch.stack([1 - positive, positive])
+    else:
+        probabilities = logits.softmax(-1)
+    names = names or class_names(probabilities.numel())
+    best = probabilities.topk(min(top, probabilities.numel()))
+    return tuple(Prediction(int(i), names[int(i)], float(p)) for p, i in zip(best.values, best.indices))
+
+
+def load_for_prediction(arch: str = DEFAULT_ARCH, weights: str = DEFAULT) -> LoadedModel:
+    """The model to predict with: 'default' means pretrained weights (online if none are available offline)."""
+    resolved = default_weights(arch, pretrained=True) if weights == DEFAULT else weights
+    return load_weights(arch, resolved)
+
+
+def predict_image(source: bytes | str | os.PathLike, arch: str = DEFAULT_ARCH, weights: str = DEFAULT,
+                  top: int = 5) -> PredictionResult:
+    """Read an image (bytes or path), load `arch` with `weights` and return its top-`top` classes.
+
+    ImageInputError for an unreadable image, WeightsError for weights that cannot be loaded."""
+    batch = image_input(source, get_spec(arch)).tensor
+    loaded = load_for_prediction(arch, weights)
+    notes = loaded.notes
+    if loaded.weights == "none":
+        notes += ("Random weights: these predictions are noise.",)
+    return PredictionResult(arch, loaded.weights, predict(loaded.model, batch, top), notes)

@@ -1,0 +1,49 @@
+import streamlit as st
+
+from cnnlab.images import preprocess
+from cnnlab.predict import predict
+from cnnlab.registry import arch_names, get_spec
+from cnnlab.weights import NONE, WeightsError
+from pages.common import current_settings
+from pages.widgets import image_picker, loaded_model, predictions_chart, show_image, weights_picker
+
+TOP = 5
+
+st.title("Predict")
+st.caption("What a pretrained network sees in a photo: its five most probable ImageNet classes. "
+           "EfficientNet-Lite0's ImageNet weights ship with cnnlab, so this works offline.")
+
+settings = current_settings()
+names = arch_names()
+left, right = st.columns([2, 3], gap="large")
+with left:
+    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="predict_arch",
+                        format_func=lambda n: get_spec(n).title)
+    weights = weights_picker(arch, "predict_weights")
+    picked = image_picker("predict_image")
+    if picked is not None:
+        show_image(picked)
+
+with right:
+    spec = get_spec(arch)
+    model = None
+    if weights is not None:
+        try:
+            with st.spinner(f"Loading {spec.title} ({weights} weights)..."):
+                model = loaded_model(arch, weights)
+        except WeightsError as error:
+            st.error(str(error), icon=":material/cloud_off:")
+    if model is not None and picked is not None:
+        predictions = predict(model.model, preprocess(picked.image, spec).unsqueeze(0), top=TOP)
+        top = predictions[0]
+        name_column, probability_column = st.columns([3, 1])
+        name_column.metric("Top class", top.label)
+        probability_column.metric("Probability", f"{100 * top.probability:.1f}%")
+        predictions_chart(predictions)
+        p = spec.preprocessing
+        st.caption(f"Preprocessing of {spec.title}: short side resized to {p.resize} ({p.interpolation}), centre "
+                   f"crop {p.crop}x{p.crop}, normalized with mean {p.mean} and std {p.std}.")
+        for note in model.notes:
+            st.info(note)
+        if model.weights == NONE:
+            st.warning("Random weights: these predictions are noise. Compare with a pretrained choice.")

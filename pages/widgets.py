@@ -1,0 +1,113 @@
+"""Widgets every page can reuse: pick an image, pick weights, load a model (cached) and chart predictions.
+
+Models returned by `loaded_model` are shared by every session: never mutate them (no .train(), no hooks left).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
+                           read_image, sample_images)
+from cnnlab.predict import Prediction, load_for_prediction
+from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, default_weights,
+                            save_uploaded_weights, weights_options)
+
+UPLOAD = "upload"
+DISPLAY_SIDE = 1024
+
+
+class PickedImage(NamedTuple):
+    """The chosen image: upright RGB for display and preprocessing, its source (upload bytes or sample path)."""
+
+    image: Image.Image
+    source: bytes | Path
+    name: str
+
+
+def image_picker(key: str) -> PickedImage | None:
+    """An upload widget plus 'use a sample'; the upload wins when there is one. None (with an error shown)
+    when the upload cannot be read."""
+    samples = sample_images()
+    upload = st.file_uploader(
+        "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload",
+        help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
+             f"{MAX_PIXELS / 1e6:.0f} megapixels.")
+    sample = st.selectbox("...or use a sample photo", list(samples), key=f"{key}_sample", disabled=upload is not None,
+                          format_func=lambda s: SAMPLE_TITLES.get(s, s),
+                          help="CC0 / public-domain photos from scikit-image, shipped in assets/.")
+    source, name = (upload.getvalue(), upload.name) if upload is not None else (samples[sample], samples[sample].name)
+    try:
+        return PickedImage(read_image(source, name), source, name)
+    except ImageInputError as error:
+        st.error(str(error), icon=":material/broken_image:")
+        return None
+
+
+def show_image(picked: PickedImage, caption: str = "") -> None:
+    """The picked image, scaled down for display."""
+    width, height = picked.image.size
+    st.image(fit_within(picked.image, DISPLAY_SIDE), caption=caption or f"{picked.name} ({width}x{height})",
+             width="stretch")
+
+
+def weights_picker(arch: str, key: str) -> str | None:
+    """A choice of `arch`'s weights (pretrained first, offline availability shown) or an uploaded file.
+
+    Returns the `weights` value for cnnlab.weights.load_weights, or None while no usable file is uploaded."""
+    options = {o.key: o for o in weights_options(arch)}
+    keys = list(options) + [UPLOAD]
+    try:
+        initial = default_weights(arch, pretrained=True)
+    except WeightsError:
+        initial = NONE
+
+    def label(k: str) -> str:
+        if k == UPLOAD:
+            return "Upload a weights file"
+        return options[k].label + ("" if options[k].offline else " (download)")
+
+    choice = st.selectbox("Weights", keys, index=keys.index(initial), key=f"{key}_{arch}", format_func=label)
+    if choice != UPLOAD:
+        option = options[choice]
+        where = "available offline" if option.offline else "not cached: downloaded on first use (needs internet)"
+        st.caption(f"{option.source}; {where}.")
+        return choice
+    upload = st.file_uploader("Weights file", type=[s.lstrip(".") for s in WEIGHTS_FILE_SUFFIXES], key=f"{key}_file",
+                              help="A .safetensors file or a PyTorch state dict (.pth/.pt/.bin), loaded with "
+                                   "weights_only=True: pickled code is refused, never run.")
+    if upload is None:
+        st.info(f"Upload weights for {arch}: keys and shapes are checked against the architecture.")
+        return None
+    try:
+        return str(save_uploaded_weights(upload.getvalue(), upload.name))
+    except WeightsError as error:
+        st.error(str(error))
+        return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def loaded_model(arch: str, weights: str) -> LoadedModel:
+    """`arch` with `weights` for inference, shared by every session (read-only)."""
+    return load_for_prediction(arch, weights)
+
+
+def predictions_figure(predictions: tuple[Prediction, ...]) -> go.Figure:
+    """Horizontal bars of class probabilities, the most probable on top."""
+    ordered = list(reversed(predictions))
+    figure = go.Figure(go.Bar(
+        x=[100 * p.probability for p in ordered], y=[f"{p.label} ({p.index})" for p in ordered], orientation="h",
+        text=[f"{100 * p.probability:.1f}%" for p in ordered], textposition="auto",
+        hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
+    figure.update_layout(height=60 + 48 * len(ordered), margin={"t": 10, "b": 40, "l": 10, "r": 10},
+                         xaxis={"title": "Probability (%)", "range": [0, 100]})
+    return figure
+
+
+def predictions_chart(predictions: tuple[Prediction, ...]) -> None:
+    """Draw the top predictions as a Plotly bar chart."""
+    st.plotly_chart(predictions_figure(predictions), width="stretch")

@@ -1,0 +1,32 @@
+from cnnlab.images import sample_images
+from tests.browser.conftest import screenshot, wait_for_app
+
+CAT_LABELS = ("tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat")
+
+
+def top_class(page) -> str:
+    value = page.locator("[data-testid='stMetricValue']").first
+    value.wait_for(timeout=120_000)
+    return value.inner_text().strip()
+
+
+def test_predict_page_classifies_samples_and_uploads_offline(page, dashboard_url):
+    page.goto(f"{dashboard_url}/predict")
+    wait_for_app(page)
+    page.get_by_role("heading", name="Predict").wait_for()
+    assert top_class(page) in CAT_LABELS
+    bars = page.locator("[data-testid='stPlotlyChart'] .barlayer .point")
+    bars.first.wait_for(timeout=30_000)
+    assert bars.count() == 5
+    screenshot(page, "predict")
+
+    page.locator("[data-testid='stSelectbox']").filter(has_text="use a sample photo").click()
+    page.get_by_role("option", name="A cup of coffee").click()
+    wait_for_app(page)
+    page.get_by_text("espresso", exact=True).first.wait_for(timeout=60_000)
+    assert top_class(page) == "espresso"
+
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(sample_images()["chelsea"]))
+    page.get_by_text("chelsea.png (451x300)").wait_for(timeout=60_000)
+    wait_for_app(page)
+    assert top_class(page) in CAT_LABELS

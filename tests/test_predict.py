@@ -1,0 +1,187 @@
+"""Predictions with the shipped Lite0 weights on the sample photos: the library, the CLI and the Predict page."""
+import json
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from streamlit.testing.v1 import AppTest
+
+from cnnlab.cli import main
+from cnnlab.images import image_input, sample_images
+from cnnlab.predict import imagenet_class_names, load_for_prediction, predict, predict_image
+from cnnlab.registry import get_spec
+from cnnlab.weights import create_model
+from tests.test_images import encode, png_header_only
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DOMESTIC_CATS = {281, 282, 283, 284, 285}
+ESPRESSO = 967
+LAUNCH = {657, 744, 812}  # missile, projectile, space shuttle
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+
+
+def test_imagenet_class_names_come_from_torchvision():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[285] == "Egyptian cat" and names[ESPRESSO] == "espresso"
+
+
+def test_defaults_predict_the_sample_photos():
+    cat = predict_image(sample_images()["chelsea"], top=5)
+    assert cat.arch == "tf_efficientnet_lite0" and cat.weights == "shipped"
+    indices = [p.index for p in cat.predictions]
+    assert indices[0] in DOMESTIC_CATS and 285 in indices[:3]
+    assert sum(p.probability for p in cat.predictions if p.index in DOMESTIC_CATS) > 0.9
+    probabilities = [p.probability for p in cat.predictions]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+    model = load_for_prediction().model
+    coffee, rocket = (predict(model, image_input(sample_images()[name], get_spec(cat.arch)).tensor)
+                      for name in ("coffee", "rocket"))
+    assert coffee[0].label == "espresso" and coffee[0].probability > 0.9
+    assert rocket[0].index in LAUNCH
+
+
+def test_random_weights_are_flagged():
+    result = predict_image(sample_images()["chelsea"], "resnet18", "none", top=3)
+    assert len(result.predictions) == 3 and "noise" in result.notes[-1]
+
+
+def test_predict_refuses_a_model_in_training_mode():
+    model = create_model("lenet5", "none").train()
+    batch = image_input(sample_images()["chelsea"], get_spec("lenet5")).tensor
+    with pytest.raises(ValueError, match="eval mode"):
+        predict(model, batch)
+
+
+def test_cli_predict_json(capsys):
+    assert main(["predict", str(sample_images()["coffee"]), "--top", "3", "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["weights"] == "shipped" and len(output["predictions"]) == 3
+    assert output["predictions"][0]["index"] == ESPRESSO and output["predictions"][0]["label"] == "espresso"
+
+
+def test_cli_predict_table(capsys):
+    assert main(["predict", str(sample_images()["chelsea"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "tf_efficientnet_lite0 with shipped weights" and len(lines) == 2 + 5
+    assert int(lines[2].split()[1]) in DOMESTIC_CATS
+
+
+class RunsCode:
+    marker = None
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def bad_inputs(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(encode(Image.fromarray(skimage.data.chelsea()), "JPEG")[:5000])
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header_only(30000, 30000))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    RunsCode.marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"fc.weight": RunsCode()}))
+    chelsea = str(sample_images()["chelsea"])
+    return {
+        "text": ([str(text)], "not an image"),
+        "cut": ([str(cut)], "truncated or corrupt"),
+        "bomb": ([str(huge)], "decompression bomb"),
+        "empty": ([str(empty)], "is empty"),
+        "missing": ([str(tmp_path / "absent.png")], "no such file"),
+        "offline": ([chelsea, "--arch", "resnet50"], "download.pytorch.org|offline mode"),
+        "no pretrained": ([chelsea, "--arch", "bn_inception"], "no pretrained weights exist"),
+        "evil": ([chelsea, "--arch", "resnet18", "--weights", str(evil)], "pickled Python objects"),
+        "top": ([chelsea, "--top", "0"], "must be greater than zero"),
+        "arch": ([chelsea, "--arch", "vgg99"], "unknown architecture"),
+    }
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    for case, (args, expected) in bad_inputs(tmp_path).items():
+        assert main(["predict", *args]) == 2, case
+        captured = capsys.readouterr()
+        assert captured.out == "", case
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("cnnlab: error: "), (case, captured.err)
+        assert re.search(expected, lines[0]), (case, lines[0])
+    assert not RunsCode.marker.exists()
+
+
+def open_predict_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/predict.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def top_class(at: AppTest) -> str:
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at.metric[0].value
+
+
+def test_page_predicts_the_cat_by_default_and_other_samples():
+    at = open_predict_page()
+    assert at.selectbox(key="predict_arch").value == "tf_efficientnet_lite0"
+    assert at.selectbox(key="predict_weights_tf_efficientnet_lite0").value == "shipped"
+    assert at.selectbox(key="predict_image_sample").value == "chelsea"
+    assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 1
+    at.selectbox(key="predict_image_sample").set_value("coffee").run()
+    assert top_class(at) == "espresso"
+
+
+def test_page_takes_an_upload_and_refuses_bad_ones():
+    at = open_predict_page()
+    uploader = at.file_uploader(key="predict_image_upload")
+    uploader.set_value(("mug.webp", encode(Image.open(sample_images()["coffee"]), "WEBP", quality=90),
+                        "image/webp")).run()
+    assert top_class(at) == "espresso"
+    for name, data, expected in [("notes.jpg", b"not a picture", "not an image"),
+                                 ("huge.png", png_header_only(30000, 30000), "decompression bomb"),
+                                 ("empty.png", b"", "is empty")]:
+        at.file_uploader(key="predict_image_upload").set_value((name, data, "image/png")).run()
+        assert not at.exception and len(at.error) == 1 and expected in at.error[0].value, name
+        assert not at.metric
+
+
+def test_page_explains_missing_online_weights_and_random_init():
+    at = open_predict_page()
+    at.selectbox(key="predict_arch").set_value("resnet18").run()
+    assert not at.exception and "not in the cache" in at.error[0].value
+    assert "tf_efficientnet_lite0 (shipped)" in at.error[0].value
+    at.selectbox(key="predict_weights_resnet18").set_value("none").run()
+    assert not at.exception and not at.error and at.metric
+    assert "noise" in at.warning[0].value
+
+
+def test_page_loads_an_uploaded_checkpoint_or_refuses_it(tmp_path):
+    shipped = create_model("tf_efficientnet_lite0", "shipped")
+    path = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in shipped.state_dict().items()}, str(path))
+    at = open_predict_page()
+    at.selectbox(key="predict_weights_tf_efficientnet_lite0").set_value("upload").run()
+    assert not at.exception and not at.metric
+    at.file_uploader(key="predict_weights_file").set_value(("lite0.safetensors", path.read_bytes(), "")).run()
+    assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}
+    RunsCode.marker = tmp_path / "marker"
+    evil = pickle.dumps({"classifier.weight": RunsCode(), "classifier.bias": torch.zeros(1000)})
+    at.file_uploader(key="predict_weights_file").set_value(("evil.pth", evil, "")).run()
+    assert not at.exception and "pickled Python objects" in at.error[0].value
+    assert not RunsCode.marker.exists()
