@@ -47,6 +47,9 @@ PAGES = (
     PageInfo("pages/predict.py", "Predict", ":material/image_search:",
              "A pretrained network's top-5 ImageNet classes for a sample photo or your own image, with any "
              "architecture's weights: shipped, downloaded, or your own checkpoint."),
+    PageInfo("pages/inside.py", "Look inside", ":material/layers:",
+             "Every layer of a network at work on your image: feature maps layer by layer, the first layer's "
+             "filters, a class activation map, and several networks side by side."),
 )
 
 

@@ -1,0 +1,332 @@
+"""Look inside: every layer of a network at work on one image, its first filters, a class activation map, and
+several networks side by side. The model runs once per (architecture, weights, image); every other control
+only redraws from that cached result."""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+from PIL import Image
+
+from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
+from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
+from cnnlab.images import preprocess
+from cnnlab.mosaic import (COLORMAPS, channel_means, enlarge, filter_tiles, mosaic, network_view, overlay,
+                           value_range, with_colorbar)
+from cnnlab.predict import Prediction, class_names, predict
+from cnnlab.registry import arch_names, get_spec
+from cnnlab.weights import NONE, WeightsError, default_weights
+from pages.common import current_settings
+from pages.widgets import PickedImage, image_picker, loaded_model, predictions_chart, show_image, weights_picker
+
+TOP_CHOICES = (16, 32, 64, 128, "all")
+ORDER_LABELS = {"mean": "Most active first", "index": "By channel number"}
+CAM_COLORMAP = "turbo"
+DEFAULT_CAM_METHOD = HIRESCAM
+SIDE_BY_SIDE_MAX = 4
+STAGE_TILE = 150
+FILTER_TILE = 64
+
+
+@dataclass(frozen=True)
+class Look:
+    """One network's pass over one image: every layer's maps, their statistics, the top predictions and the
+    image as the network sees it (resized, cropped)."""
+
+    activations: Activations
+    statistics: tuple[dict, ...]
+    predictions: tuple[Prediction, ...]
+    view: np.ndarray
+
+
+def image_digest(picked: PickedImage) -> str:
+    data = picked.source if isinstance(picked.source, bytes) else Path(picked.source).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def look(arch: str, weights: str, digest: str, _image: Image.Image) -> Look:
+    """Run `arch` once on the image with hash `digest` (shared, read-only)."""
+    spec = get_spec(arch)
+    model = loaded_model(arch, weights).model
+    batch = preprocess(_image, spec).unsqueeze(0)
+    activations = extract(model, batch, spec)
+    view = network_view(batch, spec)
+    view.setflags(write=False)
+    return Look(activations, tuple(layer_statistics(activations)), predict(model, batch, top=5), view)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cam(arch: str, weights: str, digest: str, class_index: int | None, layer: str, method: str,
+        _image: Image.Image) -> ClassActivationMap:
+    spec = get_spec(arch)
+    batch = preprocess(_image, spec).unsqueeze(0)
+    return class_activation_map(loaded_model(arch, weights).model, batch, spec, class_index, layer, method)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def first_filters(arch: str, weights: str) -> tuple[str, tuple[int, ...], np.ndarray]:
+    name, conv = first_conv(loaded_model(arch, weights).model)
+    return name, tuple(conv.weight.shape), filter_tiles(conv.weight, min_tile=FILTER_TILE)
+
+
+def run_look(arch: str, weights: str, picked: PickedImage) -> Look | None:
+    """The cached pass, with a spinner the first time; None (error shown) when the weights cannot be loaded."""
+    try:
+        with st.spinner(f"Running {get_spec(arch).title} on {picked.name}..."):
+            return look(arch, weights, image_digest(picked), picked.image)
+    except WeightsError as error:
+        st.error(str(error), icon=":material/cloud_off:")
+        return None
+
+
+def _copy_state(source: str, target: str) -> None:
+    st.session_state[target] = st.session_state[source]
+
+
+def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TILE) -> tuple[np.ndarray, int]:
+    """A stage's most active channel, coloured on its own range and enlarged; and that channel's number."""
+    channel = int(np.argmax(channel_means(values)))
+    low, high = value_range(values[channel], robust=False)
+    return enlarge(values[channel], low, high, colormap_name, min_side=side), channel
+
+
+def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
+    """Per-layer statistics from input to output, with the stages shaded."""
+    frame = pd.DataFrame(statistics)
+    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>stage {r.stage}" for r in frame.itertuples()]
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                           specs=[[{"secondary_y": True}], [{"secondary_y": True}]])
+    lines = ((1, False, "mean", "Mean activation", "#1f77b4"),
+             (1, True, "zero_fraction", "Fraction of zeros", "#d62728"),
+             (2, False, "channels", "Channels", "#2ca02c"),
+             (2, True, "height", "Spatial size (H)", "#9467bd"))
+    for row, secondary, column, label, color in lines:
+        figure.add_trace(go.Scatter(x=frame["index"], y=frame[column], name=label, mode="lines+markers",
+                                    marker={"size": 4}, line={"color": color}, text=hover,
+                                    hovertemplate=f"%{{text}}<br>{label}: %{{y:.3g}}<extra></extra>"),
+                         row=row, col=1, secondary_y=secondary)
+    for k, (stage, group) in enumerate(frame.groupby("stage_index", sort=True)):
+        if k % 2 == 0:
+            figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
+                             opacity=0.08, line_width=0)
+        figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
+                              text=group["stage"].iloc[0], showarrow=False, yanchor="bottom", font={"size": 10})
+    figure.update_yaxes(title_text="Mean activation", row=1, col=1, secondary_y=False)
+    figure.update_yaxes(title_text="Zeros", range=[0, 1], tickformat=".0%", dtick=0.25, showgrid=False,
+                        row=1, col=1, secondary_y=True)
+    figure.update_yaxes(title_text="Channels", type="log", dtick=1, row=2, col=1, secondary_y=False)
+    figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
+                        showgrid=False, row=2, col=1, secondary_y=True)
+    figure.update_xaxes(title_text="Layer (in the order it runs)", row=2, col=1)
+    figure.update_layout(height=560, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.12})
+    return figure
+
+
+@st.fragment
+def layer_browser(arch: str, result: Look) -> None:
+    """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
+    layers = result.activations.layers
+    select_key, slider_key = f"inside_layer_{arch}", f"inside_layer_slider_{arch}"
+    st.session_state.setdefault(select_key, 0)
+    st.session_state.setdefault(slider_key, st.session_state[select_key])
+    st.selectbox("Layer (index · stage · name (type) output shape)", range(len(layers)), key=select_key,
+                 format_func=lambda i: layers[i].label, on_change=_copy_state, args=(select_key, slider_key))
+    st.slider("...or slide through the layers, input to output", 0, len(layers) - 1, key=slider_key,
+              on_change=_copy_state, args=(slider_key, select_key))
+    layer = layers[st.session_state[select_key]]
+    stats = result.statistics[layer.index]
+    cols = st.columns(4)
+    cols[0].metric("Stage", layer.stage)
+    cols[1].metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
+    cols[2].metric("Mean activation", f"{stats['mean']:.3g}")
+    cols[3].metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
+    controls = st.columns(4)
+    top = controls[0].selectbox("Channels shown", TOP_CHOICES, index=2, key="inside_top",
+                                format_func=lambda t: "All" if t == "all" else f"Top {t}")
+    order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)
+    colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap")
+    per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel",
+                                     help="Stretch every tile from its own minimum to maximum instead of one scale "
+                                          "for the whole layer")
+    values = result.activations.maps[layer.name]
+    picture = mosaic(values, top=None if top == "all" else top, order=order, colormap_name=colormap_name,
+                     per_channel=per_channel)
+    grid_col, channel_col = st.columns([3, 2], gap="large")
+    with grid_col:
+        st.image(with_colorbar(picture), width="stretch", output_format="PNG",
+                 caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
+                         f"{ORDER_LABELS[order].lower()}; each tile is labelled with its channel number.")
+    with channel_col:
+        channel_view(layer, values, picture, result.view, colormap_name)
+
+
+def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray, colormap_name: str) -> None:
+    """One channel of the layer, large and over the input."""
+    if layer.spatial is None:
+        st.info(f"{layer.name} outputs a vector of {layer.channels} values, not maps: each tile is one value.")
+        return
+    means = channel_means(values)
+    channel = st.selectbox("Channel to see large", picture.channels, key=f"inside_channel_{layer.name}",
+                           format_func=lambda c: f"channel {c} (mean {means[c]:.3g})")
+    alpha = st.slider("Opacity over the input", 0.0, 1.0, 0.65, 0.05, key="inside_alpha")
+    low, high = (None, None) if picture.per_channel else (picture.vmin, picture.vmax)
+    st.image(overlay(values[channel], view, colormap_name, alpha, low, high), width="stretch",
+             caption=f"Channel {channel} ({layer.spatial[0]}x{layer.spatial[1]}) upsampled over the "
+                     f"{view.shape[1]}x{view.shape[0]} input the network sees")
+
+
+def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
+    stages = result.activations.stage_outputs()
+    st.markdown("The most active channel of each stage's output, from the first layers to the last: early maps "
+                "respond to edges and colours, later ones to parts and whole objects (the lecture's Zeiler & "
+                "Fergus slide).")
+    cols = st.columns(len(stages))
+    for col, layer in zip(cols, stages):
+        values = result.activations.maps[layer.name]
+        with col:
+            if layer.spatial is None:
+                st.caption(f"**{layer.name}**: a vector of {layer.channels}")
+                continue
+            picture, channel = representative(values, colormap_name)
+            height, width = layer.spatial
+            st.image(picture, width="stretch", output_format="PNG",
+                     caption=f"{layer.name}: channel {channel} of {layer.channels}, {height}x{width}")
+    st.plotly_chart(depth_figure(result.statistics), width="stretch")
+    st.caption("Mean activation and share of zeros per layer (top), channels and spatial size (bottom, log scales). "
+               "Stages are shaded alternately; hover for the layer.")
+    with st.expander("Every layer", icon=":material/table_rows:"):
+        st.dataframe(pd.DataFrame(result.statistics), hide_index=True, width="stretch",
+                     column_config={"zero_fraction": st.column_config.NumberColumn(format="%.3f"),
+                                    "mean": st.column_config.NumberColumn(format="%.4g")})
+
+
+def filters_section(arch: str, weights: str) -> None:
+    name, shape, tiles = first_filters(arch, weights)
+    st.image(tiles, width=min(tiles.shape[1], 720), output_format="PNG")
+    out_channels, in_channels, kh, kw = shape
+    st.caption(f"{name}: {out_channels} filters of {kh}x{kw}x{in_channels}"
+               f"{', shown as RGB' if in_channels == 3 else ''}; each stretched from its own minimum (dark) to "
+               "maximum (bright). Pretrained first layers learn edge, colour-blob and grating detectors; "
+               "random weights show noise.")
+
+
+def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, result: Look) -> None:
+    spec = get_spec(arch)
+    logits = result.activations.logits.size
+    names = class_names(2 if logits == 1 else logits)
+    top_index = result.predictions[0].index
+    spatial_stages = [s.name for s in result.activations.stage_outputs() if s.spatial]
+    default_layer = default_cam_layer(spec)
+    cols = st.columns(3)
+    choice = cols[0].selectbox("Class", [None] + list(range(len(names))), key=f"inside_cam_class_{arch}",
+                               format_func=lambda i: f"Top prediction: {names[top_index]}" if i is None
+                               else f"{i}: {names[i]}")
+    layer = cols[1].selectbox("Layer", spatial_stages, index=spatial_stages.index(default_layer),
+                              key=f"inside_cam_layer_{arch}", help=f"Default: {default_layer}, the last stage "
+                              "that still has spatial maps")
+    method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method",
+                           horizontal=True, help="HiResCAM multiplies gradient and maps position by position "
+                           "(faithful to the model); Grad-CAM averages the gradient over each map first.")
+    with st.spinner("Computing the class activation map..."):
+        result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)
+    left, right = st.columns([3, 2], gap="large")
+    left.image(overlay(result_cam.heatmap, result.view, CAM_COLORMAP, 0.5, 0.0, 1.0), width="stretch",
+               caption=f"{METHODS[method]} for '{names[result_cam.class_index]}' (class {result_cam.class_index}, "
+                       f"probability {100 * result_cam.probability:.1f}%) at {layer}")
+    h, w = result_cam.low_res.shape
+    right.image(enlarge(result_cam.low_res, 0.0, 1.0, CAM_COLORMAP, min_side=224), width="stretch", output_format="PNG",
+                caption=f"The map at the layer's own resolution, {h}x{w}")
+
+
+def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
+    names = arch_names()
+    second = "resnet18" if arch != "resnet18" else "tf_efficientnet_lite0"
+    chosen = st.multiselect("Architectures", names, default=[arch, second], max_selections=SIDE_BY_SIDE_MAX,
+                            key="inside_side_archs", format_func=lambda n: get_spec(n).title)
+    if not chosen:
+        st.info("Pick at least one architecture.")
+        return
+    st.caption("Each with its pretrained weights where they are available offline, random weights otherwise. "
+               "Row k shows the most active channel of each network's k-th stage output, alone and over the "
+               "input; the last row is each network's class activation map for its top prediction.")
+    results = {}
+    for name in chosen:
+        weights = default_weights(name)
+        found = run_look(name, weights, picked)
+        if found is not None:
+            results[name] = (weights, found)
+    for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+        top = found.predictions[0]
+        col.markdown(f"**{get_spec(name).title}** ({'random' if weights == NONE else weights} weights)  \n"
+                     f"top: {top.label} ({100 * top.probability:.0f}%)")
+    depth = max(len(found.activations.stage_outputs()) for _, found in results.values())
+    for k in range(depth):
+        for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+            stages = found.activations.stage_outputs()
+            if k < len(stages):
+                stage_cell(col, k, stages[k], found)
+    for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+        spec = get_spec(name)
+        layer = default_cam_layer(spec)
+        result_cam = cam(name, weights, digest, None, layer, DEFAULT_CAM_METHOD, picked.image)
+        col.image(overlay(result_cam.heatmap, found.view, CAM_COLORMAP, 0.6, 0.0, 1.0), width=2 * STAGE_TILE,
+                  caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}")
+
+
+def stage_cell(col, k: int, layer: LayerInfo, found: Look) -> None:
+    shape = "x".join(map(str, layer.shape))
+    if layer.spatial is None:
+        col.caption(f"stage {k + 1}: {layer.name}, a vector of {layer.channels}")
+        return
+    values = found.activations.maps[layer.name]
+    picture, channel = representative(values, "viridis")
+    left, right = col.columns(2)
+    left.image(picture, width="stretch", output_format="PNG",
+               caption=f"stage {k + 1}: {layer.name}, {shape}, channel {channel}")
+    right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch")
+
+
+st.title("Look inside")
+st.caption("What every layer of a network computes on one image: feature maps layer by layer, the first "
+           "layer's filters, where the evidence for a class lies, and several networks side by side.")
+
+settings = current_settings()
+names = arch_names()
+controls, preview = st.columns([3, 2], gap="large")
+with controls:
+    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="inside_arch",
+                        format_func=lambda n: get_spec(n).title)
+    weights = weights_picker(arch, "inside_weights")
+    picked = image_picker("inside_image")
+if weights is None or picked is None:
+    st.stop()
+result = run_look(arch, weights, picked)
+if result is None:
+    st.stop()
+digest = image_digest(picked)
+with preview:
+    show_image(picked)
+    top = result.predictions[0]
+    st.markdown(f"**Top prediction:** {top.label} ({100 * top.probability:.1f}%)")
+    with st.expander("Top 5", icon=":material/bar_chart:"):
+        predictions_chart(result.predictions)
+if weights == NONE:
+    st.info("Random weights: the maps show what an untrained network computes. Pick pretrained weights to see "
+            "learnt features.")
+
+tabs = st.tabs(["Layer browser", "Depth overview", "First-layer filters", "Class activation map", "Side by side"])
+with tabs[0]:
+    layer_browser(arch, result)
+with tabs[1]:
+    depth_overview(result)
+with tabs[2]:
+    filters_section(arch, weights)
+with tabs[3]:
+    cam_section(arch, weights, digest, picked, result)
+with tabs[4]:
+    side_by_side(arch, digest, picked)
