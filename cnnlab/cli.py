@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 
 
@@ -177,6 +178,245 @@ def _cmd_predict(args) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than zero")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _run_training(config, out_dir):
+    """Run a training config with the console progress on rank 0; user-facing errors become UsageError."""
+    import warnings
+
+    from cnnlab.checkpoints import CheckpointError
+    from cnnlab.data import DatasetError
+    from cnnlab.distributed import context_from_env
+    from cnnlab.training import ConfigError, ConsoleProgress, run
+    from cnnlab.weights import WeightsError
+
+    callbacks = [ConsoleProgress()] if context_from_env().is_main else []
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
+            return run(config, callbacks, out_dir)
+    except (ConfigError, DatasetError, WeightsError, CheckpointError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _make_run_config(strategy: str, args, **options):
+    from cnnlab.training import ConfigError, make_config
+
+    try:
+        return make_config(strategy, args.arch, args.dataset, **options)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _config_from_args(args):
+    return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
+                            classifier=args.classifier, tap=args.tap, device=args.device, seed=args.seed)
+
+
+def _cmd_train(args) -> None:
+    from pathlib import Path
+
+    from cnnlab.distributed import context_from_env
+    from cnnlab.training import default_run_dir
+
+    config = _config_from_args(args)
+    out_dir = Path(args.out) if args.out else default_run_dir(config)
+    result = _run_training(config, out_dir)
+    if args.json and context_from_env().is_main:
+        print_json(result.to_json())
+
+
+def _cmd_submit(args) -> None:
+    from cnnlab.jobs import submit, worker_alive
+
+    run_id = submit(_config_from_args(args))
+    if args.json:
+        print_json({"run": run_id, "status": "queued", "worker_alive": worker_alive()})
+        return
+    print(run_id)
+    if not worker_alive():
+        print("note: no worker is running; start one with `cnnlab worker`", file=sys.stderr)
+
+
+def run_rows(runs) -> list[dict]:
+    """One summary row per run: what the Runs table and `cnnlab runs` show."""
+    rows = []
+    for run in runs:
+        config, result = run.config, run.result or {}
+        rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
+                     "arch": config.get("arch"), "dataset": config.get("dataset"),
+                     "val_acc": result.get("val_acc"), "duration_s": round(run.duration_s, 1) if run.duration_s else None,
+                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
+                     "error": run.error})
+    return rows
+
+
+def _cmd_runs(args) -> None:
+    from cnnlab.jobs import recover_interrupted
+    from cnnlab.runstore import RunStore
+
+    store = RunStore()
+    recover_interrupted(store)
+    rows = run_rows(store.runs())
+    if args.json:
+        print_json(rows)
+        return
+    shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else "",
+              "duration_s": r["duration_s"] if r["duration_s"] is not None else ""} for r in rows]
+    print_table(shown, ["id", "status", "strategy", "arch", "dataset", "val_acc", "duration_s", "created"])
+
+
+def _run_command(action, run_id: str):
+    try:
+        return action(run_id)
+    except KeyError:
+        raise UsageError(f"no run {run_id!r}; see `cnnlab runs`") from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _cmd_cancel(args) -> None:
+    from cnnlab.jobs import cancel
+
+    status = _run_command(cancel, args.run)
+    if status == "running":
+        print(f"{args.run}: cancel requested; its worker stops it at the next step")
+    elif status == "cancelled":
+        print(f"{args.run}: cancelled")
+    else:
+        raise UsageError(f"run {args.run} is {status}; only queued or running runs can be cancelled")
+
+
+def _cmd_resume(args) -> None:
+    from cnnlab.jobs import resume, worker_alive
+
+    _run_command(resume, args.run)
+    print(f"{args.run}: queued again; it continues from its last checkpoint")
+    if not worker_alive():
+        print("note: no worker is running; start one with `cnnlab worker`", file=sys.stderr)
+
+
+def _cmd_worker(args) -> None:
+    from cnnlab.jobs import work
+
+    done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu)
+    if done < 0:
+        raise UsageError("another worker is already running for this data directory (and GPU)")
+    print(f"worker: {done} run(s) done", file=sys.stderr)
+
+
+def _cmd_probe(args) -> None:
+    config = _make_run_config("probe", args)
+    result = _run_training(config, None)
+    if args.json:
+        print_json(result.to_json())
+        return
+    print_table([{**vars(row), "train_acc": f"{row.train_acc:.4f}", "val_acc": f"{row.val_acc:.4f}"}
+                 for row in result.rows], ["stage", "layer", "dim", "train_acc", "val_acc"])
+
+
+def _cmd_export(args) -> None:
+    from cnnlab.checkpoints import CheckpointError, export_checkpoint
+
+    try:
+        result = export_checkpoint(args.checkpoint, args.format)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    verdict = "match" if result.matches else "DO NOT match"
+    print(f"{result.path}: {result.format}; its outputs {verdict} PyTorch's (max abs difference "
+          f"{result.max_abs_diff:.2e})")
+    if not result.matches:
+        sys.exit(1)
+
+
+def _cmd_features(args) -> None:
+    from cnnlab.activations import extract
+    from cnnlab.images import ImageInputError, image_input
+    from cnnlab.mosaic import COLORMAPS, write_layer_pictures
+    from cnnlab.registry import get_spec
+    from cnnlab.weights import WeightsError, load_weights
+
+    listing = args.layer == "list"
+    if not listing and args.out is None:
+        raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
+    if args.colormap not in COLORMAPS:
+        raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
+    spec = get_spec(args.arch)
+    try:
+        batch = image_input(args.image, spec).tensor
+        loaded = load_weights(args.arch, args.weights)
+        activations = extract(loaded.model, batch, spec, None if listing else [args.layer])
+    except (ImageInputError, WeightsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if listing:
+        rows = [{"index": layer.index, "stage": layer.stage, "layer": layer.name, "type": layer.type,
+                 "shape": "x".join(map(str, layer.shape))} for layer in activations.layers]
+        if args.json:
+            print_json({"arch": args.arch, "weights": loaded.weights, "layers": rows})
+        else:
+            print_table(rows, ["index", "stage", "layer", "type", "shape"])
+        return
+    layer = activations.info(args.layer)
+    try:
+        files = write_layer_pictures(activations.maps[args.layer], args.out, args.layer, args.top, args.colormap)
+    except OSError as error:
+        raise UsageError(f"cannot write to {args.out}: {error.strerror or error}") from None
+    shape = "x".join(map(str, layer.shape))
+    if args.json:
+        print_json({"arch": args.arch, "weights": loaded.weights, "layer": layer.name, "type": layer.type,
+                    "stage": layer.stage, "shape": list(layer.shape), "grid": str(files.grid),
+                    "channels": list(files.picture.channels), "channel_files": [str(p) for p in files.channel_files],
+                    "vmin": files.picture.vmin, "vmax": files.picture.vmax})
+        return
+    print(f"{args.arch} ({loaded.weights} weights), input {'x'.join(map(str, batch.shape[1:]))}")
+    print(f"layer {layer.name} ({layer.type}, stage {layer.stage}): output {shape}")
+    print(f"grid: {files.grid} ({len(files.picture.channels)} channels, most active first; colours "
+          f"{files.picture.vmin:.3g} to {files.picture.vmax:.3g})")
+    if files.channel_files:
+        print(f"channels: {len(files.channel_files)} files in {files.channel_files[0].parent}")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", required=True, choices=["scratch", "finetune", "extract"])
+    parser.add_argument("--arch", required=True, type=arch_choice)
+    parser.add_argument("--dataset", required=True,
+                        help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
+    parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "
+                                          "torchvision, timm or a weights file")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")
+    parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
+                                         "or all-but:N (train only the last N layers); default: half the stages")
+    parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"], help="extract: default logreg")
+    parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(prog="cnnlab", description="Explore classic ConvNets and transfer learning.")
@@ -213,6 +453,61 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=positive_int, default=5)
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=_cmd_predict)
+
+    train = sub.add_parser("train", help="train a network: scratch, finetune or extract (the lecture's strategies)")
+    _add_run_options(train)
+    train.add_argument("--out", help="run folder (default: a new one under $CNNLAB_HOME/runs); an unfinished "
+                                     "run of the same config there is resumed")
+    train.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    train.set_defaults(func=_cmd_train)
+
+    submit = sub.add_parser("submit", help="queue a run for the background worker (same options as train)")
+    _add_run_options(submit)
+    submit.add_argument("--json", action="store_true")
+    submit.set_defaults(func=_cmd_submit)
+
+    runs = sub.add_parser("runs", help="the queue and history of runs")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=_cmd_runs)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
+    cancel.add_argument("run", help="run id (see cnnlab runs)")
+    cancel.set_defaults(func=_cmd_cancel)
+
+    resume = sub.add_parser("resume", help="queue an interrupted, failed or cancelled run again, from its checkpoint")
+    resume.add_argument("run", help="run id (see cnnlab runs)")
+    resume.set_defaults(func=_cmd_resume)
+
+    worker = sub.add_parser("worker", help="take queued runs one at a time and train them (one worker per GPU)")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--idle-exit", type=positive_float, metavar="SECONDS",
+                        help="exit after this long with nothing queued")
+    worker.add_argument("--gpu", type=non_negative_int, help="the GPU this worker owns (one worker per GPU)")
+    worker.set_defaults(func=_cmd_worker)
+
+    probe = sub.add_parser("probe", help="Strategy III at every stage: validation accuracy per depth")
+    probe.add_argument("--arch", required=True, type=arch_choice)
+    probe.add_argument("--dataset", required=True, help="as for train")
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(func=_cmd_probe)
+
+    export = sub.add_parser("export", help="export a trained checkpoint to ONNX or TorchScript, checked by running it")
+    export.add_argument("checkpoint", help="a run folder or one of its checkpoints/ckpt-NNNN folders")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.set_defaults(func=_cmd_export)
+
+    features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)")
+    features.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
+    features.add_argument("--arch", type=arch_choice, default="tf_efficientnet_lite0")
+    features.add_argument("--weights", default="default",
+                          help="default (pretrained if available offline, else random), shipped, torchvision, timm, "
+                               "none, or a weights file (.safetensors or a .pth state dict)")
+    features.add_argument("--layer", required=True, help="a layer name, or 'list' to list every layer with its shape")
+    features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
+    features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")
+    features.add_argument("--colormap", default="viridis", help="viridis, inferno, magma, cividis, turbo or gray")
+    features.add_argument("--json", action="store_true")
+    features.set_defaults(func=_cmd_features)
 
     return parser
 

@@ -15,7 +15,6 @@ import shutil
 import stat
 import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -115,18 +114,10 @@ TORCHVISION_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
                     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
 
 
-def _reachable(url: str, timeout: float = 5.0) -> bool:
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True  # the server answered
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
-
-
 def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     from torchvision import datasets
+
+    from cnnlab.weights import reachable
 
     cls = datasets.MNIST if kind == "mnist" else datasets.CIFAR10
     try:
@@ -134,7 +125,7 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     except RuntimeError:
         if not download:
             raise DatasetError(f"{kind} is not in {root} (downloads are off)") from None
-        if not _reachable(TORCHVISION_URLS[kind]):
+        if not reachable(TORCHVISION_URLS[kind]):
             raise DatasetError(f"{kind} is not in {root} and cannot be downloaded (offline?); copy it there, "
                                f"or pass {kind}:ROOT with a folder that holds it") from None
         try:
@@ -147,7 +138,7 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     else:
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
         targets = np.asarray(dataset.targets)
-    classes = tuple(c.split(" - ")[-1] for c in dataset.classes)
+    classes = tuple(c.split(" - ")[0] for c in dataset.classes)  # MNIST's '0 - zero' -> '0'
     return _tensor_set(kind, classes, images, targets)
 
 
@@ -188,7 +179,8 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
         good = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and _readable(p)]
-        skipped += [str(p.relative_to(root)) for p in files if p not in set(good)]
+        kept = set(good)
+        skipped += [str(p.relative_to(root)) for p in files if p not in kept]
         if not good:
             empty.append(class_dir.name)
         paths += good
@@ -332,17 +324,21 @@ def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -
     """Image (PIL or uint8 tensor) to normalized float tensor, as `spec` wants it.
 
     Grayscale becomes 3 channels for RGB networks and RGB becomes gray for grayscale ones (LeNet-5: 32x32
-    gray); resize the short side, centre-crop; for training, a light random affine jitter (a few degrees,
-    a few percent shift and scale, no flips: digits and text are not mirror-symmetric).
+    gray); resize the short side, centre-crop. For training, light augmentation instead: a random crop of
+    80-100% of the image, near square, resized to the input (a small shift and zoom; no flips: digits and
+    text are not mirror-symmetric).
     """
     prep = preprocessing_for(spec, image_size)
     channels = spec.input_size[0]
-    steps = [v2.ToImage(), v2.Grayscale(1) if channels == 1 else v2.RGB(),
-             v2.Resize(prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True),
-             v2.CenterCrop(prep.crop)]
+    interpolation = InterpolationMode(prep.interpolation)
     if train:
-        steps.append(v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.92, 1.08)))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std), v2.ToPureTensor()]
+        steps = [v2.ToImage(), v2.RandomResizedCrop(prep.crop, scale=(0.8, 1.0), ratio=(0.9, 1.1),
+                                                    interpolation=interpolation, antialias=True)]
+    else:
+        steps = [v2.ToImage(), v2.Resize(prep.resize, interpolation=interpolation, antialias=True),
+                 v2.CenterCrop(prep.crop)]
+    steps += [v2.Grayscale(1) if channels == 1 else v2.RGB(),  # after resizing: a third of the work for gray input
+              v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std), v2.ToPureTensor()]
     return v2.Compose(steps)
 
 

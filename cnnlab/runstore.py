@@ -189,18 +189,21 @@ class RunStore:
             row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
-    def mark_interrupted(self, stale_after_s: float, alive_workers: frozenset[str] = frozenset()) -> list[str]:
-        """Mark running runs whose worker is gone (no heartbeat for `stale_after_s`, and not in
-        `alive_workers`) as interrupted; returns their ids."""
-        cutoff = time.time() - stale_after_s
+    def mark_interrupted(self, run_ids: list[str] | tuple[str, ...]) -> list[str]:
+        """Mark those of `run_ids` that are still running as interrupted (their worker is gone), naming the
+        time of their last checkpoint; returns the ids that changed."""
+        changed = []
         with self._write() as db:
-            rows = db.execute("SELECT id, worker FROM runs WHERE status = 'running' AND heartbeat_at < ?",
-                              (cutoff,)).fetchall()
-            dead = [r["id"] for r in rows if r["worker"] not in alive_workers]
-            for run_id in dead:
-                db.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE id = ?",
-                           ("the worker stopped while the run was going", run_id))
-        return dead
+            for run_id in run_ids:
+                row = db.execute("SELECT status, checkpoint_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None or row["status"] != "running":
+                    continue
+                saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
+                         if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")
+                db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ?",
+                           ("the worker stopped while the run was going" + saved, time.time(), run_id))
+                changed.append(run_id)
+        return changed
 
     def requeue(self, run_id: str) -> None:
         """Put an interrupted, failed or cancelled run back in the queue (it resumes from its checkpoint)."""
@@ -210,8 +213,8 @@ class RunStore:
                 raise KeyError(f"no run {run_id!r}")
             if row["status"] not in ("interrupted", "failed", "cancelled"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
-            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, created_at = ? WHERE id = ?",
-                       (time.time(), run_id))
+            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, finished_at = NULL, "
+                       "created_at = ? WHERE id = ?", (time.time(), run_id))
 
     def get(self, run_id: str) -> Run:
         with self._connect() as db:

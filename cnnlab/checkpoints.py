@@ -1,0 +1,263 @@
+"""Checkpoints: a trained model's weights (safetensors) with its config and metrics (JSON), written so
+that a kill at any moment leaves the last complete checkpoint intact; resume and export.
+
+A run directory holds `config.json`, `metrics.json` and `checkpoints/ckpt-NNNN/` (NNNN = epochs done).
+A checkpoint folder is written under a hidden temporary name and renamed into place only when every
+file in it is on disk, so the highest-numbered `ckpt-*` folder is always complete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save as safetensors_bytes
+from torch import nn
+
+MODEL_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_PATTERN = re.compile(r"ckpt-(\d{4,})")
+EXPORT_FORMATS = ("onnx", "torchscript")
+FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or does not fit its model."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` all-or-nothing: a temporary file beside it, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: Path, data) -> Path:
+    """`atomic_write_bytes` for a JSON document."""
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json(path: Path):
+    """A JSON file's content; CheckpointError if it is missing or broken."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from None
+
+
+def state_dict_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """A model's weights as safetensors bytes (shared tensors are stored once per name, contiguous)."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return safetensors_bytes(state, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One saved checkpoint folder."""
+
+    path: Path
+    epoch: int
+    config: dict
+    metrics: dict
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def has_trainer_state(self) -> bool:
+        return (self.path / TRAINER_FILE).is_file()
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, metrics: dict,
+                    optimizer: torch.optim.Optimizer | None = None, keep: int = 1) -> Checkpoint:
+    """Write `run_dir/checkpoints/ckpt-{epoch}` all-or-nothing and drop older ones beyond `keep`."""
+    parent = Path(run_dir) / "checkpoints"
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / f"ckpt-{epoch:04d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
+    try:
+        staging.chmod(DIR_MODE)
+        atomic_write_bytes(staging / MODEL_FILE, state_dict_bytes(model, {"epoch": str(epoch)}))
+        atomic_write_json(staging / CONFIG_FILE, config)
+        atomic_write_json(staging / METRICS_FILE, metrics)
+        if optimizer is not None:
+            buffer = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "rng": torch.get_rng_state()}, buffer)
+            atomic_write_bytes(staging / TRAINER_FILE, buffer.getvalue())
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        _fsync_dir(parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in _checkpoint_dirs(parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    _remove_stale_staging(parent)
+    return Checkpoint(final, epoch, config, metrics)
+
+
+def _checkpoint_dirs(parent: Path) -> list[Path]:
+    if not parent.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in parent.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _remove_stale_staging(parent: Path) -> None:
+    for leftover in parent.glob(".ckpt-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def latest_checkpoint(path: Path) -> Checkpoint | None:
+    """The newest complete checkpoint under a run folder, or the checkpoint folder `path` itself; None if none."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file() and CHECKPOINT_PATTERN.fullmatch(path.name):
+        folder = path
+    else:
+        folders = _checkpoint_dirs(path / "checkpoints")
+        if not folders:
+            return None
+        folder = folders[-1]
+    epoch = int(CHECKPOINT_PATTERN.fullmatch(folder.name).group(1))
+    return Checkpoint(folder, epoch, read_json(folder / CONFIG_FILE), read_json(folder / METRICS_FILE))
+
+
+def require_checkpoint(path: Path) -> Checkpoint:
+    """`latest_checkpoint`, or CheckpointError naming the path."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path} does not exist")
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        raise CheckpointError(f"{path} holds no checkpoint (expected a run folder or a ckpt-NNNN folder)")
+    return checkpoint
+
+
+def load_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
+    """Load the checkpoint's weights into `model` (strict: every tensor must match)."""
+    try:
+        model.load_state_dict(load_file(checkpoint.model_file))
+    except (RuntimeError, OSError) as error:
+        raise CheckpointError(f"{checkpoint.model_file} does not fit the model: {str(error).splitlines()[0]}") from None
+    return model
+
+
+def load_trainer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Restore the optimizer and the random-number state saved with the checkpoint."""
+    state = torch.load(checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+
+
+def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the trained model from a run or checkpoint folder, in eval mode."""
+    from cnnlab.registry import build_model
+
+    checkpoint = require_checkpoint(path)
+    config = checkpoint.config
+    model = build_model(config["arch"], num_classes=len(config["classes"]))
+    return load_weights(model, checkpoint).eval(), checkpoint
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported file and how far its outputs are from PyTorch's on the same input."""
+
+    path: Path
+    format: str
+    max_abs_diff: float
+    matches: bool
+
+
+def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int = 2,
+                      atol: float = 1e-4) -> ExportResult:
+    """Export a checkpoint's model to ONNX or TorchScript, run the exported file and compare its outputs.
+
+    The input is a random batch of the architecture's input shape (at the image size it was trained at);
+    the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol`
+    (relative to the largest logit).
+    """
+    from cnnlab.data import preprocessing_for
+    from cnnlab.registry import get_spec
+
+    if fmt not in EXPORT_FORMATS:
+        raise CheckpointError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
+    model, checkpoint = model_from_checkpoint(path)
+    spec = get_spec(checkpoint.config["arch"])
+    size = preprocessing_for(spec, checkpoint.config.get("image_size")).crop
+    example = torch.randn(batch, spec.input_size[0], size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(example).numpy()
+    out = Path(out) if out else checkpoint.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    actual = _export_onnx(model, example, out) if fmt == "onnx" else _export_torchscript(model, example, out)
+    diff = float(np.abs(actual - expected).max())
+    scale = max(1.0, float(np.abs(expected).max()))
+    return ExportResult(out, fmt, diff, diff <= atol * scale)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> np.ndarray:
+    import onnxruntime
+
+    batch = torch.export.Dim("batch", min=1)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        temp = Path(scratch) / out.name
+        torch.onnx.export(model, (example,), str(temp), dynamo=True, input_names=["images"],
+                          output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False,
+                          verbose=False)
+        atomic_write_bytes(out, temp.read_bytes())
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        atomic_write_bytes(out, buffer.getvalue())
+        loaded = torch.jit.load(str(out), map_location="cpu")
+    with torch.no_grad():
+        return loaded(example).numpy()

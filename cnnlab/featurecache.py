@@ -1,0 +1,150 @@
+"""Strategy III's features: computed once through a frozen backbone, cached on disk, fed to a classifier.
+
+A tap is where features are read: `penultimate` (the input of the classifier layer: the pooled
+features, or AlexNet's 4096-d fc7) or any module path (a stage such as `blocks.2`); feature maps are
+global-average-pooled to one vector per image. The cache key covers the architecture, the weights,
+the dataset's content hash, the tap and the preprocessing, so any change computes afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cnnlab.checkpoints import atomic_write_bytes
+from cnnlab.paths import data_dir
+from cnnlab.registry import ArchSpec, Preprocessing
+
+PENULTIMATE = "penultimate"
+CLASSIFIERS = ("logreg", "svm", "knn", "linear")
+CACHE_VERSION = 1
+
+
+def check_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
+    """ValueError unless `tap` is `penultimate` or a module of `model`."""
+    path = spec.classifier if tap == PENULTIMATE else tap
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"{spec.name} has no layer {tap!r}; use {PENULTIMATE} or one of its stages: "
+                         f"{', '.join(spec.stages)}") from None
+
+
+def cache_key(arch: str, weights: str, dataset_hash: str, tap: str, prep: Preprocessing, channels: int) -> str:
+    """The hex key under which one tap's features for one dataset are cached."""
+    fields = {"version": CACHE_VERSION, "arch": arch, "weights": weights, "dataset": dataset_hash, "tap": tap,
+              "channels": channels, "preprocessing": asdict(prep)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_path(key: str, root: Path | None = None) -> Path:
+    """Where the features for `key` live: `data_dir()/features/KEY.npz`."""
+    return (root or data_dir() / "features") / f"{key}.npz"
+
+
+def _pool(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dim() > 2:
+        tensor = tensor.flatten(2).mean(-1)
+    return tensor.flatten(1).float()
+
+
+def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps: list[str],
+                     to_device: Callable, autocast: Callable, on_batch: Callable[[int, int], None] | None = None,
+                     ) -> dict[str, np.ndarray]:
+    """One pass of `loader` through `model` (eval, no grad) capturing each tap as an (N, D) float32 array."""
+    captured: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
+    handles = []
+    for tap in taps:
+        if tap == PENULTIMATE:
+            hook = lambda module, args, tap=tap: captured[tap].append(_pool(args[0]).cpu())
+            handles.append(model.get_submodule(spec.classifier).register_forward_pre_hook(hook))
+        else:
+            hook = lambda module, args, output, tap=tap: captured[tap].append(_pool(output).cpu())
+            handles.append(model.get_submodule(tap).register_forward_hook(hook))
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for index, (images, labels) in enumerate(loader):
+                images, _ = to_device(images, labels)
+                with autocast():
+                    model(images)
+                if on_batch:
+                    on_batch(index + 1, len(loader))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {tap: torch.cat(parts).numpy() for tap, parts in captured.items()}
+
+
+def load_cached(key: str, root: Path | None = None) -> np.ndarray | None:
+    """Cached features for `key`, or None."""
+    path = cache_path(key, root)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            return stored["features"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def store(key: str, features: np.ndarray, root: Path | None = None) -> Path:
+    """Write features for `key` atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features)
+    return atomic_write_bytes(cache_path(key, root), buffer.getvalue())
+
+
+def make_classifier(kind: str, seed: int = 0):
+    """An unfitted scikit-learn classifier on standardized features: logreg, svm (RBF) or knn (k=5)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    makers = {
+        "logreg": lambda: LogisticRegression(max_iter=2000, random_state=seed),
+        "svm": lambda: SVC(kernel="rbf", random_state=seed),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+    }
+    if kind not in makers:
+        raise ValueError(f"unknown scikit-learn classifier {kind!r}; choose from: {', '.join(makers)}")
+    return make_pipeline(StandardScaler(), makers[kind]())
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's weights and buffers, in order (16 hex characters): which weights made the features."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def linear_from(weight: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> nn.Linear:
+    """An `nn.Linear` computing `weight @ ((x - mean) / scale) + bias` on raw features `x`."""
+    folded = weight / scale
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(folded))
+        layer.bias.copy_(torch.from_numpy(bias - folded @ mean))
+    return layer
+
+
+def logreg_as_linear(pipeline, num_classes: int) -> nn.Linear:
+    """Fold a fitted StandardScaler + LogisticRegression into one `nn.Linear` with the same argmax."""
+    scaler, logreg = pipeline[0], pipeline[-1]
+    coef, intercept = logreg.coef_, logreg.intercept_
+    if coef.shape[0] == 1 and num_classes == 2:  # binary: one score for class 1 against 0
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    return linear_from(coef, intercept, scaler.mean_, scaler.scale_)

@@ -1,0 +1,282 @@
+"""Runs in the background: a worker process takes queued runs from the run store one at a time, trains
+them with the engine, streams progress and log lines into the store, and honours cancel requests at step
+boundaries.
+
+One worker per data directory (and per GPU with `gpu=N`) holds a lock file for its whole life, so a
+second one exits at once and the dashboard can tell whether one is alive. A worker that dies (kill -9,
+a power cut) leaves its runs 'running' with a dead process or a stale heartbeat: `recover_interrupted`
+marks them interrupted, and `resume` queues them again to continue from their last checkpoint.
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+from cnnlab.paths import data_dir
+from cnnlab.runstore import Run, RunStore
+
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 30.0
+STEP_REPORT_S = 0.5
+IDLE_POLL_S = 0.5
+
+
+def run_dir(run_id: str) -> Path:
+    """Where a queued run keeps its checkpoints and metrics: `data_dir()/runs/<run id>`."""
+    return data_dir() / "runs" / run_id
+
+
+def worker_log() -> Path:
+    """The log file of workers the dashboard starts."""
+    return data_dir() / "worker.log"
+
+
+def _lock_path(gpu: int | None) -> Path:
+    return data_dir() / ("worker.lock" if gpu is None else f"worker-gpu{gpu}.lock")
+
+
+@contextmanager
+def _worker_lock(gpu: int | None) -> Iterator[bool]:
+    """Hold the worker lock while inside; yields False (holding nothing) when another worker has it."""
+    with open(_lock_path(gpu), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def worker_alive(gpu: int | None = None) -> bool:
+    """Whether a worker holds the lock for this data directory (and GPU)."""
+    with _worker_lock(gpu) as free:
+        return not free
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _worker_gone(run: Run, now: float) -> bool:
+    host, _, pid = (run.worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _process_alive(int(pid))
+    return run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
+
+
+def recover_interrupted(store: RunStore) -> list[str]:
+    """Mark running runs whose worker is gone (its process is dead, or on another host its heartbeat is
+    older than STALE_AFTER_S) as interrupted; returns their ids."""
+    now = time.time()
+    return store.mark_interrupted([r.id for r in store.runs(("running",)) if _worker_gone(r, now)])
+
+
+def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:
+    """Queue a `RunConfig`; returns the run id (the same id again for a repeated `request_key`)."""
+    return (store or RunStore()).submit(config.to_dict(), request_key)
+
+
+def resume(run_id: str, store: RunStore | None = None) -> None:
+    """Queue an interrupted, failed or cancelled run again; it continues from its last checkpoint."""
+    store = store or RunStore()
+    recover_interrupted(store)
+    store.requeue(run_id)
+
+
+def cancel(run_id: str, store: RunStore | None = None) -> str:
+    """Cancel a queued run at once, or ask its worker to stop a running one at the next step; returns the status."""
+    return (store or RunStore()).request_cancel(run_id)
+
+
+class StoreReporter:
+    """A training callback that writes a run's events into the store and stops the run on a cancel request."""
+
+    def __init__(self, store: RunStore, run_id: str, report_every_s: float = STEP_REPORT_S):
+        from cnnlab.training import StopRun
+
+        self.store, self.run_id, self.report_every_s = store, run_id, report_every_s
+        self._stop_run = StopRun
+        self._last_report = 0.0
+        self._steps = 0
+
+    def _check_cancel(self) -> None:
+        if self.store.cancel_requested(self.run_id):
+            self.store.log(self.run_id, "cancel requested: stopping at this step")
+            raise self._stop_run()
+
+    def on_run_start(self, event) -> None:
+        self.store.log(self.run_id, event.summary())
+        self.store.add_metrics(self.run_id, "start", event.start_epoch, {
+            "device": event.device, "classes": list(event.classes), "train_size": event.train_size,
+            "val_size": event.val_size, "params_trainable": event.params_trainable,
+            "params_frozen": event.params_frozen, "start_epoch": event.start_epoch, "world_size": event.world_size})
+
+    def on_step(self, event) -> None:
+        self._steps += 1
+        now = time.monotonic()
+        if now - self._last_report < self.report_every_s and event.step < event.steps:
+            return
+        self._last_report = now
+        self.store.add_metrics(self.run_id, "step", self._steps, {
+            "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
+            "steps": event.steps, "loss": event.loss, "lr": event.lr})
+        self._check_cancel()
+
+    def on_epoch_end(self, metrics) -> None:
+        self.store.add_metrics(self.run_id, "epoch", metrics.epoch, asdict(metrics))
+        self.store.log(self.run_id, metrics.keras_line())
+        from cnnlab.checkpoints import latest_checkpoint
+
+        saved = latest_checkpoint(run_dir(self.run_id))
+        if saved is not None:
+            self.store.set_checkpoint(self.run_id, str(saved.path))
+        self._check_cancel()
+
+    def on_run_end(self, result) -> None:
+        self.store.log(self.run_id, f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s")
+
+
+def readable_error(error: BaseException) -> str:
+    """One line a user can act on, for an exception raised by a run."""
+    from cnnlab.checkpoints import CheckpointError
+    from cnnlab.data import DatasetError
+    from cnnlab.training import ConfigError
+    from cnnlab.weights import WeightsError
+
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return "CUDA out of memory: try a smaller batch size or a smaller architecture"
+    if isinstance(error, (ConfigError, DatasetError, WeightsError, CheckpointError)):
+        return str(error)
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def execute(store: RunStore, run: Run) -> str:
+    """Run one claimed run to its end and record how it ended; returns the final status. Never raises for
+    a failing run: the error is stored, with its traceback in the run's log."""
+    from cnnlab.training import RunConfig, StopRun
+    from cnnlab.training import run as run_config
+
+    import torch
+
+    status = "failed"
+    try:
+        config = RunConfig.from_dict(run.config)
+        out_dir = None if config.strategy == "probe" else run_dir(run.id)
+        result = run_config(config, [StoreReporter(store, run.id)], out_dir)
+        stopped = getattr(result, "stopped", False)
+        status = "cancelled" if stopped else "succeeded"
+        if getattr(result, "checkpoint", None):
+            store.set_checkpoint(run.id, result.checkpoint)
+        store.finish(run.id, status, result=result.to_json())
+    except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
+        status = "cancelled"
+        store.finish(run.id, status)
+    except Exception as error:  # a failing run must not take the worker down
+        store.log(run.id, traceback.format_exc().rstrip())
+        store.finish(run.id, "failed", error=readable_error(error))
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return status
+
+
+class _Heartbeat(threading.Thread):
+    """Beats the current run's heartbeat every HEARTBEAT_S, also during long steps and feature extraction."""
+
+    def __init__(self, store: RunStore):
+        super().__init__(daemon=True, name="cnnlab-heartbeat")
+        self.store, self.run_id = store, None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_S):
+            run_id = self.run_id
+            if run_id is not None:
+                try:
+                    self.store.heartbeat(run_id)
+                except Exception:  # a busy database once is not a reason to die; the next beat retries
+                    pass
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float | None = None,
+         gpu: int | None = None) -> int:
+    """The worker loop: claim the oldest queued run, execute it, repeat. `once`: stop when the queue is
+    empty; `idle_exit_s`: stop after that long with nothing queued. Returns the number of runs executed,
+    or -1 when another worker already holds this data directory (and GPU)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    store = store or RunStore()
+    with _worker_lock(gpu) as locked:
+        if not locked:
+            return -1
+        recover_interrupted(store)
+        worker, done, idle_since = _worker_id(), 0, time.monotonic()
+        heartbeat = _Heartbeat(store)
+        heartbeat.start()
+        try:
+            while True:
+                run = store.claim_next(worker)
+                if run is None:
+                    if once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+                        return done
+                    time.sleep(IDLE_POLL_S)
+                    continue
+                heartbeat.run_id = run.id
+                store.log(run.id, f"started by worker {worker}")
+                execute(store, run)
+                heartbeat.run_id = None
+                done, idle_since = done + 1, time.monotonic()
+        finally:
+            heartbeat.stop()
+
+
+def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
+    """Start a background worker (`python -m cnnlab worker`) unless one is alive; it outlives the caller and
+    exits after `idle_exit_s` with nothing to do. Returns the process, or None when one was already running."""
+    if worker_alive():
+        return None
+    log = open(worker_log(), "a")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "cnnlab", "worker", "--idle-exit", str(idle_exit_s)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=dict(os.environ, CNNLAB_HOME=str(data_dir())))
+    finally:
+        log.close()
+
+
+__all__ = ["run_dir", "worker_log", "worker_alive", "recover_interrupted", "submit", "resume", "cancel",
+           "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

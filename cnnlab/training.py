@@ -1,0 +1,884 @@
+"""The training engine: the lecture's three strategies, and a probe of every stage, in plain PyTorch.
+
+- scratch (Strategy I): the architecture with random weights, every layer trained;
+- finetune (Strategy II): pretrained weights, a new head for the dataset's classes, early layers frozen
+  ("stage:K" freezes the stem through stage K, "all-but:N" the lecture's "all but the last N layers");
+- extract (Strategy III): a frozen pretrained backbone's features, computed once and cached, fed to a
+  classifier (logreg, svm, knn from scikit-learn, or a linear head trained in torch);
+- probe: Strategy III at every stage, accuracy per depth.
+
+`run(config, callbacks, out_dir)` runs one `RunConfig`. The loop is `train_one_epoch` then `evaluate`,
+once per epoch, with events for callbacks (the CLI's progress bar, the job system) and a checkpoint
+after every epoch. On CUDA: bf16 autocast, channels_last, cudnn autotuning, pinned memory and worker
+processes, optionally torch.compile; under torchrun: DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from cnnlab import distributed
+from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_trainer_state,
+                                load_weights, read_json, save_checkpoint)
+from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, preprocessing_for, stratified_split,
+                         transforms_for, worker_count)
+from cnnlab.distributed import DistContext
+from cnnlab.featurecache import (CLASSIFIERS, PENULTIMATE, cache_key, check_tap, extract_features, linear_from,
+                                 load_cached, logreg_as_linear, make_classifier, model_fingerprint, store)
+from cnnlab.registry import ArchSpec, arch_names, get_spec
+
+STRATEGIES = ("scratch", "finetune", "extract", "probe")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_LR = {"scratch": 2e-3, "finetune": 1e-3, "extract": 1e-2, "probe": 1e-2}
+DEFAULT_EPOCHS = {"scratch": 15, "finetune": 10, "extract": 1, "probe": 1, "linear": 30}  # random init needs longer
+RUNTIME_FIELDS = ("epochs", "device", "compile", "workers")  # may change when a run resumes
+AUX_LOSS_WEIGHT = 0.4  # Inception's auxiliary classifiers, as in torchvision's reference recipe
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot run, with a message meant for the user."""
+
+
+class StopRun(Exception):
+    """Raised by a callback to end a run early; the last complete epoch's checkpoint stays."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run; stored as JSON beside its checkpoints. Build it with `make_config`."""
+
+    strategy: str
+    arch: str
+    dataset: str
+    weights: str = "none"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    freeze: str = "none"
+    classifier: str = "logreg"
+    tap: str = PENULTIMATE
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.2
+    image_size: int | None = None
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    head_epochs: int = 0
+    body_lr_scale: float = 1.0
+    compile: bool = False
+    workers: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """The config stored in `data` (extra keys, such as a checkpoint's `classes`, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def same_run(self, other: RunConfig) -> bool:
+        """Whether `other` continues this run: equal in everything but the runtime fields (epochs, device...)."""
+        strip = {name: None for name in RUNTIME_FIELDS}
+        return replace(self, **strip) == replace(other, **strip)
+
+
+def parse_freeze(text: str) -> tuple[str, int]:
+    """`none`, `body` (all but the classifier), `stage:K` or `all-but:N` as (kind, number)."""
+    kind, _, number = text.partition(":")
+    if kind in ("none", "body") and not number:
+        return kind, 0
+    if kind in ("stage", "all-but") and number.isdigit() and int(number) > 0:
+        return kind, int(number)
+    raise ConfigError(f"bad freeze {text!r}: use none, body, stage:K (freeze through stage K) or all-but:N "
+                      "(train only the last N layers)")
+
+
+def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
+    """A validated RunConfig; options left as None take the strategy's defaults.
+
+    Defaults: scratch uses random weights, freezes nothing and trains 15 epochs; finetune uses pretrained
+    weights, freezes the first half of the stages and trains 10; extract and probe tap the penultimate
+    features into logistic regression (a `linear` head trains 30 epochs on the cached features).
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose from: {', '.join(STRATEGIES)}")
+    if arch not in arch_names():
+        raise ConfigError(f"unknown architecture {arch!r}; choose from: {', '.join(arch_names())}")
+    spec = get_spec(arch)
+    transfer = strategy != "scratch"
+    _refuse_options(strategy, options)
+    weights = options.setdefault("weights", "default" if transfer else "none")
+    if transfer and weights == "none":
+        raise ConfigError(f"{strategy} needs pretrained weights; 'none' is --strategy scratch")
+    options.setdefault("lr", DEFAULT_LR[strategy])
+    options.setdefault("freeze", f"stage:{max(1, len(spec.stages) // 2)}" if strategy == "finetune" else "none")
+    options.setdefault("epochs", DEFAULT_EPOCHS["linear" if options.get("classifier") == "linear" else strategy])
+    config = RunConfig(strategy=strategy, arch=arch, dataset=dataset, **options)
+    _check_values(config, spec)
+    return config
+
+
+def _refuse_options(strategy: str, options: dict) -> None:
+    given = set(options)
+    misplaced = {"scratch": {"classifier", "tap"}, "finetune": {"classifier", "tap"},
+                 "extract": {"freeze", "head_epochs", "body_lr_scale"},
+                 "probe": {"freeze", "tap", "head_epochs", "body_lr_scale"}}[strategy] & given
+    if misplaced:
+        raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
+
+
+def _check_values(config: RunConfig, spec: ArchSpec) -> None:
+    parse_freeze(config.freeze)
+    if config.device not in DEVICES:
+        raise ConfigError(f"unknown device {config.device!r}; choose from: {', '.join(DEVICES)}")
+    if config.classifier not in CLASSIFIERS or (config.strategy == "probe" and config.classifier == "linear"):
+        choices = [c for c in CLASSIFIERS if config.strategy != "probe" or c != "linear"]
+        raise ConfigError(f"unknown classifier {config.classifier!r}; choose from: {', '.join(choices)}")
+    for name in ("epochs", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if not config.lr > 0 or config.body_lr_scale < 0 or config.weight_decay < 0:
+        raise ConfigError("the learning rate must be positive, its body scale and the weight decay not negative")
+    if not 0 < config.val_fraction < 1:
+        raise ConfigError(f"the validation fraction must be between 0 and 1, not {config.val_fraction}")
+    if config.image_size is not None:
+        try:
+            spec.check_input_size(config.image_size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+# ----------------------------------------------------------------------------------------------- events
+
+@dataclass(frozen=True)
+class RunStart:
+    """Sent before the first step: what is about to run, and how many parameters train."""
+
+    config: RunConfig
+    device: str
+    classes: tuple[str, ...]
+    train_size: int
+    val_size: int
+    params_trainable: int
+    params_frozen: int
+    frozen_layers: tuple[str, ...] = ()
+    start_epoch: int = 0
+    world_size: int = 1
+
+    def summary(self) -> str:
+        c = self.config
+        resumed = f", resuming after epoch {self.start_epoch}" if self.start_epoch else ""
+        ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
+        return (f"{c.strategy} {c.arch} ({c.weights} weights) on {c.dataset}: {len(self.classes)} classes, "
+                f"{self.train_size} train / {self.val_size} val images, {self.device}{ranks}; parameters: "
+                f"{self.params_trainable:,} trainable, {self.params_frozen:,} frozen{resumed}")
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One batch done. `phase` is 'train', 'eval' or 'features'; `loss` is set every few steps."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch, as Keras reports it."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    acc: float
+    val_loss: float
+    val_acc: float
+    time_s: float
+    images_per_s: float
+    lr: float
+
+    def keras_line(self) -> str:
+        return (f"Epoch {self.epoch}/{self.epochs} - {self.time_s:.1f}s - loss: {self.loss:.4f} - acc: {self.acc:.4f}"
+                f" - val_loss: {self.val_loss:.4f} - val_acc: {self.val_acc:.4f} - {self.images_per_s:,.0f} images/s")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: final validation accuracy, per-class accuracy, confusion matrix, where it was saved."""
+
+    config: RunConfig
+    classes: tuple[str, ...]
+    val_acc: float
+    confusion: tuple[tuple[int, ...], ...]
+    train_time_s: float
+    params_trainable: int
+    params_frozen: int
+    device: str
+    history: tuple[EpochMetrics, ...] = ()
+    val_loss: float | None = None
+    checkpoint: str | None = None
+    out_dir: str | None = None
+    feature_cache: str | None = None
+    skipped: tuple[str, ...] = ()
+    stopped: bool = False
+    world_size: int = 1
+
+    @property
+    def per_class_acc(self) -> dict[str, float]:
+        matrix = np.asarray(self.confusion)
+        totals = matrix.sum(1)
+        return {name: float(matrix[i, i] / totals[i]) if totals[i] else float("nan")
+                for i, name in enumerate(self.classes)}
+
+    def to_json(self) -> dict:
+        c = self.config
+        return {"strategy": c.strategy, "arch": c.arch, "dataset": c.dataset, "weights": c.weights,
+                "val_acc": self.val_acc, "val_loss": self.val_loss, "train_time_s": round(self.train_time_s, 3),
+                "params_trainable": self.params_trainable, "params_frozen": self.params_frozen,
+                "checkpoint": self.checkpoint, "out_dir": self.out_dir, "device": self.device,
+                "classes": list(self.classes), "per_class_acc": self.per_class_acc,
+                "confusion_matrix": [list(r) for r in self.confusion], "feature_cache": self.feature_cache,
+                "epochs": [asdict(m) for m in self.history], "skipped": list(self.skipped),
+                "stopped": self.stopped, "world_size": self.world_size, "config": c.to_dict()}
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """Strategy III at one stage: how well its pooled features classify the dataset."""
+
+    stage: int
+    layer: str
+    dim: int
+    train_acc: float
+    val_acc: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    config: RunConfig
+    rows: tuple[ProbeRow, ...]
+    time_s: float
+    feature_cache: str
+
+    def to_json(self) -> dict:
+        return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": self.config.weights,
+                "classifier": self.config.classifier, "feature_cache": self.feature_cache,
+                "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows]}
+
+
+class Callback:
+    """Receives a run's events; override the ones you need. Raise StopRun to end the run early."""
+
+    def on_run_start(self, event: RunStart) -> None:
+        pass
+
+    def on_step(self, event: StepEvent) -> None:
+        pass
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        pass
+
+    def on_run_end(self, result: RunResult) -> None:
+        pass
+
+
+def _emit(callbacks: Iterable, name: str, event) -> None:
+    for callback in callbacks:
+        handler = getattr(callback, name, None)
+        if handler is not None:
+            handler(event)
+
+
+class ConsoleProgress(Callback):
+    """A progress bar (when the stream is a terminal) and Keras-style epoch lines, on stderr by default."""
+
+    def __init__(self, stream=None, bar: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.bar = self.stream.isatty() if bar is None else bar
+        self._drawn = 0.0
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def on_run_start(self, event: RunStart) -> None:
+        self._write(event.summary() + "\n")
+
+    def on_step(self, event: StepEvent) -> None:
+        now = time.monotonic()
+        if not self.bar or (now - self._drawn < 0.1 and event.step < event.steps):
+            return
+        self._drawn = now
+        width = 30
+        done = int(width * event.step / event.steps)
+        loss = f" - loss: {event.loss:.4f}" if event.loss is not None else ""
+        label = f"{event.phase} {event.epoch}/{event.epochs}" if event.phase != "features" else "features"
+        self._write(f"\r{label} {event.step}/{event.steps} [{'=' * done}{'.' * (width - done)}]{loss}\033[K")
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        self._write(("\r\033[K" if self.bar else "") + metrics.keras_line() + "\n")
+
+    def on_run_end(self, result: RunResult) -> None:
+        worst = sorted(result.per_class_acc.items(), key=lambda item: item[1])[:3]
+        worst_text = ", ".join(f"{name}: {acc:.3f}" for name, acc in worst)
+        self._write(("\r\033[K" if self.bar else "") + f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s "
+                    f"(weakest classes: {worst_text})" + (f"; checkpoint: {result.checkpoint}" if result.checkpoint
+                                                          else "") + "\n")
+
+
+# ------------------------------------------------------------------------------------------ the runtime
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors run: device, mixed precision, memory format, and the process group."""
+
+    device: torch.device
+    dist: DistContext = DistContext()
+    channels_last: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.preserve_format
+
+    def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last and images.dim() == 4:
+            images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        else:
+            images = images.to(self.device, non_blocking=True)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def autocast(self):
+        """bf16 autocast on CUDA, nothing on CPU (bf16 there is slower than fp32 on most CPUs)."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+
+
+def resolve_device(name: str) -> str:
+    """'cpu' or 'cuda' for a device option; `auto` picks CUDA when present."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; choose from: {', '.join(DEVICES)}")
+    return name
+
+
+def make_runtime(device: str, inference: bool = False) -> Runtime:
+    """The runtime for a device option; joins the process group when launched by torchrun.
+
+    channels_last on CUDA, and on CPU for inference only (there it speeds up the forward pass of
+    depthwise networks but slows down their backward pass)."""
+    device_type = resolve_device(device)
+    context = distributed.setup(device_type)
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+        return Runtime(torch.device("cuda", context.local_rank), context, channels_last=True)
+    return Runtime(torch.device("cpu"), context, channels_last=inference)
+
+
+# ------------------------------------------------------------------------------------------- freezing
+
+def _inside(name: str, path: str) -> bool:
+    return name == path or name.startswith(path + ".")
+
+
+def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that own parameters directly (convolutions, linear and norm layers), in definition order."""
+    return [(n, m) for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+def freeze_layers(model: nn.Module, spec: ArchSpec, freeze: str) -> tuple[str, ...]:
+    """Set `requires_grad` by the freeze plan and return the frozen layers' names; the classifier always trains.
+
+    `stage:K` freezes every layer defined up to the end of `spec.stages[K-1]` (stem included);
+    `all-but:N` freezes every layer but the last N that own parameters (the lecture's `layers[:-N]`);
+    `body` freezes all but the classifier; `none` trains everything.
+    """
+    kind, number = parse_freeze(freeze)
+    layers = _layers(model)
+    if kind == "none":
+        frozen = []
+    elif kind == "body":
+        frozen = [n for n, _ in layers if not _inside(n, spec.classifier)]
+    elif kind == "stage":
+        if number > len(spec.stages):
+            raise ConfigError(f"{spec.name} has {len(spec.stages)} stages ({', '.join(spec.stages)}); "
+                              f"stage:{number} does not exist")
+        order = [n for n, _ in model.named_modules()]
+        last = max(i for i, n in enumerate(order) if _inside(n, spec.stages[number - 1]))
+        upto = set(order[:last + 1])
+        frozen = [n for n, _ in layers if n in upto and not _inside(n, spec.classifier)]
+    else:
+        if number > len(layers):
+            raise ConfigError(f"{spec.name} has {len(layers)} layers with parameters; all-but:{number} is too many")
+        frozen = [n for n, _ in layers[:-number] if not _inside(n, spec.classifier)]
+    frozen_set = set(frozen)
+    for name, module in layers:
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(name not in frozen_set)
+    return tuple(frozen)
+
+
+def keep_frozen_norms_in_eval(model: nn.Module) -> None:
+    """Batch-norm layers whose parameters are frozen keep their running statistics (Keras does the same)."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters()) - trainable
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+def _logits(output) -> torch.Tensor:
+    return output.logits if hasattr(output, "logits") else output
+
+
+def classification_loss(output, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the logits, plus Inception's auxiliary heads (weight 0.4) when the model returns them."""
+    loss = F.cross_entropy(_logits(output).float(), labels)
+    if hasattr(output, "_asdict"):
+        for name, aux in output._asdict().items():
+            if name.startswith("aux") and aux is not None:
+                loss = loss + AUX_LOSS_WEIGHT * F.cross_entropy(aux.float(), labels)
+    return loss
+
+
+def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int, floor: float = 0.02) -> Callable[[int], float]:
+    """Linear warmup to `base_lr`, then cosine decay to `floor * base_lr` at `total_steps`."""
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return base_lr * (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return lr_at
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """Totals of one pass over a loader (summed over all ranks)."""
+
+    loss: float
+    acc: float
+    images: int
+    seconds: float
+    confusion: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    lr_at: Callable[[int], float], first_step: int, runtime: Runtime,
+                    epoch: int = 1, epochs: int = 1, callbacks: Iterable = (), log_every: int = 10) -> PassStats:
+    """One pass over the training data: forward, loss, backward, step, with the scheduled learning rate."""
+    model.train()
+    keep_frozen_norms_in_eval(model)
+    totals = torch.zeros(3, device=runtime.device)  # loss sum, correct, images
+    start = time.perf_counter()
+    for index, (images, labels) in enumerate(loader):
+        lr = lr_at(first_step + index)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        images, labels = runtime.to_device(images, labels)
+        with runtime.autocast():
+            output = model(images)
+        loss = classification_loss(output, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals[0] += loss.detach() * len(labels)
+        totals[1] += (_logits(output).argmax(1) == labels).sum()
+        totals[2] += len(labels)
+        last = index + 1 == len(loader)
+        shown = loss.item() if last or index % log_every == 0 else None
+        _emit(callbacks, "on_step", StepEvent("train", epoch, epochs, index + 1, len(loader), shown, lr))
+    loss_sum, correct, seen = distributed.all_reduce_sum(totals, runtime.dist).tolist()
+    seen = max(seen, 1)
+    return PassStats(loss_sum / seen, correct / seen, int(seen), time.perf_counter() - start)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes: int,
+             epoch: int = 1, epochs: int = 1, callbacks: Iterable = ()) -> PassStats:
+    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) over `loader`."""
+    model.eval()
+    loss_sum = torch.zeros((), device=runtime.device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=runtime.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for index, (images, labels) in enumerate(loader):
+            images, labels = runtime.to_device(images, labels)
+            with runtime.autocast():
+                logits = _logits(model(images)).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+            _emit(callbacks, "on_step", StepEvent("eval", epoch, epochs, index + 1, len(loader)))
+    distributed.all_reduce_sum(loss_sum, runtime.dist)
+    distributed.all_reduce_sum(confusion, runtime.dist)
+    matrix = confusion.view(num_classes, num_classes).cpu().numpy()
+    seen = max(int(matrix.sum()), 1)
+    return PassStats(loss_sum.item() / seen, float(np.trace(matrix)) / seen, seen, time.perf_counter() - start, matrix)
+
+
+def make_optimizer(model: nn.Module, spec: ArchSpec, config: RunConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: weight decay on weights, not on biases and norms; the body's
+    learning rate scaled by `body_lr_scale` (a group's `lr_scale`)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            key = (_inside(name.rsplit(".", 1)[0], spec.classifier), parameter.dim() >= 2)
+            groups.setdefault(key, []).append(parameter)
+    param_groups = [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+                     "lr_scale": 1.0 if head else config.body_lr_scale}
+                    for (head, decay), params in sorted(groups.items())]
+    return torch.optim.AdamW(param_groups, lr=config.lr, fused=fused or None)
+
+
+def _loader(dataset, batch_size: int, runtime: Runtime, workers: int, shuffle: bool = False,
+            sampler=None, generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, pin_memory=runtime.cuda, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers else None, generator=generator, drop_last=drop_last)
+
+
+def _run_dir_config(out_dir: Path | None, config: RunConfig, classes: tuple[str, ...], dist: DistContext) -> dict:
+    """The config as stored (with the class names); refuses an `out_dir` that holds a different run."""
+    stored = {**config.to_dict(), "classes": list(classes)}
+    if out_dir is None:
+        return stored
+    existing = out_dir / "config.json"
+    if existing.is_file():
+        previous = read_json(existing)
+        if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(classes):
+            raise ConfigError(f"{out_dir} holds a different run; choose another output folder")
+    if dist.is_main:
+        atomic_write_json(existing, stored)
+    return stored
+
+
+def _resume_point(out_dir: Path | None, config: RunConfig):
+    checkpoint = latest_checkpoint(out_dir) if out_dir else None
+    if checkpoint is None:
+        return None
+    if not checkpoint.has_trainer_state:
+        raise ConfigError(f"{checkpoint.path} has no optimizer state to resume from")
+    if checkpoint.epoch > config.epochs:
+        raise ConfigError(f"{out_dir} already trained {checkpoint.epoch} epochs, more than the {config.epochs} asked for")
+    return checkpoint
+
+
+def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult:
+    """Strategies I and II: train the network end to end, resuming from `out_dir`'s last checkpoint if any."""
+    started = time.perf_counter()
+    callbacks = list(callbacks)
+    runtime = make_runtime(config.device)
+    torch.manual_seed(config.seed)
+    spec = get_spec(config.arch)
+    out_dir = Path(out_dir) if out_dir else None
+
+    # data: a stratified split; each rank trains on its share and evaluates its slice of the validation set
+    weights = resolve_weights(config)
+    images = load_dataset(config.dataset)
+    num_classes = len(images.classes)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    train_set = TransformedSubset(images, train_idx, transforms_for(spec, True, config.image_size))
+    val_set = TransformedSubset(images, distributed.shard(val_idx, runtime.dist),
+                                transforms_for(spec, False, config.image_size))
+    workers = config.workers if config.workers is not None else worker_count(images, runtime.cuda)
+    sampler = (DistributedSampler(train_set, runtime.dist.world_size, runtime.dist.rank, shuffle=True,
+                                  seed=config.seed, drop_last=True) if runtime.dist.enabled else None)
+    generator = torch.Generator()
+    train_loader = _loader(train_set, config.batch_size, runtime, workers, shuffle=True, sampler=sampler,
+                           generator=generator, drop_last=len(train_set) > config.batch_size * runtime.dist.world_size)
+    val_loader = _loader(val_set, config.batch_size * 2, runtime, workers)
+
+    # model: the new head for this dataset's classes, the freeze plan, the optimizer; resume if saved
+    raw_model = _create_model(config.arch, weights, num_classes)
+    frozen = freeze_layers(raw_model, spec, config.freeze)
+    stored_config = _run_dir_config(out_dir, config, images.classes, runtime.dist)
+    params_trainable, params_frozen = count_params(raw_model)
+    raw_model.to(runtime.device, memory_format=runtime.memory_format)
+    optimizer = make_optimizer(raw_model, spec, config, fused=runtime.cuda)
+    history: list[EpochMetrics] = []
+    checkpoint = _resume_point(out_dir, config)
+    if checkpoint is not None:
+        load_weights(raw_model, checkpoint)
+        load_trainer_state(checkpoint, optimizer)
+        history = [EpochMetrics(**m) for m in checkpoint.metrics.get("history", [])][:checkpoint.epoch]
+    start_epoch = len(history)
+    model = torch.compile(raw_model) if config.compile else raw_model
+
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    lr_at = cosine_schedule(config.lr, total_steps, max(1, int(config.warmup_fraction * total_steps)))
+    _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
+                                              len(val_idx), params_trainable, params_frozen, frozen, start_epoch,
+                                              runtime.dist.world_size))
+    last_val, stopped, saved = None, False, checkpoint.path if checkpoint else None
+    try:
+        train_model, phase = None, None
+        for epoch in range(start_epoch, config.epochs):
+            # fastai's fine_tune: the head alone for `head_epochs`, then the configured freeze plan
+            wanted = "body" if epoch < config.head_epochs else config.freeze
+            if wanted != phase:
+                freeze_layers(raw_model, spec, wanted)
+                train_model, phase = _wrap_ddp(model, runtime), wanted
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            generator.manual_seed(config.seed + epoch)
+            train = train_one_epoch(train_model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, runtime,
+                                    epoch + 1, config.epochs, callbacks)
+            last_val = evaluate(model, val_loader, runtime, num_classes, epoch + 1, config.epochs, callbacks)
+            metrics = EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, last_val.loss, last_val.acc,
+                                   train.seconds + last_val.seconds, train.images_per_s,
+                                   lr_at((epoch + 1) * steps_per_epoch - 1))
+            history.append(metrics)
+            if runtime.dist.is_main and out_dir is not None:
+                saved = save_checkpoint(out_dir, epoch + 1, raw_model, stored_config,
+                                        {"history": [asdict(m) for m in history]}, optimizer).path
+            _emit(callbacks, "on_epoch_end", metrics)
+    except StopRun:
+        stopped = True
+    if last_val is None:  # nothing trained now (resumed a finished run, or stopped in the first epoch)
+        last_val = evaluate(model, val_loader, runtime, num_classes)
+    freeze_layers(raw_model, spec, config.freeze)
+    result = RunResult(config, images.classes, last_val.acc, _matrix(last_val.confusion),
+                       time.perf_counter() - started, params_trainable, params_frozen, str(runtime.device),
+                       tuple(history), last_val.loss, str(saved) if saved else None,
+                       str(out_dir) if out_dir else None, skipped=images.skipped, stopped=stopped,
+                       world_size=runtime.dist.world_size)
+    _finish(result, out_dir, runtime, callbacks)
+    return result
+
+
+def _wrap_ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
+    if not runtime.dist.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.cuda else None)
+
+
+def _matrix(confusion: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(v) for v in row) for row in confusion)
+
+
+def _finish(result: RunResult, out_dir: Path | None, runtime: Runtime, callbacks: list) -> None:
+    if runtime.dist.is_main and out_dir is not None:
+        atomic_write_json(out_dir / "metrics.json", result.to_json())
+    _emit(callbacks, "on_run_end", result)
+
+
+def resolve_weights(config: RunConfig) -> str:
+    """The weights a run loads: 'none' for scratch, otherwise pretrained ('default' resolved, offline first)."""
+    from cnnlab.weights import default_weights
+
+    if config.strategy == "scratch" or config.weights != "default":
+        return config.weights
+    return default_weights(config.arch, pretrained=True)
+
+
+def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module:
+    from cnnlab.weights import create_model
+
+    return create_model(arch, weights, num_classes)
+
+
+# ------------------------------------------------------------------------------- strategy III and probe
+
+def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunConfig, weights: str,
+              runtime: Runtime, taps: list[str], callbacks: list) -> tuple[dict[str, np.ndarray], str]:
+    """Each tap's features for every image, from the cache where present; also 'hit', 'miss' or 'partial'."""
+    prep = preprocessing_for(spec, config.image_size)
+    weights_id = f"{weights}:{model_fingerprint(model)}"
+    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0]) for tap in taps}
+    found = {tap: load_cached(key) for tap, key in keys.items()}
+    found = {tap: f for tap, f in found.items() if f is not None and len(f) == len(images)}
+    missing = [tap for tap in taps if tap not in found]
+    if missing:
+        dataset = TransformedSubset(images, np.arange(len(images)), transforms_for(spec, False, config.image_size))
+        workers = config.workers if config.workers is not None else worker_count(images, runtime.cuda)
+        loader = _loader(dataset, config.batch_size * 2, runtime, workers)
+        progress = lambda step, steps: _emit(callbacks, "on_step", StepEvent("features", 1, 1, step, steps))
+        computed = extract_features(model, spec, loader, missing, runtime.to_device, runtime.autocast, progress)
+        for tap, features in computed.items():
+            store(keys[tap], features)
+        found.update(computed)
+    status = "hit" if not missing else "miss" if len(missing) == len(taps) else "partial"
+    return found, status
+
+
+def _backbone(config: RunConfig, runtime: Runtime) -> tuple[nn.Module, str]:
+    if runtime.dist.enabled:
+        raise ConfigError(f"{config.strategy} runs in one process; launch it without torchrun")
+    weights = resolve_weights(config)
+    model = _create_model(config.arch, weights, None)
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    return model.requires_grad_(False).eval(), weights
+
+
+def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult:
+    """Strategy III: frozen backbone features (cached) into a classifier. With the penultimate tap and a
+    linear classifier (logreg or linear) the result is saved as a whole model with that head."""
+    started = time.perf_counter()
+    callbacks = list(callbacks)
+    runtime = make_runtime(config.device, inference=True)
+    torch.manual_seed(config.seed)
+    spec = get_spec(config.arch)
+    images = load_dataset(config.dataset)
+    num_classes = len(images.classes)
+    out_dir = Path(out_dir) if out_dir else None
+    model, weights = _backbone(config, runtime)
+    try:
+        check_tap(model, spec, config.tap)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    stored_config = _run_dir_config(out_dir, config, images.classes, runtime.dist)
+    features, cache = _features(model, spec, images, config, weights, runtime, [config.tap], callbacks)
+    x = features[config.tap]
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    y = images.targets
+    head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
+    params_frozen = sum(p.numel() for n, p in model.named_parameters() if not _inside(n.rsplit(".", 1)[0], spec.classifier))
+    _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
+                                              len(val_idx), head_params, params_frozen))
+    history: tuple[EpochMetrics, ...] = ()
+    val_loss = None
+    if config.classifier == "linear":
+        head, history = _train_linear_head(x, y, train_idx, val_idx, num_classes, config, runtime, callbacks)
+        predictions = _predict_linear(head, x[val_idx])
+        val_loss = history[-1].val_loss
+    else:
+        pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
+        predictions = pipeline.predict(x[val_idx])
+        head = logreg_as_linear(pipeline, num_classes) if config.classifier == "logreg" else None
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (y[val_idx], predictions), 1)
+    saved = None
+    if head is not None and config.tap == PENULTIMATE and out_dir is not None:
+        saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
+    result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
+                       time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,
+                       val_loss, saved, str(out_dir) if out_dir else None, cache, images.skipped)
+    _finish(result, out_dir, runtime, callbacks)
+    return result
+
+
+def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
+                       config: RunConfig, runtime: Runtime, callbacks: list) -> tuple[nn.Linear, tuple[EpochMetrics, ...]]:
+    """A linear layer on standardized features, trained with the same loop; returned with the scaling folded in."""
+    mean, scale = x[train_idx].mean(0), x[train_idx].std(0) + 1e-6
+    standardized = torch.from_numpy((x - mean) / scale).float()
+    labels = torch.from_numpy(y)
+    train_set = TensorDataset(standardized[train_idx], labels[train_idx])
+    val_set = TensorDataset(standardized[val_idx], labels[val_idx])
+    head = nn.Linear(x.shape[1], num_classes).to(runtime.device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["lr_scale"] = 1.0
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = _loader(train_set, config.batch_size, runtime, 0, shuffle=True, generator=generator)
+    val_loader = _loader(val_set, config.batch_size * 4, runtime, 0)
+    steps = len(train_loader)
+    lr_at = cosine_schedule(config.lr, steps * config.epochs, max(1, int(config.warmup_fraction * steps * config.epochs)))
+    history = []
+    for epoch in range(config.epochs):
+        train = train_one_epoch(head, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
+                                config.epochs, callbacks)
+        val = evaluate(head, val_loader, runtime, num_classes, epoch + 1, config.epochs)
+        history.append(EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, val.loss, val.acc,
+                                    train.seconds + val.seconds, train.images_per_s, lr_at((epoch + 1) * steps - 1)))
+        _emit(callbacks, "on_epoch_end", history[-1])
+    weight, bias = head.weight.detach().cpu().double().numpy(), head.bias.detach().cpu().double().numpy()
+    return linear_from(weight, bias, mean.astype(np.float64), scale.astype(np.float64)), tuple(history)
+
+
+def _predict_linear(head: nn.Linear, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return head(torch.from_numpy(x).float()).argmax(1).numpy()
+
+
+def _save_with_head(model: nn.Module, spec: ArchSpec, head: nn.Linear, out_dir: Path, epochs: int,
+                    stored_config: dict, history: tuple[EpochMetrics, ...]) -> str:
+    """Save the backbone with `head` as its classifier: a whole model that `cnnlab export` can take."""
+    parent_path, _, attr = spec.classifier.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attr, head.to(next(model.parameters()).device))
+    return str(save_checkpoint(out_dir, epochs, model, stored_config, {"history": [asdict(m) for m in history]}).path)
+
+
+def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
+    """Strategy III at every stage of the backbone: validation accuracy of pooled features, stem to top."""
+    started = time.perf_counter()
+    callbacks = list(callbacks)
+    runtime = make_runtime(config.device, inference=True)
+    spec = get_spec(config.arch)
+    images = load_dataset(config.dataset)
+    model, weights = _backbone(config, runtime)
+    taps = list(spec.stages)
+    features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    y = images.targets
+    rows = []
+    for index, tap in enumerate(taps, start=1):
+        x = features[tap]
+        pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
+        rows.append(ProbeRow(index, tap, x.shape[1], float(pipeline.score(x[train_idx], y[train_idx])),
+                             float(pipeline.score(x[val_idx], y[val_idx]))))
+    return ProbeResult(config, tuple(rows), time.perf_counter() - started, cache)
+
+
+def run(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult | ProbeResult:
+    """Run `config` with its strategy; the process group (under torchrun) is left at the end, even on error."""
+    try:
+        if config.strategy in ("scratch", "finetune"):
+            return fit(config, callbacks, out_dir)
+        if config.strategy == "extract":
+            return extract(config, callbacks, out_dir)
+        return probe(config, callbacks)
+    finally:
+        distributed.teardown()
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """`data_dir()/runs/<time>-<strategy>-<arch>-<dataset>` for a run with no output folder given."""
+    from cnnlab.paths import data_dir
+
+    dataset = "".join(ch if ch.isalnum() else "-" for ch in Path(config.dataset.split(":", 1)[-1]).name or config.dataset)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return data_dir() / "runs" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
+
+
+__all__ = ["STRATEGIES", "RunConfig", "make_config", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
+           "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
+           "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
+           "fit", "extract", "probe", "run", "default_run_dir"]

@@ -1,0 +1,141 @@
+"""Checkpoints: round trip, all-or-nothing writes (also under SIGKILL), resume state, ONNX/TorchScript export."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnlab.checkpoints import (CheckpointError, atomic_write_bytes, export_checkpoint, latest_checkpoint,
+                                load_trainer_state, load_weights, model_from_checkpoint, require_checkpoint,
+                                save_checkpoint)
+from cnnlab.registry import build_model
+
+
+def lenet_config(**extra):
+    return {"strategy": "scratch", "arch": "lenet5", "dataset": "digits", "classes": [str(d) for d in range(10)],
+            **extra}
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    path = tmp_path / "deep" / "file.bin"
+    atomic_write_bytes(path, b"first")
+    atomic_write_bytes(path, b"second version")
+    assert path.read_bytes() == b"second version"
+    assert [p.name for p in path.parent.iterdir()] == ["file.bin"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_checkpoint_round_trip_keeps_only_the_latest(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 1, 32, 32)).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path, 1, model, lenet_config(), {"history": [1]}, optimizer)
+    saved = save_checkpoint(tmp_path, 2, model, lenet_config(), {"history": [1, 2]}, optimizer)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-0002"]
+    found = latest_checkpoint(tmp_path)
+    assert found.path == saved.path and found.epoch == 2 and found.metrics == {"history": [1, 2]}
+    assert latest_checkpoint(saved.path).epoch == 2
+
+    restored, checkpoint = model_from_checkpoint(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
+    fresh = torch.optim.AdamW(restored.parameters())
+    load_trainer_state(checkpoint, fresh)
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_weights(build_model("lenet5", num_classes=3), checkpoint)
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        require_checkpoint(tmp_path / "checkpoints")
+
+
+def test_unfinished_checkpoint_folders_are_ignored_and_cleaned(tmp_path):
+    model = build_model("lenet5")
+    save_checkpoint(tmp_path, 1, model, lenet_config(), {})
+    partial = tmp_path / "checkpoints" / ".ckpt-0002.abc"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half a file")
+    assert latest_checkpoint(tmp_path).epoch == 1
+    save_checkpoint(tmp_path, 2, model, lenet_config(), {})
+    assert not partial.exists()
+
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from torch import nn
+    from cnnlab.checkpoints import save_checkpoint
+    model = nn.Linear(1024, 1024)  # 4 MiB of weights
+    epoch = 0
+    while True:
+        epoch += 1
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+            model.bias.fill_(epoch)
+        save_checkpoint(sys.argv[1], epoch, model, {"arch": "none", "epoch": epoch}, {"epoch": epoch})
+        print(epoch, flush=True)
+""")
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.1, 0.2, 0.35])
+def test_a_kill_during_saving_leaves_the_last_complete_checkpoint(tmp_path, delay):
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "1"  # first checkpoint done, the next ones under way
+        time.sleep(delay)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    checkpoint = latest_checkpoint(tmp_path)
+    tensors = load_file(checkpoint.model_file)
+    assert checkpoint.config["epoch"] == checkpoint.metrics["epoch"] == checkpoint.epoch >= 1
+    assert torch.all(tensors["weight"] == checkpoint.epoch) and torch.all(tensors["bias"] == checkpoint.epoch)
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    torch.manual_seed(1)
+    save_checkpoint(run_dir, 3, build_model("lenet5"), lenet_config(), {})
+    return run_dir
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_models_give_pytorch_outputs(lenet_run, fmt):
+    result = export_checkpoint(lenet_run, fmt)
+    assert result.matches and result.max_abs_diff < 1e-4 and result.path.is_file()
+    model, _ = model_from_checkpoint(lenet_run)
+    batch = torch.randn(5, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+        actual = session.run(None, {"images": batch.numpy()})[0]  # another batch size than the export's
+    else:
+        actual = torch.jit.load(str(result.path))(batch).detach().numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_export_of_a_pretrained_network_at_its_trained_size(tmp_path):
+    model = build_model("tf_efficientnet_lite0", num_classes=4).eval()
+    config = {"strategy": "finetune", "arch": "tf_efficientnet_lite0", "image_size": 64, "classes": list("abcd")}
+    save_checkpoint(tmp_path, 1, model, config, {})
+    result = export_checkpoint(tmp_path, "onnx")
+    assert result.matches
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [3, 64, 64]
+
+
+def test_export_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        export_checkpoint(tmp_path / "nothing", "onnx")
+    with pytest.raises(CheckpointError, match="unknown export format"):
+        export_checkpoint(tmp_path, "tflite")

@@ -1,0 +1,190 @@
+"""Datasets: digits, MNIST from a local root, folders, safe zip extraction, the split and the preprocessing."""
+import io
+import stat
+import struct
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.data import (DatasetError, ZipLimits, extract_zip, load_dataset, load_folder, preprocessing_for,
+                         stratified_split, transforms_for)
+from cnnlab.registry import get_spec
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def write_digit_folder(root, digits, per_class=6, classes=(0, 1, 2)):
+    """Class folders of PNGs made from real sklearn digits (upsampled to 32x32)."""
+    for label in classes:
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        indices = np.flatnonzero(digits.targets == label)[:per_class]
+        for i in indices:
+            pixels = digits[int(i)][0].squeeze(0).numpy()
+            Image.fromarray(pixels).resize((32, 32), Image.NEAREST).save(folder / f"{i}.png")
+    return root
+
+
+def test_digits_are_real_images_with_ten_classes(digits):
+    assert len(digits) == 1797 and digits.classes == tuple(str(d) for d in range(10))
+    image, label = digits[0]
+    assert image.shape == (1, 8, 8) and image.dtype == torch.uint8 and label == 0
+    assert image.max() > 200 and image.min() == 0
+    assert digits.content_hash == load_dataset("digits").content_hash
+
+
+def test_split_is_stratified_disjoint_and_reproducible(digits):
+    train, val = stratified_split(digits.targets, 0.2, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(digits)
+    counts = np.bincount(digits.targets)
+    val_counts = np.bincount(digits.targets[val], minlength=10)
+    assert np.all(np.abs(val_counts - 0.2 * counts) <= 1)
+    again, _ = stratified_split(digits.targets, 0.2, seed=3)
+    other, _ = stratified_split(digits.targets, 0.2, seed=4)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def test_split_refuses_a_class_with_one_image():
+    with pytest.raises(DatasetError, match="at least 2 images"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5)
+
+
+def test_preprocessing_follows_the_spec(digits):
+    image, _ = digits[0]
+    lenet = transforms_for(get_spec("lenet5"), train=False)(image)
+    assert lenet.shape == (1, 32, 32) and lenet.dtype == torch.float32
+    assert lenet.min() == pytest.approx(-1.0)  # black background, mean 0.5 std 0.5
+    lite = transforms_for(get_spec("tf_efficientnet_lite0"), train=False)(image)
+    assert lite.shape == (3, 224, 224)
+    assert torch.equal(lite[0], lite[1]) and torch.equal(lite[1], lite[2])  # gray copied to three channels
+    small = transforms_for(get_spec("tf_efficientnet_lite0"), train=False, image_size=64)(image)
+    assert small.shape == (3, 64, 64)
+    assert preprocessing_for(get_spec("tf_efficientnet_lite0"), 64).resize == 73  # 256/224 of 64
+    rgb = Image.new("RGB", (40, 30), (255, 0, 0))
+    assert transforms_for(get_spec("lenet5"), train=False)(rgb).shape == (1, 32, 32)
+
+
+def test_training_augmentation_is_light_and_random(digits):
+    image, _ = digits[5]
+    spec = get_spec("lenet5")
+    plain = transforms_for(spec, train=False)(image)
+    augmented = [transforms_for(spec, train=True)(image) for _ in range(4)]
+    assert any(not torch.equal(a, augmented[0]) for a in augmented[1:])
+    assert all(torch.equal(transforms_for(spec, train=False)(image), plain) for _ in range(2))
+    assert all((a - plain).abs().mean() < 0.5 for a in augmented)
+
+
+def test_folder_dataset_skips_unreadable_files(tmp_path, digits):
+    root = write_digit_folder(tmp_path / "data", digits)
+    (root / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "class_2" / "notes.txt").write_text("not an image")
+    images = load_dataset(f"folder:{root}")
+    assert images.classes == ("class_0", "class_1", "class_2") and len(images) == 18
+    assert sorted(images.skipped) == ["class_1/broken.png", "class_2/notes.txt"]
+    image, label = images[7]
+    assert image.size == (32, 32) and image.mode == "RGB" and label == 1
+    before = images.content_hash
+    Image.new("L", (32, 32), 255).save(next((root / "class_0").glob("*.png")))
+    assert load_dataset(f"folder:{root}").content_hash != before
+
+
+def test_folder_dataset_errors_are_clear(tmp_path, digits):
+    root = write_digit_folder(tmp_path / "one", digits, classes=(0,))
+    with pytest.raises(DatasetError, match="at least 2 class"):
+        load_folder(root)
+    root = write_digit_folder(tmp_path / "empty", digits, classes=(0, 1))
+    (root / "class_9").mkdir()
+    (root / "class_9" / "bad.jpg").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="no readable image.*class_9"):
+        load_folder(root)
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        load_dataset("imagenet")
+    with pytest.raises(DatasetError, match="not a folder"):
+        load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def zip_of(entries: dict[str, bytes], path, symlinks=()):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        for name, target in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def png_bytes(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_zip_dataset_is_extracted_and_loaded(tmp_path):
+    entries = {f"shapes/{c}/{i}.png": png_bytes(40 * i + (100 if c == "b" else 0)) for c in "ab" for i in range(3)}
+    entries["__MACOSX/shapes/._a"] = b"resource fork"
+    archive = zip_of(entries, tmp_path / "upload.zip")
+    images = load_dataset(f"zip:{archive}")
+    assert images.classes == ("a", "b") and len(images) == 6 and images.skipped == ()
+    assert extract_zip(archive) == extract_zip(archive)  # extracted once, reused
+
+
+@pytest.mark.parametrize("entries, symlinks, message", [
+    ({"../escape.png": b"x"}, (), "outside"),
+    ({"/etc/owned.png": b"x"}, (), "outside"),
+    ({"a/ok.png": b"x"}, (("a/link.png", "/etc/passwd"),), "symbolic link"),
+    ({"a/inner.zip": b"PK\x03\x04"}, (), "nested archives"),
+    ({"a/bomb.png": bytes(8 << 20)}, (), "zip bomb"),
+])
+def test_zip_attacks_are_refused(tmp_path, entries, symlinks, message):
+    archive = zip_of(entries, tmp_path / "attack.zip", symlinks)
+    with pytest.raises(DatasetError, match=message):
+        extract_zip(archive, dest_root=tmp_path / "out")
+    assert not (tmp_path / "escape.png").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # nothing left behind
+
+
+def test_zip_caps_on_entries_and_total_size(tmp_path):
+    archive = zip_of({f"a/{i}.png": png_bytes(i) for i in range(6)}, tmp_path / "many.zip")
+    with pytest.raises(DatasetError, match="6 entries"):
+        extract_zip(archive, ZipLimits(max_entries=5), dest_root=tmp_path / "out")
+    with pytest.raises(DatasetError, match="too large"):
+        extract_zip(archive, ZipLimits(max_total_bytes=200), dest_root=tmp_path / "out")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="not a readable zip"):
+        extract_zip(tmp_path / "junk.zip", dest_root=tmp_path / "out")
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    code = {1: 0x0801, 3: 0x0803}[array.ndim]
+    path.write_bytes(struct.pack(">I", code) + struct.pack(f">{array.ndim}I", *array.shape)
+                     + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_a_local_root(tmp_path, digits):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    pixels = torch.stack([digits[i][0] for i in range(100)]).float()
+    images = torch.nn.functional.interpolate(pixels, size=(28, 28), mode="nearest").squeeze(1).numpy()
+    for prefix in ("train", "t10k"):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", digits.targets[:100])
+    mnist = load_dataset(f"mnist:{tmp_path}")
+    assert len(mnist) == 100 and mnist.classes == tuple(str(d) for d in range(10))
+    image, label = mnist[3]
+    assert image.shape == (1, 28, 28) and label == digits.targets[3]
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_torchvision_dataset_fails_fast_and_clearly(tmp_path, name):
+    start = time.perf_counter()
+    with pytest.raises(DatasetError, match=f"{name} is not in"):
+        load_dataset(f"{name}:{tmp_path}", download=False)
+    assert time.perf_counter() - start < 5

@@ -1,0 +1,274 @@
+"""The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from cnnlab.checkpoints import model_from_checkpoint
+from cnnlab.cli import main
+from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
+from cnnlab.registry import get_spec
+from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
+                             count_params, freeze_layers, make_config, parse_freeze, run)
+from cnnlab.weights import create_model
+
+LITE0 = "tf_efficientnet_lite0"
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.start, self.steps, self.epochs, self.end = None, [], [], None
+
+    def on_run_start(self, event):
+        self.start = event
+
+    def on_step(self, event):
+        self.steps.append(event)
+
+    def on_epoch_end(self, metrics):
+        self.epochs.append(metrics)
+
+    def on_run_end(self, result):
+        self.end = result
+
+
+def test_configs_take_strategy_defaults_and_refuse_nonsense():
+    scratch = make_config("scratch", "lenet5", "digits")
+    assert (scratch.weights, scratch.freeze) == ("none", "none")
+    finetune = make_config("finetune", LITE0, "digits")
+    assert (finetune.weights, finetune.freeze) == ("default", "stage:2")
+    assert RunConfig.from_dict(json.loads(json.dumps(finetune.to_dict()))) == finetune
+    assert finetune.same_run(make_config("finetune", LITE0, "digits", epochs=30, device="cpu"))
+    assert not finetune.same_run(make_config("finetune", LITE0, "digits", lr=0.1))
+    for bad, message in [(dict(strategy="scratch", classifier="svm"), "does not apply"),
+                         (dict(strategy="finetune", weights="none"), "needs pretrained"),
+                         (dict(strategy="finetune", freeze="stage:x"), "bad freeze"),
+                         (dict(strategy="extract", classifier="forest"), "unknown classifier"),
+                         (dict(strategy="extract", image_size=8), "too small"),
+                         (dict(strategy="teleport"), "unknown strategy")]:
+        with pytest.raises(ConfigError, match=message):
+            make_config(bad.pop("strategy"), LITE0, "digits", **bad)
+    assert parse_freeze("all-but:4") == ("all-but", 4)
+
+
+def test_freeze_plans_follow_stages_and_layers():
+    spec = get_spec(LITE0)
+    model = create_model(LITE0, "shipped", num_classes=10)
+    total = sum(p.numel() for p in model.parameters())
+    frozen = freeze_layers(model, spec, "stage:2")
+    assert "conv_stem" in frozen and "blocks.1.0.conv_pw" in frozen and "blocks.2.0.conv_pw" not in frozen
+    assert not model.blocks[1][0].conv_pw.weight.requires_grad and model.blocks[2][0].conv_pw.weight.requires_grad
+    trainable, frozen_count = count_params(model)
+    assert trainable + frozen_count == total and 0 < frozen_count < trainable
+
+    freeze_layers(model, spec, "all-but:4")
+    trainable_layers = [n for n, m in model.named_modules()
+                        if any(p.requires_grad for p in m.parameters(recurse=False))]
+    assert trainable_layers == ["blocks.6.0.bn3", "conv_head", "bn2", "classifier"]
+
+    freeze_layers(model, spec, "body")
+    assert count_params(model)[0] == 1280 * 10 + 10
+    freeze_layers(model, spec, "none")
+    assert count_params(model) == (total, 0)
+    with pytest.raises(ConfigError, match="stage:6 does not exist"):
+        freeze_layers(model, spec, "stage:6")
+
+
+def test_scratch_lenet5_learns_digits(tmp_path):
+    recorder = Recorder()
+    config = make_config("scratch", "lenet5", "digits", epochs=6, device="cpu")
+    result = run(config, [recorder], out_dir=tmp_path / "run")
+    assert result.val_acc >= 0.93
+    assert recorder.start.params_trainable == 61_706 and recorder.start.params_frozen == 0
+    assert [m.epoch for m in recorder.epochs] == list(range(1, 7)) and recorder.end is result
+    assert recorder.epochs[-1].val_acc == result.val_acc and recorder.epochs[-1].loss < recorder.epochs[0].loss
+    assert {s.phase for s in recorder.steps} == {"train", "eval"}
+    matrix = np.asarray(result.confusion)
+    assert matrix.shape == (10, 10) and matrix.sum() == recorder.start.val_size == 359
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(result.val_acc)
+    assert min(result.per_class_acc.values()) > 0.7
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["val_acc"] == result.val_acc and len(saved["epochs"]) == 6
+    assert result.checkpoint.endswith("ckpt-0006")
+
+
+def test_finetune_trains_only_unfrozen_layers_and_beats_scratch(tmp_path):
+    recorder = Recorder()
+    config = make_config("finetune", LITE0, "digits", epochs=1, image_size=64, freeze="stage:2", device="cpu")
+    result = run(config, [recorder], out_dir=tmp_path / "finetune")
+    assert result.val_acc >= 0.8
+    assert recorder.start.params_frozen > 0 and recorder.start.params_trainable == result.params_trainable
+    trained, _ = model_from_checkpoint(tmp_path / "finetune")
+    pretrained = create_model(LITE0, "shipped", num_classes=10).state_dict()
+    after = trained.state_dict()
+    for key in ("conv_stem.weight", "bn1.weight", "bn1.running_mean", "blocks.0.0.conv_dw.weight",
+                "blocks.1.1.bn3.running_var"):
+        assert torch.equal(after[key], pretrained[key]), key
+    for key in ("blocks.2.0.conv_pw.weight", "blocks.5.0.bn1.running_mean", "conv_head.weight"):
+        assert not torch.equal(after[key], pretrained[key]), key
+
+    scratch = run(make_config("scratch", LITE0, "digits", epochs=1, image_size=64, device="cpu"))
+    assert result.val_acc > scratch.val_acc + 0.2
+
+
+def test_head_first_then_unfreeze(tmp_path):
+    config = make_config("finetune", LITE0, "digits", epochs=2, head_epochs=1, image_size=64, freeze="stage:4",
+                         body_lr_scale=0.1, device="cpu")
+    result = run(config, out_dir=tmp_path / "run")
+    assert result.val_acc > 0.5
+    trained, _ = model_from_checkpoint(tmp_path / "run")
+    pretrained = create_model(LITE0, "shipped", num_classes=10).state_dict()
+    assert torch.equal(trained.state_dict()["blocks.4.0.conv_pw.weight"], pretrained["blocks.4.0.conv_pw.weight"])
+    assert not torch.equal(trained.state_dict()["conv_head.weight"], pretrained["conv_head.weight"])
+
+
+class StopAfter(Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, metrics):
+        if metrics.epoch == self.epochs:
+            raise StopRun
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
+    config = make_config("scratch", "lenet5", "digits", epochs=3, device="cpu")
+    straight = run(config, out_dir=tmp_path / "straight")
+    stopped = run(config, [StopAfter(1)], out_dir=tmp_path / "resumed")
+    assert stopped.stopped and stopped.checkpoint.endswith("ckpt-0001")
+    recorder = Recorder()
+    resumed = run(config, [recorder], out_dir=tmp_path / "resumed")
+    assert recorder.start.start_epoch == 1 and [m.epoch for m in recorder.epochs] == [2, 3]
+    assert resumed.val_acc == straight.val_acc
+    assert [m.loss for m in resumed.history] == [m.loss for m in straight.history]
+    a = load_file(f"{straight.checkpoint}/model.safetensors")
+    b = load_file(f"{resumed.checkpoint}/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="different run"):
+        run(make_config("scratch", "lenet5", "digits", epochs=3, lr=0.5), out_dir=tmp_path / "resumed")
+
+
+def digit_folder(root, per_class=25):
+    digits = load_dataset("digits")
+    for label in range(10):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(digits.targets == label)[:per_class]:
+            Image.fromarray(digits[int(i)][0].squeeze(0).numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def test_extract_caches_features_and_saves_a_whole_model(tmp_path):
+    root = digit_folder(tmp_path / "digits")
+    config = make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu")
+    first = run(config, out_dir=tmp_path / "run")
+    assert first.feature_cache == "miss" and first.val_acc >= 0.8
+    assert first.params_trainable == 1281 * 10 and first.params_frozen > 3_000_000
+    again = run(config, out_dir=tmp_path / "run")
+    assert again.feature_cache == "hit" and again.val_acc == first.val_acc
+
+    # the saved model (backbone + logistic regression folded into the classifier) predicts what sklearn did
+    model, checkpoint = model_from_checkpoint(first.checkpoint)
+    images = load_dataset(f"folder:{root}")
+    _, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    val = TransformedSubset(images, val_idx, transforms_for(get_spec(LITE0), False, 64))
+    batch = torch.stack([val[i][0] for i in range(len(val))])
+    with torch.no_grad():
+        predicted = model(batch).argmax(1).numpy()
+    assert np.mean(predicted == val.targets) == pytest.approx(first.val_acc, abs=1 / len(val))
+    assert checkpoint.config["classes"] == [str(d) for d in range(10)]
+
+    Image.new("L", (8, 8), 128).save(next((root / "3").glob("*.png")))
+    changed = run(config)
+    assert changed.feature_cache == "miss"
+
+
+def test_every_classifier_and_a_stage_tap(tmp_path):
+    root = digit_folder(tmp_path / "digits", per_class=20)
+    accuracies = {}
+    for classifier in ("logreg", "svm", "knn", "linear"):
+        result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier=classifier,
+                                 epochs=20, device="cpu"))
+        accuracies[classifier] = result.val_acc
+        assert result.feature_cache == ("miss" if classifier == "logreg" else "hit")
+    assert min(accuracies.values()) >= 0.6, accuracies
+    tapped = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, tap="blocks.4", device="cpu"),
+                 out_dir=tmp_path / "tap")
+    assert tapped.val_acc >= 0.6 and tapped.checkpoint is None and tapped.params_trainable == 113 * 10
+    with pytest.raises(ConfigError, match="no layer 'blocks.99'"):
+        run(make_config("extract", LITE0, f"folder:{root}", image_size=64, tap="blocks.99", device="cpu"))
+
+
+def test_probe_reports_accuracy_per_stage(tmp_path):
+    result = run(make_config("probe", LITE0, f"folder:{digit_folder(tmp_path / 'digits', 20)}", image_size=64,
+                             device="cpu"))
+    assert [r.layer for r in result.rows] == list(get_spec(LITE0).stages)
+    assert [r.dim for r in result.rows] == [16, 24, 40, 112, 1280]
+    assert all(0.3 < r.val_acc <= 1 for r in result.rows)
+    assert max(r.val_acc for r in result.rows[2:]) > result.rows[0].val_acc
+
+
+def test_console_progress_prints_keras_lines(tmp_path):
+    import io
+
+    stream = io.StringIO()
+    run(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), [ConsoleProgress(stream)])
+    lines = stream.getvalue().splitlines()
+    assert "61,706 trainable, 0 frozen" in lines[0]
+    assert lines[1].startswith("Epoch 1/2 - ") and " - val_acc: " in lines[1] and lines[1].endswith("images/s")
+    assert lines[-1].startswith("val_acc: ")
+    metrics = EpochMetrics(3, 10, 0.5, 0.9, 0.4, 0.95, 12.3, 1234.5, 1e-3)
+    assert metrics.keras_line() == ("Epoch 3/10 - 12.3s - loss: 0.5000 - acc: 0.9000 - val_loss: 0.4000 - "
+                                    "val_acc: 0.9500 - 1,234 images/s")
+
+
+def test_cli_train_json_and_export(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "2",
+                 "--device", "cpu", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    for key in ("strategy", "arch", "dataset", "val_acc", "train_time_s", "params_trainable", "params_frozen",
+                "checkpoint"):
+        assert key in result
+    assert result["params_trainable"] == 61_706 and result["val_acc"] > 0.5
+    assert "Epoch 2/2" in captured.err
+    assert main(["export", str(out), "--format", "torchscript"]) == 0
+    assert "match PyTorch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "nowhere"], "unknown dataset"),
+    (["--dataset", "folder:/no/such/folder"], "not a folder"),
+    (["--lr", "-1"], "must be greater than zero"),
+    (["--classifier", "svm"], "does not apply to --strategy scratch"),
+    (["--freeze", "stage:7"], "lenet5 has 6 stages"),
+    (["--epochs", "0"], "greater than zero"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    base = {"--dataset": "digits"}
+    args = ["train", "--strategy", "scratch", "--arch", "lenet5", "--device", "cpu"]
+    flags = dict(base, **dict(zip(argv[::2], argv[1::2])))
+    for flag, value in flags.items():
+        args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_cli_cuda_without_gpu_is_a_clear_error(capsys):
+    assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cli_probe_json_and_missing_weights(tmp_path, capsys):
+    root = digit_folder(tmp_path / "digits", per_class=5)
+    assert main(["probe", "--arch", LITE0, "--dataset", f"folder:{root}", "--json"]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert [s["layer"] for s in stages] == list(get_spec(LITE0).stages)
+    assert main(["probe", "--arch", "lenet5", "--dataset", "digits"]) == 2
+    assert "no pretrained weights exist for lenet5" in capsys.readouterr().err
