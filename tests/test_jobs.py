@@ -1,0 +1,143 @@
+"""The background worker: real runs on the digits, through the run store, in-process and as `cnnlab worker`."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cnnlab import jobs
+from cnnlab.checkpoints import latest_checkpoint
+from cnnlab.runstore import RunStore
+from cnnlab.training import make_config
+
+
+def lenet(epochs: int, **options):
+    return make_config("scratch", "lenet5", "digits", epochs=epochs, device="cpu", **options)
+
+
+def wait_for(predicate, timeout: float = 90, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_worker_process(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", "worker", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def test_a_queued_run_goes_running_then_succeeded_with_metrics():
+    store = RunStore()
+    run_id = jobs.submit(lenet(3), store)
+    assert store.get(run_id).status == "queued"
+    assert jobs.work(store, once=True) == 1
+    run = store.get(run_id)
+    assert run.status == "succeeded", run.error
+    assert run.result["val_acc"] > 0.8 and run.result["strategy"] == "scratch"
+    epochs = store.metrics(run_id, "epoch")
+    assert [m["epoch"] for m in epochs] == [1, 2, 3] and epochs[-1]["val_acc"] == run.result["val_acc"]
+    steps = store.metrics(run_id, "step")
+    assert steps and steps[-1]["phase"] in ("train", "eval")
+    start = store.metrics(run_id, "start")[0]
+    assert start["params_trainable"] == 61_706 and start["val_size"] == 359
+    assert run.checkpoint and run.checkpoint.startswith(str(jobs.run_dir(run_id)))
+    assert any(line.startswith("Epoch 3/3") for line in store.logs(run_id))
+
+
+def test_same_request_key_makes_one_run_and_cancel_while_queued():
+    store = RunStore()
+    first = jobs.submit(lenet(2), store, request_key="launch-1")
+    assert jobs.submit(lenet(2), store, request_key="launch-1") == first
+    assert jobs.cancel(first, store) == "cancelled"
+    assert jobs.work(store, once=True) == 0
+    assert store.get(first).status == "cancelled" and len(store.runs()) == 1
+
+
+def test_a_failing_run_is_recorded_and_the_worker_goes_on(tmp_path):
+    store = RunStore()
+    broken = jobs.submit(make_config("scratch", "lenet5", f"folder:{tmp_path / 'missing'}", epochs=1), store)
+    fine = jobs.submit(lenet(1), store)
+    assert jobs.work(store, once=True) == 2
+    failed = store.get(broken)
+    assert failed.status == "failed" and "missing" in failed.error and "\n" not in failed.error
+    assert any("Traceback" in line for line in store.logs(broken))
+    assert store.get(fine).status == "succeeded"
+
+
+def test_only_one_worker_per_data_directory():
+    first = start_worker_process("--idle-exit", "30")
+    try:
+        wait_for(jobs.worker_alive, what="the first worker to take the lock")
+        second = subprocess.run([sys.executable, "-m", "cnnlab", "worker", "--once"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2 and "already running" in second.stderr
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert not jobs.worker_alive()
+
+
+def test_cancel_while_running_stops_at_a_step():
+    store = RunStore()
+    run_id = jobs.submit(lenet(200), store)
+    worker = start_worker_process("--once")
+    try:
+        wait_for(lambda: store.metrics(run_id, "epoch"), what="a first epoch")
+        assert jobs.cancel(run_id, store) == "running"
+        assert worker.wait(60) == 0
+    finally:
+        worker.kill()
+    run = store.get(run_id)
+    assert run.status == "cancelled"
+    assert len(store.metrics(run_id, "epoch")) < 200
+    assert any("cancel requested" in line for line in store.logs(run_id))
+
+
+def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
+    store = RunStore()
+    epochs = 12
+    run_id = jobs.submit(lenet(epochs), store)
+    worker = start_worker_process("--once")
+    wait_for(lambda: len(store.metrics(run_id, "epoch")) >= 2, what="two epochs")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(30)
+    assert store.get(run_id).status == "running"  # nobody has looked yet
+    assert jobs.recover_interrupted(store) == [run_id]
+    interrupted = store.get(run_id)
+    assert interrupted.status == "interrupted" and "last checkpoint" in interrupted.error
+    saved = latest_checkpoint(jobs.run_dir(run_id)).epoch
+    assert saved >= 2
+    jobs.resume(run_id, store)
+    assert jobs.work(store, once=True) == 1
+    run = store.get(run_id)
+    assert run.status == "succeeded", run.error
+    assert [m["epoch"] for m in run.result["epochs"]] == list(range(1, epochs + 1))
+    resumed_at = store.metrics(run_id, "start")[-1]["start_epoch"]
+    assert resumed_at == saved  # continued from the checkpoint, not from scratch
+    with pytest.raises(ValueError, match="only interrupted"):
+        jobs.resume(run_id, store)
+
+
+def test_cli_submit_runs_cancel_resume(capsys):
+    from cnnlab.cli import main
+
+    assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1"]) == 0
+    run_id = capsys.readouterr().out.strip()
+    assert main(["runs", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert run_id in listed and '"queued"' in listed
+    assert main(["cancel", run_id]) == 0 and "cancelled" in capsys.readouterr().out
+    assert main(["resume", run_id]) == 0
+    capsys.readouterr()
+    assert main(["worker", "--once"]) == 0
+    assert main(["runs"]) == 0
+    table = capsys.readouterr().out
+    assert run_id in table and "succeeded" in table
+    assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
+    assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
