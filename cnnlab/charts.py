@@ -34,3 +34,55 @@ def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) ->
                     hover_data={metric: ":,"})
     figure.update_layout(height=380, margin={"t": 30}, xaxis_tickangle=-35, showlegend=False)
     return figure
+
+
+def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss")) -> go.Figure:
+    """Per-epoch curves of several runs overlaid: one line per (run, metric), dashed for training metrics."""
+    figure = go.Figure()
+    palette = px.colors.qualitative.Bold
+    for index, (label, epochs) in enumerate(histories.items()):
+        for metric in metrics:
+            points = [(e["epoch"], e[metric]) for e in epochs if e.get(metric) is not None]
+            if not points:
+                continue
+            x, y = zip(*points)
+            figure.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", name=f"{label} {metric}" if len(histories) > 1 else metric,
+                line={"color": palette[index % len(palette)], "dash": "solid" if metric.startswith("val") else "dot"}))
+    title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
+    figure.update_layout(height=320, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
+                         legend={"orientation": "h", "y": -0.25})
+    if title == "Accuracy":
+        figure.update_yaxes(range=[0, 1.02])
+    return figure
+
+
+def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
+    """The confusion matrix as a heatmap: rows are true classes, columns predicted, counts in the cells."""
+    figure = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", text=matrix,
+                                  texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    figure.update_layout(height=140 + 28 * len(classes), margin={"t": 30}, xaxis_title="Predicted",
+                         yaxis_title="True", yaxis_autorange="reversed")
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category")
+    return figure
+
+
+def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
+    """Validation accuracy of each class."""
+    figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
+                              hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
+    figure.update_layout(height=300, margin={"t": 30}, xaxis_title="Class", yaxis_title="Validation accuracy",
+                         yaxis_range=[0, 1.02])
+    figure.update_xaxes(type="category")
+    return figure
+
+
+def accuracy_vs_time(rows: list[dict]) -> go.Figure:
+    """Finished runs: validation accuracy against training time, coloured by strategy."""
+    figure = px.scatter(rows, x="train_time_s", y="val_acc", color="strategy", symbol="arch", text="label",
+                        hover_data={"params_trainable": ":,", "dataset": True, "label": False},
+                        labels={"train_time_s": "Training time (s)", "val_acc": "Validation accuracy"})
+    figure.update_traces(textposition="top center", marker={"size": 12})
+    figure.update_layout(height=380, margin={"t": 30}, yaxis_range=[0, 1.05])
+    return figure

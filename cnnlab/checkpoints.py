@@ -261,3 +261,15 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, out: Path) -> n
         loaded = torch.jit.load(str(out), map_location="cpu")
     with torch.no_grad():
         return loaded(example).numpy()
+
+
+def archive_bytes(folder: Path) -> bytes:
+    """A checkpoint folder as a zip archive in memory (for a download)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                archive.write(path, arcname=f"{Path(folder).name}/{path.name}")
+    return buffer.getvalue()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict
 
 
@@ -259,26 +258,13 @@ def _cmd_submit(args) -> None:
         print("note: no worker is running; start one with `cnnlab worker`", file=sys.stderr)
 
 
-def run_rows(runs) -> list[dict]:
-    """One summary row per run: what the Runs table and `cnnlab runs` show."""
-    rows = []
-    for run in runs:
-        config, result = run.config, run.result or {}
-        rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
-                     "arch": config.get("arch"), "dataset": config.get("dataset"),
-                     "val_acc": result.get("val_acc"), "duration_s": round(run.duration_s, 1) if run.duration_s else None,
-                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
-                     "error": run.error})
-    return rows
-
-
 def _cmd_runs(args) -> None:
-    from cnnlab.jobs import recover_interrupted
+    from cnnlab.jobs import recover_interrupted, run_summaries
     from cnnlab.runstore import RunStore
 
     store = RunStore()
     recover_interrupted(store)
-    rows = run_rows(store.runs())
+    rows = run_summaries(store.runs())
     if args.json:
         print_json(rows)
         return

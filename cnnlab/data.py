@@ -10,6 +10,7 @@ image; `transforms_for(spec, train)` turns it into the network's input as the ar
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -368,3 +369,49 @@ def worker_count(images: ImageSet, cuda: bool) -> int:
     if cuda:
         return min(8, cpus)
     return 0 if images.in_memory or cpus <= 2 else min(4, cpus // 2)
+
+
+def image_folders_root() -> Path:
+    """Where the dashboard looks for server-side image folders (one sub-folder per class in each)."""
+    return data_dir() / "image-folders"
+
+
+def server_folders() -> list[Path]:
+    """The image folders a user has placed under `image_folders_root()`, by name."""
+    root = image_folders_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def save_uploaded_archive(data: bytes, name: str) -> Path:
+    """Keep an uploaded zip archive under the data directory (named by its content) and return its path;
+    it is checked and extracted safely when a run loads it."""
+    if not name.lower().endswith(".zip"):
+        raise DatasetError(f"{name} is not a .zip archive")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise DatasetError(f"{name} is not a readable zip archive")
+    folder = data_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    if not path.is_file():
+        staging = path.with_suffix(".part")
+        staging.write_bytes(data)
+        staging.replace(path)
+    return path
+
+
+def class_count(name: str) -> int | None:
+    """How many classes the dataset `name` has, found cheaply (None when that needs the data itself)."""
+    kind, _, argument = name.partition(":")
+    if kind in BUILTIN:
+        return 10
+    if kind == "folder" and Path(argument).is_dir():
+        return sum(1 for p in Path(argument).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if kind == "zip" and Path(argument).is_file():
+        try:
+            with zipfile.ZipFile(argument) as archive:
+                tops = {PurePosixPath(n).parts[0] for n in archive.namelist() if len(PurePosixPath(n).parts) > 1}
+        except zipfile.BadZipFile:
+            return None
+        return len(tops) if len(tops) > 1 else None
+    return None

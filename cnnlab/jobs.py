@@ -115,6 +115,40 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
     return (store or RunStore()).request_cancel(run_id)
 
 
+def run_label(run: Run) -> str:
+    """A short name for a run: its id, strategy, architecture and dataset."""
+    config = run.config
+    return f"{run.id} {config.get('strategy')} {config.get('arch')} on {config.get('dataset')}"
+
+
+def run_summaries(runs: list[Run]) -> list[dict]:
+    """One row per run, as the Runs table and `cnnlab runs` show them."""
+    rows = []
+    for run in runs:
+        config, result = run.config, run.result or {}
+        duration = run.duration_s
+        rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
+                     "arch": config.get("arch"), "dataset": config.get("dataset"),
+                     "val_acc": result.get("val_acc"), "duration_s": round(duration, 1) if duration else None,
+                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
+                     "error": run.error})
+    return rows
+
+
+def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
+    """For each architecture, its best finished run (highest validation accuracy): what the Compare page
+    shows beside the published ImageNet numbers."""
+    best: dict[str, dict] = {}
+    for run in (store or RunStore()).runs(("succeeded",)):
+        result = run.result or {}
+        arch, accuracy = run.config.get("arch"), result.get("val_acc")
+        if accuracy is None or (arch in best and best[arch]["val_acc"] >= accuracy):
+            continue
+        best[arch] = {"val_acc": accuracy, "strategy": run.config.get("strategy"),
+                      "dataset": run.config.get("dataset"), "run": run.id}
+    return best
+
+
 class StoreReporter:
     """A training callback that writes a run's events into the store and stops the run on a cancel request."""
 
@@ -278,5 +312,5 @@ def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
         log.close()
 
 
-__all__ = ["run_dir", "worker_log", "worker_alive", "recover_interrupted", "submit", "resume", "cancel",
+__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "recover_interrupted", "submit", "resume", "cancel",
            "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

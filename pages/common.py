@@ -50,6 +50,14 @@ PAGES = (
     PageInfo("pages/inside.py", "Look inside", ":material/layers:",
              "Every layer of a network at work on your image: feature maps layer by layer, the first layer's "
              "filters, a class activation map, and several networks side by side."),
+    PageInfo("pages/launch.py", "Launch a run", ":material/rocket_launch:",
+             "Train on the digits, MNIST, CIFAR-10 or your own images with Strategy I (scratch), II (fine-tune) or "
+             "III (frozen features + a classifier), with a freezing planner that counts what trains."),
+    PageInfo("pages/runs.py", "Runs", ":material/monitoring:",
+             "The queue and history of runs: live progress and curves, logs, cancel and resume, the confusion "
+             "matrix, checkpoint download and export."),
+    PageInfo("pages/run_compare.py", "Compare runs", ":material/compare_arrows:",
+             "Several runs side by side: curves overlaid, accuracy against training time and trainable parameters."),
 )
 
 

@@ -2,6 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab.charts import accuracy_vs_operations, metric_bars
+from cnnlab.jobs import transfer_results
 from cnnlab.compare import architecture_rows
 from cnnlab.latency import LatencyCache
 from cnnlab.lecture import check_claims
@@ -39,6 +40,7 @@ try:
 except ValueError as error:
     st.warning(str(error))
     measured = {}
+yours = transfer_results()
 table = pd.DataFrame([{
     "Architecture": r["title"], "Family": r["family"], "Year": r["year"],
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Depth": r["depth"],
@@ -46,6 +48,9 @@ table = pd.DataFrame([{
     "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
     **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
+    "Your best val acc": yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    "Your run": (f"{yours[r['name']]['strategy']} on {yours[r['name']]['dataset']} ({yours[r['name']]['run']})"
+                 if r["name"] in yours else None),
 } for r in rows])
 st.dataframe(
     table, hide_index=True, width="stretch",
@@ -54,6 +59,8 @@ st.dataframe(
         "GMACs": st.column_config.NumberColumn(format="%.3f"),
         "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
         **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
+        "Your best val acc": st.column_config.NumberColumn(format="%.4f", help="Your transfer results: the best "
+                                                           "finished run of this architecture (Runs page)"),
     },
 )
 st.caption("Click a column header to sort. LeNet-5's published result is on MNIST "

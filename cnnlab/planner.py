@@ -1,0 +1,179 @@
+"""Before a run: which strategy suits the data (the lecture's "when to use what" quadrant), and what a
+freeze plan trains: stage by stage, the trainable parameters and the training MACs per image.
+
+Training cost per image, counted from the profiler's per-layer MACs (backward of a conv or linear layer
+costs one forward's MACs for the gradient of its input and one for the gradient of its weights):
+
+    training MACs = forward MACs
+                  + sum of MACs of the weighted layers that run after the first trainable one (input gradients)
+                  + sum of MACs of the trainable weighted layers (weight gradients)
+
+Frozen layers before the first trainable one need no backward at all; that is what freezing saves.
+Strategy III runs the backbone forward once per image (features are cached), then fits the classifier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cnnlab.profiling import profile_model
+from cnnlab.registry import build_model, example_input, get_spec
+
+STRATEGY_INFO = {
+    "scratch": ("I", "Train from scratch",
+                "The architecture alone, random weights, every layer trained: needs a large dataset and compute."),
+    "finetune": ("II", "Fine-tune",
+                 "Pretrained weights, a new head for your classes, early layers frozen, later ones trained further."),
+    "extract": ("III", "Feature extractor",
+                "A frozen pretrained backbone turns each image into features once; a classifier (e.g. an SVM) "
+                "learns from them."),
+}
+WEIGHTED_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d"})
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The strategy the lecture's quadrant suggests, with the reason."""
+
+    strategy: str
+    freeze: str
+    why: str
+
+
+def suggest_strategy(large_dataset: bool, similar_to_imagenet: bool, arch: str) -> Suggestion:
+    """The "when to use what" quadrant (after Pedro Marcelino): dataset size against similarity to ImageNet,
+    with a freeze plan for `arch` where the strategy fine-tunes."""
+    half = f"stage:{max(1, len(get_spec(arch).stages) // 2)}"
+    if large_dataset and not similar_to_imagenet:
+        return Suggestion("scratch", "none", "Plenty of data unlike ImageNet: train the whole network. Pretrained "
+                                             "weights are still a good start, so fine-tuning everything is an option.")
+    if large_dataset:
+        return Suggestion("finetune", "stage:1", "Plenty of data like ImageNet: fine-tune most of the network, "
+                                                 "freezing only the first stage.")
+    if not similar_to_imagenet:
+        return Suggestion("finetune", half, "Little data unlike ImageNet: the hardest case. Fine-tune the later "
+                                              "stages, keep the general early features frozen.")
+    return Suggestion("extract", "body", "Little data like ImageNet: the pretrained features already fit; freeze "
+                                         "the whole backbone and train only a classifier on its features.")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One part of the network under a freeze plan."""
+
+    name: str
+    params: int
+    trainable_params: int
+
+    @property
+    def state(self) -> str:
+        if self.trainable_params == 0:
+            return "frozen"
+        return "trained" if self.trainable_params == self.params else "partly trained"
+
+
+@dataclass(frozen=True)
+class FreezePlan:
+    """What a run trains, counted before it starts (per image, at the run's input size)."""
+
+    arch: str
+    strategy: str
+    freeze: str
+    num_classes: int
+    parts: tuple[StagePlan, ...]
+    params_trainable: int
+    params_frozen: int
+    forward_macs: int
+    input_grad_macs: int
+    weight_grad_macs: int
+
+    @property
+    def training_macs(self) -> int:
+        """MACs of one training step per image: forward + input gradients + weight gradients."""
+        return self.forward_macs + self.input_grad_macs + self.weight_grad_macs
+
+    @property
+    def formula(self) -> str:
+        return (f"{self.forward_macs:,} forward + {self.input_grad_macs:,} input gradients + "
+                f"{self.weight_grad_macs:,} weight gradients = {self.training_macs:,} MACs per image")
+
+
+def _parts_by_order(model, spec) -> dict[str, str]:
+    """Module name to the part of the network it is counted in: stage k holds every module defined after
+    stage k-1 and up to the end of stage k (as `stage:K` freezes), then what follows, then the classifier."""
+    order = [name for name, _ in model.named_modules()]
+    inside = lambda name, path: name == path or name.startswith(path + ".")
+    ends = [(max(i for i, n in enumerate(order) if inside(n, stage)), f"{k}. {stage}")
+            for k, stage in enumerate(spec.stages, start=1)]
+    parts = {}
+    for index, name in enumerate(order):
+        if inside(name, spec.classifier):
+            parts[name] = "classifier"
+        else:
+            parts[name] = next((label for end, label in ends if index <= end), "after the last stage")
+    return parts
+
+
+def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None) -> FreezePlan:
+    """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head; built on the meta
+    device, so nothing is allocated. For Strategy III the backbone is frozen and only the head trains."""
+    from cnnlab.training import freeze_layers
+
+    spec = get_spec(arch)
+    with torch.device("meta"):
+        model = build_model(arch, num_classes)
+    freeze_layers(model, spec, "body" if strategy == "extract" else "none" if strategy == "scratch" else freeze)
+    profile = profile_model(model, example_input(spec, image_size, device="meta"))
+    part_of = _parts_by_order(model, spec)
+    totals: dict[str, list[int]] = {}
+    first_trainable, input_grad, weight_grad = None, 0, 0
+    for index, row in enumerate(profile.rows):
+        part = totals.setdefault(part_of.get(row.name, "after the last stage"), [0, 0])
+        part[0] += row.params
+        part[1] += row.trainable_params
+        if row.type not in WEIGHTED_TYPES:
+            continue
+        if row.trainable_params and first_trainable is None:
+            first_trainable = index
+        if first_trainable is not None and index > first_trainable:
+            input_grad += row.macs
+        if row.trainable_params:
+            weight_grad += row.macs
+    if strategy == "extract":
+        input_grad = weight_grad = 0  # features are computed once; the head trains on them, not the network
+    parts = tuple(StagePlan(name, *counts) for name, counts in totals.items() if counts[0])
+    parts = tuple(sorted(parts, key=lambda part: _part_rank(part.name)))
+    return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params,
+                      profile.params - profile.trainable_params, profile.macs, input_grad, weight_grad)
+
+
+def _part_rank(name: str) -> tuple[int, int]:
+    if name == "classifier":
+        return (2, 0)
+    if name == "after the last stage":
+        return (1, 0)
+    return (0, int(name.split(".", 1)[0]))
+
+
+def freeze_choices(arch: str) -> list[str]:
+    """The freeze plans a user can pick for `arch`: nothing, each stage boundary, or all but the head."""
+    spec = get_spec(arch)
+    return ["none", *(f"stage:{k}" for k in range(1, len(spec.stages) + 1)), "body"]
+
+
+def describe_freeze(arch: str, freeze: str) -> str:
+    """A freeze plan in words, naming the stage it freezes through."""
+    spec = get_spec(arch)
+    kind, _, number = freeze.partition(":")
+    if kind == "none":
+        return "train every layer"
+    if kind == "body":
+        return "freeze the whole backbone, train the head only"
+    if kind == "stage":
+        return f"freeze the stem through stage {number} ({spec.stages[int(number) - 1]})"
+    return f"train only the last {number} layers with parameters"
+
+
+__all__ = ["STRATEGY_INFO", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan",
+           "freeze_choices", "describe_freeze"]

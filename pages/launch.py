@@ -1,0 +1,179 @@
+import uuid
+
+import pandas as pd
+import streamlit as st
+
+from cnnlab import jobs
+from cnnlab.data import DatasetError, class_count, image_folders_root, save_uploaded_archive, server_folders
+from cnnlab.featurecache import CLASSIFIERS
+from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy
+from cnnlab.profiling import human
+from cnnlab.registry import arch_names, get_spec
+from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
+from cnnlab.weights import NONE, weights_options
+from pages.common import current_settings
+
+DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
+            "mnist": "MNIST (downloaded, or a local copy in the data directory)",
+            "cifar10": "CIFAR-10 (downloaded, or a local copy in the data directory)",
+            "folder": "A folder on the server (one sub-folder per class)",
+            "zip": "Upload a zip archive (one folder per class)"}
+CLASSIFIER_LABELS = {"logreg": "Logistic regression", "svm": "SVM (RBF kernel)", "knn": "k nearest neighbours",
+                     "linear": "Linear layer trained in PyTorch"}
+
+st.title("Launch a run")
+st.caption("Train on your data with one of the lecture's three strategies. Runs go to a queue and a background "
+           "worker trains them, on a GPU when there is one: close the tab whenever you like, nothing is lost.")
+
+settings = current_settings()
+st.session_state.setdefault("launch_strategy", "extract")
+st.session_state.setdefault("launch_nonce", uuid.uuid4().hex)
+
+with st.expander("When to use what?", icon=":material/help:"):
+    st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet.")
+    size_column, similarity_column = st.columns(2)
+    large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size") == "large"
+    similar = similarity_column.radio("Compared with ImageNet's photos it is", ["similar", "different"],
+                                      horizontal=True, key="launch_similarity") == "similar"
+    suggestion = suggest_strategy(large, similar, st.session_state.get("launch_arch", settings.arch))
+    number, title, _ = STRATEGY_INFO[suggestion.strategy]
+    st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}", icon=":material/lightbulb:")
+    if st.button("Use this suggestion"):
+        st.session_state["launch_strategy"] = suggestion.strategy
+        st.session_state["launch_freeze_suggested"] = suggestion.freeze
+        st.rerun()
+
+strategy = st.radio("Strategy", list(STRATEGY_INFO), key="launch_strategy", horizontal=True,
+                    format_func=lambda s: f"{STRATEGY_INFO[s][0]}: {STRATEGY_INFO[s][1]}")
+st.caption(STRATEGY_INFO[strategy][2])
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    names = arch_names()
+    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="launch_arch",
+                        format_func=lambda n: get_spec(n).title)
+    spec = get_spec(arch)
+    if strategy == "scratch":
+        weights = NONE
+        st.caption("Strategy I starts from random weights.")
+    else:
+        pretrained = [o for o in weights_options(arch) if o.pretrained]
+        if not pretrained:
+            st.error(f"{spec.title} has no pretrained weights; Strategy I (scratch) is the only choice for it.")
+            weights = None
+        else:
+            weights = st.selectbox("Pretrained weights", [o.key for o in pretrained], key=f"launch_weights_{arch}",
+                                   format_func=lambda k: next(o.label + ("" if o.offline else " (download)")
+                                                              for o in pretrained if o.key == k))
+
+    kind = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="launch_dataset")
+    dataset = kind
+    if kind == "folder":
+        folders = server_folders()
+        if not folders:
+            st.warning(f"No image folders yet: put one (a sub-folder per class) under `{image_folders_root()}`.")
+            dataset = None
+        else:
+            folder = st.selectbox("Folder", folders, format_func=lambda p: p.name, key="launch_folder")
+            dataset = f"folder:{folder}"
+    elif kind == "zip":
+        upload = st.file_uploader("Zip archive", type=["zip"], key="launch_zip",
+                                  help="One folder per class, images inside. Checked before use: no path escapes, "
+                                       "no links, no nested archives, size and compression-ratio caps.")
+        dataset = None
+        if upload is not None:
+            try:
+                dataset = f"zip:{save_uploaded_archive(upload.getvalue(), upload.name)}"
+            except DatasetError as error:
+                st.error(str(error))
+
+    freeze, classifier = "none", None
+    if strategy == "finetune":
+        choices = freeze_choices(arch)
+        suggested = st.session_state.pop("launch_freeze_suggested", None)
+        if suggested in choices:
+            st.session_state[f"launch_freeze_{arch}"] = suggested
+        default = f"stage:{max(1, len(spec.stages) // 2)}"
+        freeze = st.selectbox("Freeze", choices, index=choices.index(default), key=f"launch_freeze_{arch}",
+                              format_func=lambda f: f"{f}: {describe_freeze(arch, f)}")
+    elif strategy == "extract":
+        classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
+                                  format_func=CLASSIFIER_LABELS.get)
+
+    epochs_default = DEFAULT_EPOCHS["linear" if classifier == "linear" else strategy]
+    c1, c2, c3 = st.columns(3)
+    epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",
+                             disabled=strategy == "extract" and classifier != "linear",
+                             help="Strategy III with a scikit-learn classifier fits in one go.")
+    batch_size = c2.number_input("Batch size", 1, 4096, 64, key="launch_batch")
+    lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], format="%.4g",
+                         key=f"launch_lr_{strategy}", disabled=strategy == "extract" and classifier != "linear")
+
+with right:
+    st.subheader("What this run trains")
+    classes = class_count(dataset) if dataset else None
+    plan = freeze_plan(arch, strategy, freeze, classes or 10)
+    st.dataframe(pd.DataFrame([{"Part": p.name, "Parameters": p.params, "Trainable": p.trainable_params,
+                                "State": p.state} for p in plan.parts]),
+                 hide_index=True, width="stretch",
+                 column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
+                                "Trainable": st.column_config.NumberColumn(format="localized")})
+    m1, m2 = st.columns(2)
+    m1.metric("Trainable parameters", human(plan.params_trainable),
+              help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
+    m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
+    if strategy == "extract":
+        st.caption(f"The backbone runs forward once per image ({human(plan.forward_macs)} MACs), the features are "
+                   "cached on disk, and only the classifier learns.")
+    else:
+        st.caption("Training MACs = forward + input gradients of the layers after the first trainable one + weight "
+                   f"gradients of the trainable layers: {plan.formula}.")
+    if classes is None and dataset:
+        st.caption("Counted for a 10-class head; the real head is sized from the data when the run starts.")
+
+
+def build_config(run_strategy: str, **overrides):
+    """The RunConfig for the form's values (the strategy may differ for a shootout)."""
+    options = {"weights": weights, "batch_size": int(batch_size), "device": settings.device}
+    if run_strategy == strategy:
+        options.update(epochs=int(epochs), lr=float(lr))
+        if run_strategy == "finetune":
+            options["freeze"] = freeze
+        if run_strategy == "extract":
+            options["classifier"] = classifier
+    if run_strategy == "scratch" or weights == NONE:
+        options["weights"] = None  # the strategy's default: random for I, pretrained for II and III
+    options.update(overrides)
+    return make_config(run_strategy, arch, dataset, **options)
+
+
+ready = dataset is not None and weights is not None
+launch_column, shootout_column = st.columns([1, 2])
+if launch_column.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
+    try:
+        config = build_config(strategy)
+    except ConfigError as error:
+        st.error(str(error))
+    else:
+        run_id = jobs.submit(config, request_key=st.session_state["launch_nonce"])
+        jobs.start_worker()
+        st.session_state["launch_nonce"] = uuid.uuid4().hex
+        st.session_state["selected_run"] = run_id
+        st.switch_page("pages/runs.py")
+
+shootout_ready = ready and any(o.pretrained for o in weights_options(arch))
+if shootout_column.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
+                          disabled=not shootout_ready,
+                          help="The same backbone and data with each strategy (defaults for the other two), to "
+                               "compare accuracy against compute on the Compare runs page."):
+    try:
+        configs = [build_config(s) for s in STRATEGY_INFO]
+    except ConfigError as error:
+        st.error(str(error))
+    else:
+        nonce = st.session_state["launch_nonce"]
+        ids = [jobs.submit(c, request_key=f"{nonce}-{c.strategy}") for c in configs]
+        jobs.start_worker()
+        st.session_state["launch_nonce"] = uuid.uuid4().hex
+        st.session_state["compare_runs"] = ids
+        st.switch_page("pages/run_compare.py")

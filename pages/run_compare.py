@@ -1,0 +1,62 @@
+import pandas as pd
+import streamlit as st
+
+from cnnlab import jobs
+from cnnlab.charts import accuracy_vs_time, run_curves
+from cnnlab.runstore import RunStore
+
+st.title("Compare runs")
+st.caption("Overlay the curves of several runs and put their accuracy beside what they cost. A strategy shootout "
+           "(from the Launch page) runs I, II and III on the same data and backbone.")
+
+store = RunStore()
+jobs.recover_interrupted(store)
+runs = {r.id: r for r in store.runs()}
+if not runs:
+    st.info("No runs yet.")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+
+shootout = [i for i in st.session_state.pop("compare_runs", []) if i in runs]
+if shootout:
+    st.session_state["compare_selected"] = shootout
+st.session_state.setdefault("compare_selected", [i for i, r in runs.items() if r.status == "succeeded"][:4])
+chosen = st.multiselect("Runs", list(runs), key="compare_selected", format_func=lambda i: jobs.run_label(runs[i]))
+if not chosen:
+    st.stop()
+
+unfinished = [i for i in chosen if runs[i].status in ("queued", "running")]
+if unfinished:
+    st.info(f"{len(unfinished)} of these runs are still going; the Runs page shows them live.", icon=":material/sync:")
+    if st.button("Refresh", icon=":material/refresh:"):
+        st.rerun()
+
+rows, histories = [], {}
+for run_id in chosen:
+    run = runs[run_id]
+    result = run.result or {}
+    label = f"{run_id} {run.config.get('strategy')}"
+    histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
+    rows.append({"label": label, "run": run_id, "status": run.status, "strategy": run.config.get("strategy"),
+                 "arch": run.config.get("arch"), "dataset": run.config.get("dataset"),
+                 "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
+                 "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen")})
+
+table = pd.DataFrame(rows)
+st.dataframe(table.drop(columns=["label"]), hide_index=True, width="stretch",
+             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="%.4f"),
+                            "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f"),
+                            "params_trainable": st.column_config.NumberColumn("trainable params", format="localized"),
+                            "params_frozen": st.column_config.NumberColumn("frozen params", format="localized")})
+
+finished = [r for r in rows if r["val_acc"] is not None and r["train_time_s"] is not None]
+if finished:
+    st.subheader("Accuracy against compute")
+    st.plotly_chart(accuracy_vs_time(finished), width="stretch")
+if any(histories.values()):
+    st.subheader("Curves")
+    loss_column, acc_column = st.columns(2)
+    loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss")), width="stretch")
+    acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc")), width="stretch")
+    st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "
+               "so it appears in the table and the chart above only.")

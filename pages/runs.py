@@ -1,0 +1,135 @@
+import pandas as pd
+import streamlit as st
+
+from cnnlab import jobs
+from cnnlab.charts import confusion_figure, per_class_bars, run_curves
+from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.runstore import RunStore
+
+REFRESH = "2s"
+ACTIVE = ("queued", "running")
+STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
+                 "interrupted": "violet"}
+
+st.title("Runs")
+store = RunStore()
+jobs.recover_interrupted(store)
+runs = store.runs()
+if any(r.status == "queued" for r in runs) and jobs.start_worker() is not None:
+    st.toast("Started a background worker for the queued runs.", icon=":material/engineering:")
+st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (one starts when a run is queued)'}. "
+           f"Runs are kept in `{store.path}`; they go on when you close this tab.")
+
+if not runs:
+    st.info("No runs yet.")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+
+summaries = pd.DataFrame(jobs.run_summaries(runs))
+st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
+             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="%.4f"),
+                            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
+
+ids = [r.id for r in runs]
+wanted = st.session_state.pop("selected_run", None) or st.query_params.get("run")
+if wanted in ids:
+    st.session_state["runs_selected"] = wanted
+run_id = st.selectbox("Run", ids, key="runs_selected", format_func=lambda i: jobs.run_label(store.get(i)))
+st.query_params["run"] = run_id
+run = store.get(run_id)
+
+
+def progress_of(step: dict) -> tuple[float, str]:
+    """Fraction done and a line of text from the latest step row."""
+    if step["phase"] == "features":
+        return step["step"] / step["steps"], f"computing features: batch {step['step']}/{step['steps']}"
+    fraction = (step["epoch"] - 1 + step["step"] / step["steps"]) / step["epochs"]
+    loss = f", loss {step['loss']:.4f}" if step.get("loss") is not None else ""
+    return min(fraction, 1.0), (f"epoch {step['epoch']}/{step['epochs']}, {step['phase']} step "
+                                f"{step['step']}/{step['steps']}{loss}")
+
+
+def draw_live(run_id: str, was_active: bool) -> None:
+    """Status, progress, curves and log of one run; refreshed every few seconds while it is active."""
+    current = RunStore().get(run_id)
+    if was_active and current.status not in ACTIVE:
+        st.rerun()  # finished: draw the results and stop refreshing
+    color = STATUS_COLORS[current.status]
+    elapsed = f", {current.duration_s:.0f} s" if current.duration_s else ""
+    st.markdown(f":{color}-badge[{current.status}] **{jobs.run_label(current)}**{elapsed}")
+    if current.error:
+        (st.error if current.status == "failed" else st.warning)(current.error)
+    steps = store.metrics(run_id, "step")
+    if current.status == "running" and steps:
+        fraction, text = progress_of(steps[-1])
+        st.progress(fraction, text=text)
+    elif current.status == "queued":
+        st.progress(0.0, text="waiting in the queue")
+    epochs = (current.result or {}).get("epochs") or store.metrics(run_id, "epoch")
+    if epochs:
+        loss_column, acc_column = st.columns(2)
+        loss_column.plotly_chart(run_curves({run_id: epochs}, ("loss", "val_loss")), width="stretch",
+                                 key=f"loss_{run_id}")
+        acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
+                                key=f"acc_{run_id}")
+    with st.expander("Log", expanded=current.status in ("running", "failed")):
+        st.code("\n".join(store.logs(run_id, 60)) or "(nothing yet)", language=None)
+
+
+active = run.status in ACTIVE
+st.fragment(run_every=REFRESH if active else None)(draw_live)(run_id, active)
+
+actions = st.columns(4)
+if run.status in ACTIVE and actions[0].button("Cancel", icon=":material/cancel:"):
+    jobs.cancel(run_id, store)
+    st.rerun()
+if run.status in ("interrupted", "failed", "cancelled") and actions[0].button("Resume", icon=":material/replay:"):
+    try:
+        jobs.resume(run_id, store)
+    except ValueError as error:
+        st.error(str(error))
+    else:
+        jobs.start_worker()
+        st.rerun()
+
+checkpoint = run.checkpoint if run.checkpoint and not active else None
+if checkpoint:
+    try:
+        actions[1].download_button("Download checkpoint", archive_bytes(checkpoint), file_name=f"{run_id}.zip",
+                                   mime="application/zip", icon=":material/download:")
+    except FileNotFoundError:
+        checkpoint = None
+if checkpoint and run.status == "succeeded":
+    fmt = actions[2].selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", label_visibility="collapsed")
+    if actions[3].button("Export", icon=":material/output:"):
+        try:
+            with st.spinner(f"Exporting to {fmt} and checking its outputs..."):
+                exported = export_checkpoint(checkpoint, fmt)
+        except CheckpointError as error:
+            st.error(str(error))
+        else:
+            verdict = "match" if exported.matches else "do NOT match"
+            st.success(f"{exported.path.name}: its outputs {verdict} PyTorch's (max difference "
+                       f"{exported.max_abs_diff:.1e}).")
+            st.download_button(f"Download {exported.path.name}", exported.path.read_bytes(),
+                               file_name=f"{run_id}-{exported.path.name}", icon=":material/download:")
+
+result = run.result
+if result and "confusion_matrix" in result:
+    st.subheader("Results")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Validation accuracy", f"{result['val_acc']:.4f}")
+    m2.metric("Training time", f"{result['train_time_s']:.1f} s")
+    m3.metric("Trainable parameters", f"{result['params_trainable']:,}")
+    m4.metric("Frozen parameters", f"{result['params_frozen']:,}")
+    matrix_column, classes_column = st.columns(2)
+    matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
+    classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
+    if result.get("skipped"):
+        st.warning(f"{len(result['skipped'])} unreadable files were skipped: " + ", ".join(result["skipped"][:20]))
+elif result and "stages" in result:
+    st.subheader("Accuracy per stage")
+    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, width="stretch")
+
+with st.expander("Configuration"):
+    st.json(run.config)

@@ -1,0 +1,149 @@
+"""Launch, Runs and Compare runs pages through AppTest, with real runs on the digits and a real worker."""
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cnnlab import jobs
+from cnnlab.planner import freeze_plan, suggest_strategy
+from cnnlab.registry import build_model, get_spec
+from cnnlab.runstore import RunStore
+from cnnlab.training import count_params, freeze_layers, make_config
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind():
+    yield
+    import subprocess
+
+    subprocess.run(["pkill", "-f", "cnnlab worker --idle-exit"], check=False)
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_status(run_id: str, statuses: tuple[str, ...], timeout: float = 120) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = RunStore().get(run_id).status
+        if status in statuses:
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} still {status} after {timeout}s")
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.mark.parametrize("arch,freeze", [("resnet18", "stage:2"), ("tf_efficientnet_lite0", "stage:3"),
+                                         ("vgg16", "all-but:4"), ("googlenet", "body")])
+def test_freeze_plan_counts_what_the_engine_freezes(arch, freeze):
+    plan = freeze_plan(arch, "finetune", freeze, 7)
+    model = build_model(arch, 7)
+    freeze_layers(model, get_spec(arch), freeze)
+    assert (plan.params_trainable, plan.params_frozen) == count_params(model)
+    assert sum(p.params for p in plan.parts) == plan.params_trainable + plan.params_frozen
+    assert plan.parts[-1].name == "classifier" and plan.parts[-1].state == "trained"
+    everything = freeze_plan(arch, "scratch", "none", 7)
+    assert plan.forward_macs == everything.forward_macs
+    assert plan.training_macs < everything.training_macs  # freezing saves backward work
+
+
+def test_training_macs_follow_the_formula():
+    lenet = freeze_plan("lenet5", "scratch", "none", 10)
+    # every layer trains: weight gradients cost one forward; input gradients are skipped for the first conv only
+    first_conv = 28 * 28 * 6 * 5 * 5 * 1
+    assert lenet.weight_grad_macs == lenet.forward_macs == 416_520
+    assert lenet.input_grad_macs == lenet.forward_macs - first_conv
+    extract = freeze_plan("tf_efficientnet_lite0", "extract", "none", 10)
+    assert extract.training_macs == extract.forward_macs and extract.params_trainable == 1280 * 10 + 10
+    head_only = freeze_plan("resnet18", "finetune", "body", 10)
+    assert head_only.weight_grad_macs == 512 * 10 and head_only.input_grad_macs == 0
+
+
+def test_the_quadrant_suggests_each_strategy():
+    assert suggest_strategy(False, True, "resnet18").strategy == "extract"
+    assert suggest_strategy(True, False, "resnet18").strategy == "scratch"
+    assert suggest_strategy(False, False, "resnet18") == suggest_strategy(False, False, "resnet18")
+    assert suggest_strategy(False, False, "resnet18").freeze == "stage:2"
+    assert suggest_strategy(True, True, "resnet18").freeze == "stage:1"
+
+
+def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
+    at = open_page("pages/launch.py")
+    assert at.radio(key="launch_strategy").value == "extract"
+    assert metric(at, "Trainable parameters") == "12.8K"  # Lite0's 1280 features into 10 digits
+    at.radio(key="launch_size").set_value("large").run()
+    at.radio(key="launch_similarity").set_value("different").run()
+    at.button[0].click().run()
+    assert at.radio(key="launch_strategy").value == "scratch"
+    at.radio(key="launch_strategy").set_value("finetune").run()
+    at.selectbox(key="launch_arch").set_value("resnet18").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="launch_freeze_resnet18").set_value("stage:3").run()
+    plan = freeze_plan("resnet18", "finetune", "stage:3", 10)
+    assert metric(at, "Trainable parameters") == "10.5M" == f"{plan.params_trainable / 1e6:.1f}M"
+    states = at.dataframe[0].value.set_index("Part")["State"]
+    assert states["3. layer2"] == "frozen" and states["4. layer3"] == "trained"
+
+
+def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
+    at = open_page("pages/launch.py")
+    at.radio(key="launch_strategy").set_value("scratch").run()
+    at.selectbox(key="launch_arch").set_value("lenet5").run()
+    at.number_input(key="launch_epochs_scratch_None").set_value(3).run()
+    launch = next(b for b in at.button if b.label == "Launch")
+    launch.click().run()
+    assert not at.exception, at.exception
+    runs = RunStore().runs()
+    assert len(runs) == 1 and runs[0].config["epochs"] == 3 and runs[0].config["arch"] == "lenet5"
+    assert wait_status(runs[0].id, ("running", "succeeded", "failed")), "launching starts a worker"
+    assert wait_status(runs[0].id, ("succeeded", "failed")) == "succeeded"
+
+    page = open_page("pages/runs.py")  # a fresh session on the same store
+    assert page.dataframe[0].value["status"].tolist() == ["succeeded"]
+    assert float(metric(page, "Validation accuracy")) > 0.8
+    assert len(page.get("plotly_chart")) == 4  # loss, accuracy, confusion matrix, per-class accuracy
+    assert any(b.label == "Download checkpoint" for b in page.get("download_button"))
+
+    compare = open_page("pages/compare.py")
+    table = compare.dataframe[0].value.set_index("Architecture")
+    assert table.loc["LeNet-5", "Your best val acc"] == pytest.approx(RunStore().runs()[0].result["val_acc"])
+
+
+def test_runs_page_shows_a_running_run_and_cancels_it():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
+    jobs.start_worker()
+    wait_status(run_id, ("running",))
+    deadline = time.time() + 60
+    while not store.metrics(run_id, "step") and time.time() < deadline:
+        time.sleep(0.3)
+    at = open_page("pages/runs.py")
+    assert any(":blue-badge[running]" in str(m.value) for m in at.markdown)
+    assert at.get("progress"), "a running run shows its progress"
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
+    at = open_page("pages/runs.py")
+    assert any(b.label == "Resume" for b in at.button)
+
+
+def test_compare_runs_overlays_finished_runs():
+    store = RunStore()
+    ids = [jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store) for e in (2, 3)]
+    jobs.work(store, once=True)
+    at = open_page("pages/run_compare.py")
+    assert sorted(at.multiselect[0].value) == sorted(ids)
+    table = at.dataframe[0].value
+    assert len(table) == 2 and (table["val_acc"] > 0.5).all()
+    assert len(at.get("plotly_chart")) == 3  # accuracy against time, loss curves, accuracy curves
