@@ -181,19 +181,17 @@ def extract(model: nn.Module, batch: torch.Tensor, spec: ArchSpec, layers: Itera
         if unknown:
             raise ValueError(f"{spec.name} has no layer {unknown[0]!r}; `cnnlab features IMAGE --arch {spec.name} "
                              "--layer list` lists its layers")
-        modules = {path: module for path, module in modules.items() if path in {module_path(n) for n in wanted}}
     key = (type(model).__qualname__, spec.name, tuple(modules))
     known = _OVERWRITTEN.get(key)
-    run = _run(model, batch, modules, copy=known)
+    run = _run(model, batch, modules, copy=known, keep=wanted)
     if known is None or run.overwritten - known:
         _OVERWRITTEN[key] = run.overwritten | (known or frozenset())
         if known is not None:
-            run = _run(model, batch, modules, copy=None)
+            run = _run(model, batch, modules, copy=None, keep=wanted)
     if wanted is not None:
         missing = sorted(wanted - set(run.outputs))
         if missing:
             raise ValueError(f"layer {missing[0]!r} of {spec.name} did not run (its module ran fewer times)")
-        run = _Run({n: t for n, t in run.outputs.items() if n in wanted}, run.logits, run.overwritten)
     return _package(spec, batch, run, modules)
 
 
@@ -205,31 +203,37 @@ class _Run:
     outputs: dict[str, torch.Tensor]
     logits: torch.Tensor
     overwritten: frozenset[str]
+    order: tuple[str, ...]
 
 
-def _run(model, batch, modules, copy: frozenset[str] | None) -> _Run:
+def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str] | None = None) -> _Run:
     """One forward pass with hooks on `modules`: copy the outputs named in `copy` (all when None) and keep the
-    others by reference. Outputs come in the order they were produced, with the layers whose original output
-    was overwritten in place during the pass (seen by each tensor's version counter)."""
+    others by reference; with `keep`, store only those layers (every layer still counts in `order`, the names of
+    all layers in the order their outputs were produced). Also the layers whose original output was overwritten
+    in place during the pass (seen by each tensor's version counter)."""
+    order: list[str] = []
     outputs: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}
     originals: dict[str, tuple[torch.Tensor, int]] = {}
 
     caller = threading.get_ident()
 
-    def keep(path: str):
+    def record(path: str):
         def hook(_module, _inputs, output):
             tensor = _first_tensor(output)
             if tensor is None or threading.get_ident() != caller:
                 return
             calls[path] = calls.get(path, 0) + 1
             name = call_name(path, calls[path])
+            order.append(name)
+            if keep is not None and name not in keep:
+                return
             view = tensor.detach()[0]
             outputs[name] = view.clone() if copy is None or name in copy else view
             originals[name] = (tensor, tensor._version)
         return hook
 
-    handles = [module.register_forward_hook(keep(path)) for path, module in modules.items()]
+    handles = [module.register_forward_hook(record(path)) for path, module in modules.items()]
     try:
         with torch.inference_mode(False), torch.no_grad():
             logits = _first_tensor(model(batch))
@@ -237,13 +241,14 @@ def _run(model, batch, modules, copy: frozenset[str] | None) -> _Run:
         for handle in handles:
             handle.remove()
     overwritten = frozenset(name for name, (tensor, version) in originals.items() if tensor._version != version)
-    return _Run(outputs, logits, overwritten)
+    return _Run(outputs, logits, overwritten, tuple(order))
 
 
 def _package(spec: ArchSpec, batch: torch.Tensor, run: _Run, modules: dict[str, nn.Module]) -> Activations:
-    names = list(run.outputs)
     infos, maps = [], {}
-    for index, (name, (stage, stage_index)) in enumerate(zip(names, _stage_of(names, spec.stages))):
+    for index, (name, (stage, stage_index)) in enumerate(zip(run.order, _stage_of(list(run.order), spec.stages))):
+        if name not in run.outputs:
+            continue
         array = run.outputs[name].float().cpu().numpy()
         array.setflags(write=False)
         maps[name] = array

@@ -85,4 +85,5 @@ def accuracy_vs_time(rows: list[dict]) -> go.Figure:
                         labels={"train_time_s": "Training time (s)", "val_acc": "Validation accuracy"})
     figure.update_traces(textposition="top center", marker={"size": 12})
     figure.update_layout(height=380, margin={"t": 30}, yaxis_range=[0, 1.05])
+    figure.update_xaxes(rangemode="tozero")
     return figure

@@ -79,11 +79,11 @@ def draw_live(run_id: str, was_active: bool) -> None:
 active = run.status in ACTIVE
 st.fragment(run_every=REFRESH if active else None)(draw_live)(run_id, active)
 
-actions = st.columns(4)
-if run.status in ACTIVE and actions[0].button("Cancel", icon=":material/cancel:"):
+actions = st.container(horizontal=True, vertical_alignment="bottom")
+if run.status in ACTIVE and actions.button("Cancel", icon=":material/cancel:"):
     jobs.cancel(run_id, store)
     st.rerun()
-if run.status in ("interrupted", "failed", "cancelled") and actions[0].button("Resume", icon=":material/replay:"):
+if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resume", icon=":material/replay:"):
     try:
         jobs.resume(run_id, store)
     except ValueError as error:
@@ -95,13 +95,13 @@ if run.status in ("interrupted", "failed", "cancelled") and actions[0].button("R
 checkpoint = run.checkpoint if run.checkpoint and not active else None
 if checkpoint:
     try:
-        actions[1].download_button("Download checkpoint", archive_bytes(checkpoint), file_name=f"{run_id}.zip",
-                                   mime="application/zip", icon=":material/download:")
+        actions.download_button("Download checkpoint", archive_bytes(checkpoint), file_name=f"{run_id}.zip",
+                                mime="application/zip", icon=":material/download:")
     except FileNotFoundError:
         checkpoint = None
 if checkpoint and run.status == "succeeded":
-    fmt = actions[2].selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", label_visibility="collapsed")
-    if actions[3].button("Export", icon=":material/output:"):
+    fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
+    if actions.button("Export", icon=":material/output:"):
         try:
             with st.spinner(f"Exporting to {fmt} and checking its outputs..."):
                 exported = export_checkpoint(checkpoint, fmt)

@@ -139,6 +139,10 @@ def test_chosen_layers_only_and_unknown_layers_refused(lite0, chelsea):
     activations = extract(lite0, batch_for(chelsea), spec, layers=["blocks.2", "conv_stem"])
     assert activations.names == ["conv_stem", "blocks.2"]
     assert activations.maps["blocks.2"].shape == (40, 28, 28)
+    everything = extract(lite0, batch_for(chelsea), spec)
+    assert [activations.info(n) for n in activations.names] == [everything.info(n) for n in activations.names]
+    assert activations.info("conv_stem").stage == "blocks.0" and activations.info("conv_stem").index == 0
+    np.testing.assert_array_equal(activations.maps["blocks.2"], everything.maps["blocks.2"])
     with pytest.raises(ValueError, match="no layer 'blocks.99'"):
         extract(lite0, batch_for(chelsea), spec, layers=["blocks.99"])
     with pytest.raises(ValueError, match="one image"):

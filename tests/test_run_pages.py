@@ -115,6 +115,9 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     assert float(metric(page, "Validation accuracy")) > 0.8
     assert len(page.get("plotly_chart")) == 4  # loss, accuracy, confusion matrix, per-class accuracy
     assert any(b.label == "Download checkpoint" for b in page.get("download_button"))
+    next(b for b in page.button if b.label == "Export").click().run()
+    assert not page.exception, page.exception
+    assert any("model.onnx: its outputs match" in str(s.value) for s in page.success)
 
     compare = open_page("pages/compare.py")
     table = compare.dataframe[0].value.set_index("Architecture")
