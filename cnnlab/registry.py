@@ -187,7 +187,8 @@ def _specs() -> tuple[ArchSpec, ...]:
         ArchSpec(
             name="lecture_cnn", title="Lecture CNN (Keras Sequential)", family="Plain CNN", year=2024,
             paper=_paper("Lecture 4: Transfer Learning and Pre-Trained ConvNets (slide 'Training a CNN Model from "
-                         "Scratch')", "Irfan", 2024, "../shared/lecture.txt"),
+                         "Scratch'); the Keras model follows Chollet's Deep Learning with Python, ch. 5", "Irfan", 2024,
+                         "https://keras.io/guides/sequential_model/"),
             source=CNNLAB, builder="cnnlab.archs.lecture_cnn", input_size=(3, 150, 150), num_classes=1,
             fixed_input_size=True, min_input_size=150,
             preprocessing=Preprocessing(resize=150, crop=150, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),

@@ -13,6 +13,13 @@ IMAGES_LOADED = """(captionStart) => [...document.querySelectorAll("[data-testid
 })"""
 
 
+FILTERS_LOADED = """() => {
+    const panel = [...document.querySelectorAll("[role='tabpanel']")].find(p => p.checkVisibility());
+    const images = panel ? [...panel.querySelectorAll("[data-testid='stImage'] img")] : [];
+    return images.length === 1 && images[0].complete && images[0].naturalWidth >= 200;
+}"""
+
+
 def metric(page, label: str) -> str:
     return page.locator("[data-testid='stMetric']").filter(has_text=label).locator(
         "[data-testid='stMetricValue']").first.inner_text()
@@ -55,9 +62,12 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").first.wait_for(timeout=30_000)
     screenshot(page, "inside_depth")
     page.get_by_role("tab", name="First-layer filters").click()
-    page.wait_for_function("() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")].some("
-                           "i => i.checkVisibility() && i.complete && i.naturalWidth > 0)")
+    filters = page.get_by_role("tabpanel", name="First-layer filters").locator("[data-testid='stImage'] img")
+    filters.wait_for()
+    page.wait_for_function(FILTERS_LOADED, timeout=30_000)
+    assert page.get_by_text("conv_stem: 32 filters of 3x3x3, shown as RGB").is_visible()
     screenshot(page, "inside_filters")
+    page.wait_for_function(FILTERS_LOADED, timeout=30_000)  # still loaded after the screenshot's resize
     page.get_by_role("tab", name="Class activation map").click()
     page.wait_for_function(IMAGES_LOADED, arg="HiResCAM for 'tiger cat'", timeout=60_000)
     screenshot(page, "inside_cam")
