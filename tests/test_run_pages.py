@@ -150,3 +150,23 @@ def test_compare_runs_overlays_finished_runs():
     table = at.dataframe[0].value
     assert len(table) == 2 and (table["val_acc"] > 0.5).all()
     assert len(at.get("plotly_chart")) == 3  # accuracy against time, loss curves, accuracy curves
+
+
+def test_shootout_queues_the_three_strategies_on_one_backbone():
+    at = open_page("pages/launch.py")
+    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    assert metric(at, "Training MACs per image") != "383.9M"  # the planner follows the input size
+    next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
+    assert not at.exception, at.exception
+    runs = RunStore().runs()
+    assert sorted(r.config["strategy"] for r in runs) == ["extract", "finetune", "scratch"]
+    assert {(r.config["arch"], r.config["dataset"], r.config["image_size"]) for r in runs} == {
+        ("tf_efficientnet_lite0", "digits", 64)}
+    assert {r.config["strategy"]: r.config["weights"] for r in runs} == {
+        "scratch": "none", "finetune": "shipped", "extract": "shipped"}
+    assert at.title[0].value == "Compare runs"  # the shootout takes the user to the comparison
+    assert sorted(at.multiselect[0].value) == sorted(r.id for r in runs)
+    for run in runs:
+        jobs.cancel(run.id)
+    for run in runs:
+        assert wait_status(run.id, ("cancelled", "succeeded", "failed")) in ("cancelled", "succeeded")
