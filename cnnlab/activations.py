@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from cnnlab.hooks import forward_hooks
 from cnnlab.registry import ArchSpec
 
 HEAD = "head"
@@ -258,13 +259,9 @@ def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str
             originals[name] = (tensor, tensor._version)
         return hook
 
-    handles = [module.register_forward_hook(record(path)) for path, module in modules.items()]
-    try:
+    with forward_hooks((module, record(path)) for path, module in modules.items()):
         with torch.inference_mode(False), torch.no_grad():
             logits = _first_tensor(model(batch))
-    finally:
-        for handle in handles:
-            handle.remove()
     overwritten = frozenset(name for name, (tensor, version) in originals.items() if tensor._version != version)
     return _Run(outputs, logits, overwritten, tuple(order))
 

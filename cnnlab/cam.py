@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.hooks import forward_hooks
 from cnnlab.registry import ArchSpec, build_model, example_input, get_spec
 
 HIRESCAM = "hirescam"
@@ -64,13 +65,8 @@ def stage_shapes(arch: str) -> dict[str, tuple[int, ...]]:
             shapes.setdefault(stage, tuple(output.shape))
         return hook
 
-    handles = [model.get_submodule(stage).register_forward_hook(record(stage)) for stage in spec.stages]
-    try:
-        with torch.no_grad():
-            model(example_input(spec, device="meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks((model.get_submodule(stage), record(stage)) for stage in spec.stages), torch.no_grad():
+        model(example_input(spec, device="meta"))
     return shapes
 
 

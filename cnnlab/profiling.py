@@ -15,6 +15,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.hooks import forward_hooks
 from cnnlab.registry import build_model, example_input, get_spec
 
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d"})
@@ -145,14 +146,12 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
 
     was_training = model.training
     model.eval()
-    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n and not list(m.children())]
+    leaves = [(m, record(n)) for n, m in modules.items() if n and not list(m.children())]
     counter, depth_mode = FlopCounterMode(display=False), _DepthMode()
     try:
-        with torch.no_grad(), counter, depth_mode:
+        with forward_hooks(leaves), torch.no_grad(), counter, depth_mode:
             output = model(example)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
 
     module_macs = _module_macs(counter)

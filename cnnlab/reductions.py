@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import conv_formula, human
 from cnnlab.registry import arch_names, build_model, example_input, get_spec
 
@@ -565,13 +566,8 @@ def head_comparison(arch: str) -> HeadComparison | None:
                 pooled[0] = False
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    try:
-        with torch.no_grad():
-            model(example_input(spec, device="meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks((m, hook(n)) for n, m in model.named_modules() if n), torch.no_grad():
+        model(example_input(spec, device="meta"))
     if not dense or not last_map:
         return None
     (channels, height, width), (path, linear) = last_map[0], dense[0]

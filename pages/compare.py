@@ -9,6 +9,7 @@ from cnnlab.lecture import check_claims
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
+from pages.widgets import arch_picker
 
 LATENCY_BATCHES = (1, 8)
 
@@ -100,8 +101,7 @@ st.dataframe(claims_table(), hide_index=True, width="stretch",
              column_config={"Agrees": st.column_config.CheckboxColumn(), "Why": st.column_config.TextColumn(width="large")})
 
 st.subheader("Inside one architecture")
-arch = st.selectbox("Architecture", arch_names(), index=arch_names().index(settings.arch),
-                    format_func=lambda n: get_spec(n).title, key="compare_arch")
+arch = arch_picker("compare_arch")
 spec = get_spec(arch)
 profile = profile_arch(arch)
 left, right = st.columns([2, 3])

@@ -20,8 +20,8 @@ from cnnlab.mosaic import (COLORMAPS, channel_means, enlarge, filter_tiles, mosa
 from cnnlab.predict import Prediction, class_names, predict
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights
-from pages.common import current_settings
-from pages.widgets import PickedImage, image_picker, loaded_model, predictions_chart, show_image, weights_picker
+from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, predictions_chart, show_image,
+                           weights_picker)
 
 TOP_CHOICES = (16, 32, 64, 128, "all")
 ORDER_LABELS = {"mean": "Most active first", "index": "By channel number"}
@@ -295,12 +295,9 @@ st.title("Look inside")
 st.caption("What every layer of a network computes on one image: feature maps layer by layer, the first "
            "layer's filters, where the evidence for a class lies, and several networks side by side.")
 
-settings = current_settings()
-names = arch_names()
 controls, preview = st.columns([3, 2], gap="large")
 with controls:
-    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="inside_arch",
-                        format_func=lambda n: get_spec(n).title)
+    arch = arch_picker("inside_arch")
     weights = weights_picker(arch, "inside_weights")
     picked = image_picker("inside_image")
 if weights is None or picked is None:

@@ -8,10 +8,11 @@ from cnnlab.data import DatasetError, class_count, image_folders_root, save_uplo
 from cnnlab.featurecache import CLASSIFIERS
 from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy
 from cnnlab.profiling import human
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
 from cnnlab.weights import NONE, weights_options
 from pages.common import current_settings
+from pages.widgets import arch_picker
 
 DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
             "mnist": "MNIST (downloaded, or a local copy in the data directory)",
@@ -49,9 +50,7 @@ st.caption(STRATEGY_INFO[strategy][2])
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    names = arch_names()
-    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="launch_arch",
-                        format_func=lambda n: get_spec(n).title)
+    arch = arch_picker("launch_arch")
     spec = get_spec(arch)
     if strategy == "scratch":
         weights = NONE

@@ -2,10 +2,9 @@ import streamlit as st
 
 from cnnlab.images import preprocess
 from cnnlab.predict import predict
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError
-from pages.common import current_settings
-from pages.widgets import image_picker, loaded_model, predictions_chart, show_image, weights_picker
+from pages.widgets import arch_picker, image_picker, loaded_model, predictions_chart, show_image, weights_picker
 
 TOP = 5
 
@@ -13,12 +12,9 @@ st.title("Predict")
 st.caption("What a pretrained network sees in a photo: its five most probable ImageNet classes. "
            "EfficientNet-Lite0's ImageNet weights ship with cnnlab, so this works offline.")
 
-settings = current_settings()
-names = arch_names()
 left, right = st.columns([2, 3], gap="large")
 with left:
-    arch = st.selectbox("Architecture", names, index=names.index(settings.arch), key="predict_arch",
-                        format_func=lambda n: get_spec(n).title)
+    arch = arch_picker("predict_arch")
     weights = weights_picker(arch, "predict_weights")
     picked = image_picker("predict_image")
     if picked is not None:

@@ -29,6 +29,17 @@ class PickedImage(NamedTuple):
     name: str
 
 
+def arch_picker(key: str, label: str = "Architecture", names: list[str] | None = None) -> str:
+    """A choice of architecture by title, starting at the sidebar's architecture."""
+    from cnnlab.registry import arch_names, get_spec
+    from pages.common import current_settings
+
+    names = names or arch_names()
+    default = current_settings().arch
+    return st.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
+                        format_func=lambda n: get_spec(n).title)
+
+
 def image_picker(key: str) -> PickedImage | None:
     """An upload widget plus 'use a sample'; the upload wins when there is one. None (with an error shown)
     when the upload cannot be read."""

@@ -3,7 +3,6 @@ driven by Playwright. Screenshots land in artifacts/screenshots/."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
