@@ -134,7 +134,7 @@ def _print_reduction(result) -> None:
     print()
     print(f"total_macs: {result.total_macs} ({result.total_formula})")
     print(f"total_params: {result.total_params} ({human(result.total_params)})")
-    print(f"ratio: {result.ratio:.2f}x fewer MACs, {result.params_ratio:.2f}x fewer params than the naive convolution")
+    print(f"ratio: {_times(result.ratio, 'MACs')}, {_times(result.params_ratio, 'params')} than the naive convolution")
 
 
 def _cmd_reduce(args) -> None:
@@ -175,6 +175,11 @@ def _cmd_predict(args) -> None:
     print_table(rows, ["rank", "index", "label", "probability"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+
+
+def _times(ratio: float, what: str) -> str:
+    """'21.43x fewer MACs', or for a 'reduction' that costs more, '2.94x more MACs'."""
+    return f"{ratio:.2f}x fewer {what}" if ratio >= 1 else f"{1 / ratio:.2f}x more {what}"
 
 
 def positive_float(text: str) -> float:

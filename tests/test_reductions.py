@@ -260,6 +260,10 @@ def test_cli_reduce_text_and_two_sizes(capsys):
     assert main(LECTURE_ARGS) == 0
     out = capsys.readouterr().out
     assert "(14x14x48) x (5x5x480) = 112.9M" in out and "1.5M + 3.8M = 5.3M" in out
+    assert "ratio: 21.43x fewer MACs" in out
+    assert main(["reduce", "--size", "14", "--in-channels", "16", "--out-channels", "48", "--kernel", "5",
+                 "--reduce-to", "64"]) == 0
+    assert "4.05x more MACs" in capsys.readouterr().out  # a 'reduction' wider than its input costs more
     assert main(["reduce", "--size", "64", "32", "--in-channels", "100", "--out-channels", "20", "--kernel", "1",
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
