@@ -24,6 +24,25 @@ def test_launch_a_feature_extraction_run_and_watch_it_finish(browser, dashboard_
     run_id = page.url.rsplit("=", 1)[1]
     page.get_by_role("heading", name="Runs").wait_for()
     expect(page.get_by_text(re.compile(r"^(queued|running|succeeded)$")).first).to_be_visible(timeout=60_000)
+
+    # a second run, LeNet-5 from scratch, waits in the queue behind the first: cancel it
+    page.goto(f"{dashboard_url}/launch")
+    wait_for_app(page)
+    page.get_by_text("I: Train from scratch").click()
+    wait_for_app(page)
+    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Architecture").first.click()
+    page.get_by_role("option", name="LeNet-5").click()
+    wait_for_app(page)
+    expect(page.locator("[data-testid='stMetric']").filter(has_text="Trainable parameters")
+           .locator("[data-testid='stMetricValue']")).to_have_text("61.7K", timeout=30_000)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url(re.compile(rf".*/runs\?run=(?!{run_id})\w+"), timeout=60_000)
+    wait_for_app(page)
+    expect(page.get_by_text(re.compile(r"scratch lenet5 on digits")).first).to_be_visible()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("[data-testid='stMarkdownContainer']").filter(has_text=re.compile(r"^cancelled")).first
+           ).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
     first.close()  # the user closes the tab; the worker goes on
 
     second = browser.new_context(viewport={"width": 1440, "height": 1000})
