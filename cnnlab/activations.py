@@ -19,6 +19,7 @@ shared between threads (a dashboard's cached model) can serve other forward pass
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
@@ -177,7 +178,7 @@ def extract(model: nn.Module, batch: torch.Tensor, spec: ArchSpec, layers: Itera
     if batch.ndim != 4 or batch.shape[0] != 1:
         raise ValueError(f"extract takes a batch of one image (1 x C x H x W), not {tuple(batch.shape)}")
     _keep_freed_memory()
-    modules = layer_modules(model, spec)
+    modules = _layer_modules_of(model, spec)
     wanted = None
     if layers is not None:
         wanted = frozenset(layers)
@@ -200,6 +201,15 @@ def extract(model: nn.Module, batch: torch.Tensor, spec: ArchSpec, layers: Itera
 
 
 _OVERWRITTEN: dict[tuple, frozenset[str]] = {}
+_LAYER_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _layer_modules_of(model: nn.Module, spec: ArchSpec) -> dict[str, nn.Module]:
+    """`layer_modules`, remembered per model object (a model's structure never changes once built)."""
+    found = _LAYER_MODULES.get(model)
+    if found is None or found[0] != spec.name:
+        found = _LAYER_MODULES[model] = (spec.name, layer_modules(model, spec))
+    return found[1]
 _MALLOC_TUNED = False
 
 
@@ -242,20 +252,19 @@ def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str
     calls: dict[str, int] = {}
     originals: dict[str, tuple[torch.Tensor, int]] = {}
 
-    caller = threading.get_ident()
+    caller, thread = threading.get_ident(), threading.get_ident
 
     def record(path: str):
-        def hook(_module, _inputs, output):
-            tensor = _first_tensor(output)
-            if tensor is None or threading.get_ident() != caller:
+        def hook(_module, _inputs, output):  # kept lean: it runs once per layer on every pass
+            tensor = output if type(output) is torch.Tensor else _first_tensor(output)
+            if tensor is None or thread() != caller:
                 return
-            calls[path] = calls.get(path, 0) + 1
-            name = call_name(path, calls[path])
+            call = calls[path] = calls.get(path, 0) + 1
+            name = call_name(path, call)
             order.append(name)
             if keep is not None and name not in keep:
                 return
-            view = tensor.detach()[0]
-            outputs[name] = view.clone() if copy is None or name in copy else view
+            outputs[name] = tensor.clone() if copy is None or name in copy else tensor
             originals[name] = (tensor, tensor._version)
         return hook
 
@@ -271,7 +280,7 @@ def _package(spec: ArchSpec, batch: torch.Tensor, run: _Run, modules: dict[str, 
     for index, (name, (stage, stage_index)) in enumerate(zip(run.order, _stage_of(list(run.order), spec.stages))):
         if name not in run.outputs:
             continue
-        array = run.outputs[name].float().cpu().numpy()
+        array = run.outputs[name].detach().float().cpu().numpy()[0]
         array.setflags(write=False)
         maps[name] = array
         infos.append(LayerInfo(index=index, name=name, type=type(modules[module_path(name)]).__name__, stage=stage,
