@@ -1,7 +1,9 @@
 """'Look inside' in a real browser: upload a photo through the real upload widget, see its maps, change layer."""
+import re
 import time
 
 from PIL import Image
+from playwright.sync_api import expect
 
 from cnnlab.images import sample_images
 from tests.browser.conftest import screenshot, wait_for_app
@@ -74,3 +76,29 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     page.get_by_role("tab", name="Side by side").click()
     page.wait_for_function(IMAGES_LOADED, arg="stage 5: layer4, 512x7x7", timeout=120_000)
     screenshot(page, "inside_side_by_side")
+
+    # ResNet-18: offline its ImageNet weights cannot download, so the page says so; random init still shows
+    # every layer, from conv1 to fc
+    page.get_by_role("tab", name="Layer browser").click()
+    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Architecture").first.click()
+    page.get_by_role("option", name="ResNet-18").click()
+    wait_for_app(page)
+    expect(page.get_by_text(re.compile("offline|cannot be downloaded|not available", re.I)).first).to_be_visible(
+        timeout=60_000)
+    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Weights").first.click()
+    page.get_by_role("option", name="Random init").click()
+    wait_for_app(page)
+    page.wait_for_function(IMAGES_LOADED, arg="64 of 64 channels of conv1", timeout=60_000)
+    slider = page.locator("[data-testid='stSlider'] input[type='range']").first
+    slider.focus()
+    page.keyboard.press("End")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"[data-testid='stMetricValue']\")].some(m => m.innerText === '1000')",
+        timeout=30_000)
+    assert metric(page, "Stage") == "head"
+    slider.focus()
+    page.keyboard.press("ArrowLeft")  # one layer back: the global average pool before fc
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"[data-testid='stMetricValue']\")].some(m => m.innerText === '512x1x1')",
+        timeout=30_000)
+    screenshot(page, "inside_resnet18")
