@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -92,13 +94,12 @@ if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resu
         jobs.start_worker()
         st.rerun()
 
-checkpoint = run.checkpoint if run.checkpoint and not active else None
+checkpoint = run.checkpoint if run.checkpoint and not active and Path(run.checkpoint).is_dir() else None
 if checkpoint:
-    try:
-        actions.download_button("Download checkpoint", archive_bytes(checkpoint), file_name=f"{run_id}.zip",
-                                mime="application/zip", icon=":material/download:")
-    except FileNotFoundError:
-        checkpoint = None
+    actions.download_button("Download checkpoint", lambda: archive_bytes(checkpoint), file_name=f"{run_id}.zip",
+                            mime="application/zip", icon=":material/download:",
+                            help="The weights (safetensors), the run's config and metrics as JSON, and the optimizer "
+                                 "state, zipped when you click.")
 if checkpoint and run.status == "succeeded":
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
     if actions.button("Export", icon=":material/output:"):

@@ -139,3 +139,19 @@ def test_export_errors_are_clear(tmp_path):
         export_checkpoint(tmp_path / "nothing", "onnx")
     with pytest.raises(CheckpointError, match="unknown export format"):
         export_checkpoint(tmp_path, "tflite")
+
+
+def test_a_checkpoint_downloads_as_a_zip_that_loads_back(lenet_run, tmp_path):
+    import io
+    import zipfile
+
+    from cnnlab.checkpoints import archive_bytes, latest_checkpoint, model_from_checkpoint
+
+    folder = latest_checkpoint(lenet_run).path
+    with zipfile.ZipFile(io.BytesIO(archive_bytes(folder))) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{folder.name}/{p.name}" for p in folder.iterdir() if p.is_file())
+        archive.extractall(tmp_path)
+    model, checkpoint = model_from_checkpoint(tmp_path / folder.name)
+    original, _ = model_from_checkpoint(folder)
+    assert checkpoint.epoch == 3
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values()))
