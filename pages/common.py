@@ -77,7 +77,8 @@ def sidebar_settings() -> Settings:
         st.selectbox("Architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
                      help="The network the pages start with; every page can pick another.")
         st.radio("Device", ["auto", "cpu", "cuda"], key="device", horizontal=True,
-                 help="'auto' uses a CUDA GPU when there is one.")
+                 help="Where training runs and latency measurements run; 'auto' uses a CUDA GPU when there is one. "
+                      "Single-image pages (Predict, Look inside) run on the CPU, which is fast enough for one image.")
     return Settings(st.session_state["arch"], st.session_state["device"])
 
 
