@@ -28,6 +28,7 @@ from cnnlab.runstore import Run, RunStore
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
+LONG_STALE_S = 600.0
 STEP_REPORT_S = 0.5
 IDLE_POLL_S = 0.5
 
@@ -47,24 +48,55 @@ def _lock_path(gpu: int | None) -> Path:
 
 
 @contextmanager
-def _worker_lock(gpu: int | None) -> Iterator[bool]:
-    """Hold the worker lock while inside; yields False (holding nothing) when another worker has it."""
+def _worker_lock(gpu: int | None, wait_s: float = 2.0) -> Iterator[bool]:
+    """Hold the worker lock (with this process id written in it) while inside; yields False, holding nothing,
+    when another worker keeps it for `wait_s` (a brief check by `worker_alive` is waited out)."""
     with open(_lock_path(gpu), "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
             yield True
         finally:
+            handle.seek(0)
+            handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def worker_alive(gpu: int | None = None) -> bool:
-    """Whether a worker holds the lock for this data directory (and GPU)."""
-    with _worker_lock(gpu) as free:
-        return not free
+def _held(path: Path) -> bool:
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def worker_pids() -> list[int]:
+    """Process ids of the workers alive for this data directory (any GPU)."""
+    pids = []
+    for path in sorted(data_dir().glob("worker*.lock")):
+        if _held(path):
+            text = path.read_text().strip()
+            pids += [int(text)] if text.isdigit() else []
+    return pids
+
+
+def worker_alive() -> bool:
+    """Whether any worker (for any GPU) holds a lock in this data directory."""
+    return any(_held(path) for path in data_dir().glob("worker*.lock"))
 
 
 def _worker_id() -> str:
@@ -84,18 +116,24 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def _worker_gone(run: Run, now: float) -> bool:
+def _worker_gone(run: Run, now: float, any_worker: bool) -> bool:
+    stale = run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
     host, _, pid = (run.worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        return not _process_alive(int(pid))
-    return run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
+        # same machine: its process is gone, or no worker holds a lock here, or (its id reused after a
+        # reboot) it has not beaten for far longer than any step takes
+        return not _process_alive(int(pid)) or not any_worker or now - (run.heartbeat_at or 0) > LONG_STALE_S
+    return stale
 
 
 def recover_interrupted(store: RunStore) -> list[str]:
     """Mark running runs whose worker is gone (its process is dead, or on another host its heartbeat is
     older than STALE_AFTER_S) as interrupted; returns their ids."""
-    now = time.time()
-    return store.mark_interrupted([r.id for r in store.runs(("running",)) if _worker_gone(r, now)])
+    running = store.runs(("running",))
+    if not running:
+        return []
+    now, any_worker = time.time(), worker_alive()
+    return store.mark_interrupted([r.id for r in running if _worker_gone(r, now, any_worker)])
 
 
 def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:
@@ -111,8 +149,11 @@ def resume(run_id: str, store: RunStore | None = None) -> None:
 
 
 def cancel(run_id: str, store: RunStore | None = None) -> str:
-    """Cancel a queued run at once, or ask its worker to stop a running one at the next step; returns the status."""
-    return (store or RunStore()).request_cancel(run_id)
+    """Cancel a queued or interrupted run at once, or ask its worker to stop a running one at the next step;
+    returns the status."""
+    store = store or RunStore()
+    recover_interrupted(store)
+    return store.request_cancel(run_id)
 
 
 def run_label(run: Run) -> str:
@@ -152,18 +193,21 @@ def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
 class StoreReporter:
     """A training callback that writes a run's events into the store and stops the run on a cancel request."""
 
-    def __init__(self, store: RunStore, run_id: str, report_every_s: float = STEP_REPORT_S):
+    def __init__(self, store: RunStore, run_id: str, worker: str | None = None, report_every_s: float = STEP_REPORT_S):
         from cnnlab.training import StopRun
 
-        self.store, self.run_id, self.report_every_s = store, run_id, report_every_s
+        self.store, self.run_id, self.worker, self.report_every_s = store, run_id, worker, report_every_s
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
 
     def _check_cancel(self) -> None:
-        if self.store.cancel_requested(self.run_id):
+        run = self.store.get(self.run_id)
+        if run.cancel_requested:
             self.store.log(self.run_id, "cancel requested: stopping at this step")
             raise self._stop_run()
+        if self.worker is not None and (run.status != "running" or run.worker != self.worker):
+            raise self._stop_run()  # marked interrupted (and perhaps resumed elsewhere): this worker lets go
 
     def on_run_start(self, event) -> None:
         self.store.log(self.run_id, event.summary())
@@ -214,9 +258,10 @@ def readable_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
-def execute(store: RunStore, run: Run) -> str:
+def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
     """Run one claimed run to its end and record how it ended; returns the final status. Never raises for
-    a failing run: the error is stored, with its traceback in the run's log."""
+    a failing run: the error is stored, with its traceback in the run's log. With `worker`, the outcome is
+    recorded only while that worker still owns the run."""
     from cnnlab.training import RunConfig, StopRun
     from cnnlab.training import run as run_config
 
@@ -226,18 +271,17 @@ def execute(store: RunStore, run: Run) -> str:
     try:
         config = RunConfig.from_dict(run.config)
         out_dir = None if config.strategy == "probe" else run_dir(run.id)
-        result = run_config(config, [StoreReporter(store, run.id)], out_dir)
-        stopped = getattr(result, "stopped", False)
-        status = "cancelled" if stopped else "succeeded"
+        result = run_config(config, [StoreReporter(store, run.id, worker)], out_dir)
+        status = "cancelled" if getattr(result, "stopped", False) else "succeeded"
         if getattr(result, "checkpoint", None):
             store.set_checkpoint(run.id, result.checkpoint)
-        store.finish(run.id, status, result=result.to_json())
+        store.finish(run.id, status, result=result.to_json(), worker=worker)
     except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
         status = "cancelled"
-        store.finish(run.id, status)
+        store.finish(run.id, status, worker=worker)
     except Exception as error:  # a failing run must not take the worker down
         store.log(run.id, traceback.format_exc().rstrip())
-        store.finish(run.id, "failed", error=readable_error(error))
+        store.finish(run.id, "failed", error=readable_error(error), worker=worker)
     finally:
         gc.collect()
         if torch.cuda.is_available():
@@ -291,7 +335,7 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                     continue
                 heartbeat.run_id = run.id
                 store.log(run.id, f"started by worker {worker}")
-                execute(store, run)
+                execute(store, run, worker)
                 heartbeat.run_id = None
                 done, idle_since = done + 1, time.monotonic()
         finally:
@@ -301,7 +345,7 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
 def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
     """Start a background worker (`python -m cnnlab worker`) unless one is alive; it outlives the caller and
     exits after `idle_exit_s` with nothing to do. Returns the process, or None when one was already running."""
-    if worker_alive():
+    if worker_alive():  # any worker, for any GPU, takes the queue
         return None
     log = open(worker_log(), "a")
     try:
@@ -312,5 +356,5 @@ def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
         log.close()
 
 
-__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "recover_interrupted", "submit", "resume", "cancel",
+__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids", "recover_interrupted", "submit", "resume", "cancel",
            "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

@@ -163,13 +163,18 @@ class RunStore:
         with self._write() as db:
             db.execute("UPDATE runs SET checkpoint = ?, checkpoint_at = ? WHERE id = ?", (path, time.time(), run_id))
 
-    def finish(self, run_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
-        """Close a run as succeeded, failed or cancelled."""
+    def finish(self, run_id: str, status: str, result: dict | None = None, error: str | None = None,
+               worker: str | None = None) -> bool:
+        """Close a run as succeeded, failed or cancelled. With `worker`, only if that worker still runs it (a run
+        marked interrupted and resumed elsewhere is not overwritten); returns whether the run was closed."""
         if status not in FINISHED:
             raise ValueError(f"a run finishes as one of {sorted(FINISHED)}, not {status!r}")
+        owned = " AND status = 'running' AND worker = ?" if worker is not None else ""
         with self._write() as db:
-            db.execute("UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
-                       (status, json.dumps(result) if result is not None else None, error, time.time(), run_id))
+            changed = db.execute(f"UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?{owned}",
+                                 (status, json.dumps(result) if result is not None else None, error, time.time(), run_id,
+                                  *([worker] if worker is not None else []))).rowcount
+        return changed == 1
 
     def request_cancel(self, run_id: str) -> str:
         """Cancel a queued run at once, or ask a running one to stop at its next step; returns its status."""
@@ -213,8 +218,8 @@ class RunStore:
                 raise KeyError(f"no run {run_id!r}")
             if row["status"] not in ("interrupted", "failed", "cancelled"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
-            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, finished_at = NULL, "
-                       "created_at = ? WHERE id = ?", (time.time(), run_id))
+            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, result = NULL, "
+                       "finished_at = NULL, created_at = ? WHERE id = ?", (time.time(), run_id))
 
     def get(self, run_id: str) -> Run:
         with self._connect() as db:
@@ -237,6 +242,13 @@ class RunStore:
             rows = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? ORDER BY step, rowid",
                               (run_id, kind)).fetchall()
         return [{"step": r["step"], **json.loads(r["data"])} for r in rows]
+
+    def last_metric(self, run_id: str, kind: str = "step") -> dict | None:
+        """The metric row of one kind written last (the live progress of a run), or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? ORDER BY rowid DESC LIMIT 1",
+                             (run_id, kind)).fetchone()
+        return {"step": row["step"], **json.loads(row["data"])} if row else None
 
     def logs(self, run_id: str, limit: int = 200) -> list[str]:
         """The run's last `limit` log lines, oldest first."""

@@ -22,6 +22,12 @@ DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)"
 CLASSIFIER_LABELS = {"logreg": "Logistic regression", "svm": "SVM (RBF kernel)", "knn": "k nearest neighbours",
                      "linear": "Linear layer trained in PyTorch"}
 
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int):
+    return freeze_plan(arch, strategy, freeze, num_classes, image_size)
+
+
 st.title("Launch a run")
 st.caption("Train on your data with one of the lecture's three strategies. Runs go to a queue and a background "
            "worker trains them, on a GPU when there is one: close the tab whenever you like, nothing is lost.")
@@ -90,10 +96,10 @@ with left:
     if strategy == "finetune":
         choices = freeze_choices(arch)
         suggested = st.session_state.pop("launch_freeze_suggested", None)
+        st.session_state.setdefault(f"launch_freeze_{arch}", f"stage:{max(1, len(spec.stages) // 2)}")
         if suggested in choices:
             st.session_state[f"launch_freeze_{arch}"] = suggested
-        default = f"stage:{max(1, len(spec.stages) // 2)}"
-        freeze = st.selectbox("Freeze", choices, index=choices.index(default), key=f"launch_freeze_{arch}",
+        freeze = st.selectbox("Freeze", choices, key=f"launch_freeze_{arch}",
                               format_func=lambda f: f"{f}: {describe_freeze(arch, f)}")
     elif strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
@@ -116,7 +122,7 @@ with left:
 with right:
     st.subheader("What this run trains")
     classes = class_count(dataset) if dataset else None
-    plan = freeze_plan(arch, strategy, freeze, classes or 10, int(image_size))
+    plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
     st.dataframe(pd.DataFrame([{"Part": p.name, "Parameters": p.params, "Trainable": p.trainable_params,
                                 "State": p.state} for p in plan.parts]),
                  hide_index=True, width="stretch",

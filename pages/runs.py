@@ -33,10 +33,12 @@ st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch"
                             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
 
 ids = [r.id for r in runs]
-wanted = st.session_state.pop("selected_run", None) or st.query_params.get("run")
-if wanted in ids:
-    st.session_state["runs_selected"] = wanted
-run_id = st.selectbox("Run", ids, key="runs_selected", format_func=lambda i: jobs.run_label(store.get(i)))
+labels = {r.id: jobs.run_label(r) for r in runs}
+launched = st.session_state.pop("selected_run", None)  # just launched: show it
+linked = st.query_params.get("run") if "runs_selected" not in st.session_state else None  # a link or a reload
+if (launched or linked) in ids:
+    st.session_state["runs_selected"] = launched or linked
+run_id = st.selectbox("Run", ids, key="runs_selected", format_func=labels.get)
 st.query_params["run"] = run_id
 run = store.get(run_id)
 
@@ -45,7 +47,8 @@ def progress_of(step: dict) -> tuple[float, str]:
     """Fraction done and a line of text from the latest step row."""
     if step["phase"] == "features":
         return step["step"] / step["steps"], f"computing features: batch {step['step']}/{step['steps']}"
-    fraction = (step["epoch"] - 1 + step["step"] / step["steps"]) / step["epochs"]
+    done_in_epoch = 1.0 if step["phase"] == "eval" else step["step"] / step["steps"]  # eval follows the training
+    fraction = (step["epoch"] - 1 + done_in_epoch) / step["epochs"]
     loss = f", loss {step['loss']:.4f}" if step.get("loss") is not None else ""
     return min(fraction, 1.0), (f"epoch {step['epoch']}/{step['epochs']}, {step['phase']} step "
                                 f"{step['step']}/{step['steps']}{loss}")
@@ -53,21 +56,25 @@ def progress_of(step: dict) -> tuple[float, str]:
 
 def draw_live(run_id: str, was_active: bool) -> None:
     """Status, progress, curves and log of one run; refreshed every few seconds while it is active."""
-    current = RunStore().get(run_id)
+    live_store = RunStore()
+    jobs.recover_interrupted(live_store)  # a worker killed meanwhile: its run shows as interrupted at once
+    current = live_store.get(run_id)
     if was_active and current.status not in ACTIVE:
         st.rerun()  # finished: draw the results and stop refreshing
+    if current.status == "queued":
+        jobs.start_worker()
     color = STATUS_COLORS[current.status]
     elapsed = f", {current.duration_s:.0f} s" if current.duration_s else ""
     st.markdown(f":{color}-badge[{current.status}] **{jobs.run_label(current)}**{elapsed}")
     if current.error:
         (st.error if current.status == "failed" else st.warning)(current.error)
-    steps = store.metrics(run_id, "step")
-    if current.status == "running" and steps:
-        fraction, text = progress_of(steps[-1])
+    step = live_store.last_metric(run_id, "step")
+    if current.status == "running" and step:
+        fraction, text = progress_of(step)
         st.progress(fraction, text=text)
     elif current.status == "queued":
         st.progress(0.0, text="waiting in the queue")
-    epochs = (current.result or {}).get("epochs") or store.metrics(run_id, "epoch")
+    epochs = (current.result or {}).get("epochs") or live_store.metrics(run_id, "epoch")
     if epochs:
         loss_column, acc_column = st.columns(2)
         loss_column.plotly_chart(run_curves({run_id: epochs}, ("loss", "val_loss")), width="stretch",
@@ -75,7 +82,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
                                 key=f"acc_{run_id}")
     with st.expander("Log", expanded=current.status in ("running", "failed")):
-        st.code("\n".join(store.logs(run_id, 60)) or "(nothing yet)", language=None)
+        st.code("\n".join(live_store.logs(run_id, 60)) or "(nothing yet)", language=None)
 
 
 active = run.status in ACTIVE

@@ -85,18 +85,32 @@ def test_only_one_worker_per_data_directory():
 
 def test_cancel_while_running_stops_at_a_step():
     store = RunStore()
-    run_id = jobs.submit(lenet(200), store)
+    # Strategy III has no epochs: only the step boundaries of its feature extraction can stop it
+    config = make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, batch_size=8, device="cpu")
+    run_id = jobs.submit(config, store)
     worker = start_worker_process("--once")
     try:
-        wait_for(lambda: store.metrics(run_id, "epoch"), what="a first epoch")
+        wait_for(lambda: (store.last_metric(run_id, "step") or {}).get("phase") == "features", what="extraction")
         assert jobs.cancel(run_id, store) == "running"
         assert worker.wait(60) == 0
     finally:
         worker.kill()
     run = store.get(run_id)
     assert run.status == "cancelled"
-    assert len(store.metrics(run_id, "epoch")) < 200
+    last = store.last_metric(run_id, "step")
+    assert last["phase"] == "features" and last["step"] < last["steps"], "stopped in the middle of the pass"
     assert any("cancel requested" in line for line in store.logs(run_id))
+
+
+def test_cancelling_a_run_whose_worker_died_cancels_it():
+    store = RunStore()
+    run_id = jobs.submit(lenet(200), store)
+    worker = start_worker_process("--once")
+    wait_for(lambda: store.metrics(run_id, "epoch"), what="a first epoch")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(30)
+    assert jobs.cancel(run_id, store) == "cancelled"  # found interrupted first, then cancelled at once
+    assert store.get(run_id).status == "cancelled"
 
 
 def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():

@@ -16,10 +16,13 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 @pytest.fixture(autouse=True)
 def no_worker_left_behind():
+    """Stop the workers the pages started in this test's data directory (and only those)."""
     yield
-    import subprocess
+    import os
+    import signal
 
-    subprocess.run(["pkill", "-f", "cnnlab worker --idle-exit"], check=False)
+    for pid in jobs.worker_pids():
+        os.kill(pid, signal.SIGTERM)
 
 
 def open_page(path: str) -> AppTest:
@@ -72,11 +75,12 @@ def test_training_macs_follow_the_formula():
 
 
 def test_the_quadrant_suggests_each_strategy():
-    assert suggest_strategy(False, True, "resnet18").strategy == "extract"
-    assert suggest_strategy(True, False, "resnet18").strategy == "scratch"
-    assert suggest_strategy(False, False, "resnet18") == suggest_strategy(False, False, "resnet18")
-    assert suggest_strategy(False, False, "resnet18").freeze == "stage:2"
-    assert suggest_strategy(True, True, "resnet18").freeze == "stage:1"
+    quadrant = {(large, similar): suggest_strategy(large, similar, "resnet18")
+                for large in (False, True) for similar in (False, True)}
+    assert {cell: (s.strategy, s.freeze) for cell, s in quadrant.items()} == {
+        (False, True): ("extract", "body"), (True, False): ("scratch", "none"),
+        (False, False): ("finetune", "stage:2"), (True, True): ("finetune", "stage:1")}
+    assert suggest_strategy(False, False, "tf_efficientnet_lite0").freeze == "stage:2"  # half of its 5 stages
 
 
 def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
@@ -170,3 +174,22 @@ def test_shootout_queues_the_three_strategies_on_one_backbone():
         jobs.cancel(run.id)
     for run in runs:
         assert wait_status(run.id, ("cancelled", "succeeded", "failed")) in ("cancelled", "succeeded")
+
+
+def test_the_run_picker_switches_runs_and_a_link_opens_one():
+    store = RunStore()
+    first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store)
+                     for e in (1, 2))
+    jobs.work(store, once=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["run"] = first
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert at.selectbox(key="runs_selected").value == first
+    assert any(f"**{first} scratch" in str(m.value) for m in at.markdown)
+    at.selectbox(key="runs_selected").set_value(second).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="runs_selected").value == second
+    assert any(f"**{second} scratch" in str(m.value) for m in at.markdown)
+    assert at.query_params["run"] == [second] or at.query_params["run"] == second

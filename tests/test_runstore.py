@@ -63,12 +63,29 @@ def test_lifecycle_and_same_launch_twice(tmp_path):
 
 def test_cancel_queued_and_running(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite3")
-    queued, running = store.submit({"n": 1}), store.submit({"n": 2})
+    running, queued = store.submit({"n": 1}), store.submit({"n": 2})
     store.claim_next("w")  # claims the older one
-    assert store.get(queued).status == "running"
-    assert store.request_cancel(running) == "cancelled"
-    assert store.request_cancel(queued) == "running"
-    assert store.cancel_requested(queued)
+    assert store.get(running).status == "running"
+    assert store.request_cancel(queued) == "cancelled"
+    assert store.request_cancel(running) == "running"
+    assert store.cancel_requested(running)
+
+
+def test_only_the_owning_worker_closes_a_run_and_a_resume_starts_clean(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = store.submit({"n": 1})
+    store.claim_next("old-worker")
+    store.finish(run_id, "cancelled", result={"val_acc": 0.5}, worker="old-worker")
+    store.requeue(run_id)
+    assert store.get(run_id).result is None  # the old result does not linger while it runs again
+    store.claim_next("new-worker")
+    assert not store.finish(run_id, "failed", error="late", worker="old-worker")  # it lost the run
+    assert store.get(run_id).status == "running"
+    assert store.finish(run_id, "succeeded", result={"val_acc": 0.9}, worker="new-worker")
+    assert store.get(run_id).result == {"val_acc": 0.9}
+    for step in (5, 1):  # a resumed run counts its steps from 1 again: the latest row is the last written
+        store.add_metrics(run_id, "step", step, {"step_seen": step})
+    assert store.last_metric(run_id, "step")["step_seen"] == 1
 
 
 def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):

@@ -1,61 +1,88 @@
-"""Runs from the browser: launch a Strategy III run on the digits, close the tab, come back, watch it finish."""
+"""Runs from the browser: launch a run and watch its curves grow, queue a Strategy III run behind it, cancel
+the first, close the tab, come back, watch the second finish, compare."""
 import re
 
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot, wait_for_app
 
+RUN_URL = re.compile(r".*/runs\?run=(\w+)$")
 
 
-def test_launch_a_feature_extraction_run_and_watch_it_finish(browser, dashboard_url):
+def status_badge(page, status: str):
+    """The run's status badge at the top of its live view (not the hidden cells of the runs table)."""
+    return page.locator("[data-testid='stMarkdownContainer']").filter(has_text=re.compile(rf"^{status}\b")).first
+
+
+def pick(page, label: str, option: str | re.Pattern) -> None:
+    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).click()
+    wait_for_app(page)
+
+
+def launch(page) -> str:
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url(RUN_URL, timeout=60_000)
+    wait_for_app(page)
+    return RUN_URL.match(page.url).group(1)
+
+
+def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
+    errors = []
     first = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = first.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # Strategy I on the digits, long enough to watch: the live view shows progress and growing curves
     page.goto(f"{dashboard_url}/launch")
     wait_for_app(page)
     page.get_by_role("heading", name="Launch a run").wait_for()
-    expect(page.get_by_text("III: Feature extractor")).to_be_visible()
-    trainable = page.locator("[data-testid='stMetric']").filter(has_text="Trainable parameters")
-    expect(trainable.locator("[data-testid='stMetricValue']")).to_have_text("12.8K", timeout=60_000)
-    page.locator("[data-testid='stDataFrame']").first.wait_for()
-    wait_for_app(page)
-    screenshot(page, "launch")
-    page.get_by_role("button", name="Launch", exact=True).click()
-    page.wait_for_url(re.compile(r".*/runs\?run=\w+"), timeout=60_000)
-    run_id = page.url.rsplit("=", 1)[1]
-    page.get_by_role("heading", name="Runs").wait_for()
-    expect(page.get_by_text(re.compile(r"^(queued|running|succeeded)$")).first).to_be_visible(timeout=60_000)
-
-    # a second run, LeNet-5 from scratch, waits in the queue behind the first: cancel it
-    page.goto(f"{dashboard_url}/launch")
-    wait_for_app(page)
     page.get_by_text("I: Train from scratch").click()
     wait_for_app(page)
-    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Architecture").first.click()
-    page.get_by_role("option", name="LeNet-5").click()
-    wait_for_app(page)
+    pick(page, "Architecture", "LeNet-5")
     expect(page.locator("[data-testid='stMetric']").filter(has_text="Trainable parameters")
            .locator("[data-testid='stMetricValue']")).to_have_text("61.7K", timeout=30_000)
-    page.get_by_role("button", name="Launch", exact=True).click()
-    page.wait_for_url(re.compile(rf".*/runs\?run=(?!{run_id})\w+"), timeout=60_000)
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("300")
+    epochs.press("Enter")
     wait_for_app(page)
-    expect(page.get_by_text(re.compile(r"scratch lenet5 on digits")).first).to_be_visible()
+    scratch = launch(page)
+    expect(status_badge(page, "running")).to_be_visible(timeout=90_000)
+    page.locator("[data-testid='stProgress']").first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").first.wait_for(timeout=60_000)  # live curves
+    screenshot(page, "runs_live")
+
+    # Strategy III with EfficientNet-Lite0's shipped weights waits in the queue behind it
+    page.goto(f"{dashboard_url}/launch")
+    wait_for_app(page)
+    page.get_by_text("III: Feature extractor").click()
+    wait_for_app(page)
+    pick(page, "Architecture", "EfficientNet-Lite0")
+    expect(page.locator("[data-testid='stMetric']").filter(has_text="Trainable parameters")
+           .locator("[data-testid='stMetricValue']")).to_have_text("12.8K", timeout=60_000)
+    screenshot(page, "launch")
+    extract = launch(page)
+    assert extract != scratch
+    expect(status_badge(page, "queued")).to_be_visible(timeout=30_000)
+
+    # back to the first run through the run picker, and cancel it while it runs
+    pick(page, "Run", re.compile(rf"^{scratch} scratch lenet5"))
+    expect(status_badge(page, "running")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Cancel").click()
-    expect(page.locator("[data-testid='stMarkdownContainer']").filter(has_text=re.compile(r"^cancelled")).first
-           ).to_be_visible(timeout=60_000)
+    expect(status_badge(page, "cancelled")).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
-    first.close()  # the user closes the tab; the worker goes on
+    first.close()  # the user closes the tab; the worker goes on with the queue
 
     second = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = second.new_page()
-    errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{dashboard_url}/runs?run={run_id}")
+    page.goto(f"{dashboard_url}/runs?run={extract}")
     wait_for_app(page)
-    expect(page.get_by_text(re.compile(rf"^{run_id} extract tf_efficientnet_lite0 on digits")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"^{extract} extract tf_efficientnet_lite0 on digits")).first).to_be_visible()
+    expect(status_badge(page, "running")).to_be_visible(timeout=60_000)  # still going after the tab was closed
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
     expect(accuracy).to_be_visible(timeout=300_000)  # drawn when the live view sees the run finish
-    expect(page.locator("[data-testid='stMarkdownContainer']").filter(has_text=re.compile(r"^succeeded")).first
-           ).to_be_visible()
+    expect(status_badge(page, "succeeded")).to_be_visible()
     assert float(accuracy.locator("[data-testid='stMetricValue']").inner_text()) >= 0.9
     page.locator("[data-testid='stPlotlyChart'] .heatmaplayer").first.wait_for(timeout=30_000)  # confusion matrix
     wait_for_app(page)
