@@ -78,12 +78,13 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     return figure
 
 
-def accuracy_vs_time(rows: list[dict]) -> go.Figure:
-    """Finished runs: validation accuracy against training time, coloured by strategy."""
-    figure = px.scatter(rows, x="train_time_s", y="val_acc", color="strategy", symbol="arch", text="label",
+def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False) -> go.Figure:
+    """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows), by strategy."""
+    figure = px.scatter(rows, x=cost, y="val_acc", color="strategy", symbol="arch", text="label", log_x=log,
                         hover_data={"params_trainable": ":,", "dataset": True, "label": False},
-                        labels={"train_time_s": "Training time (s)", "val_acc": "Validation accuracy"})
+                        labels={cost: label, "val_acc": "Validation accuracy"})
     figure.update_traces(textposition="top center", marker={"size": 12})
     figure.update_layout(height=380, margin={"t": 30}, yaxis_range=[0, 1.05])
-    figure.update_xaxes(rangemode="tozero")
+    if not log:
+        figure.update_xaxes(rangemode="tozero")
     return figure

@@ -275,7 +275,7 @@ def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
         status = "cancelled" if getattr(result, "stopped", False) else "succeeded"
         if getattr(result, "checkpoint", None):
             store.set_checkpoint(run.id, result.checkpoint)
-        store.finish(run.id, status, result=result.to_json(), worker=worker)
+        store.finish(run.id, status, result=_with_compute(store, run.id, config, result.to_json()), worker=worker)
     except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
         status = "cancelled"
         store.finish(run.id, status, worker=worker)
@@ -287,6 +287,18 @@ def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return status
+
+
+def _with_compute(store: RunStore, run_id: str, config, result: dict) -> dict:
+    """The result with what the run cost in MACs (see `planner.run_compute`), for I, II and III."""
+    from cnnlab.planner import run_compute
+
+    start = store.last_metric(run_id, "start")
+    if config.strategy == "probe" or start is None:
+        return result
+    epochs = max(1, len(result.get("epochs") or []))
+    return {**result, **run_compute(config.to_dict(), len(start["classes"]), start["train_size"], start["val_size"],
+                                    epochs)}
 
 
 class _Heartbeat(threading.Thread):

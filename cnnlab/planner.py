@@ -148,6 +148,18 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
                       profile.params - profile.trainable_params, profile.macs, input_grad, weight_grad)
 
 
+def run_compute(config: dict, num_classes: int, train_images: int, val_images: int, epochs: int) -> dict:
+    """What a finished run cost in multiply-accumulates, from its freeze plan: per training image, and in all
+    (training steps and validation passes for I and II; one forward pass over every image for III)."""
+    plan = freeze_plan(config["arch"], config["strategy"], config.get("freeze", "none"), num_classes,
+                       config.get("image_size"))
+    if config["strategy"] == "extract":
+        total = plan.forward_macs * (train_images + val_images)
+    else:
+        total = (plan.training_macs * train_images + plan.forward_macs * val_images) * epochs
+    return {"training_macs_per_image": plan.training_macs, "total_macs": total}
+
+
 def _part_rank(name: str) -> tuple[int, int]:
     if name == "classifier":
         return (2, 0)
@@ -176,4 +188,4 @@ def describe_freeze(arch: str, freeze: str) -> str:
 
 
 __all__ = ["STRATEGY_INFO", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan",
-           "freeze_choices", "describe_freeze"]
+           "freeze_choices", "describe_freeze", "run_compute"]

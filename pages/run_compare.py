@@ -2,7 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.charts import accuracy_vs_time, run_curves
+from cnnlab.charts import accuracy_vs_cost, run_curves
 from cnnlab.runstore import RunStore
 
 st.title("Compare runs")
@@ -40,19 +40,29 @@ for run_id in chosen:
     rows.append({"label": label, "run": run_id, "status": run.status, "strategy": run.config.get("strategy"),
                  "arch": run.config.get("arch"), "dataset": run.config.get("dataset"),
                  "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
-                 "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen")})
+                 "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
+                 "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
 
 table = pd.DataFrame(rows)
 st.dataframe(table.drop(columns=["label"]), hide_index=True, width="stretch",
              column_config={"val_acc": st.column_config.NumberColumn("val acc", format="%.4f"),
                             "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f"),
                             "params_trainable": st.column_config.NumberColumn("trainable params", format="localized"),
-                            "params_frozen": st.column_config.NumberColumn("frozen params", format="localized")})
+                            "params_frozen": st.column_config.NumberColumn("frozen params", format="localized"),
+                            "total_gmacs": st.column_config.NumberColumn(
+                                "training GMACs", format="%.1f",
+                                help="What the run computed in all, from its freeze plan: per training image, "
+                                     "forward + input gradients + weight gradients, times images and epochs, plus "
+                                     "the validation passes (Strategy III: one forward pass over every image)")})
 
 finished = [r for r in rows if r["val_acc"] is not None and r["train_time_s"] is not None]
 if finished:
     st.subheader("Accuracy against compute")
-    st.plotly_chart(accuracy_vs_time(finished), width="stretch")
+    costs = {"train_time_s": ("Training time (s)", False), "total_gmacs": ("Training compute (GMACs, log scale)", True)}
+    cost = st.segmented_control("Compute as", list(costs), default="train_time_s", key="compare_cost",
+                                format_func=lambda c: costs[c][0].split(" (")[0]) or "train_time_s"
+    shown = [r for r in finished if r[cost] is not None]
+    st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost]), width="stretch")
 if any(histories.values()):
     st.subheader("Curves")
     loss_column, acc_column = st.columns(2)

@@ -48,6 +48,10 @@ def test_a_queued_run_goes_running_then_succeeded_with_metrics():
     assert start["params_trainable"] == 61_706 and start["val_size"] == 359
     assert run.checkpoint and run.checkpoint.startswith(str(jobs.run_dir(run_id)))
     assert any(line.startswith("Epoch 3/3") for line in store.logs(run_id))
+    # its cost from the freeze plan: 1,131,960 MACs per training image (forward, input and weight gradients)
+    assert run.result["training_macs_per_image"] == 416_520 + (416_520 - 28 * 28 * 6 * 25) + 416_520
+    train, val = start["train_size"], start["val_size"]
+    assert run.result["total_macs"] == 3 * (run.result["training_macs_per_image"] * train + 416_520 * val)
 
 
 def test_same_request_key_makes_one_run_and_cancel_while_queued():

@@ -153,7 +153,11 @@ def test_compare_runs_overlays_finished_runs():
     assert sorted(at.multiselect[0].value) == sorted(ids)
     table = at.dataframe[0].value
     assert len(table) == 2 and (table["val_acc"] > 0.5).all()
+    assert table["total_gmacs"].iloc[0] != table["total_gmacs"].iloc[1]  # 2 and 3 epochs cost differently
     assert len(at.get("plotly_chart")) == 3  # accuracy against time, loss curves, accuracy curves
+    at.segmented_control(key="compare_cost").set_value("total_gmacs").run()
+    assert not at.exception, at.exception
+    assert "GMACs" in at.get("plotly_chart")[0].proto.spec
 
 
 def test_shootout_queues_the_three_strategies_on_one_backbone():
