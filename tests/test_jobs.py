@@ -90,7 +90,7 @@ def test_only_one_worker_per_data_directory():
 def test_cancel_while_running_stops_at_a_step():
     store = RunStore()
     # Strategy III has no epochs: only the step boundaries of its feature extraction can stop it
-    config = make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, batch_size=8, device="cpu")
+    config = make_config("extract", "tf_efficientnet_lite0", "digits", image_size=128, batch_size=4, device="cpu")
     run_id = jobs.submit(config, store)
     worker = start_worker_process("--once")
     try:
