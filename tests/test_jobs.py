@@ -119,7 +119,7 @@ def test_cancelling_a_run_whose_worker_died_cancels_it():
 
 def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
     store = RunStore()
-    epochs = 12
+    epochs = 20
     run_id = jobs.submit(lenet(epochs), store)
     worker = start_worker_process("--once")
     wait_for(lambda: len(store.metrics(run_id, "epoch")) >= 2, what="two epochs")
