@@ -132,3 +132,26 @@ def test_check_input_size(size, message):
         get_spec("alexnet").check_input_size(size)
     with pytest.raises(ValueError, match="only 32x32"):
         get_spec("lenet5").check_input_size(64)
+
+
+def test_bn_inception_matches_figure_5_of_the_paper():
+    """Count BN-Inception's parameters by hand from the rows of Figure 5 (Ioffe & Szegedy 2015): every
+    convolution without bias followed by batch norm (2 parameters per channel), 5x5 replaced by two 3x3."""
+    def conv(k, cin, cout):
+        return k * k * cin * cout + 2 * cout
+
+    # name: (#1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool proj) as printed; 0 = none
+    rows = {"3a": (64, 64, 64, 64, 96, 32), "3b": (64, 64, 96, 64, 96, 64), "3c": (0, 128, 160, 64, 96, 0),
+            "4a": (224, 64, 96, 96, 128, 128), "4b": (192, 96, 128, 96, 128, 128), "4c": (160, 128, 160, 128, 160, 96),
+            "4d": (96, 128, 192, 160, 192, 96), "4e": (0, 128, 192, 192, 256, 0), "5a": (352, 192, 320, 160, 224, 128),
+            "5b": (352, 192, 320, 192, 224, 128)}
+    total, channels = conv(7, 3, 64) + conv(1, 64, 64) + conv(3, 64, 192), 192
+    for name, (n1, r3, n3, rd, nd, proj) in rows.items():
+        total += (conv(1, channels, n1) if n1 else 0) + conv(1, channels, r3) + conv(3, r3, n3)
+        total += conv(1, channels, rd) + conv(3, rd, nd) + conv(3, nd, nd) + (conv(1, channels, proj) if proj else 0)
+        channels = n1 + n3 + nd + (proj if proj else channels)  # 3c and 4e pass the pooled input through
+    assert channels == 1024  # the paper's output depth before the classifier
+    total += 1024 * 1000 + 1000
+    with torch.device("meta"):
+        model = build_model("bn_inception")
+    assert count_params(model) == total == get_spec("bn_inception").reference_params
