@@ -21,6 +21,13 @@ def test_rows_sum_to_totals(name):
     assert sum(r.params for r in profile.rows) == profile.params
     assert sum(r.macs for r in profile.rows) == profile.macs
     assert profile.output_shape == (1, get_spec(name).num_classes)
+    # every multiply-accumulate is counted in a leaf layer, and each convolution run once counts exactly what
+    # the lecture's formula (H x W x Cout) x (k x k x Cin) gives for it
+    assert all(r.macs == 0 for r in profile.rows if r.type.endswith("(own)"))
+    with torch.device("meta"):
+        modules = dict(build_model(name).named_modules())
+    convs = [r for r in profile.rows if r.type == "Conv2d" and r.calls == 1]
+    assert convs and all(conv_formula(modules[r.name], r.output_shape)[1] == r.macs for r in convs)
 
 
 @pytest.mark.parametrize("name, depth", [("alexnet", 8), ("vgg16", 16), ("vgg19", 19), ("googlenet", 22),
