@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
-from cnnlab.paths import data_dir
+from cnnlab.paths import data_dir, keep_upload
 from cnnlab.registry import ArchSpec, Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -390,14 +390,7 @@ def save_uploaded_archive(data: bytes, name: str) -> Path:
         raise DatasetError(f"{name} is not a .zip archive")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError(f"{name} is not a readable zip archive")
-    folder = data_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    if not path.is_file():
-        staging = path.with_suffix(".part")
-        staging.write_bytes(data)
-        staging.replace(path)
-    return path
+    return keep_upload(data, "uploads", ".zip")
 
 
 def class_count(name: str) -> int | None:

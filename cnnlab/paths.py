@@ -10,3 +10,18 @@ def data_dir() -> Path:
     path = Path(os.environ.get("CNNLAB_HOME") or Path.home() / ".cnnlab").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def keep_upload(data: bytes, folder: str, suffix: str) -> Path:
+    """Keep uploaded bytes in `data_dir()/folder`, named by their SHA-256 (the same upload is stored once),
+    written to a temporary name first so a half-written file never takes the real name; returns the path."""
+    import hashlib
+
+    target = data_dir() / folder
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+    if not path.is_file():
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path

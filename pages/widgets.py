@@ -45,7 +45,7 @@ def image_picker(key: str) -> PickedImage | None:
     when the upload cannot be read."""
     samples = sample_images()
     upload = st.file_uploader(
-        "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload",
+        "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
              f"{MAX_PIXELS / 1e6:.0f} megapixels.")
     sample = st.selectbox("...or use a sample photo", list(samples), key=f"{key}_sample", disabled=upload is not None,
