@@ -354,19 +354,24 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
             heartbeat.stop()
 
 
+_started: dict[Path, subprocess.Popen] = {}
+
+
 def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
-    """Start a background worker (`python -m cnnlab worker`) unless one is alive; it outlives the caller and
-    exits after `idle_exit_s` with nothing to do. Returns the process, or None when one was already running."""
-    if worker_alive():  # any worker, for any GPU, takes the queue
+    """Start a background worker (`python -m cnnlab worker`) unless one is alive, or one this process started
+    is still starting up; it outlives the caller and exits after `idle_exit_s` with nothing to do. Returns the
+    process, or None when no new one was needed."""
+    home = data_dir()
+    earlier = _started.get(home)
+    if (earlier is not None and earlier.poll() is None) or worker_alive():  # any worker, any GPU, takes the queue
         return None
-    log = open(worker_log(), "a")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "cnnlab", "worker", "--idle-exit", str(idle_exit_s)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ, CNNLAB_HOME=str(data_dir())))
-    finally:
-        log.close()
+    with open(worker_log(), "a") as log:
+        _started[home] = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab", "worker", "--idle-exit", str(idle_exit_s)], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=dict(os.environ, CNNLAB_HOME=str(home)))
+    return _started[home]
 
 
-__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids", "recover_interrupted", "submit", "resume", "cancel",
-           "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]
+__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
+           "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]
