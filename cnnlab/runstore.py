@@ -189,11 +189,6 @@ class RunStore:
                 db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
             return row["status"]
 
-    def cancel_requested(self, run_id: str) -> bool:
-        with self._connect() as db:
-            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return bool(row and row["cancel_requested"])
-
     def mark_interrupted(self, run_ids: list[str] | tuple[str, ...]) -> list[str]:
         """Mark those of `run_ids` that are still running as interrupted (their worker is gone), naming the
         time of their last checkpoint; returns the ids that changed."""

@@ -68,7 +68,7 @@ def test_cancel_queued_and_running(tmp_path):
     assert store.get(running).status == "running"
     assert store.request_cancel(queued) == "cancelled"
     assert store.request_cancel(running) == "running"
-    assert store.cancel_requested(running)
+    assert store.get(running).cancel_requested
 
 
 def test_only_the_owning_worker_closes_a_run_and_a_resume_starts_clean(tmp_path):
