@@ -83,8 +83,9 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False)
     figure = px.scatter(rows, x=cost, y="val_acc", color="strategy", symbol="arch", text="label", log_x=log,
                         hover_data={"params_trainable": ":,", "dataset": True, "label": False},
                         labels={cost: label, "val_acc": "Validation accuracy"})
-    figure.update_traces(textposition="top center", marker={"size": 12})
-    figure.update_layout(height=380, margin={"t": 30}, yaxis_range=[0, 1.05])
-    if not log:
-        figure.update_xaxes(rangemode="tozero")
+    figure.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
+    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[0, 1.08])
+    costs = [row[cost] for row in rows if row.get(cost) is not None]
+    if costs and not log:
+        figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
     return figure

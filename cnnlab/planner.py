@@ -104,8 +104,12 @@ def _parts_by_order(model, spec) -> dict[str, str]:
     stage k-1 and up to the end of stage k (as `stage:K` freezes), then what follows, then the classifier."""
     order = [name for name, _ in model.named_modules()]
     inside = lambda name, path: name == path or name.startswith(path + ".")
-    ends = [(max(i for i, n in enumerate(order) if inside(n, stage)), f"{k}. {stage}")
-            for k, stage in enumerate(spec.stages, start=1)]
+    ends, start = [], 0
+    for k, stage in enumerate(spec.stages, start=1):
+        end = max(i for i, n in enumerate(order) if inside(n, stage))
+        first = next(n for n in order[start:end + 1] if n and not stage.startswith(n + "."))
+        ends.append((end, f"{k}. {stage}" if first == stage else f"{k}. {first} … {stage}"))
+        start = end + 1
     parts = {}
     for index, name in enumerate(order):
         if inside(name, spec.classifier):

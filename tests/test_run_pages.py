@@ -62,6 +62,14 @@ def test_freeze_plan_counts_what_the_engine_freezes(arch, freeze):
     assert plan.training_macs < everything.training_macs  # freezing saves backward work
 
 
+def test_plan_parts_name_the_modules_they_span():
+    parts = [p.name for p in freeze_plan("tf_efficientnet_lite0", "finetune", "stage:3", 10).parts]
+    assert parts == ["1. conv_stem … blocks.0", "2. blocks.1", "3. blocks.2", "4. blocks.3 … blocks.4",
+                     "5. blocks.5 … bn2", "classifier"]
+    resnet = [p.name for p in freeze_plan("resnet18", "finetune", "stage:2", 10).parts]
+    assert resnet[:2] == ["1. conv1 … relu", "2. maxpool … layer1"]
+
+
 def test_training_macs_follow_the_formula():
     lenet = freeze_plan("lenet5", "scratch", "none", 10)
     # every layer trains: weight gradients cost one forward; input gradients are skipped for the first conv only
