@@ -1,6 +1,8 @@
 """Plotly figures built from cnnlab's plain data (no Streamlit here: pages only display them)."""
 from __future__ import annotations
 
+import math
+
 import plotly.express as px
 import plotly.graph_objects as go
 
@@ -22,9 +24,25 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
         labels={"gmacs": "Operations per image (GMACs, log scale)", "top1": "ImageNet top-1 accuracy (%)",
                 "params": "Parameters"},
     )
-    figure.update_traces(textposition="top center", marker={"sizemin": 6, "line": {"width": 1, "color": "white"}})
+    figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}})
+    positions = label_positions([(math.log10(r["gmacs"]), r["top1"], r["title"]) for r in points])
+    for trace in figure.data:
+        trace.textposition = [positions[title] for title in trace.text]
     figure.update_layout(height=520, legend_title_text="Family", margin={"t": 30})
     return figure
+
+
+def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16, near_y: float = 3.0) -> dict[str, str]:
+    """Text positions for labelled points (x, y, label), left to right: a label goes below its point when a
+    neighbour within (`near_x`, `near_y`) already has its label above, so close points do not print over each other."""
+    placed: list[tuple[float, float, str]] = []
+    positions = {}
+    for x, y, label in sorted(points):
+        crowded = any(abs(x - other_x) < near_x and abs(y - other_y) < near_y and other == "top center"
+                      for other_x, other_y, other in placed)
+        positions[label] = "bottom center" if crowded else "top center"
+        placed.append((x, y, positions[label]))
+    return positions
 
 
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:
