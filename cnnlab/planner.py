@@ -42,18 +42,23 @@ class Suggestion:
 
 
 def suggest_strategy(large_dataset: bool, similar_to_imagenet: bool, arch: str) -> Suggestion:
-    """The "when to use what" quadrant (after Pedro Marcelino): dataset size against similarity to ImageNet,
-    with a freeze plan for `arch` where the strategy fine-tunes."""
-    half = f"stage:{max(1, len(get_spec(arch).stages) // 2)}"
+    """The "when to use what" quadrant (Pedro Marcelino, "Transfer learning from pre-trained models"): dataset
+    size against similarity to ImageNet, with a freeze plan for `arch` where the strategy fine-tunes. Large and
+    similar data trains only the top of the network; small, different data has to go deeper."""
+    stages = len(get_spec(arch).stages)
     if large_dataset and not similar_to_imagenet:
         return Suggestion("scratch", "none", "Plenty of data unlike ImageNet: train the whole network. Pretrained "
                                              "weights are still a good start, so fine-tuning everything is an option.")
     if large_dataset:
-        return Suggestion("finetune", "stage:1", "Plenty of data like ImageNet: fine-tune most of the network, "
-                                                 "freezing only the first stage.")
+        return Suggestion("finetune", f"stage:{max(1, stages - 1)}",
+                          "Plenty of data like ImageNet: the pretrained features mostly fit, so freeze all but the "
+                          "last stage and train it with the new classifier. Any strategy works here; this one is "
+                          "the cheapest that still adapts the network.")
     if not similar_to_imagenet:
-        return Suggestion("finetune", half, "Little data unlike ImageNet: the hardest case. Fine-tune the later "
-                                              "stages, keep the general early features frozen.")
+        return Suggestion("finetune", f"stage:{max(1, stages // 2)}",
+                          "Little data unlike ImageNet: the hardest case. Keep the general early features frozen and "
+                          "fine-tune deeper than with similar data (the later half of the stages), with augmentation; "
+                          "too deep overfits, too shallow learns nothing new.")
     return Suggestion("extract", "body", "Little data like ImageNet: the pretrained features already fit; freeze "
                                          "the whole backbone and train only a classifier on its features.")
 

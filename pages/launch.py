@@ -42,9 +42,12 @@ with st.expander("When to use what?", icon=":material/help:"):
     large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size") == "large"
     similar = similarity_column.radio("Compared with ImageNet's photos it is", ["similar", "different"],
                                       horizontal=True, key="launch_similarity") == "similar"
-    suggestion = suggest_strategy(large, similar, st.session_state.get("launch_arch", settings.arch))
+    suggested_arch = st.session_state.get("launch_arch", settings.arch)
+    suggestion = suggest_strategy(large, similar, suggested_arch)
     number, title, _ = STRATEGY_INFO[suggestion.strategy]
-    st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}", icon=":material/lightbulb:")
+    plan = describe_freeze(suggested_arch, suggestion.freeze) if suggestion.strategy == "finetune" else ""
+    st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}" + (f" For {get_spec(suggested_arch).title}: "
+            f"{plan}." if plan else ""), icon=":material/lightbulb:")
     if st.button("Use this suggestion"):
         st.session_state["launch_strategy"] = suggestion.strategy
         st.session_state["launch_freeze_suggested"] = suggestion.freeze

@@ -87,8 +87,10 @@ def test_the_quadrant_suggests_each_strategy():
                 for large in (False, True) for similar in (False, True)}
     assert {cell: (s.strategy, s.freeze) for cell, s in quadrant.items()} == {
         (False, True): ("extract", "body"), (True, False): ("scratch", "none"),
-        (False, False): ("finetune", "stage:2"), (True, True): ("finetune", "stage:1")}
+        (False, False): ("finetune", "stage:2"), (True, True): ("finetune", "stage:4")}
+    # small, different data fine-tunes deeper than large, similar data (Marcelino's quadrants 3 and 2)
     assert suggest_strategy(False, False, "tf_efficientnet_lite0").freeze == "stage:2"  # half of its 5 stages
+    assert suggest_strategy(True, True, "lenet5").freeze == "stage:5"  # all but the last of its 6 stages
 
 
 def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
