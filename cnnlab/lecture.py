@@ -12,7 +12,7 @@ from cnnlab.registry import get_spec
 @dataclass(frozen=True)
 class Claim:
     """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top5_error', 'conv_layers',
-    'dense_layers' or 'first_conv_filters'."""
+    'pool_layers', 'dense_layers', 'dropout_layers' or 'first_conv_filters'."""
 
     arch: str
     quantity: str
@@ -43,7 +43,13 @@ CLAIMS = (
     Claim("alexnet", "first_conv_filters", 96, "the next convolution layer applies 96 of 11x11 filter with stride of 4",
           "torchvision follows Krizhevsky's 2014 'one weird trick' variant with 64 filters.", tolerance=0.0),
     Claim("alexnet", "conv_layers", 5, "It had five convolutional-pooling layer blocks", "", tolerance=0.0),
+    Claim("alexnet", "pool_layers", 5, "It had five convolutional-pooling layer blocks",
+          "Only the first, second and fifth convolutions are followed by max pooling; the paper: 'five "
+          "convolutional layers, some of which are followed by max-pooling layers'.", tolerance=0.0),
     Claim("alexnet", "dense_layers", 3, "followed by three fully connected dense layers", "", tolerance=0.0),
+    Claim("alexnet", "dropout_layers", 3, "using a Dropout layer after every FC layer",
+          "Dropout is used in the first two fully connected layers only (paper, section 4.2); the output layer "
+          "has none.", tolerance=0.0),
     Claim("vgg16", "params", 138_000_000, "VGGNet ... Parameters Learned: 138 Million",
           "Exact for VGG-16 (138,357,544); VGG-19 has 143.7M.", tolerance=0.01),
     Claim("googlenet", "params", 4_000_000,
@@ -75,8 +81,12 @@ def measure(claim: Claim) -> ClaimCheck:
         return ClaimCheck(claim, profile.depth, "longest conv/linear chain")
     if claim.quantity == "conv_layers":
         return ClaimCheck(claim, _count_layers(profile, nn.Conv2d), "Conv2d layers")
+    if claim.quantity == "pool_layers":
+        return ClaimCheck(claim, _count_layers(profile, nn.MaxPool2d), "MaxPool2d layers")
     if claim.quantity == "dense_layers":
         return ClaimCheck(claim, _count_layers(profile, nn.Linear), "Linear layers")
+    if claim.quantity == "dropout_layers":
+        return ClaimCheck(claim, _count_layers(profile, nn.Dropout), "Dropout layers")
     if claim.quantity == "first_conv_filters":
         first = next(row for row in profile.rows if row.type == nn.Conv2d.__name__)
         return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")

@@ -98,7 +98,9 @@ st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stret
 
 st.subheader("Lecture claims, checked")
 st.dataframe(claims_table(), hide_index=True, width="stretch",
-             column_config={"Agrees": st.column_config.CheckboxColumn(), "Why": st.column_config.TextColumn(width="large")})
+             column_config={"Agrees": st.column_config.CheckboxColumn(), "Why": st.column_config.TextColumn(width="large"),
+                            "Lecture says": st.column_config.NumberColumn(format="localized"),
+                            "cnnlab measures": st.column_config.NumberColumn(format="localized")})
 
 st.subheader("Inside one architecture")
 arch = arch_picker("compare_arch")

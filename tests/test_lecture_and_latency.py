@@ -14,6 +14,8 @@ def test_lecture_claims_are_checked_against_measurements():
     googlenet_params = checks[("googlenet", "params")]
     assert googlenet_params.measured == 6_624_904 and not googlenet_params.agrees
     assert checks[("alexnet", "first_conv_filters")].measured == 64
+    assert checks[("alexnet", "conv_layers")].agrees and not checks[("alexnet", "pool_layers")].agrees
+    assert checks[("alexnet", "pool_layers")].measured == 3 and checks[("alexnet", "dropout_layers")].measured == 2
     assert checks[("googlenet", "top5_error")].measured == pytest.approx(10.47)
     assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
 
