@@ -99,7 +99,8 @@ def _reduce_setup(args):
 def _calculator_flags(args) -> list[str]:
     return [flag for flag, value in (("--size", args.size), ("--in-channels", args.in_channels),
                                      ("--out-channels", args.out_channels), ("--kernel", args.kernel),
-                                     ("--reduce-to", args.reduce_to)) if value is not None]
+                                     ("--reduce-to", args.reduce_to), ("--factorize", args.factorize or None))
+            if value is not None]
 
 
 def _print_network_reductions(arch: str, as_json: bool) -> None:
@@ -137,6 +138,48 @@ def _print_reduction(result) -> None:
     print(f"ratio: {_times(result.ratio, 'MACs')}, {_times(result.params_ratio, 'params')} than the naive convolution")
 
 
+def _factorization_setup(args):
+    """The FactorizationSetup from `cnnlab reduce --factorize` arguments, or UsageError."""
+    from cnnlab.reductions import FactorizationSetup
+
+    if args.reduce_to is not None:
+        raise UsageError("--factorize cannot be combined with --reduce-to")
+    s = _reduce_setup(args)
+    try:
+        return FactorizationSetup(s.height, s.width, s.in_channels, s.out_channels, s.kernel)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _print_factorization(result) -> None:
+    k = f"{result.setup.kernel}x{result.setup.kernel}"
+    print(result.method)
+    steps = [("one " + result.single.label, result.single)] + [(layer.label, layer) for layer in result.layers]
+    print_table([{"step": step, "macs": cost.macs, "formula": cost.formula, "params": cost.params,
+                  "params formula": cost.params_formula} for step, cost in steps],
+                ["step", "macs", "formula", "params", "params formula"])
+    print(f"receptive_field: {'x'.join(map(str, result.receptive_field))} (one {k}: {k})")
+    print(f"total_macs: {result.macs} ({result.formula})")
+    print(f"total_params: {result.params} ({result.params_formula})")
+    print(f"ratio: {_times(result.ratio, 'MACs')}, {_times(result.params_ratio, 'params')} than one {k} "
+          f"({result.saving:.0%} of its MACs saved)")
+
+
+def _print_factorizations(setup, as_json: bool) -> None:
+    from cnnlab.reductions import factorizations
+
+    vgg, asymmetric = factorizations(setup)
+    if as_json:
+        print_json({"vgg_stack": vgg.as_dict(), "asymmetric": asymmetric.as_dict()})
+        return
+    s = setup
+    print(f"{s.height}x{s.width}x{s.in_channels} input, {s.kernel}x{s.kernel} convolution to {s.out_channels} "
+          "('same' padding, stride 1), factorized")
+    for result in (vgg, asymmetric):
+        print()
+        _print_factorization(result)
+
+
 def _cmd_reduce(args) -> None:
     from cnnlab.reductions import compare_reduction
 
@@ -144,6 +187,9 @@ def _cmd_reduce(args) -> None:
         if given := _calculator_flags(args):
             raise UsageError(f"--arch cannot be combined with {', '.join(given)}")
         _print_network_reductions(args.arch, args.json)
+        return
+    if args.factorize:
+        _print_factorizations(_factorization_setup(args), args.json)
         return
     result = compare_reduction(_reduce_setup(args))
     if args.json:
@@ -431,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("--out-channels", type=positive_int, help="output channels C_out of the k x k convolution")
     reduce.add_argument("--kernel", type=positive_int, help="kernel size k")
     reduce.add_argument("--reduce-to", type=positive_int, help="channels C_red of a 1x1 reduction in front")
+    reduce.add_argument("--factorize", action="store_true",
+                        help="compare the k x k convolution (k odd, at least 3) with VGG's stack of 3x3 and "
+                             "Inception-v3's 1 x k then k x 1 instead")
     reduce.add_argument("--arch", type=arch_choice, help="print the per-module table of this network instead")
     reduce.add_argument("--json", action="store_true")
     reduce.set_defaults(func=_cmd_reduce)

@@ -211,6 +211,139 @@ def reduction_sweep(setup: ConvSetup, widths: list[int] | range) -> list[Reducti
     return [compare_reduction(ConvSetup(**{**fields, "reduce_to": width})) for width in widths]
 
 
+# --- factorized convolutions ------------------------------------------------------------------------------
+
+VGG_STACK = "VGG: 3x3 convolutions one after another"
+ASYMMETRIC = "Inception-v3: 1 x k then k x 1"
+
+
+def _check_factorizable_kernel(kernel: int) -> None:
+    if kernel < 3:
+        raise ValueError(f"kernel must be at least 3 to be factorized into smaller convolutions, not {kernel}")
+    if kernel % 2 == 0:
+        raise ValueError(f"kernel must be odd (each 3x3 in a stack widens the receptive field by 2), not {kernel}")
+
+
+@dataclass(frozen=True)
+class FactorizationSetup:
+    """H x W x C_in into one large k x k convolution to C_out ('same' padding, stride 1), to be replaced by a
+    chain of smaller convolutions. Raises ValueError as `ConvSetup` does, and for an even k or a k below 3."""
+
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    kernel: int
+
+    def __post_init__(self):
+        _check_positive(height=self.height, width=self.width, in_channels=self.in_channels,
+                        out_channels=self.out_channels, kernel=self.kernel)
+        _check_factorizable_kernel(self.kernel)
+
+
+FACTORIZATION_EXAMPLE = FactorizationSetup(height=28, width=28, in_channels=192, out_channels=192, kernel=5)
+"""A 28x28x192 map kept at 192 channels (GoogLeNet's inception3a input) through a 5x5 convolution."""
+
+
+def receptive_field(kernels: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """Receptive field (rows, columns) of stride-1 convolutions applied one after another: each kh x kw
+    kernel widens it by kh - 1 and kw - 1, so n 3x3 layers see 1 + 2n."""
+    return 1 + sum(kh - 1 for kh, _ in kernels), 1 + sum(kw - 1 for _, kw in kernels)
+
+
+@dataclass(frozen=True)
+class Factorization:
+    """One k x k convolution against a chain of smaller ones ('same' padding, stride 1) with the same
+    receptive field: the chain's first layer maps C_in to C_out, the others C_out to C_out."""
+
+    method: str
+    setup: FactorizationSetup
+    single: ConvCost
+    layers: tuple[ConvCost, ...]
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """The chain's receptive field, (k, k) like the single convolution's."""
+        return receptive_field([layer.kernel for layer in self.layers])
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        """How many times fewer MACs the chain needs than the single k x k convolution."""
+        return self.single.macs / self.macs
+
+    @property
+    def params_ratio(self) -> float:
+        return self.single.params / self.params
+
+    @property
+    def saving(self) -> float:
+        """The share of the single convolution's MACs the chain saves (1/3 for 1x3 + 3x1 against 3x3)."""
+        return 1 - self.macs / self.single.macs
+
+    @property
+    def c_squared_coefficients(self) -> tuple[int, int]:
+        """(k x k, sum of the chain's kh x kw): with C_in = C_out = C and no bias the single convolution has the
+        first times C^2 parameters and the chain the second (25 and 18 for 5x5 against two 3x3)."""
+        return self.setup.kernel ** 2, sum(kh * kw for kh, kw in (layer.kernel for layer in self.layers))
+
+    @property
+    def formula(self) -> str:
+        """The chain's MACs as a sum, '2.6M + 2.6M = 5.2M'."""
+        return _sum_formula([layer.macs for layer in self.layers])
+
+    @property
+    def params_formula(self) -> str:
+        return _sum_formula([layer.params for layer in self.layers])
+
+    def as_dict(self) -> dict:
+        """Plain numbers for JSON: the single convolution, each layer of the chain, totals and ratios."""
+        return {"method": self.method, **vars(self.setup), "receptive_field": list(self.receptive_field),
+                "single": self.single.as_dict(), "layers": [layer.as_dict() for layer in self.layers],
+                "macs": self.macs, "params": self.params, "ratio": self.ratio, "params_ratio": self.params_ratio,
+                "saving": self.saving, "formula": self.formula, "params_formula": self.params_formula}
+
+
+def _sum_formula(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return human(numbers[0])
+    return f"{' + '.join(human(n) for n in numbers)} = {human(sum(numbers))}"
+
+
+def _factorize(method: str, setup: FactorizationSetup, kernels: list[tuple[int, int]], bias: bool) -> Factorization:
+    hw, k = (setup.height, setup.width), setup.kernel
+    single = conv_cost(_meta_conv(setup.in_channels, setup.out_channels, (k, k), bias=bias), hw, f"{k}x{k}")
+    channels = [setup.in_channels] + [setup.out_channels] * len(kernels)
+    layers = tuple(conv_cost(_meta_conv(channels[i], channels[i + 1], kernel, bias=bias), hw,
+                             f"{kernel[0]}x{kernel[1]} #{i + 1}") for i, kernel in enumerate(kernels))
+    return Factorization(method, setup, single, layers)
+
+
+def vgg_stack(setup: FactorizationSetup, bias: bool = True) -> Factorization:
+    """One k x k convolution against (k - 1) / 2 3x3 convolutions one after another, VGG's replacement for
+    AlexNet's large filters: two 3x3 see 5x5 (18C^2 against 25C^2), three see 7x7 (27C^2 against 49C^2)."""
+    return _factorize(VGG_STACK, setup, [(3, 3)] * ((setup.kernel - 1) // 2), bias)
+
+
+def asymmetric_factorization(setup: FactorizationSetup, bias: bool = True) -> Factorization:
+    """One k x k convolution against a 1 x k then a k x 1, Inception-v3's factorization into asymmetric
+    convolutions (1x3 + 3x1 saves a third of a 3x3; 1x7 + 7x1 are in its 17x17 modules)."""
+    k = setup.kernel
+    return _factorize(ASYMMETRIC, setup, [(1, k), (k, 1)], bias)
+
+
+def factorizations(setup: FactorizationSetup, bias: bool = True) -> tuple[Factorization, Factorization]:
+    """`vgg_stack` and `asymmetric_factorization` of the same k x k convolution."""
+    return vgg_stack(setup, bias), asymmetric_factorization(setup, bias)
+
+
 @dataclass(frozen=True)
 class ConvUse:
     """One convolution inside a module: its place in the data flow, and its cost as built and without

@@ -1,12 +1,14 @@
-"""1x1 reductions: the lecture's calculator, what the bottlenecks of real networks save, and global average pooling."""
+"""1x1 reductions: the lecture's calculator, factorized convolutions (VGG's 3x3 stacks, Inception-v3's 1 x k then
+k x 1), what the bottlenecks of real networks save, and global average pooling."""
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab.profiling import human
 from cnnlab.reductions import (
-    LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS, ConvSetup, compare_reduction,
-    head_comparisons, network_reductions, reduction_archs, reduction_sweep)
+    FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
+    ConvSetup, FactorizationSetup, compare_reduction, factorizations, head_comparisons, network_reductions,
+    receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
 
@@ -154,6 +156,101 @@ def calculator() -> None:
                "channels than the k x k convolution can use cheaply.")
 
 
+FACTOR_FIELDS = (  # setup field, label, maximum, step
+    ("height", "Height H", 2048, 1),
+    ("width", "Width W", 2048, 1),
+    ("in_channels", "Input channels C_in", 8192, 1),
+    ("out_channels", "Output channels C_out", 8192, 1),
+    ("kernel", "Large kernel k (odd)", 31, 2),
+)
+FACTOR_KERNELS = (3, 5, 7, 9, 11)
+
+
+def _chain_table(result) -> pd.DataFrame:
+    """The single k x k convolution, then the chain layer by layer with its receptive field so far."""
+    kernels = [layer.kernel for layer in result.layers]
+    rows = [("one " + result.single.label, result.single, receptive_field([result.single.kernel]))]
+    rows += [(layer.label, layer, receptive_field(kernels[:i + 1])) for i, layer in enumerate(result.layers)]
+    return pd.DataFrame([{
+        "Convolution": name, "Kernel": "x".join(map(str, cost.kernel)), "C_in": cost.in_channels,
+        "C_out": cost.out_channels, "Receptive field so far": "x".join(map(str, field)),
+        "MACs": cost.macs, "MACs formula": cost.formula, "Params": cost.params, "Params formula": cost.params_formula,
+    } for name, cost, field in rows])
+
+
+def _c_squared_latex(result) -> str:
+    """With C_in = C_out = C and no bias: the chain's and the single convolution's parameters in C^2."""
+    single, chain = result.c_squared_coefficients
+    terms = " + ".join(rf"{kh} \times {kw}" for kh, kw in (layer.kernel for layer in result.layers))
+    k = result.setup.kernel
+    return (rf"\underbrace{{({terms})\,C^2 = {chain}\,C^2}}_{{\text{{chain}}}} \quad\text{{vs}}\quad "
+            rf"\underbrace{{{k} \times {k}\,C^2 = {single}\,C^2}}_{{\text{{one }} {k} \times {k}}}")
+
+
+def _factorization_block(result, title: str) -> None:
+    chain = " + ".join("x".join(map(str, layer.kernel)) for layer in result.layers)
+    st.subheader(f"{title}: one {result.single.label} against {chain}")
+    st.dataframe(_chain_table(result), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="localized") for c in ("MACs", "Params")})
+    st.markdown(f"`MACs of the chain = {result.formula}`  \n`Params of the chain = {result.params_formula}`")
+    field = "x".join(map(str, result.receptive_field))
+    columns = st.columns(4)
+    columns[0].metric(f"{title}: receptive field", f"{field} = {result.setup.kernel}x{result.setup.kernel}",
+                      help="Each stride-1 kh x kw layer widens it by kh - 1 and kw - 1: n 3x3 layers see 1 + 2n.")
+    columns[1].metric(f"{title}: MACs", f"{human(result.single.macs)} → {human(result.macs)}",
+                      delta=f"{-result.saving:.0%}", delta_color="inverse")
+    columns[2].metric(f"{title}: fewer MACs", f"{result.ratio:.2f}x")
+    columns[3].metric(f"{title}: params", f"{human(result.single.params)} → {human(result.params)}",
+                      help=f"{result.params_ratio:.2f}x fewer. One {result.single.label}: "
+                           f"{result.single.params_formula}; the chain: {result.params_formula}")
+    st.latex(_c_squared_latex(result))
+    st.caption(f"Weights per output position with C_in = C_out = C (no bias): the chain needs "
+               f"{result.c_squared_coefficients[1]}/{result.c_squared_coefficients[0]} of the single convolution.")
+
+
+def _kernel_sweep_table(setup: FactorizationSetup, bias: bool) -> pd.DataFrame:
+    """Both factorizations for each odd kernel from 3 to 11 at the chosen H, W, C_in and C_out."""
+    rows = []
+    for k in FACTOR_KERNELS:
+        vgg, asymmetric = factorizations(FactorizationSetup(**{**vars(setup), "kernel": k}), bias)
+        rows.append({"k": k, "k x k MACs": vgg.single.macs, "3x3 layers": len(vgg.layers),
+                     "Stack receptive field": "x".join(map(str, vgg.receptive_field)), "3x3 stack MACs": vgg.macs,
+                     "3x3 stack: fewer (x)": round(vgg.ratio, 2), "1xk + kx1 MACs": asymmetric.macs,
+                     "1xk + kx1: fewer (x)": round(asymmetric.ratio, 2)})
+    return pd.DataFrame(rows)
+
+
+def factorized_convolutions() -> None:
+    st.header("Factorized convolutions")
+    st.caption("VGG replaced AlexNet's large filters (11x11 and 5x5) with 3x3 convolutions one after another; "
+               "Inception-v3 factorized its convolutions further, into a 1 x k followed by a k x 1. Both chains "
+               "see the same k x k receptive field as the one large convolution. 'Same' padding and stride 1 "
+               "throughout; the chain's first layer maps C_in to C_out, the others C_out to C_out. MACs per image, "
+               "(H x W x C_out) x (kh x kw x C_in) per layer.")
+    columns = st.columns(len(FACTOR_FIELDS))
+    values = {field: int(column.number_input(label, 1, maximum, value=getattr(FACTORIZATION_EXAMPLE, field),
+                                             step=step, key=f"factor_{field}"))
+              for column, (field, label, maximum, step) in zip(columns, FACTOR_FIELDS)}
+    bias = st.checkbox("Count one bias per filter", value=True, key="factor_bias",
+                       help="As in the calculator above. Without biases, and with C_in = C_out, the parameters "
+                            "are exactly the C² counts below (two 3x3 = 18C², one 5x5 = 25C²).")
+    try:
+        setup = FactorizationSetup(**values)
+    except ValueError as error:
+        st.error(str(error).capitalize() + ".", icon=":material/error:")
+        return
+    vgg, asymmetric = factorizations(setup, bias)
+    _factorization_block(vgg, "VGG")
+    st.caption("The VGG paper (section 2.3): three 3x3 layers have 27C² weights where one 7x7 has 49C², 81% more; "
+               "and the stack puts a non-linearity after each layer.")
+    _factorization_block(asymmetric, "Inception-v3")
+    st.caption("1x3 then 3x1 costs 6/9 of a 3x3: a third saved. Inception-v3's 17x17 modules use 1x7 then 7x1.")
+    st.subheader("By kernel size")
+    st.dataframe(_kernel_sweep_table(setup, bias), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="localized")
+                                for c in ("k x k MACs", "3x3 stack MACs", "1xk + kx1 MACs")})
+
+
 def _module_chart(network) -> go.Figure:
     """Per module, MACs as built next to MACs without reductions, each stacked by the convolutions' roles."""
     present = {c.role for m in network.modules for c in m.convs}
@@ -263,5 +360,6 @@ def global_average_pooling() -> None:
 
 st.title("1x1 reductions")
 calculator()
+factorized_convolutions()
 real_modules()
 global_average_pooling()

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from cnnlab.cli import main
-from cnnlab.profiling import profile_arch, profile_model
+from cnnlab.profiling import human, profile_arch, profile_model
 from cnnlab.reductions import (
-    AFTER_REDUCTION, EXPANSION, GAP, FLATTEN, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, OWN_BRANCH,
-    POOL_PROJECTION, REDUCTION, ConvSetup, compare_reduction, head_comparisons, network_reductions,
-    reduction_archs, reduction_sweep)
+    AFTER_REDUCTION, EXPANSION, FACTORIZATION_EXAMPLE, GAP, FLATTEN, LECTURE_COMPRESSION_EXAMPLE,
+    LECTURE_INCEPTION_EXAMPLE, OWN_BRANCH, POOL_PROJECTION, REDUCTION, ConvSetup, FactorizationSetup,
+    asymmetric_factorization, compare_reduction, factorizations, head_comparisons, network_reductions,
+    receptive_field, reduction_archs, reduction_sweep, vgg_stack)
 from cnnlab.registry import arch_names, build_model
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -82,6 +83,121 @@ def test_sweep_grows_with_the_reduction_width_and_stops_paying_at_full_width():
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
     assert sweep[0].ratio > 1
     assert compare_reduction(ConvSetup(14, 14, 480, 48, 5, 480)).ratio < 1
+
+
+# --- factorized convolutions ------------------------------------------------------------------------------
+
+C = 64  # channels in and out for the C^2 identities: C^2 = 4096
+
+
+@pytest.mark.parametrize("kernel, layers, stack_params, single_params", [
+    (5, 2, 18 * 4096, 25 * 4096),  # two 3x3 = 18C^2 = 73,728 against one 5x5 = 25C^2 = 102,400
+    (7, 3, 27 * 4096, 49 * 4096),  # three 3x3 = 27C^2 = 110,592 against one 7x7 = 49C^2 = 200,704
+])
+def test_vgg_stack_has_the_papers_c_squared_counts(kernel, layers, stack_params, single_params):
+    result = vgg_stack(FactorizationSetup(14, 14, C, C, kernel), bias=False)
+    assert [layer.kernel for layer in result.layers] == [(3, 3)] * layers
+    assert (result.params, result.single.params) == (stack_params, single_params)
+    assert result.c_squared_coefficients == (single_params // C ** 2, stack_params // C ** 2)
+    assert result.receptive_field == (kernel, kernel) == (1 + 2 * layers, 1 + 2 * layers)
+    assert result.single.params_formula == f"({kernel}x{kernel}x{C}) x {C} = {human(single_params)}"
+
+
+def test_seven_by_seven_has_81_percent_more_weights_than_three_3x3():
+    result = vgg_stack(FactorizationSetup(14, 14, C, C, 7), bias=False)
+    assert round(result.params_ratio - 1, 2) == 0.81 and round(result.ratio - 1, 2) == 0.81
+    assert result.single.macs == 14 * 14 * 49 * C ** 2 == 39_337_984
+    assert result.macs == 3 * 14 * 14 * 9 * C ** 2 == 21_676_032
+    assert result.formula == "7.2M + 7.2M + 7.2M = 21.7M" and result.single.formula == "(14x14x64) x (7x7x64) = 39.3M"
+
+
+def test_macs_are_h_times_w_times_the_parameters_of_one_output_position():
+    setup = FactorizationSetup(height=28, width=17, in_channels=48, out_channels=80, kernel=7)
+    for result in factorizations(setup, bias=False):
+        for layer in (result.single, *result.layers):
+            assert layer.output_hw == (28, 17)
+            assert layer.macs == 28 * 17 * layer.params
+        assert result.macs == 28 * 17 * result.params
+    vgg, asymmetric = factorizations(setup, bias=False)
+    assert [(layer.in_channels, layer.out_channels) for layer in vgg.layers] == [(48, 80), (80, 80), (80, 80)]
+    assert [(layer.kernel, layer.in_channels, layer.out_channels) for layer in asymmetric.layers] == [
+        ((1, 7), 48, 80), ((7, 1), 80, 80)]
+    assert vgg.macs == 28 * 17 * (9 * 48 * 80 + 2 * 9 * 80 * 80) == 71_285_760
+
+
+def test_bias_adds_one_parameter_per_filter_and_no_macs():
+    with_bias, without = vgg_stack(FACTORIZATION_EXAMPLE), vgg_stack(FACTORIZATION_EXAMPLE, bias=False)
+    assert with_bias.params - without.params == 2 * 192 and with_bias.macs == without.macs == 520_224_768
+    assert with_bias.single.params == 5 * 5 * 192 * 192 + 192 == 921_792
+    assert with_bias.layers[0].params_formula == "(3x3x192 + 1) x 192 = 332.0K"
+
+
+def test_factorizations_agree_with_profiled_same_padding_chains():
+    setup = FACTORIZATION_EXAMPLE
+    example = torch.empty(1, setup.in_channels, setup.height, setup.width, device="meta")
+    for result in factorizations(setup):
+        with torch.device("meta"):
+            chain = _real_chain(result, bias=True)
+        profile = profile_model(chain, example)
+        assert profile.output_shape == (1, 192, 28, 28)
+        assert (profile.macs, profile.params) == (result.macs, result.params)
+        assert [r.formula for r in profile.rows] == [layer.formula for layer in result.layers]
+
+
+def _real_chain(result, bias: bool = False) -> nn.Sequential:
+    return nn.Sequential(*(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, padding="same", bias=bias)
+                           for layer in result.layers))
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7, 9, 11])
+def test_receptive_field_is_what_one_output_pixel_sees_through_the_real_chain(kernel):
+    for result in factorizations(FactorizationSetup(1, 1, 1, 1, kernel)):
+        chain = _real_chain(result)
+        for conv in chain:
+            nn.init.ones_(conv.weight)
+        image = torch.zeros(1, 1, 25, 25, requires_grad=True)
+        chain(image)[0, 0, 12, 12].backward()
+        rows, columns = image.grad[0, 0].nonzero().unbind(1)
+        seen = (int(rows.max() - rows.min()) + 1, int(columns.max() - columns.min()) + 1)
+        assert seen == result.receptive_field == (kernel, kernel)
+    assert receptive_field([(3, 3)] * ((kernel - 1) // 2)) == (kernel, kernel)
+
+
+def test_receptive_field_of_kernels_one_after_another():
+    assert [receptive_field([(3, 3)] * n) for n in (1, 2, 3, 5)] == [(3, 3), (5, 5), (7, 7), (11, 11)]
+    assert receptive_field([(1, 7)]) == (1, 7) and receptive_field([(1, 7), (7, 1)]) == (7, 7)
+
+
+def test_1x3_then_3x1_saves_a_third_of_a_3x3():
+    result = asymmetric_factorization(FactorizationSetup(8, 8, C, C, 3), bias=False)
+    assert [layer.kernel for layer in result.layers] == [(1, 3), (3, 1)]
+    assert (result.params, result.single.params) == (6 * 4096, 9 * 4096) == (24_576, 36_864)
+    assert (result.macs, result.single.macs) == (8 * 8 * 24_576, 8 * 8 * 36_864)
+    assert result.saving == pytest.approx(1 / 3) and result.ratio == pytest.approx(1.5)
+    assert result.receptive_field == (3, 3)
+    assert vgg_stack(FactorizationSetup(8, 8, C, C, 3), bias=False).ratio == 1.0  # one 3x3 is its own stack
+
+
+def test_1x7_then_7x1_against_7x7_and_inception_v3s_17x17_module():
+    result = asymmetric_factorization(FactorizationSetup(17, 17, 128, 128, 7), bias=False)
+    assert result.c_squared_coefficients == (49, 14) and result.ratio == pytest.approx(3.5)
+    assert result.params == 14 * 128 ** 2 == 229_376 and result.macs == 17 * 17 * 229_376
+    mixed_6b = _module(network_reductions("inception_v3"), "Mixed_6b")
+    built = next(c.built for c in mixed_6b.convs if c.path == "branch7x7_2.conv")
+    first = result.layers[0]
+    assert (built.kernel, built.output_hw) == (first.kernel, first.output_hw) == ((1, 7), (17, 17))
+    assert (built.macs, built.params, built.formula) == (first.macs, first.params, first.formula)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(kernel=4), "kernel must be odd"), (dict(kernel=2), "at least 3"), (dict(kernel=1), "at least 3"),
+    (dict(kernel=0), "kernel must be greater than zero"), (dict(kernel=2.5), "kernel must be a whole number"),
+    (dict(kernel=True), "whole number"), (dict(height=0), "height must be greater than zero"),
+    (dict(out_channels=-8), "out channels must be greater than zero"),
+])
+def test_factorization_setup_rejects_even_small_and_non_positive_input(fields, message):
+    with pytest.raises(ValueError, match=message):
+        FactorizationSetup(**{**vars(FACTORIZATION_EXAMPLE), **fields})
 
 
 # --- real modules -----------------------------------------------------------------------------------------
@@ -282,6 +398,31 @@ def test_cli_reduce_arch_prints_the_module_table(capsys):
     assert data["totals"]["macs"] == network.built_macs and data["totals"]["macs_without"] == network.without_macs
 
 
+FACTORIZE_ARGS = ["--factorize", "--size", "28", "--in-channels", "192", "--out-channels", "192", "--kernel", "7"]
+
+
+def test_cli_reduce_factorize_json_has_both_chains(capsys):
+    assert main(["reduce", *FACTORIZE_ARGS, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    vgg, asymmetric = data["vgg_stack"], data["asymmetric"]
+    assert vgg["single"]["macs"] == asymmetric["single"]["macs"] == 28 * 28 * 49 * 192 ** 2 == 1_416_167_424
+    assert [layer["kernel"] for layer in vgg["layers"]] == [[3, 3]] * 3 and vgg["receptive_field"] == [7, 7]
+    assert vgg["macs"] == 3 * 28 * 28 * 9 * 192 ** 2 == 780_337_152
+    assert [layer["kernel"] for layer in asymmetric["layers"]] == [[1, 7], [7, 1]]
+    assert asymmetric["macs"] == 28 * 28 * 14 * 192 ** 2 == 404_619_264 and asymmetric["ratio"] == pytest.approx(3.5)
+    assert vgg["params"] == 3 * (9 * 192 + 1) * 192 == 995_904  # the calculator counts biases
+    expected = vgg_stack(FactorizationSetup(28, 28, 192, 192, 7)).as_dict()
+    assert data["vgg_stack"] == json.loads(json.dumps(expected))
+
+
+def test_cli_reduce_factorize_text(capsys):
+    assert main(["reduce", *FACTORIZE_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "(28x28x192) x (7x7x192) = 1.4G" in out and "260.1M + 260.1M + 260.1M = 780.3M" in out
+    assert "receptive_field: 7x7 (one 7x7: 7x7)" in out
+    assert "1.81x fewer MACs" in out and "3.50x fewer MACs" in out and "(71% of its MACs saved)" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["--size", "0", "--in-channels", "4", "--out-channels", "4", "--kernel", "3"], "greater than zero"),
     (["--size", "8", "--in-channels", "-4", "--out-channels", "4", "--kernel", "3"], "greater than zero"),
@@ -292,6 +433,11 @@ def test_cli_reduce_arch_prints_the_module_table(capsys):
     (["--size", "8"], "needs --in-channels"),
     (["--arch", "googlenet", "--kernel", "3"], "cannot be combined"),
     (["--arch", "vgg16"], "no Inception modules"),
+    (FACTORIZE_ARGS[:-1] + ["4"], "kernel must be odd"),
+    (FACTORIZE_ARGS[:-1] + ["1"], "kernel must be at least 3"),
+    (FACTORIZE_ARGS + ["--reduce-to", "16"], "--factorize cannot be combined with --reduce-to"),
+    (["--factorize", "--size", "28"], "needs --in-channels"),
+    (["--arch", "googlenet", "--factorize"], "cannot be combined with --factorize"),
 ])
 def test_cli_reduce_bad_input_exits_2_with_one_line(capsys, args, message):
     assert main(["reduce", *args]) == 2
@@ -351,6 +497,38 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
     assert not at.exception
     assert "(64x64x20) x (1x1x100) = 8.2M" in _calculator_text(at)
     assert _metrics(at)["Output"] == "64x64x20"
+
+
+def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel():
+    at = _reductions_page()
+    vgg_table, asymmetric_table, by_kernel = (at.dataframe[i].value for i in range(3))
+    assert list(vgg_table["Convolution"]) == ["one 5x5", "3x3 #1", "3x3 #2"]
+    assert list(vgg_table["Receptive field so far"]) == ["5x5", "3x3", "5x5"]
+    assert list(vgg_table["MACs"]) == [722_534_400, 260_112_384, 260_112_384]
+    assert vgg_table["MACs formula"][1] == "(28x28x192) x (3x3x192) = 260.1M"
+    assert list(asymmetric_table["Kernel"]) == ["5x5", "1x5", "5x1"]
+    assert list(asymmetric_table["MACs"]) == [722_534_400, 144_506_880, 144_506_880]
+    assert list(by_kernel["k"]) == [3, 5, 7, 9, 11] and list(by_kernel["3x3 layers"]) == [1, 2, 3, 4, 5]
+    assert list(by_kernel["1xk + kx1: fewer (x)"]) == [1.5, 2.5, 3.5, 4.5, 5.5]
+    metrics = _metrics(at)
+    assert metrics["VGG: receptive field"] == "5x5 = 5x5" and metrics["VGG: fewer MACs"] == "1.39x"
+    assert metrics["VGG: MACs"] == "722.5M → 520.2M" and metrics["Inception-v3: fewer MACs"] == "2.50x"
+    assert metrics["Fewer MACs"] == "21.4x", "the calculator's metric keeps its own label"
+    assert r"= 18\,C^2" in at.latex[0].value and r"= 25\,C^2" in at.latex[0].value
+
+    at.number_input(key="factor_kernel").set_value(7).run()
+    at.checkbox(key="factor_bias").uncheck().run()
+    assert not at.exception
+    assert _metrics(at)["VGG: fewer MACs"] == "1.81x" and _metrics(at)["Inception-v3: fewer MACs"] == "3.50x"
+    vgg_table = at.dataframe[0].value
+    assert list(vgg_table["Params"]) == [49 * 192 ** 2, 9 * 192 ** 2, 9 * 192 ** 2, 9 * 192 ** 2]
+    assert r"= 27\,C^2" in at.latex[0].value and r"= 49\,C^2" in at.latex[0].value
+
+    at.number_input(key="factor_kernel").set_value(4).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Kernel must be odd (each 3x3 in a stack widens the receptive field by 2), "
+                                           "not 4."]
+    assert "VGG: fewer MACs" not in _metrics(at) and "9 modules, as built" in _metrics(at)
 
 
 def test_page_real_modules_switch_network():
