@@ -7,6 +7,7 @@ tensor by tensor. Models can live on the meta device, which makes profiling near
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.hooks import forward_hooks
 from cnnlab.registry import build_model, example_input, get_spec
+
+COUNTING_LOCK = threading.Lock()
+"""Held while operations are counted: FlopCounterMode tracks modules with process-wide hooks, so two counts
+running at once (two dashboard sessions) would add up each other's operations."""
 
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d"})
 
@@ -144,15 +149,16 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
                 shapes[name] = tuple(tensors[0].shape)
         return hook
 
-    was_training = model.training
-    model.eval()
     leaves = [(m, record(n)) for n, m in modules.items() if n and not list(m.children())]
     counter, depth_mode = FlopCounterMode(display=False), _DepthMode()
-    try:
-        with forward_hooks(leaves), torch.no_grad(), counter, depth_mode:
-            output = model(example)
-    finally:
-        model.train(was_training)
+    with COUNTING_LOCK:
+        was_training = model.training
+        model.eval()
+        try:
+            with forward_hooks(leaves), torch.no_grad(), counter, depth_mode:
+                output = model(example)
+        finally:
+            model.train(was_training)
 
     module_macs = _module_macs(counter)
     batch = example.shape[0]

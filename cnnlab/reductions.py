@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.profiling import conv_formula, human
+from cnnlab.profiling import COUNTING_LOCK, conv_formula, human
 from cnnlab.registry import arch_names, build_model, example_input, get_spec
 
 MODULE_TYPES: dict[str, tuple[str, ...]] = {
@@ -525,7 +525,7 @@ def _trace(model: nn.Module, example: torch.Tensor, module_types: tuple[str, ...
                 handles.append(conv.register_forward_hook(conv_post(name, conv_name)))
     counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter, _SourceMode():
+        with COUNTING_LOCK, torch.no_grad(), counter, _SourceMode():
             model(example)
     finally:
         for handle in handles:

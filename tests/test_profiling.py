@@ -90,3 +90,29 @@ def test_auxiliary_classifier_counts_params_but_no_operations():
     aux = [r for r in profile.rows if r.name.startswith("AuxLogits")]
     assert sum(r.params for r in aux) > 3_000_000
     assert all(r.calls == 0 and r.macs == 0 for r in aux)
+
+
+def test_concurrent_profiles_do_not_mix_their_counts():
+    """Two dashboard sessions profile at once: each count must be its own network's."""
+    import threading
+
+    from cnnlab.registry import example_input
+
+    expected = {"resnet50": 4_089_184_256, "vgg16": 15_470_264_320, "googlenet": 1_498_376_192}
+    measured, errors = {}, []
+
+    def profile(arch: str, attempt: int) -> None:
+        try:
+            with torch.device("meta"):
+                model = build_model(arch, 1000)
+            measured[arch, attempt] = profile_model(model, example_input(get_spec(arch), device="meta")).macs
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=profile, args=(arch, attempt)) for attempt in range(3) for arch in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert measured == {(arch, attempt): macs for attempt in range(3) for arch, macs in expected.items()}
