@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import plotly.express as px
 import plotly.graph_objects as go
+
+from cnnlab.profiling import human
 
 
 def family_colors(rows: list[dict]) -> dict[str, str]:
@@ -29,6 +32,7 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     for trace in figure.data:
         trace.textposition = [positions[title] for title in trace.text]
     figure.update_layout(height=520, legend_title_text="Family", margin={"t": 30})
+    figure.update_xaxes(**log_axis([r["gmacs"] for r in points]))
     return figure
 
 
@@ -45,13 +49,33 @@ def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16
     return positions
 
 
+def log_axis(values: list[float]) -> dict:
+    """Settings for a log axis over `values` with every tick labelled in full (1, 2, 5 per decade over a short
+    range; 1, 3 or 1 per decade over longer ones), instead of Plotly's bare digits between the decades."""
+    positive = [v for v in values if v and v > 0]
+    if not positive:
+        return {"type": "log"}
+    low, high = min(positive) / 1.5, max(positive) * 1.5
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    mantissas = (1, 2, 5) if len(decades) <= 3 else (1, 3) if len(decades) <= 5 else (1,)
+    ticks = [m * 10.0 ** e for e in decades for m in mantissas if low <= m * 10.0 ** e <= high]
+    labels = [re.sub(r"\.0(?=[KMG]?$)", "", human(round(t, 12))) for t in ticks]
+    return {"type": "log", "tickvals": ticks, "ticktext": labels}
+
+
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:
     """One bar per architecture for `metric` (a key of the rows), coloured by family."""
     figure = px.bar(rows, x="title", y=metric, color="family", log_y=log,
                     color_discrete_map=family_colors(rows), labels={metric: label, "title": ""},
                     hover_data={metric: ":,"})
     figure.update_layout(height=380, margin={"t": 30}, xaxis_tickangle=-35, showlegend=False)
+    if log:
+        figure.update_yaxes(**log_axis([r[metric] for r in rows]))
     return figure
+
+
+CURVE_NAMES = {"loss": "training loss", "val_loss": "validation loss", "acc": "training accuracy",
+               "val_acc": "validation accuracy"}
 
 
 def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss")) -> go.Figure:
@@ -65,7 +89,8 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
                 continue
             x, y = zip(*points)
             figure.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=f"{label} {metric}" if len(histories) > 1 else metric,
+                x=x, y=y, mode="lines+markers", name=f"{label} {CURVE_NAMES.get(metric, metric)}"
+                if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
                 line={"color": palette[index % len(palette)], "dash": "solid" if metric.startswith("val") else "dot"}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
     figure.update_layout(height=320, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
@@ -104,6 +129,8 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False)
     figure.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
     figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[0, 1.08])
     costs = [row[cost] for row in rows if row.get(cost) is not None]
-    if costs and not log:
+    if log:
+        figure.update_xaxes(**log_axis(costs))
+    elif costs:
         figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
     return figure

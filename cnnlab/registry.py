@@ -379,6 +379,12 @@ def get_spec(name: str) -> ArchSpec:
         raise KeyError(f"unknown architecture {name!r}; choose from: {', '.join(arch_names())}") from None
 
 
+def arch_title(name: str) -> str:
+    """The architecture's display title ('EfficientNet-Lite0'), or `name` itself when it is not registered."""
+    spec = registry().get(name)
+    return spec.title if spec else name
+
+
 def build_model(name: str, num_classes: int | None = None) -> nn.Module:
     """A freshly built model with random weights, in eval mode. Build under `torch.device('meta')` to skip
     allocation (profiling does that)."""

@@ -117,7 +117,9 @@ with left:
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",
                              disabled=strategy == "extract" and classifier != "linear",
-                             help="Strategy III with a scikit-learn classifier fits in one go.")
+                             help="Strategy III with a scikit-learn classifier fits in one go."
+                             if strategy == "extract" and classifier != "linear" else
+                             "Passes over the training images; a checkpoint is written after each.")
     batch_size = c2.number_input("Batch size", 1, 4096, 64, key="launch_batch")
     lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], format="%.4g",
                          key=f"launch_lr_{strategy}", disabled=strategy == "extract" and classifier != "linear")
@@ -134,7 +136,12 @@ with right:
     m1, m2 = st.columns(2)
     m1.metric("Trainable parameters", human(plan.params_trainable),
               help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
-    m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
+    if strategy == "extract":
+        m2.metric("MACs per image, once", human(plan.forward_macs),
+                  help="Strategy III never trains the backbone: each image goes forward once, then its features are "
+                       "cached.")
+    else:
+        m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
     if strategy == "extract":
         st.caption(f"The backbone runs forward once per image ({human(plan.forward_macs)} MACs), the features are "
                    "cached on disk, and only the classifier learns.")

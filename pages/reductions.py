@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from cnnlab.charts import log_axis
 from cnnlab.profiling import human
 from cnnlab.reductions import (
     FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
@@ -333,8 +334,9 @@ def _head_chart(comparisons) -> go.Figure:
                    hovertext=[c.gap_formula for c in comparisons])
     figure.add_bar(x=titles, y=[c.flatten_params for c in comparisons], name="flatten",
                    hovertext=[c.flatten_formula for c in comparisons])
-    figure.update_layout(barmode="group", yaxis_type="log", height=420, margin={"t": 30}, xaxis_tickangle=-35,
+    figure.update_layout(barmode="group", height=420, margin={"t": 30}, xaxis_tickangle=-35,
                          yaxis_title="Parameters of the first dense layer (log)")
+    figure.update_yaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]))
     return figure
 
 

@@ -3,6 +3,8 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves
+from cnnlab.planner import STRATEGY_INFO
+from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 
 st.title("Compare runs")
@@ -35,17 +37,18 @@ rows, histories = [], {}
 for run_id in chosen:
     run = runs[run_id]
     result = run.result or {}
-    label = f"{run_id} {run.config.get('strategy')}"
+    strategy = run.config.get("strategy")
+    label = f"{arch_title(run.config.get('arch'))} · {STRATEGY_INFO.get(strategy, (strategy,))[0]} ({run_id[:4]})"
     histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
     rows.append({"label": label, "run": run_id, "status": run.status, "strategy": run.config.get("strategy"),
-                 "arch": run.config.get("arch"), "dataset": run.config.get("dataset"),
+                 "arch": arch_title(run.config.get("arch")), "dataset": run.config.get("dataset"),
                  "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
                  "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                  "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
 
 table = pd.DataFrame(rows)
 st.dataframe(table.drop(columns=["label"]), hide_index=True, width="stretch",
-             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="%.4f"),
+             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="percent"),
                             "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f"),
                             "params_trainable": st.column_config.NumberColumn("trainable params", format="localized"),
                             "params_frozen": st.column_config.NumberColumn("frozen params", format="localized"),

@@ -6,6 +6,8 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.planner import STRATEGY_INFO
+from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 
 REFRESH = "2s"
@@ -27,10 +29,22 @@ if not runs:
     st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 
-summaries = pd.DataFrame(jobs.run_summaries(runs))
-st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
-             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="%.4f"),
-                            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
+
+
+def draw_table() -> None:
+    """Every run with its status and accuracy; refreshed every few seconds while a run is queued or running."""
+    summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
+    summaries["strategy"] = summaries["strategy"].map(lambda s: f"{STRATEGY_INFO[s][0]}: {s}" if s in STRATEGY_INFO else s)
+    summaries["arch"] = summaries["arch"].map(arch_title)
+    st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
+                 column_config={"val_acc": st.column_config.NumberColumn("val acc", format="percent"),
+                                "duration_s": st.column_config.NumberColumn(
+                                    "duration (s)", format="%.1f",
+                                    help="Wall time from start to end, loading data and models included; the run's "
+                                         "training time below counts the training alone.")})
+
+
+st.fragment(run_every=REFRESH if any(r.status in ACTIVE for r in runs) else None)(draw_table)()
 
 ids = [r.id for r in runs]
 labels = {r.id: jobs.run_label(r) for r in runs}
@@ -126,7 +140,7 @@ result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Validation accuracy", f"{result['val_acc']:.4f}")
+    m1.metric("Validation accuracy", f"{result['val_acc']:.1%}")
     m2.metric("Training time", f"{result['train_time_s']:.1f} s")
     m3.metric("Trainable parameters", f"{result['params_trainable']:,}")
     m4.metric("Frozen parameters", f"{result['params_frozen']:,}")

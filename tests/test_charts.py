@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from cnnlab.charts import accuracy_vs_cost, accuracy_vs_operations, confusion_figure, label_positions, run_curves
+from cnnlab.charts import (accuracy_vs_cost, accuracy_vs_operations, confusion_figure, label_positions, log_axis,
+                           metric_bars, run_curves)
 from cnnlab.compare import architecture_rows
 
 
@@ -39,7 +40,7 @@ def test_run_curves_dot_training_and_draw_validation_solid():
                        {"epoch": 2, "loss": 1.0, "val_loss": 0.9, "acc": 0.7, "val_acc": 0.8}]}
     figure = run_curves(history, ("acc", "val_acc"))
     styles = {trace.name: trace.line.dash for trace in figure.data}
-    assert styles == {"acc": "dot", "val_acc": "solid"}
+    assert styles == {"training accuracy": "dot", "validation accuracy": "solid"}
     assert list(figure.layout.yaxis.range) == [0, 1.02]
 
 
@@ -48,3 +49,13 @@ def test_confusion_matrix_rows_are_true_classes():
     heatmap = figure.data[0]
     assert heatmap.z[0][1] == 1 and list(heatmap.y) == ["0", "1"]
     assert figure.layout.yaxis.title.text == "True" and figure.layout.xaxis.title.text == "Predicted"
+
+
+def test_log_axes_label_every_tick_in_full():
+    rows = architecture_rows()
+    figure = accuracy_vs_operations(rows)
+    assert figure.layout.xaxis.type == "log"
+    assert list(figure.layout.xaxis.ticktext) == ["0.3", "1", "3", "10"]  # published accuracies: 0.3 to 15.5 GMACs
+    params = metric_bars(rows, "params", "Parameters", log=True)
+    assert list(params.layout.yaxis.ticktext) == ["100K", "1M", "10M", "100M"]
+    assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]

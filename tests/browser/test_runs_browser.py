@@ -66,7 +66,7 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     expect(status_badge(page, "queued")).to_be_visible(timeout=30_000)
 
     # back to the first run through the run picker, and cancel it while it runs
-    pick(page, "Run", re.compile(rf"^{scratch} scratch lenet5"))
+    pick(page, "Run", re.compile(rf"^{scratch} · I: scratch · LeNet-5"))
     expect(status_badge(page, "running")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Cancel").click()
     expect(status_badge(page, "cancelled")).to_be_visible(timeout=60_000)
@@ -78,12 +78,12 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{dashboard_url}/runs?run={extract}")
     wait_for_app(page)
-    expect(page.get_by_text(re.compile(rf"^{extract} extract tf_efficientnet_lite0 on digits")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"^{extract} · III: extract · EfficientNet-Lite0 on digits")).first).to_be_visible()
     expect(status_badge(page, "running")).to_be_visible(timeout=60_000)  # still going after the tab was closed
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
     expect(accuracy).to_be_visible(timeout=300_000)  # drawn when the live view sees the run finish
     expect(status_badge(page, "succeeded")).to_be_visible()
-    assert float(accuracy.locator("[data-testid='stMetricValue']").inner_text()) >= 0.9
+    assert float(accuracy.locator("[data-testid='stMetricValue']").inner_text().rstrip("%")) >= 90
     page.locator("[data-testid='stPlotlyChart'] .heatmaplayer").first.wait_for(timeout=30_000)  # confusion matrix
     wait_for_app(page)
     screenshot(page, "runs")
