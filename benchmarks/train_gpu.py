@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from cnnlab.data import load_dataset, transforms_for
 from cnnlab.registry import build_model, get_spec
-from cnnlab.training import (Runtime, cosine_schedule, freeze_layers, make_config, make_optimizer, run,
+from cnnlab.training import (cosine_schedule, freeze_layers, make_config, make_optimizer, make_runtime, run,
                              train_one_epoch)
 
 ARCH = "resnet50"
@@ -94,15 +94,12 @@ def timed(step_fn, batches, warmup: int, device: torch.device) -> float:
 
 
 def bench_cnnlab(args, device, compile_model: bool) -> float:
-    """The engine's loop exactly as `cnnlab train` runs it (train_one_epoch with the CUDA runtime)."""
-    runtime = Runtime(device, channels_last=device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+    """The engine's loop exactly as `cnnlab train` runs it (train_one_epoch with the runtime of `make_runtime`)."""
+    runtime = make_runtime(device.type)
     images, labels = resident_digits(args.size, device, runtime.channels_last)
     model = fresh_model(device, args.freeze, runtime.channels_last)
     config = make_config("scratch", ARCH, "digits", freeze=args.freeze, device=device.type)
-    optimizer = make_optimizer(model, get_spec(ARCH), config, fused=device.type == "cuda")
+    optimizer = make_optimizer(model, get_spec(ARCH), config, fused=runtime.fused)
     train_model = torch.compile(model) if compile_model else model
     lr_at = cosine_schedule(config.lr, 10_000, 10)
     warm = ResidentBatches(images, labels, args.batch, args.warmup)

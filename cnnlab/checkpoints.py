@@ -184,9 +184,20 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
 
 
 def load_trainer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
-    """Restore the optimizer and the random-number state saved with the checkpoint."""
+    """Restore the optimizer and the random-number state saved with the checkpoint.
+
+    The optimizer keeps its own implementation (fused or not) and its state takes each parameter's memory
+    layout, so a run saved on CUDA (channels_last, fused AdamW) resumes on CPU and the other way round: a
+    fused step over mismatched layouts computes garbage on CPU and fails on CUDA."""
     state = torch.load(checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    saved = state["optimizer"]
+    for group, current in zip(saved["param_groups"], optimizer.param_groups):
+        group.update({key: current[key] for key in ("fused", "foreach") if key in current})
+    optimizer.load_state_dict(saved)
+    for param, values in optimizer.state.items():
+        for key, value in values.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                values[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     torch.set_rng_state(state["rng"])
 
 

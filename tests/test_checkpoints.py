@@ -57,6 +57,35 @@ def test_checkpoint_round_trip_keeps_only_the_latest(tmp_path):
         require_checkpoint(tmp_path / "checkpoints")
 
 
+def lenet_and_optimizer(cuda_like: bool):
+    """lenet5 and AdamW as the CUDA runtime trains them (channels_last, fused) or the CPU one (NCHW, not fused)."""
+    torch.manual_seed(0)
+    model = build_model("lenet5").to(memory_format=torch.channels_last if cuda_like else torch.contiguous_format)
+    return model, torch.optim.AdamW(model.parameters(), fused=cuda_like or None)
+
+
+def train_step(model, optimizer, batch):
+    optimizer.zero_grad()
+    model(batch).square().mean().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("saved_on_cuda", [True, False])
+def test_optimizer_state_resumes_on_the_other_runtime(tmp_path, saved_on_cuda):
+    batch = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    model, optimizer = lenet_and_optimizer(saved_on_cuda)
+    train_step(model, optimizer, batch)
+    checkpoint = save_checkpoint(tmp_path, 1, model, lenet_config(), {}, optimizer)
+    resumed, resumed_optimizer = lenet_and_optimizer(not saved_on_cuda)
+    load_weights(resumed, checkpoint)
+    load_trainer_state(checkpoint, resumed_optimizer)
+    train_step(model, optimizer, batch)
+    train_step(resumed, resumed_optimizer, batch)
+    for (name, a), b in zip(model.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=lambda text: f"{name}: {text}")
+    assert all(group["fused"] is (None if saved_on_cuda else True) for group in resumed_optimizer.param_groups)
+
+
 def test_unfinished_checkpoint_folders_are_ignored_and_cleaned(tmp_path):
     model = build_model("lenet5")
     save_checkpoint(tmp_path, 1, model, lenet_config(), {})

@@ -1,4 +1,6 @@
-"""The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI."""
+"""The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI; and the
+CUDA runtime's options (channels_last, bf16 autocast, fused AdamW, torch.compile) exercised on the CPU."""
+import functools
 import json
 
 import numpy as np
@@ -7,10 +9,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from cnnlab.checkpoints import model_from_checkpoint
+from cnnlab import training
+from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
 from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
-from cnnlab.registry import get_spec
+from cnnlab.paths import data_dir
+from cnnlab.registry import build_model, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
                              count_params, freeze_layers, make_config, parse_freeze, run)
 from cnnlab.weights import create_model
@@ -209,6 +213,42 @@ def test_probe_reports_accuracy_per_stage(tmp_path):
     assert [r.dim for r in result.rows] == [16, 24, 40, 112, 1280]
     assert all(0.3 < r.val_acc <= 1 for r in result.rows)
     assert max(r.val_acc for r in result.rows[2:]) > result.rows[0].val_acc
+
+
+@pytest.fixture
+def cuda_runtime_on_cpu(monkeypatch):
+    """Runs take the CUDA runtime's options on the CPU: channels_last, bf16 autocast and fused AdamW."""
+    runtime = training.Runtime(torch.device("cpu"), channels_last=True, bf16=True, fused=True)
+    monkeypatch.setattr(training, "make_runtime", lambda device, inference=False: runtime)
+    return runtime
+
+
+def test_cuda_options_train_resume_and_export(tmp_path, cuda_runtime_on_cpu, monkeypatch):
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # inductor: a minute
+    config = make_config("scratch", "lenet5", "digits", epochs=2, device="cpu", compile=True)
+    straight = run(config, out_dir=tmp_path / "straight")
+    assert straight.val_acc >= 0.75 and np.asarray(straight.confusion).sum() == 359
+    run(config, [StopAfter(1)], out_dir=tmp_path / "resumed")
+    resumed = run(config, out_dir=tmp_path / "resumed")
+    assert [m.loss for m in resumed.history] == [m.loss for m in straight.history]
+    saved = load_file(f"{resumed.checkpoint}/model.safetensors")
+    assert set(saved) == set(build_model("lenet5").state_dict())  # no `_orig_mod.` from torch.compile
+    assert all(torch.equal(saved[k], v) for k, v in load_file(f"{straight.checkpoint}/model.safetensors").items())
+    assert export_checkpoint(tmp_path / "resumed", "torchscript").matches
+
+
+def test_cuda_options_extract_float32_features(tmp_path, cuda_runtime_on_cpu):
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    config = make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu")
+    result = run(config, out_dir=tmp_path / "run")
+    assert result.val_acc >= 0.6 and result.checkpoint
+    [cached] = (data_dir() / "features").glob("*.npz")
+    with np.load(cached) as stored:
+        assert stored["features"].dtype == np.float32 and stored["features"].shape == (100, 1280)
+    model_from_checkpoint(result.checkpoint)  # the channels_last backbone with its new head, saved and loaded back
+    linear = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="linear", epochs=5,
+                             device="cpu"))
+    assert linear.feature_cache == "hit" and linear.val_acc >= 0.5
 
 
 def test_console_progress_prints_keras_lines(tmp_path):
