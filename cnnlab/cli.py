@@ -357,7 +357,10 @@ def _cmd_resume(args) -> None:
 def _cmd_worker(args) -> None:
     from cnnlab.jobs import work
 
-    done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu)
+    try:
+        done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if done < 0:
         raise UsageError("another worker is already running for this data directory (and GPU)")
     print(f"worker: {done} run(s) done", file=sys.stderr)

@@ -326,13 +326,34 @@ class _Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
+def gpu_visibility(gpu: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value that shows only GPU `gpu`, counted among those `visible` already shows
+    (all of the machine's when unset). ValueError when there is no such GPU."""
+    if not visible:
+        return str(gpu)
+    ids = [device.strip() for device in visible.split(",") if device.strip()]
+    if gpu >= len(ids):
+        raise ValueError(f"there is no GPU {gpu}: CUDA_VISIBLE_DEVICES={visible} shows {len(ids)}")
+    return ids[gpu]
+
+
+def _own_gpu(gpu: int) -> None:
+    """Make GPU `gpu` the only one this process sees, or ValueError when it cannot see it (a worker asked for a
+    GPU must not fall back to the CPU without a word)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_visibility(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"GPU {gpu} is not available: no CUDA device is visible to this process")
+
+
 def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float | None = None,
          gpu: int | None = None) -> int:
     """The worker loop: claim the oldest queued run, execute it, repeat. `once`: stop when the queue is
     empty; `idle_exit_s`: stop after that long with nothing queued. Returns the number of runs executed,
     or -1 when another worker already holds this data directory (and GPU)."""
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        _own_gpu(gpu)
     store = store or RunStore()
     with _worker_lock(gpu) as locked:
         if not locked:
@@ -378,4 +399,5 @@ def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
 
 
 __all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
-           "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]
+           "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
+           "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

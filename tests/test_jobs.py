@@ -159,3 +159,19 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert run_id in table and "succeeded" in table
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
     assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
+
+
+def test_a_gpu_worker_sees_only_its_gpu_counted_among_the_visible_ones():
+    assert jobs.gpu_visibility(1, None) == "1"
+    assert jobs.gpu_visibility(1, "3,5") == "5"  # GPU 1 of the two this shell shows
+    with pytest.raises(ValueError, match="there is no GPU 2"):
+        jobs.gpu_visibility(2, "3,5")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the machine without a GPU")
+def test_a_gpu_worker_without_that_gpu_fails_instead_of_training_on_the_cpu(isolated_data_dir):
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "worker", "--once", "--gpu", "0"], capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("GPU 0 is not available: no CUDA device is visible to "
+                                                           "this process")
