@@ -38,10 +38,11 @@ def check_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
                          f"{', '.join(spec.stages)}") from None
 
 
-def cache_key(arch: str, weights: str, dataset_hash: str, tap: str, prep: Preprocessing, channels: int) -> str:
-    """The hex key under which one tap's features for one dataset are cached."""
+def cache_key(arch: str, weights: str, dataset_hash: str, tap: str, prep: Preprocessing, channels: int,
+              precision: str = "float32") -> str:
+    """The hex key under which one tap's features for one dataset, computed at `precision`, are cached."""
     fields = {"version": CACHE_VERSION, "arch": arch, "weights": weights, "dataset": dataset_hash, "tap": tap,
-              "channels": channels, "preprocessing": asdict(prep)}
+              "channels": channels, "preprocessing": asdict(prep), "precision": precision}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -51,9 +52,10 @@ def cache_path(key: str, root: Path | None = None) -> Path:
 
 
 def _pool(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.float()  # average in float32, also under bf16 autocast
     if tensor.dim() > 2:
         tensor = tensor.flatten(2).mean(-1)
-    return tensor.flatten(1).float()
+    return tensor.flatten(1)
 
 
 def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps: list[str],

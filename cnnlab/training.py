@@ -726,7 +726,9 @@ def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunCon
     """Each tap's features for every image, from the cache where present; also 'hit', 'miss' or 'partial'."""
     prep = preprocessing_for(spec, config.image_size)
     weights_id = f"{weights}:{model_fingerprint(model)}"
-    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0]) for tap in taps}
+    precision = "bfloat16" if runtime.bf16 else "float32"
+    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0], precision)
+            for tap in taps}
     found = {tap: load_cached(key) for tap, key in keys.items()}
     found = {tap: f for tap, f in found.items() if f is not None and len(f) == len(images)}
     missing = [tap for tap in taps if tap not in found]

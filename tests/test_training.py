@@ -251,6 +251,17 @@ def test_cuda_options_extract_float32_features(tmp_path, cuda_runtime_on_cpu):
     assert linear.feature_cache == "hit" and linear.val_acc >= 0.5
 
 
+def test_bf16_features_are_cached_apart_from_float32_ones(tmp_path, monkeypatch):
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    config = make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu")
+    assert run(config).feature_cache == "miss"
+    assert run(config).feature_cache == "hit"
+    bf16 = training.Runtime(torch.device("cpu"), channels_last=True, bf16=True, fused=True)
+    monkeypatch.setattr(training, "make_runtime", lambda device, inference=False: bf16)
+    assert run(config).feature_cache == "miss"  # a GPU's bf16 features never stand in for float32 ones
+    assert len(list((data_dir() / "features").glob("*.npz"))) == 2
+
+
 def test_console_progress_prints_keras_lines(tmp_path):
     import io
 
