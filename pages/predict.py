@@ -1,16 +1,18 @@
 import streamlit as st
 
 from cnnlab.images import preprocess
-from cnnlab.predict import predict
+from cnnlab.predict import label_set, predict
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError
-from pages.widgets import arch_picker, image_picker, loaded_model, predictions_chart, show_image, weights_picker
+from pages.widgets import (arch_picker, image_picker, loaded_model, predictions_chart, show_image, weights_error,
+                           weights_picker)
 
 TOP = 5
 
+
 st.title("Predict")
-st.caption("What a pretrained network sees in a photo: its five most probable ImageNet classes. "
-           "EfficientNet-Lite0's ImageNet weights ship with cnnlab, so this works offline.")
+st.caption("What a network sees in a photo: its five most probable classes. EfficientNet-Lite0's ImageNet "
+           "weights ship with cnnlab, so this works offline.")
 
 left, right = st.columns([2, 3], gap="large")
 with left:
@@ -28,17 +30,16 @@ with right:
             with st.spinner(f"Loading {spec.title} ({weights} weights)..."):
                 model = loaded_model(arch, weights)
         except WeightsError as error:
-            st.error(str(error), icon=":material/cloud_off:")
+            weights_error(error)
     if model is not None and picked is not None:
-        predictions = predict(model.model, preprocess(picked.image, spec).unsqueeze(0), top=TOP)
+        labels = label_set(arch, model.num_classes)
+        predictions = predict(model.model, preprocess(picked.image, spec).unsqueeze(0), top=TOP, names=labels.names)
         top = predictions[0]
         name_column, probability_column = st.columns([3, 1])
         name_column.metric("Top class", top.label)
         probability_column.metric("Probability", f"{100 * top.probability:.1f}%")
         predictions_chart(predictions)
-        p = spec.preprocessing
-        st.caption(f"Preprocessing of {spec.title}: short side resized to {p.resize} ({p.interpolation}), centre "
-                   f"crop {p.crop}x{p.crop}, normalized with mean {p.mean} and std {p.std}.")
+        st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: {spec.preprocessing.describe()}.")
         for note in model.notes:
             st.info(note)
         if model.weights == NONE:

@@ -14,8 +14,8 @@ from PIL import Image
 from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
                            read_image, sample_images)
 from cnnlab.predict import Prediction, load_for_prediction
-from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, default_weights,
-                            save_uploaded_weights, weights_options)
+from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, WeightsOption,
+                            download_source, ready_weights, save_uploaded_weights, weights_options)
 
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
@@ -67,15 +67,14 @@ def show_image(picked: PickedImage, caption: str = "") -> None:
 
 
 def weights_picker(arch: str, key: str) -> str | None:
-    """A choice of `arch`'s weights (pretrained first, offline availability shown) or an uploaded file.
+    """A choice of `arch`'s weights (pretrained first, offline availability shown) or an uploaded file, starting
+    at weights that load right now (cnnlab.weights.ready_weights); when that is random init although pretrained
+    weights exist, an info line says how to get them.
 
     Returns the `weights` value for cnnlab.weights.load_weights, or None while no usable file is uploaded."""
     options = {o.key: o for o in weights_options(arch)}
     keys = list(options) + [UPLOAD]
-    try:
-        initial = default_weights(arch, pretrained=True)
-    except WeightsError:
-        initial = NONE
+    initial = ready_weights(arch)
 
     def label(k: str) -> str:
         if k == UPLOAD:
@@ -84,9 +83,7 @@ def weights_picker(arch: str, key: str) -> str | None:
 
     choice = st.selectbox("Weights", keys, index=keys.index(initial), key=f"{key}_{arch}", format_func=label)
     if choice != UPLOAD:
-        option = options[choice]
-        where = "available offline" if option.offline else "not cached: downloaded on first use (needs internet)"
-        st.caption(f"{option.source}; {where}.")
+        _weights_note(arch, options, choice, initial)
         return choice
     upload = st.file_uploader("Weights file", type=[s.lstrip(".") for s in WEIGHTS_FILE_SUFFIXES], key=f"{key}_file",
                               help="A .safetensors file or a PyTorch state dict (.pth/.pt/.bin), loaded with "
@@ -101,6 +98,28 @@ def weights_picker(arch: str, key: str) -> str | None:
         return None
 
 
+def _weights_note(arch: str, options: dict[str, WeightsOption], choice: str, initial: str) -> None:
+    """Where the chosen weights come from or, when random init is the start for want of loadable pretrained
+    weights, an info line on how to get them."""
+    pretrained = [o for o in options.values() if o.pretrained]
+    if choice == initial == NONE and pretrained:
+        hint = download_source(arch, pretrained[0].key).copy_hint
+        st.info(f"{pretrained[0].label} weights need a download: go online, or {hint}.",
+                icon=":material/cloud_download:")
+        return
+    option = options[choice]
+    where = "available offline" if option.offline else "not cached: downloaded on first use (needs internet)"
+    st.caption(f"{option.source}; {where}.")
+
+
+def weights_error(error: WeightsError) -> None:
+    """A WeightsError as a one-line error, with the full message in an expander when it is longer."""
+    st.error(error.summary, icon=":material/cloud_off:")
+    if error.summary != str(error):
+        with st.expander("Details", icon=":material/info:"):
+            st.markdown(str(error))
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def loaded_model(arch: str, weights: str) -> LoadedModel:
     """`arch` with `weights` for inference, shared by every session (read-only)."""
@@ -111,11 +130,12 @@ def predictions_figure(predictions: tuple[Prediction, ...]) -> go.Figure:
     """Horizontal bars of class probabilities, the most probable on top."""
     ordered = list(reversed(predictions))
     figure = go.Figure(go.Bar(
-        x=[100 * p.probability for p in ordered], y=[f"{p.label} ({p.index})" for p in ordered], orientation="h",
-        text=[f"{100 * p.probability:.1f}%" for p in ordered], textposition="auto",
+        x=[100 * p.probability for p in ordered], y=[p.shown for p in ordered], orientation="h",
+        text=[f"{100 * p.probability:.1f}%" for p in ordered], textposition="auto", textangle=0,
         hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
     figure.update_layout(height=60 + 48 * len(ordered), margin={"t": 10, "b": 40, "l": 10, "r": 10},
-                         xaxis={"title": "Probability (%)", "range": [0, 100]})
+                         xaxis={"title": "Probability (%)", "range": [0, 100]},
+                         yaxis={"type": "category"})  # digit labels ('7') must stay names, not numbers
     return figure
 
 

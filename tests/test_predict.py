@@ -161,14 +161,41 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
         assert not at.metric
 
 
-def test_page_explains_missing_online_weights_and_random_init():
+def test_page_starts_offline_architectures_at_random_init_with_one_info_line():
     at = open_predict_page()
     at.selectbox(key="predict_arch").set_value("resnet18").run()
-    assert not at.exception and "not in the cache" in at.error[0].value
-    assert "tf_efficientnet_lite0 (shipped)" in at.error[0].value
-    at.selectbox(key="predict_weights_resnet18").set_value("none").run()
     assert not at.exception and not at.error and at.metric
+    assert at.selectbox(key="predict_weights_resnet18").value == "none"
+    assert len(at.info) == 1 and "need a download" in at.info[0].value
+    assert "resnet18-f37072fd.pth" in at.info[0].value and "\n" not in at.info[0].value
     assert "noise" in at.warning[0].value
+
+
+def test_page_download_choice_offline_is_a_one_line_error_with_details():
+    at = open_predict_page()
+    at.selectbox(key="predict_arch").set_value("alexnet").run()
+    at.selectbox(key="predict_weights_alexnet").set_value("torchvision").run()
+    assert not at.exception and len(at.error) == 1 and not at.metric
+    error = at.error[0].value
+    assert "Random init" in error and "'none'" not in error and "\n" not in error and len(error) < 120
+    assert [e.label for e in at.expander] == ["Details"]
+    details = " ".join(m.value for m in at.markdown)
+    assert "not in the cache" in details and "tf_efficientnet_lite0 (shipped)" in details
+    assert "Random init ('none')" in details
+
+
+def test_page_names_lenet_digits_without_tuples():
+    at = open_predict_page()
+    at.selectbox(key="predict_arch").set_value("lenet5").run()
+    assert top_class(at) in "0123456789" and len(top_class(at)) == 1
+    texts = [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert not [t for t in texts if re.search(r"\(\d[\d., ]*,\)|\(\d+\.\d+, ", t)], texts
+    assert not [t for t in texts if "ImageNet classes" in t or "class 1 (1)" in t]
+    assert any("Classes: the digits 0-9 (MNIST)" in t and "mean 0.5 and std 0.5" in t for t in texts), texts
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bars = chart["data"][0]
+    assert all(label in "0123456789" for label in bars["y"]) and bars["y"][-1] == top_class(at)
+    assert bars["textangle"] == 0 and chart["layout"]["yaxis"]["type"] == "category"
 
 
 def test_page_loads_an_uploaded_checkpoint_or_refuses_it(tmp_path):

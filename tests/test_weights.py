@@ -10,9 +10,10 @@ from safetensors.torch import save_file
 from cnnlab.images import image_input, sample_images
 from cnnlab.predict import predict
 from cnnlab.registry import build_model, get_spec
-from cnnlab.weights import (SHIPPED_PACKAGES, WeightsError, create_model, default_weights, load_weights,
-                            map_state_dict_in_order, reachable, shipped_weights_path, timm_cached_file,
-                            torchvision_cache_path, weights_options)
+import cnnlab.weights
+from cnnlab.weights import (SHIPPED_PACKAGES, WeightsError, create_model, default_weights, download_source,
+                            host_reachable, load_weights, map_state_dict_in_order, reachable, ready_weights,
+                            shipped_weights_path, timm_cached_file, torchvision_cache_path, weights_options)
 
 LITE0 = "tf_efficientnet_lite0"
 DOMESTIC_CATS = {281, 282, 283, 284, 285}
@@ -78,6 +79,47 @@ def test_online_weights_offline_fail_fast_with_what_is_available():
     assert f"{LITE0} (shipped)" in message and "weights file" in message
     with pytest.raises(WeightsError, match="timm weights tf_efficientnet_lite0.in1k .* offline mode is set"):
         load_weights(LITE0, "timm")
+
+
+def test_offline_errors_have_a_short_summary_in_the_menu_words():
+    with pytest.raises(WeightsError) as error:
+        load_weights("resnet18", "torchvision")
+    summary = error.value.summary
+    assert summary.startswith("ImageNet (torchvision) weights need a download") and "offline mode is set" in summary
+    assert "Random init" in summary and len(summary) < 120 and summary != str(error.value)
+    assert "Random init ('none')" in str(error.value)
+    assert WeightsError("one line").summary == "one line"
+
+
+def test_ready_weights_load_now_offline_cached_or_reachable(monkeypatch):
+    assert ready_weights(LITE0) == "shipped" and ready_weights("bn_inception") == "none"
+    assert ready_weights("resnet18") == "none"  # CNNLAB_OFFLINE=1: no probe at all
+    monkeypatch.delenv("CNNLAB_OFFLINE")
+    asked = []
+    monkeypatch.setattr(cnnlab.weights, "reachable", lambda url, timeout=0: asked.append(url) or True)
+    monkeypatch.setattr(cnnlab.weights, "_answers", {})
+    assert ready_weights("resnet18") == "torchvision" and ready_weights("alexnet") == "torchvision"
+    assert asked == [download_source("resnet18", "torchvision").url], "one probe per host, kept a while"
+    monkeypatch.setattr(cnnlab.weights, "_answers", {})
+    monkeypatch.setattr(cnnlab.weights, "reachable", lambda url, timeout=0: False)
+    assert ready_weights("resnet18") == "none"
+
+
+def test_host_answers_are_kept_briefly(monkeypatch):
+    answers = iter([False, True])
+    monkeypatch.setattr(cnnlab.weights, "reachable", lambda url, timeout=0: next(answers))
+    monkeypatch.setattr(cnnlab.weights, "_answers", {})
+    assert host_reachable("https://example.test/a") is False and host_reachable("https://example.test/b") is False
+    monkeypatch.setattr(cnnlab.weights, "REACHABLE_TTL_S", 0.0)
+    assert host_reachable("https://example.test/a") is True
+
+
+def test_download_source_says_where_to_copy_the_file():
+    torchvision = download_source("resnet18", "torchvision")
+    assert torchvision.url.startswith("https://download.pytorch.org/") and torchvision.cache.endswith(".pth")
+    assert torchvision.copy_hint == f"copy resnet18-f37072fd.pth into {torchvision_cache_path('resnet18').parent}"
+    timm = download_source(LITE0, "timm")
+    assert "timm/" in timm.url and "hf download" in timm.fill_hint
 
 
 def test_unreachable_host_is_detected_without_waiting():
