@@ -74,8 +74,8 @@ def sidebar_settings() -> Settings:
     st.session_state.setdefault("arch", DEFAULT_ARCH)
     st.session_state.setdefault("device", "auto")
     with st.sidebar:
-        st.selectbox("Architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
-                     help="The network the pages start with; every page can pick another.")
+        st.selectbox("Default architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
+                     help="The network every page starts with; each page can pick another for itself.")
         st.radio("Device", ["auto", "cpu", "cuda"], key="device", horizontal=True,
                  help="Where training runs and latency measurements run; 'auto' uses a CUDA GPU when there is one. "
                       "Single-image pages (Predict, Look inside) run on the CPU, which is fast enough for one image.")

@@ -77,11 +77,15 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
     if result.reduce is not None:
         parts += [("with 1x1 reduction", "1x1 reduction", result.reduce),
                   ("with 1x1 reduction", "k x k convolution", result.conv)]
+    totals: dict[str, int] = {}
     for bar, part, cost in parts:
         value = getattr(cost, metric)
+        totals[bar] = totals.get(bar, 0) + value
         text = cost.formula if metric == "macs" else cost.params_formula
         figure.add_bar(x=[bar], y=[value], name=part, marker_color=PART_COLORS[part], text=[human(value)],
                        hovertext=[text], hoverinfo="text+name")
+    for bar, total in totals.items():
+        figure.add_annotation(x=bar, y=total, text=f"<b>{human(total)}</b>", showarrow=False, yshift=12)
     figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title)
     return figure
 
