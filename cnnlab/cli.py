@@ -281,7 +281,8 @@ def _make_run_config(strategy: str, args, **options):
 def _config_from_args(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
-                            classifier=args.classifier, tap=args.tap, device=args.device, seed=args.seed)
+                            classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
+                            image_size=args.input_size, device=args.device, seed=args.seed)
 
 
 def _cmd_train(args) -> None:
@@ -453,6 +454,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                                          "or all-but:N (train only the last N layers); default: half the stages")
     parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"], help="extract: default logreg")
     parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
+    parser.add_argument("--tap-pooling", choices=["average", "flatten"],
+                        help="extract: average the tap's feature maps over their positions (default) or flatten them "
+                             "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features)")
+    parser.add_argument("--input-size", type=positive_int,
+                        help="square input size in pixels (default: the architecture's own, e.g. 224); smaller "
+                             "trains faster, and small images such as the 8x8 digits lose little at 96")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=non_negative_int, default=0)
 

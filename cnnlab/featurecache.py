@@ -2,8 +2,9 @@
 
 A tap is where features are read: `penultimate` (the input of the classifier layer: the pooled
 features, or AlexNet's 4096-d fc7) or any module path (a stage such as `blocks.2`); feature maps are
-global-average-pooled to one vector per image. The cache key covers the architecture, the weights,
-the dataset's content hash, the tap and the preprocessing, so any change computes afresh.
+global-average-pooled to one vector per image, or flattened whole (the lecture's VGG16 recipe:
+7 x 7 x 512 = 25,088 features). The cache key covers the architecture, the weights, the dataset's
+content hash, the tap, its pooling, the preprocessing and the precision, so any change computes afresh.
 """
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ from cnnlab.registry import ArchSpec, Preprocessing
 
 PENULTIMATE = "penultimate"
 CLASSIFIERS = ("logreg", "svm", "knn", "linear")
+AVERAGE, FLATTEN = "average", "flatten"
+POOLINGS = (AVERAGE, FLATTEN)
 CACHE_VERSION = 1
+MAX_FEATURE_BYTES = 4 * 2**30
 
 
 def check_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
@@ -39,10 +43,11 @@ def check_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
 
 
 def cache_key(arch: str, weights: str, dataset_hash: str, tap: str, prep: Preprocessing, channels: int,
-              precision: str = "float32") -> str:
-    """The hex key under which one tap's features for one dataset, computed at `precision`, are cached."""
+              precision: str = "float32", pooling: str = AVERAGE) -> str:
+    """The hex key under which one tap's features for one dataset, pooled by `pooling` and computed at
+    `precision`, are cached."""
     fields = {"version": CACHE_VERSION, "arch": arch, "weights": weights, "dataset": dataset_hash, "tap": tap,
-              "channels": channels, "preprocessing": asdict(prep), "precision": precision}
+              "channels": channels, "preprocessing": asdict(prep), "precision": precision, "pooling": pooling}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -51,25 +56,47 @@ def cache_path(key: str, root: Path | None = None) -> Path:
     return (root or data_dir() / "features") / f"{key}.npz"
 
 
-def _pool(tensor: torch.Tensor) -> torch.Tensor:
+def _pool(tensor: torch.Tensor, pooling: str = AVERAGE) -> torch.Tensor:
     tensor = tensor.float()  # average in float32, also under bf16 autocast
-    if tensor.dim() > 2:
+    if tensor.dim() > 2 and pooling == AVERAGE:
         tensor = tensor.flatten(2).mean(-1)
     return tensor.flatten(1)
 
 
+class FeatureSizeError(ValueError):
+    """Flattened features too large to keep in memory."""
+
+
+def _check_size(features: torch.Tensor, images: int, tap: str) -> None:
+    size = features.shape[1] * images * 4
+    if size > MAX_FEATURE_BYTES:
+        raise FeatureSizeError(f"{tap} flattened gives {features.shape[1]:,} features per image, {size / 2**30:.1f} GB "
+                         f"for {images:,} images (limit {MAX_FEATURE_BYTES / 2**30:.0f} GB): tap a later layer, a "
+                         "smaller input size, or average pooling")
+
+
 def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps: list[str],
                      to_device: Callable, autocast: Callable, on_batch: Callable[[int, int], None] | None = None,
-                     ) -> dict[str, np.ndarray]:
-    """One pass of `loader` through `model` (eval, no grad) capturing each tap as an (N, D) float32 array."""
+                     pooling: str = AVERAGE) -> dict[str, np.ndarray]:
+    """One pass of `loader` through `model` (eval, no grad) capturing each tap as an (N, D) float32 array:
+    feature maps averaged over their positions, or flattened whole with `pooling='flatten'` (FeatureSizeError
+    when that would pass MAX_FEATURE_BYTES)."""
     captured: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
+    image_count = len(loader.dataset)
+
+    def keep(tap: str, tensor: torch.Tensor) -> None:
+        features = _pool(tensor, pooling).cpu()
+        if not captured[tap]:
+            _check_size(features, image_count, tap)
+        captured[tap].append(features)
+
     handles = []
     for tap in taps:
         if tap == PENULTIMATE:
-            hook = lambda module, args, tap=tap: captured[tap].append(_pool(args[0]).cpu())
+            hook = lambda module, args, tap=tap: keep(tap, args[0])
             handles.append(model.get_submodule(spec.classifier).register_forward_pre_hook(hook))
         else:
-            hook = lambda module, args, output, tap=tap: captured[tap].append(_pool(output).cpu())
+            hook = lambda module, args, output, tap=tap: keep(tap, output)
             handles.append(model.get_submodule(tap).register_forward_hook(hook))
     model.eval()
     try:

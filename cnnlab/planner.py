@@ -13,10 +13,13 @@ Strategy III runs the backbone forward once per image (features are cached), the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from cnnlab.featurecache import AVERAGE, PENULTIMATE
+from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import profile_model
 from cnnlab.registry import build_model, example_input, get_spec
 
@@ -157,6 +160,41 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
                       profile.params - profile.trainable_params, profile.macs, input_grad, weight_grad)
 
 
+@dataclass(frozen=True)
+class TapFeatures:
+    """What Strategy III's classifier sees per image at one tap: the tap's output shape and the feature count."""
+
+    tap: str
+    pooling: str
+    shape: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        """Channels when feature maps are averaged over their positions, every value when flattened."""
+        return self.shape[0] if self.pooling == AVERAGE else math.prod(self.shape)
+
+    @property
+    def formula(self) -> str:
+        if len(self.shape) == 1 or self.pooling == AVERAGE:
+            return f"{self.count:,}"
+        return f"{' x '.join(map(str, self.shape))} = {self.count:,}"
+
+
+def tap_features(arch: str, tap: str = PENULTIMATE, pooling: str = AVERAGE,
+                 image_size: int | None = None) -> TapFeatures:
+    """The shape of one image's features at `tap` (the classifier's input for `penultimate`), found on the meta
+    device, so nothing is computed."""
+    spec = get_spec(arch)
+    with torch.device("meta"):
+        model = build_model(arch)
+    shapes = []
+    module = model.get_submodule(spec.classifier if tap == PENULTIMATE else tap)
+    record = lambda _module, args, output: shapes.append((args[0] if tap == PENULTIMATE else output).shape[1:])
+    with forward_hooks([(module, record)]), torch.no_grad():
+        model(example_input(spec, image_size, device="meta"))
+    return TapFeatures(tap, pooling, tuple(shapes[-1]))
+
+
 def run_compute(config: dict, num_classes: int, train_images: int, val_images: int, epochs: int) -> dict:
     """What a finished run cost in multiply-accumulates, from its freeze plan: per training image, and in all
     (training steps and validation passes for I and II; one forward pass over every image for III)."""
@@ -196,5 +234,5 @@ def describe_freeze(arch: str, freeze: str) -> str:
     return f"train only the last {number} layers with parameters"
 
 
-__all__ = ["STRATEGY_INFO", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan",
-           "freeze_choices", "describe_freeze", "run_compute"]
+__all__ = ["STRATEGY_INFO", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
+           "tap_features", "freeze_choices", "describe_freeze", "run_compute"]

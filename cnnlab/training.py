@@ -35,8 +35,9 @@ from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_train
 from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, preprocessing_for, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
-from cnnlab.featurecache import (CLASSIFIERS, PENULTIMATE, cache_key, check_tap, extract_features, linear_from,
-                                 load_cached, logreg_as_linear, make_classifier, model_fingerprint, store)
+from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, FeatureSizeError, cache_key, check_tap,
+                                 extract_features, linear_from, load_cached, logreg_as_linear, make_classifier,
+                                 model_fingerprint, store)
 from cnnlab.registry import ArchSpec, arch_names, get_spec
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
@@ -69,6 +70,7 @@ class RunConfig:
     freeze: str = "none"
     classifier: str = "logreg"
     tap: str = PENULTIMATE
+    tap_pooling: str = AVERAGE
     device: str = "auto"
     seed: int = 0
     val_fraction: float = 0.2
@@ -134,9 +136,9 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
 
 def _refuse_options(strategy: str, options: dict) -> None:
     given = set(options)
-    misplaced = {"scratch": {"classifier", "tap"}, "finetune": {"classifier", "tap"},
+    misplaced = {"scratch": {"classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
                  "extract": {"freeze", "head_epochs", "body_lr_scale"},
-                 "probe": {"freeze", "tap", "head_epochs", "body_lr_scale"}}[strategy] & given
+                 "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale"}}[strategy] & given
     if misplaced:
         raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
 
@@ -148,6 +150,8 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
     if config.classifier not in CLASSIFIERS or (config.strategy == "probe" and config.classifier == "linear"):
         choices = [c for c in CLASSIFIERS if config.strategy != "probe" or c != "linear"]
         raise ConfigError(f"unknown classifier {config.classifier!r}; choose from: {', '.join(choices)}")
+    if config.tap_pooling not in POOLINGS:
+        raise ConfigError(f"unknown tap pooling {config.tap_pooling!r}; choose from: {', '.join(POOLINGS)}")
     for name in ("epochs", "batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
@@ -419,7 +423,9 @@ def freeze_layers(model: nn.Module, spec: ArchSpec, freeze: str) -> tuple[str, .
     """Set `requires_grad` by the freeze plan and return the frozen layers' names; the classifier always trains.
 
     `stage:K` freezes every layer defined up to the end of `spec.stages[K-1]` (stem included);
-    `all-but:N` freezes every layer but the last N that own parameters (the lecture's `layers[:-N]`);
+    `all-but:N` freezes every layer but the last N that own parameters, the new head counted among them (the
+    lecture's Keras `conv_base.layers[:-4]` counts the base's layers, pooling included, and adds a new head:
+    for VGG-16 that trains block 5, which `stage:4` reproduces);
     `body` freezes all but the classifier; `none` trains everything.
     """
     kind, number = parse_freeze(freeze)
@@ -727,8 +733,8 @@ def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunCon
     prep = preprocessing_for(spec, config.image_size)
     weights_id = f"{weights}:{model_fingerprint(model)}"
     precision = "bfloat16" if runtime.bf16 else "float32"
-    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0], precision)
-            for tap in taps}
+    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0], precision,
+                           config.tap_pooling) for tap in taps}
     found = {tap: load_cached(key) for tap, key in keys.items()}
     found = {tap: f for tap, f in found.items() if f is not None and len(f) == len(images)}
     missing = [tap for tap in taps if tap not in found]
@@ -737,7 +743,11 @@ def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunCon
         workers = config.workers if config.workers is not None else worker_count(images, runtime.cuda)
         loader = _loader(dataset, config.batch_size * 2, runtime, workers)
         progress = lambda step, steps: _emit(callbacks, "on_step", StepEvent("features", 1, 1, step, steps))
-        computed = extract_features(model, spec, loader, missing, runtime.to_device, runtime.autocast, progress)
+        try:
+            computed = extract_features(model, spec, loader, missing, runtime.to_device, runtime.autocast, progress,
+                                        config.tap_pooling)
+        except FeatureSizeError as error:
+            raise ConfigError(str(error)) from None
         for tap, features in computed.items():
             store(keys[tap], features)
         found.update(computed)
@@ -792,7 +802,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
     saved = None
-    if head is not None and config.tap == PENULTIMATE and out_dir is not None:
+    if head is not None and config.tap == PENULTIMATE and config.tap_pooling == AVERAGE and out_dir is not None:
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,

@@ -5,8 +5,8 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.data import DatasetError, class_count, image_folders_root, save_uploaded_archive, server_folders
-from cnnlab.featurecache import CLASSIFIERS
-from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy
+from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS
+from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
@@ -19,8 +19,14 @@ DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)"
             "cifar10": "CIFAR-10 (downloaded, or a local copy in the data directory)",
             "folder": "A folder on the server (one sub-folder per class)",
             "zip": "Upload a zip archive (one folder per class)"}
+POOLING_LABELS = {AVERAGE: "averaged", FLATTEN: "flattened"}
 CLASSIFIER_LABELS = {"logreg": "Logistic regression", "svm": "SVM (RBF kernel)", "knn": "k nearest neighbours",
                      "linear": "Linear layer trained in PyTorch"}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_tap_features(arch: str, tap: str, pooling: str, image_size: int):
+    return tap_features(arch, tap, pooling, image_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -95,7 +101,7 @@ with left:
             except DatasetError as error:
                 st.error(str(error))
 
-    freeze, classifier = "none", None
+    freeze, classifier, tap, pooling = "none", None, PENULTIMATE, AVERAGE
     if strategy == "finetune":
         choices = freeze_choices(arch)
         suggested = st.session_state.pop("launch_freeze_suggested", None)
@@ -107,6 +113,20 @@ with left:
     elif strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
                                   format_func=CLASSIFIER_LABELS.get)
+        tap_column, pooling_column = st.columns(2)
+        taps = [PENULTIMATE, *spec.stages]
+        tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}",
+                                   format_func=lambda t: "the classifier's input" if t == PENULTIMATE
+                                   else f"stage {taps.index(t)}: {t}",
+                                   help="Where the frozen backbone's features are read. Earlier stages are more "
+                                        "general, later ones more specific to ImageNet (the Probe measures each).")
+        pooling = pooling_column.radio("Feature maps", POOLINGS, key=f"launch_pooling_{arch}", horizontal=True,
+                                       disabled=tap == PENULTIMATE, format_func=POOLING_LABELS.get,
+                                       help="Average each map over its positions (one number per channel), or keep "
+                                            "every position as the lecture's VGG16 recipe does (7 x 7 x 512 = "
+                                            "25,088 features).")
+        if tap == PENULTIMATE:
+            pooling = AVERAGE
 
     image_size = st.number_input(
         "Input size (pixels)", spec.min_input_size, 1024, spec.image_size, step=16, key=f"launch_size_{arch}",
@@ -134,18 +154,23 @@ with right:
                  column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
                                 "Trainable": st.column_config.NumberColumn(format="localized")})
     m1, m2 = st.columns(2)
-    m1.metric("Trainable parameters", human(plan.params_trainable),
-              help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
     if strategy == "extract":
+        features = cached_tap_features(arch, tap, pooling, int(image_size))
+        head = (features.count + 1) * (classes or 10) if classifier in ("logreg", "linear") else 0
+        m1.metric("Trainable parameters", human(head),
+                  help=f"The classifier on {features.count:,} features: (features + 1) x classes weights for logistic "
+                       "regression and the linear layer; an SVM or k-NN keeps training examples instead")
         m2.metric("MACs per image, once", human(plan.forward_macs),
                   help="Strategy III never trains the backbone: each image goes forward once, then its features are "
                        "cached.")
-    else:
-        m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
-    if strategy == "extract":
+        where = "the classifier's input" if tap == PENULTIMATE else f"{tap}, {POOLING_LABELS[pooling]}"
         st.caption(f"The backbone runs forward once per image ({human(plan.forward_macs)} MACs), the features are "
-                   "cached on disk, and only the classifier learns.")
+                   f"cached on disk, and only the classifier learns: {features.formula} features per image "
+                   f"({where}).")
     else:
+        m1.metric("Trainable parameters", human(plan.params_trainable),
+                  help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
+        m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
         st.caption("Training MACs = forward + input gradients of the layers after the first trainable one + weight "
                    f"gradients of the trainable layers: {plan.formula}.")
     if classes is None and dataset:
@@ -161,7 +186,7 @@ def build_config(run_strategy: str, **overrides):
         if run_strategy == "finetune":
             options["freeze"] = freeze
         if run_strategy == "extract":
-            options["classifier"] = classifier
+            options.update(classifier=classifier, tap=tap, tap_pooling=pooling)
     if run_strategy == "scratch" or weights == NONE:
         options["weights"] = None  # the strategy's default: random for I, pretrained for II and III
     options.update(overrides)

@@ -111,6 +111,20 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
     assert states["3. layer2"] == "frozen" and states["4. layer3"] == "trained"
 
 
+def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does():
+    at = open_page("pages/launch.py")
+    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    assert at.radio(key="launch_pooling_tf_efficientnet_lite0").disabled  # the classifier's input is a vector
+    at.selectbox(key="launch_tap_tf_efficientnet_lite0").set_value("bn2").run()
+    at.radio(key="launch_pooling_tf_efficientnet_lite0").set_value("flatten").run()
+    assert not at.exception, at.exception
+    assert metric(at, "Trainable parameters") == "51.2K"  # (1280 x 2 x 2 + 1) x 10 digits
+    assert any("1280 x 2 x 2 = 5,120 features per image (bn2, flattened)" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    config = RunStore().runs()[0].config
+    assert (config["strategy"], config["tap"], config["tap_pooling"]) == ("extract", "bn2", "flatten")
+
+
 def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     at = open_page("pages/launch.py")
     at.radio(key="launch_strategy").set_value("scratch").run()

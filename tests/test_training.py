@@ -262,6 +262,30 @@ def test_bf16_features_are_cached_apart_from_float32_ones(tmp_path, monkeypatch)
     assert len(list((data_dir() / "features").glob("*.npz"))) == 2
 
 
+def test_flattened_tap_keeps_every_position_as_the_lecture_recipe_does(tmp_path):
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    options = dict(tap="bn2", image_size=64, device="cpu")
+    averaged = run(make_config("extract", LITE0, f"folder:{root}", **options))
+    flattened = run(make_config("extract", LITE0, f"folder:{root}", tap_pooling="flatten", **options))
+    # bn2 at 64x64 input: 1280 maps of 2x2; logistic regression holds (features + 1) x classes parameters
+    assert averaged.params_trainable == (1280 + 1) * 10 and flattened.params_trainable == (1280 * 2 * 2 + 1) * 10
+    assert flattened.feature_cache == "miss" and flattened.val_acc >= 0.6
+    assert len(list((data_dir() / "features").glob("*.npz"))) == 2
+
+
+def test_flattened_features_too_large_are_refused_before_filling_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr("cnnlab.featurecache.MAX_FEATURE_BYTES", 1_000_000)
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    config = make_config("extract", LITE0, f"folder:{root}", tap="blocks.0", tap_pooling="flatten", image_size=64,
+                         device="cpu")
+    with pytest.raises(ConfigError, match=r"blocks.0 flattened gives 16,384 features per image"):
+        run(config)
+    with pytest.raises(ConfigError, match="tap_pooling does not apply to --strategy finetune"):
+        make_config("finetune", LITE0, "digits", tap_pooling="flatten")
+    with pytest.raises(ConfigError, match="unknown tap pooling 'max'"):
+        make_config("extract", LITE0, "digits", tap_pooling="max")
+
+
 def test_console_progress_prints_keras_lines(tmp_path):
     import io
 
@@ -298,6 +322,8 @@ def test_cli_train_json_and_export(tmp_path, capsys):
     (["--classifier", "svm"], "does not apply to --strategy scratch"),
     (["--freeze", "stage:7"], "lenet5 has 6 stages"),
     (["--epochs", "0"], "greater than zero"),
+    (["--tap-pooling", "flatten"], "tap_pooling does not apply to --strategy scratch"),
+    (["--input-size", "64"], "lenet5 takes only 32x32 input"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     base = {"--dataset": "digits"}
@@ -308,6 +334,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error:") and message in err and "\n" not in err
+
+
+def test_cli_extracts_flattened_features_at_a_smaller_input(tmp_path, capsys):
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    assert main(["train", "--strategy", "extract", "--arch", LITE0, "--dataset", f"folder:{root}", "--tap", "bn2",
+                 "--tap-pooling", "flatten", "--input-size", "64", "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params_trainable"] == (1280 * 2 * 2 + 1) * 10 and result["val_acc"] >= 0.6
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
