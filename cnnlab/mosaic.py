@@ -216,13 +216,17 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def overlay(values: np.ndarray, background: np.ndarray, colormap_name: str = "inferno", alpha: float = 0.55,
-            vmin: float | None = None, vmax: float | None = None, by_value: bool = True) -> np.ndarray:
+            vmin: float | None = None, vmax: float | None = None, by_value: bool = True,
+            gray_background: bool = False) -> np.ndarray:
     """A 2-D map upsampled to the background image (H x W x 3 uint8) and blended over it; colours run from
     `vmin` to `vmax` (the map's own minimum and maximum by default). With `by_value` the colour's opacity
     grows with the value, from clear at `vmin` to `alpha` at `vmax`, so the image shows through where the map
-    is quiet; otherwise it is `alpha` everywhere."""
+    is quiet; otherwise it is `alpha` everywhere. With `gray_background` the image is shown in gray (luma) so
+    that a heatmap's colours cannot be confused with the photo's own."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    if gray_background:
+        background = grayscale(background)
     resized = resize_map(values, background.shape[:2])
     low = float(values.min()) if vmin is None else vmin
     high = float(values.max()) if vmax is None else vmax
@@ -233,6 +237,12 @@ def overlay(values: np.ndarray, background: np.ndarray, colormap_name: str = "in
         opacity = alpha * np.clip(scaled, 0.0, 1.0)[..., None]
     blended = (1 - opacity) * background.astype(np.float32) + opacity * colored
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 image as gray (ITU-R 601 luma), still H x W x 3 uint8."""
+    luma = np.asarray(image, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def enlarge(values: np.ndarray, vmin: float, vmax: float, colormap_name: str = "viridis",

@@ -17,17 +17,23 @@ from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_m
 from cnnlab.images import preprocess
 from cnnlab.mosaic import (COLORMAPS, channel_means, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
-from cnnlab.predict import Prediction, class_names, predict
+from cnnlab.predict import Prediction, label_set, predict
 from cnnlab.registry import arch_names, get_spec
-from cnnlab.weights import NONE, WeightsError, default_weights
+from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
 from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, predictions_chart, show_image,
-                           weights_picker)
+                           weights_error, weights_picker)
 
-TOP_CHOICES = (16, 32, 64, 128, "all")
+TOP_COUNTS = (16, 32, 64, 128)
+ALL_CHANNELS = "all"
+DEFAULT_TOP = 64
+TOP_KEY, TOP_WANTED_KEY = "inside_top", "inside_top_wanted"
+TOP_CLASS = -1  # the class box's sentinel: "the top prediction", whatever the image
 ORDER_LABELS = {"mean": "Most active first", "index": "By channel number"}
 CAM_COLORMAP = "turbo"
+CAM_ALPHA = 0.9  # at the map's maximum; clear where it is zero, over the photo in gray
 DEFAULT_CAM_METHOD = HIRESCAM
 SIDE_BY_SIDE_MAX = 4
+SIDE_BY_SIDE_FALLBACK = ("resnet18", "tf_efficientnet_lite0")
 STAGE_TILE = 150
 FILTER_TILE = 64
 
@@ -52,12 +58,14 @@ def image_digest(picked: PickedImage) -> str:
 def look(arch: str, weights: str, digest: str, _image: Image.Image) -> Look:
     """Run `arch` once on the image with hash `digest` (shared, read-only)."""
     spec = get_spec(arch)
-    model = loaded_model(arch, weights).model
+    loaded = loaded_model(arch, weights)
+    model = loaded.model
     batch = preprocess(_image, spec).unsqueeze(0)
     activations = extract(model, batch, spec)
     view = network_view(batch, spec)
     view.setflags(write=False)
-    return Look(activations, tuple(layer_statistics(activations)), predict(model, batch, top=5), view)
+    predictions = predict(model, batch, top=5, names=label_set(arch, loaded.num_classes).names)
+    return Look(activations, tuple(layer_statistics(activations)), predictions, view)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -80,12 +88,61 @@ def run_look(arch: str, weights: str, picked: PickedImage) -> Look | None:
         with st.spinner(f"Running {get_spec(arch).title} on {picked.name}..."):
             return look(arch, weights, image_digest(picked), picked.image)
     except WeightsError as error:
-        st.error(str(error), icon=":material/cloud_off:")
+        weights_error(error)
         return None
 
 
-def _copy_state(source: str, target: str) -> None:
-    st.session_state[target] = st.session_state[source]
+def _note_move(widget_key: str, moves_key: str) -> None:
+    """on_change of the layer list or slider: only note the new value; `layer_choice` settles it after every
+    callback of the rerun has run."""
+    st.session_state.setdefault(moves_key, {})[widget_key] = st.session_state[widget_key]
+
+
+def settled_layer(current: int, moves: dict[str, int], order: tuple[str, ...]) -> int:
+    """The layer after this rerun's moves: the first widget in `order` whose value really differs from the
+    current layer wins."""
+    return next((moves[key] for key in order if key in moves and moves[key] != current), current)
+
+
+def layer_choice(arch: str, layers: tuple[LayerInfo, ...]) -> LayerInfo:
+    """The layer list and slider, kept in step through one stored index, each synced only when the value
+    really changed. The slider wins when both report a change: while it is stepped quickly with the arrow keys
+    the browser re-sends the list's value from before the previous rerun, which used to drag the slider back
+    (dropping keypresses)."""
+    index_key, moves_key = f"inside_layer_index_{arch}", f"inside_layer_moves_{arch}"
+    list_key, slider_key = f"inside_layer_{arch}", f"inside_layer_slider_{arch}"
+    current = min(st.session_state.get(index_key, 0), len(layers) - 1)
+    current = settled_layer(current, st.session_state.pop(moves_key, {}), (slider_key, list_key))
+    st.session_state[index_key] = current
+    for key in (list_key, slider_key):
+        if st.session_state.get(key) != current:
+            st.session_state[key] = current
+    st.selectbox("Layer (index · stage · name (type) output shape)", range(len(layers)), key=list_key,
+                 format_func=lambda i: layers[i].label, on_change=_note_move, args=(list_key, moves_key))
+    st.slider("...or slide through the layers, input to output", 0, len(layers) - 1, key=slider_key,
+              on_change=_note_move, args=(slider_key, moves_key))
+    return layers[current]
+
+
+def top_choices(channels: int) -> list[int | str]:
+    """The 'Channels shown' choices for a layer with `channels` channels: each count below it, then all."""
+    return [t for t in TOP_COUNTS if t < channels] + [ALL_CHANNELS]
+
+
+def _remember_top() -> None:
+    """on_change of 'Channels shown': remember the wish for the next layers."""
+    st.session_state[TOP_WANTED_KEY] = st.session_state[TOP_KEY]
+
+
+def channels_shown(container, channels: int) -> int | None:
+    """How many channels to show (None: all). The wish is remembered across layers: 'Top 128' on a layer of
+    96 channels shows all 96, and 'Top 128' again on a larger layer."""
+    choices = top_choices(channels)
+    wanted = st.session_state.get(TOP_WANTED_KEY, DEFAULT_TOP)
+    st.session_state[TOP_KEY] = wanted if wanted in choices else ALL_CHANNELS
+    top = container.selectbox("Channels shown", choices, key=TOP_KEY, on_change=_remember_top,
+                              format_func=lambda t: f"All {channels}" if t == ALL_CHANNELS else f"Top {t}")
+    return None if top == ALL_CHANNELS else top
 
 
 def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TILE) -> tuple[np.ndarray, int]:
@@ -130,15 +187,7 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
 @st.fragment
 def layer_browser(arch: str, result: Look) -> None:
     """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
-    layers = result.activations.layers
-    select_key, slider_key = f"inside_layer_{arch}", f"inside_layer_slider_{arch}"
-    st.session_state.setdefault(select_key, 0)
-    st.session_state.setdefault(slider_key, st.session_state[select_key])
-    st.selectbox("Layer (index · stage · name (type) output shape)", range(len(layers)), key=select_key,
-                 format_func=lambda i: layers[i].label, on_change=_copy_state, args=(select_key, slider_key))
-    st.slider("...or slide through the layers, input to output", 0, len(layers) - 1, key=slider_key,
-              on_change=_copy_state, args=(slider_key, select_key))
-    layer = layers[st.session_state[select_key]]
+    layer = layer_choice(arch, result.activations.layers)
     stats = result.statistics[layer.index]
     cols = st.columns(4)
     cols[0].metric("Stage", layer.stage)
@@ -146,15 +195,14 @@ def layer_browser(arch: str, result: Look) -> None:
     cols[2].metric("Mean activation", f"{stats['mean']:.3g}")
     cols[3].metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
     controls = st.columns(4)
-    top = controls[0].selectbox("Channels shown", TOP_CHOICES, index=2, key="inside_top",
-                                format_func=lambda t: "All" if t == "all" else f"Top {t}")
+    top = channels_shown(controls[0], layer.channels)
     order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)
     colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap")
     per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel",
                                      help="Stretch every tile from its own minimum to maximum instead of one scale "
                                           "for the whole layer")
     values = result.activations.maps[layer.name]
-    picture = mosaic(values, top=None if top == "all" else top, order=order, colormap_name=colormap_name,
+    picture = mosaic(values, top=top, order=order, colormap_name=colormap_name,
                      per_channel=per_channel)
     grid_col, channel_col = st.columns([3, 2], gap="large")
     with grid_col:
@@ -215,17 +263,50 @@ def filters_section(arch: str, weights: str) -> None:
                "random weights show noise.")
 
 
+def cam_overlay(result_cam: ClassActivationMap, view: np.ndarray) -> np.ndarray:
+    """A class activation map over the image the network sees: the photo in gray, the map's colours growing
+    more opaque with the map's value (clear where it is zero)."""
+    return overlay(result_cam.heatmap, view, CAM_COLORMAP, CAM_ALPHA, 0.0, 1.0, gray_background=True)
+
+
+def cam_class_key(arch: str, weights: str, digest: str) -> str:
+    """The class box's widget key: one per (architecture, weights, image), so that a new image (or model)
+    starts again at its own top prediction instead of keeping the last one's label."""
+    return "inside_cam_class_" + hashlib.sha256(f"{arch}|{weights}|{digest}".encode()).hexdigest()[:16]
+
+
+def cam_class(container, arch: str, weights: str, digest: str, result: Look, names: list[str]) -> int | None:
+    """The class to explain: None for the top prediction (the box's sentinel TOP_CLASS), else its index."""
+    top_label = names[result.predictions[0].index]
+    choice = container.selectbox("Class", [TOP_CLASS] + list(range(len(names))),
+                                 key=cam_class_key(arch, weights, digest),
+                                 format_func=lambda i: f"Top prediction: {top_label}" if i == TOP_CLASS
+                                 else f"{i}: {names[i]}")
+    return None if choice == TOP_CLASS else choice
+
+
+def methods_note(shown: np.ndarray, other: np.ndarray, layer: str) -> str:
+    """Why HiResCAM and Grad-CAM agree (or not) at `layer`, given both maps; empty when the map is blank."""
+    if not shown.any():
+        return ""
+    if np.allclose(shown, other, atol=1e-4):
+        return (f"HiResCAM and Grad-CAM give the same map at {layer}. For a layer followed only by global "
+                "average pooling and a linear layer the gradient is the same at every position, so Grad-CAM's "
+                "channel-averaged gradients equal HiResCAM's element-wise ones: both maps are the original CAM "
+                "(Zhou et al. 2016). Pick an earlier layer to see them differ.")
+    return (f"At {layer} the two methods differ: Grad-CAM averages each channel's gradient over the map, "
+            "HiResCAM keeps it position by position.")
+
+
 def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, result: Look) -> None:
+    """Where the evidence for a class lies: the class, layer and method chosen, the map over the image."""
     spec = get_spec(arch)
     logits = result.activations.logits.size
-    names = class_names(2 if logits == 1 else logits)
-    top_index = result.predictions[0].index
+    names = label_set(arch, logits).names
     spatial_stages = [s.name for s in result.activations.stage_outputs() if s.spatial]
     default_layer = default_cam_layer(spec)
     cols = st.columns(3)
-    choice = cols[0].selectbox("Class", [None] + list(range(len(names))), key=f"inside_cam_class_{arch}",
-                               format_func=lambda i: f"Top prediction: {names[top_index]}" if i is None
-                               else f"{i}: {names[i]}")
+    choice = cam_class(cols[0], arch, weights, digest, result, names)
     layer = cols[1].selectbox("Layer", spatial_stages, index=spatial_stages.index(default_layer),
                               key=f"inside_cam_layer_{arch}", help=f"Default: {default_layer}, the last stage "
                               "that still has spatial maps")
@@ -234,19 +315,42 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
                            "(faithful to the model); Grad-CAM averages the gradient over each map first.")
     with st.spinner("Computing the class activation map..."):
         result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)
+        other = cam(arch, weights, digest, choice, layer, next(m for m in METHODS if m != method), picked.image)
     left, right = st.columns([3, 2], gap="large")
-    left.image(overlay(result_cam.heatmap, result.view, CAM_COLORMAP, 0.5, 0.0, 1.0), width="stretch",
+    left.image(cam_overlay(result_cam, result.view), width="stretch",
                caption=f"{METHODS[method]} for '{names[result_cam.class_index]}' (class {result_cam.class_index}, "
-                       f"probability {100 * result_cam.probability:.1f}%) at {layer}")
+                       f"probability {100 * result_cam.probability:.1f}%) at {layer}, over the image in gray")
     h, w = result_cam.low_res.shape
     right.image(enlarge(result_cam.low_res, 0.0, 1.0, CAM_COLORMAP, min_side=224), width="stretch", output_format="PNG",
                 caption=f"The map at the layer's own resolution, {h}x{w}")
+    note = methods_note(result_cam.low_res, other.low_res, layer)
+    if note:
+        st.caption(note)
+
+
+def side_by_side_default(arch: str) -> list[str]:
+    """`arch` and one more: an architecture with pretrained weights available offline where there is one,
+    else a fallback (which then runs with random weights, and says so)."""
+    others = [name for name in offline_weights() if name != arch]
+    others += [name for name in SIDE_BY_SIDE_FALLBACK if name != arch]
+    return [arch, others[0]]
+
+
+def network_header(name: str, weights: str, top: Prediction) -> str:
+    """A side-by-side column's title: the network, its weights and its top prediction; random-init networks
+    are flagged, since their 'prediction' means nothing."""
+    title = get_spec(name).title
+    if weights == NONE:
+        return (f"**{title}** (random weights) :orange-badge[:material/casino: untrained]  \n"
+                f"meaningless guess: {top.label} ({100 * top.probability:.1f}%)")
+    return f"**{title}** ({weights} weights)  \ntop: {top.label} ({100 * top.probability:.0f}%)"
 
 
 def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
+    """Several networks on the same image, stage by stage, then each one's class activation map."""
     names = arch_names()
-    second = "resnet18" if arch != "resnet18" else "tf_efficientnet_lite0"
-    chosen = st.multiselect("Architectures", names, default=[arch, second], max_selections=SIDE_BY_SIDE_MAX,
+    chosen = st.multiselect("Architectures", names, default=side_by_side_default(arch),
+                            max_selections=SIDE_BY_SIDE_MAX,
                             key="inside_side_archs", format_func=lambda n: get_spec(n).title)
     if not chosen:
         st.info("Pick at least one architecture.")
@@ -261,9 +365,7 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
         if found is not None:
             results[name] = (weights, found)
     for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
-        top = found.predictions[0]
-        col.markdown(f"**{get_spec(name).title}** ({'random' if weights == NONE else weights} weights)  \n"
-                     f"top: {top.label} ({100 * top.probability:.0f}%)")
+        col.markdown(network_header(name, weights, found.predictions[0]))
     depth = max(len(found.activations.stage_outputs()) for _, found in results.values())
     for k in range(depth):
         for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
@@ -274,8 +376,9 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
         spec = get_spec(name)
         layer = default_cam_layer(spec)
         result_cam = cam(name, weights, digest, None, layer, DEFAULT_CAM_METHOD, picked.image)
-        col.image(overlay(result_cam.heatmap, found.view, CAM_COLORMAP, 0.6, 0.0, 1.0), width=2 * STAGE_TILE,
-                  caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}")
+        untrained = " (random weights)" if weights == NONE else ""
+        col.image(cam_overlay(result_cam, found.view), width=2 * STAGE_TILE,
+                  caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
 
 
 def stage_cell(col, k: int, layer: LayerInfo, found: Look) -> None:

@@ -196,6 +196,11 @@ def test_overlay_network_view_and_filters(lite0, chelsea):
     weighted = overlay(corner, view, alpha=1.0)
     assert np.array_equal(weighted[150:, 150:], view[150:, 150:]), "clear where the map is at its minimum"
     assert not np.array_equal(weighted[:10, :10], view[:10, :10])
+    gray = overlay(corner, view, alpha=1.0, gray_background=True)
+    quiet = gray[150:, 150:].astype(int)
+    assert (quiet[..., 0] == quiet[..., 1]).all() and (quiet[..., 1] == quiet[..., 2]).all(), "the photo in gray"
+    luma = view[150:, 150:].astype(float) @ [0.299, 0.587, 0.114]
+    assert np.abs(quiet[..., 0] - luma).max() <= 1
     name, conv = first_conv(lite0)
     tiles = filter_tiles(conv.weight)
     assert name == "conv_stem" and conv.weight.shape == (32, 3, 3, 3)

@@ -77,14 +77,13 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     page.wait_for_function(IMAGES_LOADED, arg="stage 5: layer4, 512x7x7", timeout=120_000)
     screenshot(page, "inside_side_by_side")
 
-    # ResNet-18: offline its ImageNet weights cannot download, so the page says so; random init still shows
-    # every layer, from conv1 to fc
+    # ResNet-18: offline its ImageNet weights cannot download, so the page starts at random init and says how
+    # to get them; random init still shows every layer, from conv1 to fc
     page.get_by_role("tab", name="Layer browser").click()
     page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Architecture").first.click()
     page.get_by_role("option", name="ResNet-18").click()
     wait_for_app(page)
-    expect(page.get_by_text(re.compile("offline|cannot be downloaded|not available", re.I)).first).to_be_visible(
-        timeout=60_000)
+    expect(page.get_by_text(re.compile("weights need a download", re.I)).first).to_be_visible(timeout=60_000)
     page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text="Weights").first.click()
     page.get_by_role("option", name="Random init").click()
     wait_for_app(page)
