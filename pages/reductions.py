@@ -202,10 +202,13 @@ def _factorization_block(result, title: str) -> None:
     columns = st.columns(4)
     columns[0].metric(f"{title}: receptive field", f"{field} = {result.setup.kernel}x{result.setup.kernel}",
                       help="Each stride-1 kh x kw layer widens it by kh - 1 and kw - 1: n 3x3 layers see 1 + 2n.")
-    columns[1].metric(f"{title}: MACs", f"{human(result.single.macs)} → {human(result.macs)}",
-                      delta=f"{-result.saving:.0%}", delta_color="inverse")
+    columns[1].metric(f"{title}: MACs of the chain", human(result.macs),
+                      delta=f"{-result.saving:.0%} of {human(result.single.macs)}", delta_color="inverse",
+                      help=f"One {result.single.label}: {result.single.formula}; the chain: {result.formula}")
     columns[2].metric(f"{title}: fewer MACs", f"{result.ratio:.2f}x")
-    columns[3].metric(f"{title}: params", f"{human(result.single.params)} → {human(result.params)}",
+    columns[3].metric(f"{title}: params of the chain", human(result.params),
+                      delta=f"{1 / result.params_ratio - 1:.0%} of {human(result.single.params)}",
+                      delta_color="inverse",
                       help=f"{result.params_ratio:.2f}x fewer. One {result.single.label}: "
                            f"{result.single.params_formula}; the chain: {result.params_formula}")
     st.latex(_c_squared_latex(result))
