@@ -148,11 +148,11 @@ with right:
     st.subheader("What this run trains")
     classes = class_count(dataset) if dataset else None
     plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
-    st.dataframe(pd.DataFrame([{"Part": p.name, "Parameters": p.params, "Trainable": p.trainable_params,
-                                "State": p.state} for p in plan.parts]),
+    st.dataframe(pd.DataFrame([{"Part": p.name, "Params": p.params,
+                                "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"}
+                               for p in plan.parts]),
                  hide_index=True, width="stretch",
-                 column_config={"Parameters": st.column_config.NumberColumn(format="localized"),
-                                "Trainable": st.column_config.NumberColumn(format="localized")})
+                 column_config={"Params": st.column_config.NumberColumn(format="localized")})
     m1, m2 = st.columns(2)
     if strategy == "extract":
         features = cached_tap_features(arch, tap, pooling, int(image_size))
