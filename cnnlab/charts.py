@@ -37,29 +37,30 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
 
 
 def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16, near_y: float = 3.0) -> dict[str, str]:
-    """Text positions for labelled points (x, y, label), left to right: a label goes below its point when a
-    neighbour within (`near_x`, `near_y`) already has its label above, so close points do not print over each other."""
-    placed: list[tuple[float, float, str]] = []
-    positions = {}
+    """Text positions for labelled points (x, y, label): of two points within (`near_x`, `near_y`) of each other,
+    the higher one's label goes above it and the lower one's below, so close points do not print over each other."""
+    positions = {label: "top center" for _, _, label in points}
     for x, y, label in sorted(points):
-        crowded = any(abs(x - other_x) < near_x and abs(y - other_y) < near_y and other == "top center"
-                      for other_x, other_y, other in placed)
-        positions[label] = "bottom center" if crowded else "top center"
-        placed.append((x, y, positions[label]))
+        for other_x, other_y, other in points:
+            if other != label and abs(x - other_x) < near_x and abs(y - other_y) < near_y:
+                lower = label if (y, label) < (other_y, other) else other
+                positions[lower] = "bottom center"
     return positions
 
 
 def log_axis(values: list[float]) -> dict:
     """Settings for a log axis over `values` with every tick labelled in full (1, 2, 5 per decade over a short
-    range; 1, 3 or 1 per decade over longer ones), instead of Plotly's bare digits between the decades."""
+    range; 1, 3 or 1 per decade over longer ones; every few decades over very long ones), instead of Plotly's bare
+    digits between the decades."""
     positive = [v for v in values if v and v > 0]
     if not positive:
         return {"type": "log"}
     low, high = min(positive) / 1.5, max(positive) * 1.5
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     mantissas = (1, 2, 5) if len(decades) <= 3 else (1, 3) if len(decades) <= 5 else (1,)
+    decades = decades[::math.ceil(len(decades) / 10)]
     ticks = [m * 10.0 ** e for e in decades for m in mantissas if low <= m * 10.0 ** e <= high]
-    labels = [re.sub(r"\.0(?=[KMG]?$)", "", human(round(t, 12))) for t in ticks]
+    labels = [re.sub(r"\.0(?=[KMG]$)", "", human(t)) if t >= 1000 else f"{t:.3g}" for t in ticks]
     return {"type": "log", "tickvals": ticks, "ticktext": labels}
 
 
@@ -96,7 +97,8 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
     figure.update_layout(height=320, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
                          legend={"orientation": "h", "y": -0.25})
     if title == "Accuracy":
-        figure.update_yaxes(range=[0, 1.02])
+        figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    figure.update_xaxes(tickformat="d", dtick=max(1, len(max(histories.values(), key=len, default=[])) // 10))
     return figure
 
 
@@ -116,7 +118,7 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
                               hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
     figure.update_layout(height=300, margin={"t": 30}, xaxis_title="Class", yaxis_title="Validation accuracy",
-                         yaxis_range=[0, 1.02])
+                         yaxis_range=[0, 1.02], yaxis_tickformat=".0%")
     figure.update_xaxes(type="category")
     return figure
 
@@ -127,10 +129,10 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False)
                         hover_data={"params_trainable": ":,", "dataset": True, "label": False},
                         labels={cost: label, "val_acc": "Validation accuracy"})
     figure.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
-    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[0, 1.08])
+    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[0, 1.08], yaxis_tickformat=".0%")
     costs = [row[cost] for row in rows if row.get(cost) is not None]
-    if log:
-        figure.update_xaxes(**log_axis(costs))
+    if log and costs:
+        figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])
     elif costs:
         figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
     return figure

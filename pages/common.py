@@ -44,6 +44,9 @@ PAGES = (
     PageInfo("pages/reductions.py", "1x1 reductions", ":material/compress:",
              "What Inception's 1x1 bottlenecks save: the lecture's calculator, every module of GoogLeNet and its "
              "successors as built and without its reductions, and global average pooling against flatten."),
+    PageInfo("pages/residual.py", "Skip connections", ":material/alt_route:",
+             "Why ResNet's shortcuts let deep networks train: gradient norms per block at initialization and a short "
+             "training race, a plain network against the same network with y = F(x) + x."),
     PageInfo("pages/predict.py", "Predict", ":material/image_search:",
              "A pretrained network's top-5 ImageNet classes for a sample photo or your own image, with any "
              "architecture's weights: shipped, downloaded, or your own checkpoint."),

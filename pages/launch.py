@@ -10,7 +10,7 @@ from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freez
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
-from cnnlab.weights import NONE, weights_options
+from cnnlab.weights import NONE, download_source, downloadable, weights_options
 from pages.common import current_settings
 from pages.widgets import arch_picker
 
@@ -79,6 +79,11 @@ with left:
             weights = st.selectbox("Pretrained weights", [o.key for o in pretrained], key=f"launch_weights_{arch}",
                                    format_func=lambda k: next(o.label + ("" if o.offline else " (download)")
                                                               for o in pretrained if o.key == k))
+            chosen = next(o for o in pretrained if o.key == weights)
+            if not chosen.offline and not downloadable(arch, weights):
+                st.warning(f"{chosen.label} weights need a download and cannot be fetched now: go online, or "
+                           f"{download_source(arch, weights).copy_hint}.", icon=":material/cloud_off:")
+                weights = None
 
     kind = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="launch_dataset")
     dataset = kind
@@ -148,15 +153,17 @@ with right:
     st.subheader("What this run trains")
     classes = class_count(dataset) if dataset else None
     plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
-    st.dataframe(pd.DataFrame([{"Part": p.name, "Params": p.params,
-                                "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"}
-                               for p in plan.parts]),
-                 hide_index=True, width="stretch",
-                 column_config={"Params": st.column_config.NumberColumn(format="localized")})
-    m1, m2 = st.columns(2)
+    rows = [{"Part": p.name, "Params": p.params,
+             "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"} for p in plan.parts]
     if strategy == "extract":
         features = cached_tap_features(arch, tap, pooling, int(image_size))
         head = (features.count + 1) * (classes or 10) if classifier in ("logreg", "linear") else 0
+        rows[-1] = {"Part": CLASSIFIER_LABELS[classifier], "Params": head,
+                    "State": "trained" if head else "fitted"}
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"Params": st.column_config.NumberColumn(format="localized")})
+    m1, m2 = st.columns(2)
+    if strategy == "extract":
         m1.metric("Trainable parameters", human(head),
                   help=f"The classifier on {features.count:,} features: (features + 1) x classes weights for logistic "
                        "regression and the linear layer; an SVM or k-NN keeps training examples instead")
@@ -170,7 +177,7 @@ with right:
     else:
         m1.metric("Trainable parameters", human(plan.params_trainable),
                   help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
-        m2.metric("Training MACs per image", human(plan.training_macs), help=plan.formula)
+        m2.metric("Training MACs/image", human(plan.training_macs), help=plan.formula)
         st.caption("Training MACs = forward + input gradients of the layers after the first trainable one + weight "
                    f"gradients of the trainable layers: {plan.formula}.")
     if classes is None and dataset:

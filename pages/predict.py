@@ -3,7 +3,7 @@ import streamlit as st
 from cnnlab.images import preprocess
 from cnnlab.predict import label_set, predict
 from cnnlab.registry import get_spec
-from cnnlab.weights import NONE, WeightsError
+from cnnlab.weights import NONE, WeightsError, weights_options
 from pages.widgets import (arch_picker, image_picker, loaded_model, predictions_chart, show_image, weights_error,
                            weights_picker)
 
@@ -43,4 +43,6 @@ with right:
         for note in model.notes:
             st.info(note)
         if model.weights == NONE:
-            st.warning("Random weights: these predictions are noise. Compare with a pretrained choice.")
+            pretrained = "Compare with a pretrained choice." if any(o.pretrained for o in weights_options(arch)) else (
+                "Train it on the Launch page and load the run's checkpoint as a weights file.")
+            st.warning(f"Random weights: these predictions are noise. {pretrained}")

@@ -83,10 +83,13 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
         totals[bar] = totals.get(bar, 0) + value
         text = cost.formula if metric == "macs" else cost.params_formula
         figure.add_bar(x=[bar], y=[value], name=part, marker_color=PART_COLORS[part], text=[human(value)],
-                       hovertext=[text], hoverinfo="text+name")
+                       textposition="inside", hovertext=[text], hoverinfo="text+name")
+    stacked = {bar for bar, part, _ in parts if part != bar}
     for bar, total in totals.items():
-        figure.add_annotation(x=bar, y=total, text=f"<b>{human(total)}</b>", showarrow=False, yshift=12)
-    figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title)
+        if bar in stacked:
+            figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
+    figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title,
+                         uniformtext={"minsize": 10, "mode": "hide"})
     return figure
 
 

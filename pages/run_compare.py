@@ -6,6 +6,7 @@ from cnnlab.charts import accuracy_vs_cost, run_curves
 from cnnlab.planner import STRATEGY_INFO
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
+import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 
 st.title("Compare runs")
 st.caption("Overlay the curves of several runs and put their accuracy beside what they cost. A strategy shootout "

@@ -9,6 +9,7 @@ from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, e
 from cnnlab.planner import STRATEGY_INFO
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
+import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")

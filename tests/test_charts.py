@@ -22,7 +22,7 @@ def test_accuracy_chart_keeps_close_labels_apart():
 
 def test_label_positions_alternate_only_when_crowded():
     positions = label_positions([(0.0, 70.0, "a"), (0.05, 70.5, "b"), (2.0, 70.0, "c")])
-    assert positions == {"a": "top center", "b": "bottom center", "c": "top center"}
+    assert positions == {"a": "bottom center", "b": "top center", "c": "top center"}  # the higher one's above
 
 
 def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
