@@ -1,4 +1,5 @@
 """Launch, Runs and Compare runs pages through AppTest, with real runs on the digits and a real worker."""
+import os
 import time
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does()
     next(b for b in at.button if b.label == "Launch").click().run()
     config = RunStore().runs()[0].config
     assert (config["strategy"], config["tap"], config["tap_pooling"]) == ("extract", "bn2", "flatten")
+
+
+def test_launch_refuses_weights_it_cannot_download(monkeypatch):
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(Path(os.environ["CNNLAB_HOME"]) / "torch"))  # nothing cached
+    at = open_page("pages/launch.py")
+    at.radio(key="launch_strategy").set_value("finetune").run()
+    at.selectbox(key="launch_arch").set_value("resnet18").run()
+    assert not at.exception, at.exception
+    assert any("need a download and cannot be fetched now" in w.value for w in at.warning)
+    assert next(b for b in at.button if b.label == "Launch").disabled
 
 
 def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
