@@ -419,7 +419,8 @@ if weights == NONE:
     st.info("Random weights: the maps show what an untrained network computes. Pick pretrained weights to see "
             "learnt features.")
 
-tabs = st.tabs(["Layer browser", "Depth overview", "First-layer filters", "Class activation map", "Side by side"])
+tabs = st.tabs(["Layer browser", "Depth overview", "First-layer filters", "Class activation map", "Side by side"],
+               key="inside_tabs")  # a stable key: the open tab stays open when the note above comes or goes
 with tabs[0]:
     layer_browser(arch, result)
 with tabs[1]:
