@@ -158,12 +158,12 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
 
 def run_label(run: Run) -> str:
     """A short name for a run: its id, strategy (with the lecture's numeral), architecture and dataset."""
-    from cnnlab.planner import STRATEGY_INFO
+    from cnnlab.planner import strategy_label
     from cnnlab.registry import arch_title
 
-    config, strategy = run.config, run.config.get("strategy")
-    numbered = f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy
-    return f"{run.id} · {numbered} · {arch_title(config.get('arch'))} on {config.get('dataset')}"
+    config = run.config
+    return (f"{run.id} · {strategy_label(config.get('strategy'))} · {arch_title(config.get('arch'))} on "
+            f"{config.get('dataset')}")
 
 
 def run_summaries(runs: list[Run]) -> list[dict]:

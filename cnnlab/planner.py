@@ -35,6 +35,11 @@ STRATEGY_INFO = {
 WEIGHTED_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d"})
 
 
+def strategy_label(strategy: str) -> str:
+    """The strategy with the lecture's numeral, 'I: scratch'; a name cnnlab does not know stays as it is."""
+    return f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """The strategy the lecture's quadrant suggests, with the reason."""
@@ -234,5 +239,5 @@ def describe_freeze(arch: str, freeze: str) -> str:
     return f"train only the last {number} layers with parameters"
 
 
-__all__ = ["STRATEGY_INFO", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
+__all__ = ["STRATEGY_INFO", "strategy_label", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
            "tap_features", "freeze_choices", "describe_freeze", "run_compute"]

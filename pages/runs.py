@@ -6,7 +6,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
-from cnnlab.planner import STRATEGY_INFO
+from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
@@ -35,7 +35,7 @@ if not runs:
 def draw_table() -> None:
     """Every run with its status and accuracy; refreshed every few seconds while a run is queued or running."""
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
-    summaries["strategy"] = summaries["strategy"].map(lambda s: f"{STRATEGY_INFO[s][0]}: {s}" if s in STRATEGY_INFO else s)
+    summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
     st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
                  column_config={"val_acc": st.column_config.NumberColumn("val acc", format="percent"),
