@@ -8,12 +8,13 @@ from torch import nn
 
 
 @contextmanager
-def forward_hooks(pairs: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
-    """Register each `(module, hook)` as a forward hook while inside the block; all are removed after it."""
+def forward_hooks(pairs: Iterable[tuple[nn.Module, Callable]], pre: bool = False) -> Iterator[None]:
+    """Register each `(module, hook)` as a forward hook (a forward pre-hook with `pre`) while inside the block;
+    all are removed after it."""
     handles = []
     try:
         for module, hook in pairs:
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook))
         yield
     finally:
         for handle in handles:

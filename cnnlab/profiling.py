@@ -130,43 +130,52 @@ def _module_macs(counter: FlopCounterMode) -> dict[str, int]:
 def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
     """Profile `model` on `example` (one batch) in eval mode, restoring the model's mode and hooks after.
 
-    Rows are leaf modules in the order they first run, then modules that never ran (an auxiliary
-    classifier in eval mode), then, where a parent module holds parameters or does work outside its
-    children, a row for the parent itself; so rows always sum to the totals.
+    Rows are leaf modules in the order they start to run; where a parent module holds parameters or does work
+    outside its children (timm's BatchNormAct2d: the batch norm before its activation child), a row for the
+    parent itself, just before its children; last, modules that never ran (an auxiliary classifier in eval
+    mode). So rows follow the data and always sum to the totals.
     """
     modules = dict(model.named_modules())
-    order: list[str] = []
+    started: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
 
+    def note_start(name: str):
+        def hook(_module, _inputs):
+            started.setdefault(name, len(started))
+        return hook
+
     def record(name: str):
         def hook(_module, _inputs, output):
-            if name not in calls:
-                order.append(name)
             calls[name] = calls.get(name, 0) + 1
             tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
             if tensors:
                 shapes[name] = tuple(tensors[0].shape)
         return hook
 
-    leaves = [(m, record(n)) for n, m in modules.items() if n and not list(m.children())]
     counter, depth_mode = FlopCounterMode(display=False), _DepthMode()
     with COUNTING_LOCK:
         was_training = model.training
         model.eval()
         try:
-            with forward_hooks(leaves), torch.no_grad(), counter, depth_mode:
+            with (forward_hooks(((m, note_start(n)) for n, m in modules.items()), pre=True),
+                  forward_hooks((m, record(n)) for n, m in modules.items()), torch.no_grad(), counter, depth_mode):
                 output = model(example)
         finally:
             model.train(was_training)
 
     module_macs = _module_macs(counter)
     batch = example.shape[0]
-    rows = [_leaf_row(name, modules[name], shapes.get(name), module_macs.get(name, 0), calls.get(name, 0), batch)
-            for name in order]
-    never_ran = [n for n, m in modules.items() if n and not list(m.children()) and n not in calls]
-    rows += [_leaf_row(n, modules[n], None, 0, 0, batch) for n in never_ran]
-    rows += _parent_rows(modules, module_macs)
+    in_order = sorted(started, key=started.get) + [n for n in modules if n not in started]
+    rows = []
+    for name in in_order:
+        module = modules[name]
+        if not list(module.children()):
+            if name:
+                rows.append(_leaf_row(name, module, shapes.get(name), module_macs.get(name, 0), calls.get(name, 0),
+                                      batch))
+        elif (own := _parent_row(name, module, module_macs, shapes.get(name), calls.get(name, 0))) is not None:
+            rows.append(own)
 
     output_tensor = tree_flatten(output)[0][0]
     params = sum(p.numel() for p in model.parameters())
@@ -194,20 +203,15 @@ def _leaf_row(name: str, module: nn.Module, shape, macs: int, calls: int, batch:
     return LayerRow(name, type(module).__name__, shape, params, trainable, macs, calls, formula)
 
 
-def _parent_rows(modules: dict[str, nn.Module], module_macs: dict[str, int]) -> list[LayerRow]:
-    """Rows for parameters and work that belong to a parent module itself, not to any child."""
-    rows = []
-    for name, module in modules.items():
-        children = dict(module.named_children())
-        if not children:
-            continue
-        prefix = f"{name}." if name else ""
-        own_macs = module_macs.get(name, 0) - sum(module_macs.get(prefix + child, 0) for child in children)
-        params, trainable = _own_params(module)
-        if own_macs or params:
-            rows.append(LayerRow(name or "(model)", f"{type(module).__name__} (own)", None, params, trainable,
-                                 own_macs, 1))
-    return rows
+def _parent_row(name: str, module: nn.Module, module_macs: dict[str, int], shape, calls: int) -> LayerRow | None:
+    """The row for parameters and work that belong to a parent module itself, not to any child; None if none."""
+    prefix = f"{name}." if name else ""
+    children = dict(module.named_children())
+    own_macs = module_macs.get(name, 0) - sum(module_macs.get(prefix + child, 0) for child in children)
+    params, trainable = _own_params(module)
+    if not (own_macs or params):
+        return None
+    return LayerRow(name or "(model)", f"{type(module).__name__} (own)", shape, params, trainable, own_macs, calls)
 
 
 def profile_arch(name: str, input_size: int | None = None, batch: int = 1) -> ModelProfile:

@@ -85,11 +85,24 @@ def test_real_model_frozen_layers_and_no_side_effects():
         assert torch.equal(model(x), model(x))
 
 
+def test_rows_follow_the_data_with_a_parents_own_row_before_its_children():
+    rows = [r for r in profile_arch("tf_efficientnet_lite0").rows]
+    names = [r.name for r in rows]
+    assert names[:4] == ["conv_stem", "bn1", "bn1.drop", "bn1.act"]
+    own = rows[1]
+    assert own.type == "BatchNormAct2d (own)" and own.params == 2 * 32 and own.output_shape == (1, 32, 112, 112)
+    assert names.index("bn2") == names.index("conv_head") + 1
+    last_ran = names.index("classifier")
+    assert all(r.calls == 0 for r in rows[last_ran + 1:]) and all(r.calls for r in rows[:last_ran + 1])
+    assert all(r.output_shape is not None for r in rows if r.type.endswith("(own)"))
+
+
 def test_auxiliary_classifier_counts_params_but_no_operations():
     profile = profile_arch("inception_v3")
     aux = [r for r in profile.rows if r.name.startswith("AuxLogits")]
     assert sum(r.params for r in aux) > 3_000_000
     assert all(r.calls == 0 and r.macs == 0 for r in aux)
+    assert [r.name for r in profile.rows[-len(aux):]] == [r.name for r in aux], "modules that never ran come last"
 
 
 def test_concurrent_profiles_do_not_mix_their_counts():
