@@ -229,14 +229,13 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
     the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol`
     (relative to the largest logit).
     """
-    from cnnlab.data import preprocessing_for
     from cnnlab.registry import get_spec
 
     if fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
     model, checkpoint = model_from_checkpoint(path)
     spec = get_spec(checkpoint.config["arch"])
-    size = preprocessing_for(spec, checkpoint.config.get("image_size")).crop
+    size = spec.preprocessing_at(checkpoint.config.get("image_size")).crop
     example = torch.randn(batch, spec.input_size[0], size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(example).numpy()

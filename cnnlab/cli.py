@@ -198,6 +198,14 @@ def _cmd_reduce(args) -> None:
         _print_reduction(result)
 
 
+def _image_arch(args) -> str:
+    """--arch, else the run's architecture when --weights is a run folder, else the default architecture."""
+    from cnnlab.registry import DEFAULT_ARCH
+    from cnnlab.weights import trained_arch
+
+    return args.arch or trained_arch(args.weights) or DEFAULT_ARCH
+
+
 def _cmd_predict(args) -> None:
     import warnings
 
@@ -208,7 +216,7 @@ def _cmd_predict(args) -> None:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
-            result = predict_image(args.image, args.arch, args.weights, args.top)
+            result = predict_image(args.image, _image_arch(args), args.weights, args.top)
     except (ImageInputError, WeightsError) as error:
         raise UsageError(str(error)) from None
     rows = [{"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 4)}
@@ -403,10 +411,11 @@ def _cmd_features(args) -> None:
         raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
+    args.arch = _image_arch(args)
     spec = get_spec(args.arch)
     try:
-        batch = image_input(args.image, spec).tensor
         loaded = load_weights(args.arch, args.weights)
+        batch = image_input(args.image, spec, image_size=loaded.image_size).tensor
         activations = extract(loaded.model, batch, spec, None if listing else [args.layer])
     except (ImageInputError, WeightsError, ValueError) as error:
         raise UsageError(str(error)) from None
@@ -496,10 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="top-K ImageNet classes of an image with probabilities")
     predict.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
-    predict.add_argument("--arch", type=arch_choice, default="tf_efficientnet_lite0")
+    predict.add_argument("--arch", type=arch_choice,
+                         help="default: the run's architecture when --weights is a run folder, else "
+                              "tf_efficientnet_lite0")
     predict.add_argument("--weights", default="default",
                          help="default (pretrained, offline where possible), shipped, torchvision, timm, none, "
-                              "or a weights file (.safetensors or a .pth state dict)")
+                              "a weights file (.safetensors or a .pth state dict), or a run folder (its trained "
+                              "model and class names)")
     predict.add_argument("--top", type=positive_int, default=5)
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=_cmd_predict)
@@ -548,10 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)")
     features.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
-    features.add_argument("--arch", type=arch_choice, default="tf_efficientnet_lite0")
+    features.add_argument("--arch", type=arch_choice,
+                          help="default: the run's architecture when --weights is a run folder, else "
+                               "tf_efficientnet_lite0")
     features.add_argument("--weights", default="default",
                           help="default (pretrained if available offline, else random), shipped, torchvision, timm, "
-                               "none, or a weights file (.safetensors or a .pth state dict)")
+                               "none, a weights file (.safetensors or a .pth state dict), or a run folder")
     features.add_argument("--layer", required=True, help="a layer name, or 'list' to list every layer with its shape")
     features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
     features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import urllib.error
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -30,7 +30,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 from cnnlab.paths import data_dir, keep_upload
-from cnnlab.registry import ArchSpec, Preprocessing
+from cnnlab.registry import ArchSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
@@ -312,15 +312,6 @@ def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int =
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def preprocessing_for(spec: ArchSpec, image_size: int | None = None) -> Preprocessing:
-    """The spec's preprocessing, rescaled to a square `image_size` input when one is given."""
-    prep = spec.preprocessing
-    if image_size is None or image_size == prep.crop:
-        return prep
-    spec.check_input_size(image_size)
-    return replace(prep, crop=image_size, resize=round(image_size * prep.resize / prep.crop))
-
-
 def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -> v2.Compose:
     """Image (PIL or uint8 tensor) to normalized float tensor, as `spec` wants it.
 
@@ -329,7 +320,7 @@ def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -
     80-100% of the image, near square, resized to the input (a small shift and zoom; no flips: digits and
     text are not mirror-symmetric).
     """
-    prep = preprocessing_for(spec, image_size)
+    prep = spec.preprocessing_at(image_size)
     channels = spec.input_size[0]
     interpolation = InterpolationMode(prep.interpolation)
     if train:

@@ -27,7 +27,7 @@ ACCEPTED_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 BACKGROUND = (255, 255, 255)
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_TITLES = {"chelsea": "Chelsea the cat", "coffee": "A cup of coffee", "rocket": "Falcon 9 rocket launch",
-                 "astronaut": "Astronaut Eileen Collins"}
+                 "astronaut": "Astronaut Eileen Collins", "digit": "A handwritten 3 (scikit-learn's digits, 8x8)"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
                   Image.DecompressionBombError)
 
@@ -132,11 +132,12 @@ def read_image(source: bytes | str | os.PathLike, name: str | None = None) -> Im
         raise ImageInputError(f"{label}: cannot convert its {image.mode} pixels to RGB: {_first_line(error)}") from None
 
 
-def preprocess(image: Image.Image, spec: ArchSpec) -> torch.Tensor:
-    """The architecture's own preprocessing of an RGB image: resize the short side, centre-crop, normalize.
+def preprocess(image: Image.Image, spec: ArchSpec, image_size: int | None = None) -> torch.Tensor:
+    """The architecture's own preprocessing of an RGB image: resize the short side, centre-crop, normalize;
+    rescaled to `image_size` for a model trained at another size (see ArchSpec.preprocessing_at).
 
     Returns a float tensor of shape (C, H, W), grayscale for single-channel architectures."""
-    p = spec.preprocessing
+    p = spec.preprocessing_at(image_size)
     if p.grayscale or spec.input_size[0] == 1:
         image = image.convert("L")
     resized = F.resize(image, [p.resize], interpolation=InterpolationMode(p.interpolation), antialias=True)
@@ -145,16 +146,21 @@ def preprocess(image: Image.Image, spec: ArchSpec) -> torch.Tensor:
     return F.normalize(tensor, list(p.mean), list(p.std))
 
 
-def image_input(source: bytes | str | os.PathLike, spec: ArchSpec, name: str | None = None) -> ImageInput:
+def image_input(source: bytes | str | os.PathLike, spec: ArchSpec, name: str | None = None,
+                image_size: int | None = None) -> ImageInput:
     """Read an upload or a file (see `read_image`) and prepare it for `spec`: (1 x C x H x W batch, RGB image)."""
     image = read_image(source, name)
-    return ImageInput(preprocess(image, spec).unsqueeze(0), image)
+    return ImageInput(preprocess(image, spec, image_size).unsqueeze(0), image)
 
 
-def fit_within(image: Image.Image, max_side: int) -> Image.Image:
-    """A copy no larger than `max_side` on either side, for display."""
+def fit_within(image: Image.Image, max_side: int, min_side: int = 0) -> Image.Image:
+    """A copy for display: no larger than `max_side` on either side, and a tiny image (an 8x8 digit) enlarged
+    by whole pixels until its longer side reaches `min_side`, so that it stays sharp."""
     copy = image.copy()
     copy.thumbnail((max_side, max_side))
+    factor = min_side // max(copy.size)
+    if factor > 1:
+        copy = copy.resize((copy.width * factor, copy.height * factor), Image.Resampling.NEAREST)
     return copy
 
 

@@ -180,6 +180,20 @@ def run_summaries(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
+    """The finished runs of `arch` that saved a whole model, newest first: {run folder: label with accuracy}.
+
+    A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
+    found = {}
+    for run in (store or RunStore()).runs(("succeeded",)):
+        if run.config.get("arch") != arch or not run.checkpoint or not Path(run.checkpoint).is_dir():
+            continue
+        accuracy = (run.result or {}).get("val_acc")
+        shown = f" (val {100 * accuracy:.1f}%)" if accuracy is not None else ""
+        found[str(run_dir(run.id))] = run_label(run) + shown
+    return found
+
+
 def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
     """For each architecture, its best finished run (highest validation accuracy): what the Compare page
     shows beside the published ImageNet numbers."""

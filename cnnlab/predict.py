@@ -9,7 +9,7 @@ from functools import cache
 import torch
 from torch import nn
 
-from cnnlab.images import image_input
+from cnnlab.images import preprocess, read_image
 from cnnlab.registry import DEFAULT_ARCH, get_spec
 from cnnlab.weights import DEFAULT, LoadedModel, default_weights, load_weights
 
@@ -59,14 +59,17 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     return tuple(f"class {i}" for i in range(num_classes))
 
 
-def label_set(arch: str, num_classes: int) -> LabelSet:
-    """The labels of `arch` built with `num_classes` outputs (one sigmoid output counts as two classes)."""
-    if num_classes == IMAGENET_CLASSES:
+def label_set(loaded: LoadedModel) -> LabelSet:
+    """The labels of a loaded model: the classes its run was trained on, ImageNet's, the architecture's own
+    (LeNet-5's digits), else 'class i' (one sigmoid output counts as two classes)."""
+    if loaded.class_names:
+        return LabelSet(f"the {len(loaded.class_names)} classes it was trained on", loaded.class_names)
+    if loaded.num_classes == IMAGENET_CLASSES:
         return LabelSet("the 1000 ImageNet-1k classes", imagenet_class_names())
-    spec = get_spec(arch)
-    if spec.class_names and num_classes == len(spec.class_names):
+    spec = get_spec(loaded.arch)
+    if spec.class_names and loaded.num_classes == len(spec.class_names):
         return LabelSet(spec.class_names_title, spec.class_names)
-    classes = max(num_classes, 2)
+    classes = max(loaded.num_classes, 2)
     return LabelSet(f"{classes} unnamed classes, 'class 0' to 'class {classes - 1}'", class_names(classes))
 
 
@@ -100,10 +103,11 @@ def predict_image(source: bytes | str | os.PathLike, arch: str = DEFAULT_ARCH, w
     """Read an image (bytes or path), load `arch` with `weights` and return its top-`top` classes.
 
     ImageInputError for an unreadable image, WeightsError for weights that cannot be loaded."""
-    batch = image_input(source, get_spec(arch)).tensor
+    image = read_image(source)
     loaded = load_for_prediction(arch, weights)
+    batch = preprocess(image, get_spec(arch), loaded.image_size).unsqueeze(0)
     notes = loaded.notes
     if loaded.weights == "none":
         notes += ("Random weights: these predictions are noise.",)
-    names = label_set(arch, loaded.num_classes).names
+    names = label_set(loaded).names
     return PredictionResult(arch, loaded.weights, predict(loaded.model, batch, top, names), notes)

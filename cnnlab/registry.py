@@ -6,7 +6,7 @@ are read from it, not typed in; the rest cite their source.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import torch
@@ -101,6 +101,15 @@ class ArchSpec:
             raise ValueError(f"input size {size} is too small for {self.name} (minimum {self.min_input_size})")
         if size > 2048:
             raise ValueError(f"input size {size} is larger than cnnlab's limit of 2048")
+
+    def preprocessing_at(self, image_size: int | None = None) -> Preprocessing:
+        """The preprocessing, rescaled to a square `image_size` input when one is given (ValueError if it cannot
+        take that size)."""
+        prep = self.preprocessing
+        if image_size is None or image_size == prep.crop:
+            return prep
+        self.check_input_size(image_size)
+        return replace(prep, crop=image_size, resize=round(image_size * prep.resize / prep.crop))
 
 
 TORCHVISION = "torchvision"

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from cnnlab import distributed
 from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_trainer_state,
                                 load_weights, read_json, save_checkpoint)
-from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, preprocessing_for, stratified_split,
+from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, FeatureSizeError, cache_key, check_tap,
@@ -730,7 +730,7 @@ def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module
 def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunConfig, weights: str,
               runtime: Runtime, taps: list[str], callbacks: list) -> tuple[dict[str, np.ndarray], str]:
     """Each tap's features for every image, from the cache where present; also 'hit', 'miss' or 'partial'."""
-    prep = preprocessing_for(spec, config.image_size)
+    prep = spec.preprocessing_at(config.image_size)
     weights_id = f"{weights}:{model_fingerprint(model)}"
     precision = "bfloat16" if runtime.bf16 else "float32"
     keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0], precision,

@@ -6,6 +6,7 @@ The `weights` argument is one of:
 - 'torchvision': the spec's torchvision weights enum, through torchvision's own download and cache ($TORCH_HOME);
 - 'timm': the spec's timm pretrained tag, through timm and the Hugging Face hub cache ($HF_HUB_CACHE, $HF_HOME);
 - a path to a weights file: .safetensors, or a PyTorch state dict (.pth, .pt, .bin) read with weights_only=True;
+- a run folder (or one of its ckpt-NNNN folders): the trained model of a cnnlab run, with its class names;
 - 'default': the best weights available offline ('shipped', then a cached online source), otherwise 'none'.
 
 Online sources are fetched only when not cached and their host answers within seconds; otherwise loading fails
@@ -71,13 +72,17 @@ class WeightsOption:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model in eval mode with the weights actually loaded (`weights`, never 'default') and notes for the user."""
+    """A model in eval mode with the weights actually loaded (`weights`, never 'default') and notes for the user.
+
+    A model trained by a cnnlab run also carries its class names and the input size it was trained at."""
 
     model: nn.Module
     arch: str
     weights: str
     num_classes: int
     notes: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -452,6 +457,39 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
     return model, notes
 
 
+def _load_run(name: str, path: str) -> LoadedModel:
+    from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
+
+    try:
+        model, checkpoint = model_from_checkpoint(Path(path))
+    except CheckpointError as error:
+        raise WeightsError(f"cannot load the run's model: {error}") from None
+    config = checkpoint.config
+    if config.get("arch") != name:
+        raise WeightsError(f"{path} holds a trained {config.get('arch')}, not {name}")
+    classes = tuple(config["classes"])
+    note = (f"Trained by run {Path(checkpoint.path).parents[1].name} on {config.get('dataset')} "
+            f"({len(classes)} classes), checkpoint of epoch {checkpoint.epoch}.")
+    return LoadedModel(model, name, str(path), len(classes), (note,), classes, config.get("image_size"))
+
+
+def _is_run_folder(weights: str) -> bool:
+    return Path(weights).is_dir()
+
+
+def trained_arch(weights: str) -> str | None:
+    """The architecture a run folder's model was trained as; None for any other weights."""
+    from cnnlab.checkpoints import CheckpointError, latest_checkpoint
+
+    if weights in (NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT) or not _is_run_folder(weights):
+        return None
+    try:
+        checkpoint = latest_checkpoint(Path(weights))
+    except CheckpointError:
+        return None
+    return checkpoint.config.get("arch") if checkpoint else None
+
+
 def _is_file_name(weights: str) -> bool:
     return weights.lower().endswith(WEIGHTS_FILE_SUFFIXES) or os.sep in weights or Path(weights).is_file()
 
@@ -472,7 +510,12 @@ def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = No
         model = build_model(name, num_classes)
         return LoadedModel(model, name, NONE, _classes_of(model, spec.classifier), notes)
     choices = [o.key for o in weights_options(name)]
-    if weights == SHIPPED and SHIPPED in choices:
+    if weights not in choices and _is_run_folder(weights):
+        trained = _load_run(name, weights)
+        if num_classes in (None, trained.num_classes):
+            return trained
+        model, notes = trained.model, trained.notes
+    elif weights == SHIPPED and SHIPPED in choices:
         model = load_shipped(build_model(name), name)
     elif weights == TORCHVISION and TORCHVISION in choices:
         model = _load_torchvision(name)
@@ -482,7 +525,7 @@ def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = No
         model, notes = _load_file(name, weights, num_classes)
     else:
         raise WeightsError(f"unknown weights {weights!r} for {name}; choose from: {', '.join(choices + [DEFAULT])}, "
-                           "or a weights file (.safetensors or a .pth state dict)")
+                           "a weights file (.safetensors or a .pth state dict) or a run folder")
     if num_classes is not None and num_classes != _classes_of(model, spec.classifier):
         replace_classifier(model, spec.classifier, num_classes)
         notes += (f"Classifier {spec.classifier} replaced by a fresh {num_classes}-class layer.",)

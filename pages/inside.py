@@ -60,11 +60,11 @@ def look(arch: str, weights: str, digest: str, _image: Image.Image) -> Look:
     spec = get_spec(arch)
     loaded = loaded_model(arch, weights)
     model = loaded.model
-    batch = preprocess(_image, spec).unsqueeze(0)
+    batch = preprocess(_image, spec, loaded.image_size).unsqueeze(0)
     activations = extract(model, batch, spec)
     view = network_view(batch, spec)
     view.setflags(write=False)
-    predictions = predict(model, batch, top=5, names=label_set(arch, loaded.num_classes).names)
+    predictions = predict(model, batch, top=5, names=label_set(loaded).names)
     return Look(activations, tuple(layer_statistics(activations)), predictions, view)
 
 
@@ -72,8 +72,9 @@ def look(arch: str, weights: str, digest: str, _image: Image.Image) -> Look:
 def cam(arch: str, weights: str, digest: str, class_index: int | None, layer: str, method: str,
         _image: Image.Image) -> ClassActivationMap:
     spec = get_spec(arch)
-    batch = preprocess(_image, spec).unsqueeze(0)
-    return class_activation_map(loaded_model(arch, weights).model, batch, spec, class_index, layer, method)
+    loaded = loaded_model(arch, weights)
+    batch = preprocess(_image, spec, loaded.image_size).unsqueeze(0)
+    return class_activation_map(loaded.model, batch, spec, class_index, layer, method)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -301,8 +302,7 @@ def methods_note(shown: np.ndarray, other: np.ndarray, layer: str) -> str:
 def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, result: Look) -> None:
     """Where the evidence for a class lies: the class, layer and method chosen, the map over the image."""
     spec = get_spec(arch)
-    logits = result.activations.logits.size
-    names = label_set(arch, logits).names
+    names = label_set(loaded_model(arch, weights)).names
     spatial_stages = [s.name for s in result.activations.stage_outputs() if s.spatial]
     default_layer = default_cam_layer(spec)
     cols = st.columns(3)

@@ -32,14 +32,16 @@ with right:
         except WeightsError as error:
             weights_error(error)
     if model is not None and picked is not None:
-        labels = label_set(arch, model.num_classes)
-        predictions = predict(model.model, preprocess(picked.image, spec).unsqueeze(0), top=TOP, names=labels.names)
+        labels = label_set(model)
+        batch = preprocess(picked.image, spec, model.image_size).unsqueeze(0)
+        predictions = predict(model.model, batch, top=TOP, names=labels.names)
         top = predictions[0]
         name_column, probability_column = st.columns([3, 1])
         name_column.metric("Top class", top.label)
         probability_column.metric("Probability", f"{100 * top.probability:.1f}%")
         predictions_chart(predictions)
-        st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: {spec.preprocessing.describe()}.")
+        st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: "
+                   f"{spec.preprocessing_at(model.image_size).describe()}.")
         for note in model.notes:
             st.info(note)
         if model.weights == NONE:

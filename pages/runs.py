@@ -123,6 +123,12 @@ if checkpoint:
                             help="The weights (safetensors), the run's config and metrics as JSON, and the optimizer "
                                  "state, zipped when you click.")
 if checkpoint and run.status == "succeeded":
+    if actions.button("Predict with it", icon=":material/image_search:",
+                      help="Open Predict with this run's model: its classes for a sample photo or your image."):
+        arch = run.config["arch"]
+        st.session_state["predict_arch"] = arch
+        st.session_state[f"predict_weights_{arch}"] = str(jobs.run_dir(run_id))
+        st.switch_page("pages/predict.py")
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
     if actions.button("Export", icon=":material/output:"):
         try:

@@ -13,12 +13,14 @@ from PIL import Image
 
 from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
                            read_image, sample_images)
+from cnnlab.jobs import trained_models
 from cnnlab.predict import Prediction, load_for_prediction
 from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, WeightsOption,
                             download_source, ready_weights, save_uploaded_weights, weights_options)
 
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
+MIN_DISPLAY_SIDE = 256
 
 
 class PickedImage(NamedTuple):
@@ -36,8 +38,14 @@ def arch_picker(key: str, label: str = "Architecture", names: list[str] | None =
 
     names = names or arch_names()
     default = current_settings().arch
-    return st.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
-                        format_func=lambda n: get_spec(n).title)
+    start_at(key, names, default if default in names else names[0])
+    return st.selectbox(label, names, key=key, format_func=lambda n: get_spec(n).title)
+
+
+def start_at(key: str, options: list, default) -> None:
+    """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page)."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
 
 
 def image_picker(key: str) -> PickedImage | None:
@@ -62,26 +70,36 @@ def image_picker(key: str) -> PickedImage | None:
 def show_image(picked: PickedImage, caption: str = "") -> None:
     """The picked image, scaled down for display."""
     width, height = picked.image.size
-    st.image(fit_within(picked.image, DISPLAY_SIDE), caption=caption or f"{picked.name} ({width}x{height})",
+    st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE), caption=caption or f"{picked.name} ({width}x{height})",
              width="stretch")
 
 
 def weights_picker(arch: str, key: str) -> str | None:
-    """A choice of `arch`'s weights (pretrained first, offline availability shown) or an uploaded file, starting
+    """A choice of `arch`'s weights (pretrained first, offline availability shown), the model of a finished run
+    or an uploaded file, starting
     at weights that load right now (cnnlab.weights.ready_weights); when that is random init although pretrained
     weights exist, an info line says how to get them.
 
     Returns the `weights` value for cnnlab.weights.load_weights, or None while no usable file is uploaded."""
     options = {o.key: o for o in weights_options(arch)}
-    keys = list(options) + [UPLOAD]
+    runs = trained_models(arch)
+    keys = list(options) + list(runs) + [UPLOAD]
     initial = ready_weights(arch)
+    widget_key = f"{key}_{arch}"
+    start_at(widget_key, keys, initial)
 
     def label(k: str) -> str:
         if k == UPLOAD:
             return "Upload a weights file"
+        if k in runs:
+            return f"Your run {runs[k]}"
         return options[k].label + ("" if options[k].offline else " (download)")
 
-    choice = st.selectbox("Weights", keys, index=keys.index(initial), key=f"{key}_{arch}", format_func=label)
+    choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
+                          help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
+    if choice in runs:
+        st.caption(f"Trained here: {choice}")
+        return choice
     if choice != UPLOAD:
         _weights_note(arch, options, choice, initial)
         return choice

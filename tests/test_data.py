@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (DatasetError, ZipLimits, extract_zip, load_dataset, load_folder, preprocessing_for,
+from cnnlab.data import (DatasetError, ZipLimits, extract_zip, load_dataset, load_folder,
                          stratified_split, transforms_for)
 from cnnlab.registry import get_spec
 
@@ -66,7 +66,7 @@ def test_preprocessing_follows_the_spec(digits):
     assert torch.equal(lite[0], lite[1]) and torch.equal(lite[1], lite[2])  # gray copied to three channels
     small = transforms_for(get_spec("tf_efficientnet_lite0"), train=False, image_size=64)(image)
     assert small.shape == (3, 64, 64)
-    assert preprocessing_for(get_spec("tf_efficientnet_lite0"), 64).resize == 73  # 256/224 of 64
+    assert get_spec("tf_efficientnet_lite0").preprocessing_at(64).resize == 73  # 256/224 of 64
     rgb = Image.new("RGB", (40, 30), (255, 0, 0))
     assert transforms_for(get_spec("lenet5"), train=False)(rgb).shape == (1, 32, 32)
 

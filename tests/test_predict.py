@@ -13,9 +13,10 @@ from streamlit.testing.v1 import AppTest
 
 from cnnlab.cli import main
 from cnnlab.images import image_input, sample_images
-from cnnlab.predict import imagenet_class_names, load_for_prediction, predict, predict_image
+from cnnlab.predict import imagenet_class_names, label_set, load_for_prediction, predict, predict_image
 from cnnlab.registry import get_spec
-from cnnlab.weights import create_model
+from cnnlab.training import make_config, run
+from cnnlab.weights import WeightsError, create_model
 from tests.test_images import encode, png_header_only
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -212,3 +213,34 @@ def test_page_loads_an_uploaded_checkpoint_or_refuses_it(tmp_path):
     at.file_uploader(key="predict_weights_file").set_value(("evil.pth", evil, "")).run()
     assert not at.exception and "pickled Python objects" in at.error[0].value
     assert not RunsCode.marker.exists()
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """LeNet-5 trained from scratch on the digits: a real run folder with its checkpoint."""
+    out = tmp_path_factory.mktemp("runs") / "lenet-digits"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNLAB_HOME", str(tmp_path_factory.mktemp("home")))
+        run(make_config("scratch", "lenet5", "digits", epochs=6, device="cpu"), out_dir=out)
+    return out
+
+
+def test_a_runs_model_predicts_the_classes_it_learned(digits_run):
+    digit = sample_images()["digit"]
+    result = predict_image(digit, "lenet5", str(digits_run), top=3)
+    assert result.predictions[0].label == "3" and result.predictions[0].probability > 0.5
+    assert any("on digits (10 classes)" in note for note in result.notes), result.notes
+    loaded = load_for_prediction("lenet5", str(next((digits_run / "checkpoints").iterdir())))
+    assert label_set(loaded).names == tuple("0123456789") and "trained on" in label_set(loaded).title
+    with pytest.raises(WeightsError, match="holds a trained lenet5, not resnet18"):
+        predict_image(digit, "resnet18", str(digits_run))
+    with pytest.raises(WeightsError, match="holds no checkpoint"):
+        predict_image(digit, "lenet5", str(digits_run / "checkpoints"))
+
+
+def test_cli_predicts_with_a_run_folder_as_its_architecture(digits_run, capsys):
+    assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["arch"] == "lenet5" and output["predictions"][0]["label"] == "3"
+    assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--arch", "alexnet"]) == 2
+    assert "holds a trained lenet5, not alexnet" in capsys.readouterr().err

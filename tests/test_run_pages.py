@@ -233,3 +233,35 @@ def test_the_run_picker_switches_runs_and_a_link_opens_one():
     assert at.selectbox(key="runs_selected").value == second
     assert any(f"**{second} · I: scratch" in str(m.value) for m in at.markdown)
     assert at.query_params["run"] == [second] or at.query_params["run"] == second
+
+
+def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=6, device="cpu"), store)
+    jobs.work(store, once=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    next(b for b in at.button if b.label == "Predict with it").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Predict"
+    at.switch_page("pages/predict.py")  # AppTest's next run would go back to the page it last opened itself
+    assert at.selectbox(key="predict_arch").value == "lenet5"
+    weights = at.selectbox(key="predict_weights_lenet5")
+    assert weights.value == str(jobs.run_dir(run_id))
+    assert any(o.startswith(f"Your run {run_id} · I: scratch · LeNet-5 on digits (val ") for o in weights.options)
+    at.selectbox(key="predict_image_sample").set_value("digit").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.metric[0].value == "3"
+    assert any("Classes: the 10 classes it was trained on" in c.value for c in at.caption)
+    assert any("on digits (10 classes)" in i.value for i in at.info)
+
+    at.switch_page("pages/inside.py")
+    at.session_state["inside_weights_lenet5"] = str(jobs.run_dir(run_id))
+    at.run()
+    at.selectbox(key="inside_arch").set_value("lenet5").run()
+    at.selectbox(key="inside_image_sample").set_value("digit").run()
+    assert not at.exception, at.exception
+    assert any("Top prediction:** 3" in m.value for m in at.markdown), [m.value for m in at.markdown]

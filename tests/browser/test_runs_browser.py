@@ -1,5 +1,5 @@
 """Runs from the browser: launch a run and watch its curves grow, queue a Strategy III run behind it, cancel
-the first, close the tab, come back, watch the second finish, compare."""
+the first, close the tab, come back, watch the second finish, predict with its model, compare."""
 import re
 
 from playwright.sync_api import expect
@@ -87,6 +87,15 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.locator("[data-testid='stPlotlyChart'] .heatmaplayer").first.wait_for(timeout=30_000)  # confusion matrix
     wait_for_app(page)
     screenshot(page, "runs")
+
+    # the trained model at work: Predict opens with it and names the digits it learned
+    page.get_by_role("button", name="Predict with it").click()
+    page.wait_for_url(re.compile(r".*/predict$"), timeout=30_000)
+    wait_for_app(page)
+    pick(page, "use a sample photo", "A handwritten 3 (scikit-learn's digits, 8x8)")
+    expect(page.locator("[data-testid='stMetricValue']").first).to_have_text(re.compile(r"^\d$"), timeout=60_000)
+    expect(page.get_by_text("Classes: the 10 classes it was trained on")).to_be_visible()
+    screenshot(page, "predict_run")
 
     page.goto(f"{dashboard_url}/run_compare")
     wait_for_app(page)
