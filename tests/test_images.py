@@ -10,8 +10,8 @@ import timm
 import torch
 from PIL import Image, ImageFile
 
-from cnnlab.images import (MAX_FILE_BYTES, MAX_PIXELS, ImageInputError, image_input, preprocess, read_image,
-                           sample_images)
+from cnnlab.images import (MAX_FILE_BYTES, MAX_PIXELS, ImageInputError, fit_within, image_input, preprocess,
+                           read_image, sample_images)
 from cnnlab.registry import build_model, get_spec
 
 
@@ -48,6 +48,23 @@ def test_sample_photos_read_pixel_for_pixel():
     assert chelsea.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(chelsea), skimage.data.chelsea())
     np.testing.assert_array_equal(np.asarray(read_image(samples["coffee"])), skimage.data.coffee())
+
+
+def test_the_digit_sample_is_a_held_out_three_from_the_digits_dataset():
+    from sklearn.datasets import load_digits
+
+    from cnnlab.data import load_dataset, stratified_split
+
+    digits = load_digits()
+    digit = read_image(sample_images()["digit"])
+    assert digit.size == (8, 8) and digits.target[279] == 3
+    np.testing.assert_array_equal(np.asarray(digit)[..., 0], np.clip(digits.images[279] * 16, 0, 255))
+    dataset = load_dataset("digits")
+    assert 279 in stratified_split(dataset.targets, 0.2, 0)[1]  # the default split's validation side
+    assert (np.asarray(dataset[279][0])[0] == np.asarray(digit)[..., 0]).all()
+    shown = fit_within(digit, 1024, 256)
+    assert shown.size == (256, 256) and shown.getpixel((0, 0)) == digit.getpixel((0, 0))
+    assert fit_within(read_image(sample_images()["chelsea"]), 200, 256).size == (200, 133)
 
 
 @pytest.mark.parametrize("format,options", [("JPEG", {"quality": 95}), ("WEBP", {"lossless": True}), ("BMP", {}),
