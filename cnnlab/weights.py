@@ -459,6 +459,7 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
 
 def _load_run(name: str, path: str) -> LoadedModel:
     from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
+    from cnnlab.planner import strategy_label
 
     try:
         model, checkpoint = model_from_checkpoint(Path(path))
@@ -468,8 +469,9 @@ def _load_run(name: str, path: str) -> LoadedModel:
     if config.get("arch") != name:
         raise WeightsError(f"{path} holds a trained {config.get('arch')}, not {name}")
     classes = tuple(config["classes"])
-    note = (f"Trained by run {Path(checkpoint.path).parents[1].name} on {config.get('dataset')} "
-            f"({len(classes)} classes), checkpoint of epoch {checkpoint.epoch}.")
+    after = f", saved after epoch {checkpoint.epoch}" if checkpoint.epoch else ""
+    note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({strategy_label(config.get('strategy'))}) "
+            f"on {config.get('dataset')} ({len(classes)} classes){after}.")
     return LoadedModel(model, name, str(path), len(classes), (note,), classes, config.get("image_size"))
 
 

@@ -98,7 +98,7 @@ def weights_picker(arch: str, key: str) -> str | None:
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
     if choice in runs:
-        st.caption(f"Trained here: {choice}")
+        st.caption(f"{runs[choice]}, kept in `{choice}`")
         return choice
     if choice != UPLOAD:
         _weights_note(arch, options, choice, initial)
