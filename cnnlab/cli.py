@@ -455,7 +455,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "
-                                          "torchvision, timm or a weights file")
+                                          "torchvision, timm, a weights file, or a run folder (go on from the "
+                                          "model a run trained)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")

@@ -129,6 +129,18 @@ def test_head_first_then_unfreeze(tmp_path):
     assert not torch.equal(trained.state_dict()["conv_head.weight"], pretrained["conv_head.weight"])
 
 
+def test_a_runs_model_is_the_start_of_another_run(tmp_path):
+    first = run(make_config("scratch", "lenet5", "digits", epochs=3, device="cpu"), out_dir=tmp_path / "first")
+    config = make_config("finetune", "lenet5", "digits", weights=str(tmp_path / "first"), freeze="stage:2",
+                         epochs=2, device="cpu")
+    second = run(config, out_dir=tmp_path / "second")
+    assert second.val_acc > first.val_acc - 0.02 and second.params_frozen > 0
+    before, _ = model_from_checkpoint(tmp_path / "first")
+    after, _ = model_from_checkpoint(tmp_path / "second")
+    assert torch.equal(after.c1[0].weight, before.c1[0].weight), "frozen: the first run's weights, unchanged"
+    assert not torch.equal(after.output.weight, before.output.weight)
+
+
 class StopAfter(Callback):
     def __init__(self, epochs):
         self.epochs = epochs
