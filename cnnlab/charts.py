@@ -10,11 +10,20 @@ import plotly.graph_objects as go
 from cnnlab.profiling import human
 
 
+PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
+STRATEGY_COLORS = {"scratch": "#CC6677", "finetune": "#3366CC", "extract": "#117733", "probe": "#888888"}
+
+
 def family_colors(rows: list[dict]) -> dict[str, str]:
     """One fixed colour per family, so every chart colours a family the same way."""
     families = list(dict.fromkeys(r["family"] for r in rows))
-    palette = px.colors.qualitative.Bold + px.colors.qualitative.Pastel
-    return {family: palette[i % len(palette)] for i, family in enumerate(families)}
+    return {family: PALETTE[i % len(PALETTE)] for i, family in enumerate(families)}
+
+
+def stable_colors(keys: list[str]) -> dict[str, str]:
+    """One colour per key by its place in `keys` (all runs, oldest first): a run keeps its colour whichever runs
+    are shown beside it."""
+    return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
 
 
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
@@ -69,7 +78,8 @@ def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) ->
     figure = px.bar(rows, x="title", y=metric, color="family", log_y=log,
                     color_discrete_map=family_colors(rows), labels={metric: label, "title": ""},
                     hover_data={metric: ":,"})
-    figure.update_layout(height=380, margin={"t": 30}, xaxis_tickangle=-35, showlegend=False)
+    figure.update_layout(height=400, margin={"t": 30}, xaxis_tickangle=-35, legend_title_text="Family",
+                         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
     if log:
         figure.update_yaxes(**log_axis([r[metric] for r in rows]))
     return figure
@@ -79,11 +89,13 @@ CURVE_NAMES = {"loss": "training loss", "val_loss": "validation loss", "acc": "t
                "val_acc": "validation accuracy"}
 
 
-def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss")) -> go.Figure:
-    """Per-epoch curves of several runs overlaid: one line per (run, metric), dashed for training metrics."""
+def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss"),
+               colors: dict[str, str] | None = None) -> go.Figure:
+    """Per-epoch curves of several runs overlaid: one line per (run, metric), dotted for training metrics, in
+    `colors` (by run label) where given."""
     figure = go.Figure()
-    palette = px.colors.qualitative.Bold
-    for index, (label, epochs) in enumerate(histories.items()):
+    colors = colors or stable_colors(list(histories))
+    for label, epochs in histories.items():
         for metric in metrics:
             points = [(e["epoch"], e[metric]) for e in epochs if e.get(metric) is not None]
             if not points:
@@ -92,13 +104,14 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
             figure.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers", name=f"{label} {CURVE_NAMES.get(metric, metric)}"
                 if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
-                line={"color": palette[index % len(palette)], "dash": "solid" if metric.startswith("val") else "dot"}))
+                line={"color": colors[label], "dash": "solid" if metric.startswith("val") else "dot"}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
     figure.update_layout(height=320, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
                          legend={"orientation": "h", "y": -0.25})
     if title == "Accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
-    figure.update_xaxes(tickformat="d", dtick=max(1, len(max(histories.values(), key=len, default=[])) // 10))
+    epochs = len(max(histories.values(), key=len, default=[]))
+    figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)))
     return figure
 
 
@@ -124,12 +137,26 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
 
 
 def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False) -> go.Figure:
-    """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows), by strategy."""
-    figure = px.scatter(rows, x=cost, y="val_acc", color="strategy", symbol="arch", text="label", log_x=log,
+    """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). The colour is the
+    strategy and the marker the architecture, the same whichever runs are shown; the accuracy axis zooms in on
+    the runs' range."""
+    from cnnlab.planner import strategy_label
+    from cnnlab.registry import arch_names, arch_title
+
+    symbols = ["circle", "diamond", "square", "triangle-up", "cross", "x", "star", "hexagon", "triangle-down",
+               "pentagon"]
+    labelled = [{**row, "strategy": strategy_label(row["strategy"])} for row in rows]
+    figure = px.scatter(labelled, x=cost, y="val_acc", color="strategy", symbol="arch", text="label", log_x=log,
                         hover_data={"params_trainable": ":,", "dataset": True, "label": False},
-                        labels={cost: label, "val_acc": "Validation accuracy"})
+                        labels={cost: label, "val_acc": "Validation accuracy", "strategy": "Strategy",
+                                "arch": "Architecture"},
+                        color_discrete_map={strategy_label(k): v for k, v in STRATEGY_COLORS.items()},
+                        symbol_map={arch_title(n): symbols[i % len(symbols)] for i, n in enumerate(arch_names())})
     figure.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
-    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[0, 1.08], yaxis_tickformat=".0%")
+    accuracies = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
+    low = max(0.0, min(accuracies, default=0.0) - 0.1)
+    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[low if low > 0.3 else 0, 1.04],
+                         yaxis_tickformat=".0%")
     costs = [row[cost] for row in rows if row.get(cost) is not None]
     if log and costs:
         figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])

@@ -2,16 +2,18 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab.charts import accuracy_vs_operations, metric_bars
-from cnnlab.jobs import transfer_results
 from cnnlab.compare import architecture_rows
+from cnnlab.jobs import transfer_results
 from cnnlab.latency import LatencyCache
 from cnnlab.lecture import check_claims
+from cnnlab.planner import strategy_label
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
-from pages.widgets import arch_picker
+from pages.widgets import arch_picker, metric_row
 
 LATENCY_BATCHES = (1, 8)
+TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
 
 st.title("Compare architectures")
 st.caption("Parameters, operations (multiply-accumulates, MACs; FLOPs = 2 x MACs) and depth are measured on "
@@ -25,7 +27,7 @@ latency_cache = LatencyCache()
 @st.cache_data(show_spinner=False)
 def layer_table(arch: str) -> pd.DataFrame:
     """One row per layer: output shape of one image (channels x height x width), parameters, MACs, formula."""
-    return pd.DataFrame([{"layer": r.name, "type": r.type,
+    return pd.DataFrame([{"layer": r.name, "type": r.type + (f" (runs {r.calls}x)" if r.calls > 1 else ""),
                           "output": " x ".join(map(str, r.output_shape[1:])) if r.output_shape else "",
                           "params": r.params, "trainable": r.trainable_params, "MACs": r.macs, "formula": r.formula}
                          for r in profile_arch(arch).rows])
@@ -49,16 +51,17 @@ yours = transfer_results()
 table = pd.DataFrame([{
     "Architecture": r["title"], "Family": r["family"], "Year": r["year"],
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Depth": r["depth"],
-    "Top-1 %": r["top1"], "Top-5 %": r["top5"], "Accuracy source": r["accuracy_source"],
-    "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
+    "Top-1 %": r["top1"], "Top-5 %": r["top5"],
     **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
     "Your best val acc": yours[r["name"]]["val_acc"] if r["name"] in yours else None,
-    "Your run": (f"{yours[r['name']]['strategy']} on {yours[r['name']]['dataset']} ({yours[r['name']]['run']})"
-                 if r["name"] in yours else None),
+    "Your run": (f"{strategy_label(yours[r['name']]['strategy'])} on {yours[r['name']]['dataset']} "
+                 f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
+    "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
+    "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
 st.dataframe(
-    table, hide_index=True, width="stretch",
+    table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
         "GMACs": st.column_config.NumberColumn(format="%.3g"),
@@ -104,7 +107,8 @@ st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stret
 
 st.subheader("Lecture claims, checked")
 st.dataframe(claims_table(), hide_index=True, width="stretch",
-             column_config={"Agrees": st.column_config.CheckboxColumn(), "Why": st.column_config.TextColumn(width="large"),
+             column_config={"Agrees": st.column_config.CheckboxColumn(),
+                            "Why": st.column_config.TextColumn(width="large"),
                             "Lecture says": st.column_config.NumberColumn(format="localized"),
                             "cnnlab measures": st.column_config.NumberColumn(format="localized")})
 
@@ -112,26 +116,28 @@ st.subheader("Inside one architecture")
 arch = arch_picker("compare_arch")
 spec = get_spec(arch)
 profile = profile_arch(arch)
-left, right = st.columns([2, 3])
+left, right = st.columns([2, 3], gap="large")
 with left:
     st.markdown(f"**{spec.title}** ({spec.family}, {spec.year})  \n"
                 f"[{spec.paper.title}]({spec.paper.url}), {spec.paper.authors}")
     st.markdown(f"Implementation: **{spec.source}** `{spec.builder}`  \n"
                 f"Input {'x'.join(map(str, spec.input_size))}: {spec.preprocessing.describe()}  \n"
                 f"Classifier: `{spec.classifier}`; stages: {', '.join(f'`{s}`' for s in spec.stages)}")
-    cols = st.columns(3)
-    cols[0].metric("Parameters", human(profile.params))
-    cols[1].metric("MACs", human(profile.macs), help=f"FLOPs = 2 x MACs = {human(profile.flops)}")
-    cols[2].metric("Depth", profile.depth, help="Longest chain of conv and linear layers")
+    row = metric_row()
+    row.metric("Parameters", human(profile.params))
+    row.metric("MACs", human(profile.macs), help=f"FLOPs = 2 x MACs = {human(profile.flops)}")
+    row.metric("Depth", profile.depth, help="Longest chain of conv and linear layers")
+with right:
     if spec.notes:
         st.markdown("**Paper vs implementation**")
         st.markdown("\n".join(f"- {note}" for note in spec.notes))
-with right:
-    st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
-                 column_config={"output": st.column_config.TextColumn("output (C x H x W)"),
-                                "params": st.column_config.NumberColumn(format="localized"),
-                                "trainable": st.column_config.NumberColumn(format="localized"),
-                                "MACs": st.column_config.NumberColumn(format="localized"),
-                                "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
-                                                                       width="large")})
-    st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image.")
+st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
+             column_config={"output": st.column_config.TextColumn("output (C x H x W)"),
+                            "params": st.column_config.NumberColumn(format="localized"),
+                            "trainable": st.column_config.NumberColumn(format="localized"),
+                            "MACs": st.column_config.NumberColumn(format="localized"),
+                            "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
+                                                                   width="large")})
+st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image. A module "
+           "that runs several times (torchvision ResNet's one ReLU per block) is one row, at its first run, with "
+           "the output of its last.")

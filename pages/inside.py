@@ -20,8 +20,8 @@ from cnnlab.mosaic import (COLORMAPS, channel_means, enlarge, filter_tiles, mosa
 from cnnlab.predict import Prediction, label_set, predict
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
-from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, predictions_chart, show_image,
-                           weights_error, weights_picker)
+from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, metric_row, predictions_chart,
+                           show_image, weights_error, weights_picker)
 
 TOP_COUNTS = (16, 32, 64, 128)
 ALL_CHANNELS = "all"
@@ -190,11 +190,11 @@ def layer_browser(arch: str, result: Look) -> None:
     """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
     layer = layer_choice(arch, result.activations.layers)
     stats = result.statistics[layer.index]
-    cols = st.columns(4)
-    cols[0].metric("Stage", layer.stage)
-    cols[1].metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
-    cols[2].metric("Mean activation", f"{stats['mean']:.3g}")
-    cols[3].metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
+    row = metric_row()
+    row.metric("Stage", layer.stage)
+    row.metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
+    row.metric("Mean activation", f"{stats['mean']:.3g}")
+    row.metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
     controls = st.columns(4)
     top = channels_shown(controls[0], layer.channels)
     order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)

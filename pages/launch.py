@@ -12,7 +12,7 @@ from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
 from cnnlab.weights import NONE, download_source, downloadable, weights_options
 from pages.common import current_settings
-from pages.widgets import arch_picker
+from pages.widgets import arch_picker, metric_row
 
 DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
             "mnist": "MNIST (downloaded, or a local copy in the data directory)",
@@ -162,22 +162,22 @@ with right:
                     "State": "trained" if head else "fitted"}
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"Params": st.column_config.NumberColumn(format="localized")})
-    m1, m2 = st.columns(2)
+    row = metric_row()
     if strategy == "extract":
-        m1.metric("Trainable parameters", human(head),
-                  help=f"The classifier on {features.count:,} features: (features + 1) x classes weights for logistic "
-                       "regression and the linear layer; an SVM or k-NN keeps training examples instead")
-        m2.metric("MACs per image, once", human(plan.forward_macs),
-                  help="Strategy III never trains the backbone: each image goes forward once, then its features are "
-                       "cached.")
+        row.metric("Trainable parameters", human(head),
+                   help=f"The classifier on {features.count:,} features: (features + 1) x classes weights for "
+                        "logistic regression and the linear layer; an SVM or k-NN keeps training examples instead")
+        row.metric("MACs per image, once", human(plan.forward_macs),
+                   help="Strategy III never trains the backbone: each image goes forward once, then its features "
+                        "are cached.")
         where = "the classifier's input" if tap == PENULTIMATE else f"{tap}, {POOLING_LABELS[pooling]}"
         st.caption(f"The backbone runs forward once per image ({human(plan.forward_macs)} MACs), the features are "
                    f"cached on disk, and only the classifier learns: {features.formula} features per image "
                    f"({where}).")
     else:
-        m1.metric("Trainable parameters", human(plan.params_trainable),
-                  help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
-        m2.metric("Training MACs/image", human(plan.training_macs), help=plan.formula)
+        row.metric("Trainable parameters", human(plan.params_trainable),
+                   help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")
+        row.metric("Training MACs/image", human(plan.training_macs), help=plan.formula)
         st.caption("Training MACs = forward + input gradients of the layers after the first trainable one + weight "
                    f"gradients of the trainable layers: {plan.formula}.")
     if classes is None and dataset:

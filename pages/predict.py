@@ -4,10 +4,20 @@ from cnnlab.images import preprocess
 from cnnlab.predict import label_set, predict
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError, weights_options
-from pages.widgets import (arch_picker, image_picker, loaded_model, predictions_chart, show_image, weights_error,
-                           weights_picker)
+from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, predictions_chart, show_image,
+                           weights_error, weights_picker)
 
 TOP = 5
+
+
+def random_weights_advice(arch: str) -> str:
+    """What to pick instead of random weights, given what `arch` has."""
+    pretrained = [o for o in weights_options(arch) if o.pretrained]
+    if any(o.offline for o in pretrained):
+        return "Pick the pretrained weights under Weights."
+    if pretrained:
+        return "Its pretrained weights need a download (see the note under Weights)."
+    return "Train it on the Launch page: your finished runs appear under Weights."
 
 
 st.title("Predict")
@@ -27,7 +37,7 @@ with right:
     model = None
     if weights is not None:
         try:
-            with st.spinner(f"Loading {spec.title} ({weights} weights)..."):
+            with st.spinner(f"Loading {spec.title}..."):
                 model = loaded_model(arch, weights)
         except WeightsError as error:
             weights_error(error)
@@ -36,15 +46,14 @@ with right:
         batch = preprocess(picked.image, spec, model.image_size).unsqueeze(0)
         predictions = predict(model.model, batch, top=TOP, names=labels.names)
         top = predictions[0]
-        name_column, probability_column = st.columns([3, 1])
-        name_column.metric("Top class", top.label)
-        probability_column.metric("Probability", f"{100 * top.probability:.1f}%")
+        if model.weights == NONE:
+            st.warning(f"Random weights: these predictions are noise. {random_weights_advice(arch)}",
+                       icon=":material/casino:")
+        row = metric_row()
+        row.metric("Top class", top.label, width="content")
+        row.metric("Probability", f"{100 * top.probability:.1f}%", width="content")
         predictions_chart(predictions)
         st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: "
                    f"{spec.preprocessing_at(model.image_size).describe()}.")
         for note in model.notes:
             st.info(note)
-        if model.weights == NONE:
-            pretrained = "Compare with a pretrained choice." if any(o.pretrained for o in weights_options(arch)) else (
-                "Train it on the Launch page and load the run's checkpoint as a weights file.")
-            st.warning(f"Random weights: these predictions are noise. {pretrained}")

@@ -12,6 +12,7 @@ from cnnlab.reductions import (
     receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
+from pages.widgets import metric_row
 
 PRESETS = {
     "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
@@ -142,20 +143,20 @@ def calculator() -> None:
                   f"Total number of operations = {result.total_formula}"]
     st.markdown("  \n".join(f"`{line}`" if "=" in line else line for line in lines))
 
-    columns = st.columns(4)
-    columns[0].metric("Naive MACs", human(result.naive.macs))
+    row = metric_row()
+    row.metric("Naive MACs", human(result.naive.macs))
     if result.reduce is None:
-        columns[1].metric("Output", f"{setup.height}x{setup.width}x{setup.out_channels}")
-        columns[2].metric("Parameters", human(result.naive.params), help=result.naive.params_formula)
-        columns[3].metric("Channels kept", f"{setup.out_channels / setup.in_channels:.0%}",
-                          help="C_out / C_in: how much a 1x1 convolution compresses the depth.")
+        row.metric("Output", f"{setup.height}x{setup.width}x{setup.out_channels}")
+        row.metric("Parameters", human(result.naive.params), help=result.naive.params_formula)
+        row.metric("Channels kept", f"{setup.out_channels / setup.in_channels:.0%}",
+                   help="C_out / C_in: how much a 1x1 convolution compresses the depth.")
     else:
-        columns[1].metric("MACs with reduction", human(result.total_macs),
-                          delta=f"{human(result.total_macs - result.naive.macs)}", delta_color="inverse")
-        columns[2].metric("Fewer MACs", f"{result.ratio:.1f}x")
-        columns[3].metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
-                          help="Naive → with the reduction. " + " ; ".join(
-                              c.params_formula for c in (result.naive, result.reduce, result.conv)))
+        row.metric("MACs with reduction", human(result.total_macs),
+                   delta=f"{human(result.total_macs - result.naive.macs)}", delta_color="inverse")
+        row.metric("Fewer MACs", f"{result.ratio:.1f}x")
+        row.metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
+                   help="Naive → with the reduction. " + " ; ".join(
+                       c.params_formula for c in (result.naive, result.reduce, result.conv)))
     left, right = st.columns(2)
     left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart")
     right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart")
@@ -202,18 +203,18 @@ def _factorization_block(result, title: str) -> None:
                  column_config={c: st.column_config.NumberColumn(format="localized") for c in ("MACs", "Params")})
     st.markdown(f"`MACs of the chain = {result.formula}`  \n`Params of the chain = {result.params_formula}`")
     field = "x".join(map(str, result.receptive_field))
-    columns = st.columns(4)
-    columns[0].metric(f"{title}: receptive field", f"{field} = {result.setup.kernel}x{result.setup.kernel}",
-                      help="Each stride-1 kh x kw layer widens it by kh - 1 and kw - 1: n 3x3 layers see 1 + 2n.")
-    columns[1].metric(f"{title}: MACs of the chain", human(result.macs),
-                      delta=f"{-result.saving:.0%} of {human(result.single.macs)}", delta_color="inverse",
-                      help=f"One {result.single.label}: {result.single.formula}; the chain: {result.formula}")
-    columns[2].metric(f"{title}: fewer MACs", f"{result.ratio:.2f}x")
-    columns[3].metric(f"{title}: params of the chain", human(result.params),
-                      delta=f"{1 / result.params_ratio - 1:.0%} of {human(result.single.params)}",
-                      delta_color="inverse",
-                      help=f"{result.params_ratio:.2f}x fewer. One {result.single.label}: "
-                           f"{result.single.params_formula}; the chain: {result.params_formula}")
+    row = metric_row()
+    row.metric(f"{title}: receptive field", f"{field} = {result.setup.kernel}x{result.setup.kernel}",
+               help="Each stride-1 kh x kw layer widens it by kh - 1 and kw - 1: n 3x3 layers see 1 + 2n.")
+    row.metric(f"{title}: MACs of the chain", human(result.macs),
+               delta=f"{-result.saving:.0%} of {human(result.single.macs)}", delta_color="inverse",
+               help=f"One {result.single.label}: {result.single.formula}; the chain: {result.formula}")
+    row.metric(f"{title}: fewer MACs", f"{result.ratio:.2f}x")
+    row.metric(f"{title}: params of the chain", human(result.params),
+               delta=f"{1 / result.params_ratio - 1:.0%} of {human(result.single.params)}",
+               delta_color="inverse",
+               help=f"{result.params_ratio:.2f}x fewer. One {result.single.label}: "
+                    f"{result.single.params_formula}; the chain: {result.params_formula}")
     st.latex(_c_squared_latex(result))
     st.caption(f"Weights per output position with C_in = C_out = C (no bias): the chain needs "
                f"{result.c_squared_coefficients[1]}/{result.c_squared_coefficients[0]} of the single convolution.")
@@ -306,12 +307,12 @@ def real_modules() -> None:
     with st.spinner(f"Reading {get_spec(arch).title}'s modules"):
         network = network_reductions(arch)
     totals = network.totals()
-    columns = st.columns(4)
-    columns[0].metric(f"{len(network.modules)} modules, as built", human(network.built_macs) + " MACs")
-    columns[1].metric("Without 1x1 reductions", human(network.without_macs) + " MACs")
-    columns[2].metric("Saved", f"{network.ratio:.2f}x")
-    columns[3].metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
-                      help="All of the network's MACs as built → with every module's reductions removed.")
+    row = metric_row()
+    row.metric(f"{len(network.modules)} modules, as built", human(network.built_macs) + " MACs")
+    row.metric("Without 1x1 reductions", human(network.without_macs) + " MACs")
+    row.metric("Saved", f"{network.ratio:.2f}x")
+    row.metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
+               help="All of the network's MACs as built → with every module's reductions removed.")
     st.plotly_chart(_module_chart(network), key="modules_chart")
     summary = pd.DataFrame([m.summary() for m in network.modules]).rename(columns={
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",

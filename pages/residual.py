@@ -92,8 +92,8 @@ if trained:
     t_depth, t_bn, t_seed, t_epochs, histories = trained
     st.caption(f"{t_depth} blocks, batch norm {'on' if t_bn else 'off'}, seed {t_seed}, {t_epochs} epochs.")
     loss_col, acc_col = st.columns(2)
-    loss_col.plotly_chart(run_curves(histories, ("loss",)), width="stretch", key="res_loss")
-    acc_col.plotly_chart(run_curves(histories, ("val_acc",)), width="stretch", key="res_acc")
+    loss_col.plotly_chart(run_curves(histories, ("loss",), COLORS), width="stretch", key="res_loss")
+    acc_col.plotly_chart(run_curves(histories, ("val_acc",), COLORS), width="stretch", key="res_acc")
     finals = {v: h[-1] for v, h in histories.items()}
     st.caption("Final training loss: " + ", ".join(f"{v} {p['loss']:.3f}" for v, p in finals.items()) +
                "; validation accuracy: " + ", ".join(f"{v} {p['val_acc']:.1%}" for v, p in finals.items()) + ".")

@@ -2,8 +2,8 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.charts import accuracy_vs_cost, run_curves
-from cnnlab.planner import STRATEGY_INFO
+from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
+from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
@@ -35,26 +35,32 @@ if unfinished:
         st.rerun()
 
 rows, histories = [], {}
+colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
+colors = {}
 for run_id in chosen:
     run = runs[run_id]
     result = run.result or {}
     strategy = run.config.get("strategy")
-    label = f"{arch_title(run.config.get('arch'))} · {STRATEGY_INFO.get(strategy, (strategy,))[0]} ({run_id[:4]})"
+    label = f"{run_id} · {strategy_label(strategy)} · {arch_title(run.config.get('arch'))}"
     histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
-    rows.append({"label": label, "run": run_id, "status": run.status, "strategy": run.config.get("strategy"),
+    colors[label] = colors_by_run[run_id]
+    rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
                  "arch": arch_title(run.config.get("arch")), "dataset": run.config.get("dataset"),
                  "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
                  "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                  "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
 
 table = pd.DataFrame(rows)
+table["strategy"] = table["strategy"].map(strategy_label)
 st.dataframe(table.drop(columns=["label"]), hide_index=True, width="stretch",
-             column_config={"val_acc": st.column_config.NumberColumn("val acc", format="percent"),
-                            "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f"),
-                            "params_trainable": st.column_config.NumberColumn("trainable params", format="localized"),
-                            "params_frozen": st.column_config.NumberColumn("frozen params", format="localized"),
+             column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
+                            "dataset": "Dataset",
+                            "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
+                            "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
+                            "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),
+                            "params_frozen": st.column_config.NumberColumn("Frozen params", format="localized"),
                             "total_gmacs": st.column_config.NumberColumn(
-                                "training GMACs", format="%.1f",
+                                "Training GMACs", format="%.1f",
                                 help="What the run computed in all, from its freeze plan: per training image, "
                                      "forward + input gradients + weight gradients, times images and epochs, plus "
                                      "the validation passes (Strategy III: one forward pass over every image)")})
@@ -70,7 +76,7 @@ if finished:
 if any(histories.values()):
     st.subheader("Curves")
     loss_column, acc_column = st.columns(2)
-    loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss")), width="stretch")
-    acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc")), width="stretch")
+    loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
+    acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
     st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "
                "so it appears in the table and the chart above only.")

@@ -9,6 +9,7 @@ from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, e
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
+from pages.widgets import metric_row
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 
 REFRESH = "2s"
@@ -38,9 +39,11 @@ def draw_table() -> None:
     summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
     st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
-                 column_config={"val_acc": st.column_config.NumberColumn("val acc", format="percent"),
+                 column_config={"id": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
+                                "dataset": "Dataset", "created": "Created",
+                                "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
                                 "duration_s": st.column_config.NumberColumn(
-                                    "duration (s)", format="%.1f",
+                                    "Duration (s)", format="%.1f",
                                     help="Wall time from start to end, loading data and models included; the run's "
                                          "training time below counts the training alone.")})
 
@@ -128,6 +131,8 @@ if checkpoint and run.status == "succeeded":
         arch = run.config["arch"]
         st.session_state["predict_arch"] = arch
         st.session_state[f"predict_weights_{arch}"] = str(jobs.run_dir(run_id))
+        if run.config["dataset"] == "digits":
+            st.session_state["predict_image_sample"] = "digit"  # an image of what it learned, not the cat
         st.switch_page("pages/predict.py")
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
     if actions.button("Export", icon=":material/output:"):
@@ -146,11 +151,11 @@ if checkpoint and run.status == "succeeded":
 result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Validation accuracy", f"{result['val_acc']:.1%}")
-    m2.metric("Training time", f"{result['train_time_s']:.1f} s")
-    m3.metric("Trainable parameters", f"{result['params_trainable']:,}")
-    m4.metric("Frozen parameters", f"{result['params_frozen']:,}")
+    row = metric_row()
+    row.metric("Validation accuracy", f"{result['val_acc']:.1%}")
+    row.metric("Training time", f"{result['train_time_s']:.1f} s")
+    row.metric("Trainable parameters", f"{result['params_trainable']:,}")
+    row.metric("Frozen parameters", f"{result['params_frozen']:,}")
     matrix_column, classes_column = st.columns(2)
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")

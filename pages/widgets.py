@@ -42,6 +42,11 @@ def arch_picker(key: str, label: str = "Architecture", names: list[str] | None =
     return st.selectbox(label, names, key=key, format_func=lambda n: get_spec(n).title)
 
 
+def metric_row(container=None):
+    """A row for metrics that wraps onto more lines in a narrow window instead of cutting their values short."""
+    return (container or st).container(horizontal=True, gap="medium")
+
+
 def start_at(key: str, options: list, default) -> None:
     """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page)."""
     if st.session_state.get(key) not in options:
@@ -70,8 +75,8 @@ def image_picker(key: str) -> PickedImage | None:
 def show_image(picked: PickedImage, caption: str = "") -> None:
     """The picked image, scaled down for display."""
     width, height = picked.image.size
-    st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE), caption=caption or f"{picked.name} ({width}x{height})",
-             width="stretch")
+    st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE),
+             caption=caption or f"{picked.name} ({width}x{height})", width="stretch")
 
 
 def weights_picker(arch: str, key: str) -> str | None:

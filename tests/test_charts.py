@@ -35,6 +35,29 @@ def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
     assert low == 0 and high > 52.0 * 1.2
 
 
+def test_accuracy_vs_cost_keeps_colours_and_markers_and_zooms_on_the_accuracies():
+    def row(run, strategy, arch, accuracy):
+        return {"label": run, "strategy": strategy, "arch": arch, "val_acc": accuracy, "train_time_s": 10.0,
+                "params_trainable": 1, "dataset": "digits"}
+
+    both = accuracy_vs_cost([row("a", "scratch", "LeNet-5", 0.942), row("b", "extract", "EfficientNet-Lite0", 0.978)],
+                            "train_time_s", "Training time (s)")
+    alone = accuracy_vs_cost([row("b", "extract", "EfficientNet-Lite0", 0.978)], "train_time_s", "Training time (s)")
+    style = {t.name: (t.marker.color, t.marker.symbol) for t in both.data}
+    assert style["III: extract, EfficientNet-Lite0"] == (alone.data[0].marker.color, alone.data[0].marker.symbol)
+    assert style["I: scratch, LeNet-5"][0] != style["III: extract, EfficientNet-Lite0"][0]
+    low, high = both.layout.yaxis.range
+    assert 0.8 < low < 0.942 and high > 0.978  # 94.2% and 97.8% are told apart, not both at the top edge
+
+
+def test_run_curves_take_each_runs_own_colour():
+    history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.0 / e} for e in range(1, 16)]
+    colors = {"r1": "#111111", "r2": "#222222"}
+    figure = run_curves({"r2": history}, ("loss",), colors)
+    assert figure.data[0].line.color == "#222222"
+    assert figure.layout.xaxis.dtick == 2, "15 epochs: a tick every second epoch, not fifteen crammed ticks"
+
+
 def test_run_curves_dot_training_and_draw_validation_solid():
     history = {"run": [{"epoch": 1, "loss": 2.0, "val_loss": 1.5, "acc": 0.3, "val_acc": 0.5},
                        {"epoch": 2, "loss": 1.0, "val_loss": 0.9, "acc": 0.7, "val_acc": 0.8}]}
