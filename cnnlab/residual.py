@@ -40,7 +40,7 @@ class NetConfig:
     """One member of the family: `depth` blocks of two 3x3 convolutions with `channels` channels each."""
 
     depth: int = 20
-    channels: int = 8
+    channels: int = 16
     batch_norm: bool = False
     seed: int = 0
 
@@ -68,10 +68,10 @@ class GradientProfile:
 class TrainSettings:
     """The short training run both variants get: same data split, optimizer, schedule and seed."""
 
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 64
-    lr: float = 0.05
-    optimizer: str = "sgd"
+    lr: float = 3e-3
+    optimizer: str = "adam"
     val_fraction: float = 0.2
 
 

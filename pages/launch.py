@@ -114,7 +114,9 @@ with left:
         if suggested in choices:
             st.session_state[f"launch_freeze_{arch}"] = suggested
         freeze = st.selectbox("Freeze", choices, key=f"launch_freeze_{arch}",
-                              format_func=lambda f: f"{f}: {describe_freeze(arch, f)}")
+                              format_func=lambda f: describe_freeze(arch, f)[0].upper() + describe_freeze(arch, f)[1:],
+                              help="cnnlab train --freeze takes the same choices: none, stage:K (the stem through "
+                                   "stage K), body (everything but the head) or all-but:N (the last N layers train).")
     elif strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
                                   format_func=CLASSIFIER_LABELS.get)
@@ -214,11 +216,13 @@ if launch_column.button("Launch", type="primary", icon=":material/rocket_launch:
         st.session_state["selected_run"] = run_id
         st.switch_page("pages/runs.py")
 
-shootout_ready = ready and any(o.pretrained for o in weights_options(arch))
+pretrained = any(o.pretrained for o in weights_options(arch))
+shootout_help = ("The same backbone and data with each strategy (defaults for the other two), to compare accuracy "
+                 "against compute on the Compare runs page.")
+if not pretrained:
+    shootout_help += f" Needs pretrained weights for II and III; {get_spec(arch).title} has none."
 if shootout_column.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
-                          disabled=not shootout_ready,
-                          help="The same backbone and data with each strategy (defaults for the other two), to "
-                               "compare accuracy against compute on the Compare runs page."):
+                          disabled=not (ready and pretrained), help=shootout_help):
     try:
         configs = [build_config(s) for s in STRATEGY_INFO]
     except ConfigError as error:

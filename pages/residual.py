@@ -55,7 +55,7 @@ depth = left.slider("Blocks (depth)", 1, 40, 20, key="res_depth",
 batch_norm = middle.toggle("Batch norm", value=False, key="res_bn",
                            help="Batch normalization before each ReLU (pre-activation blocks, as in ResNet v2).")
 seed = right.number_input("Seed", 0, 10_000, 0, key="res_seed", help="Initial weights, data split and batch order.")
-channels = 8
+channels = NetConfig.channels
 
 st.subheader("Gradient per block at initialization")
 with st.spinner("One forward and backward pass on a batch of 128 digits"):
@@ -75,9 +75,9 @@ st.caption("Without batch norm, PyTorch's default initialization shrinks the sig
            "vanishes (here it even grows toward the input), as He et al. observed, and still it trains worse.")
 
 st.subheader("Train both")
-epochs = st.slider("Epochs", 1, 10, 3, key="res_epochs",
-                   help="SGD with momentum 0.9, learning rate 0.05 with a cosine schedule, batches of 64; "
-                        "the digits' stratified 80/20 train/validation split.")
+epochs = st.slider("Epochs", 1, 10, TrainSettings.epochs, key="res_epochs",
+                   help=f"Adam, learning rate {TrainSettings.lr:g} with a cosine schedule, batches of "
+                        f"{TrainSettings.batch_size}; the digits' stratified 80/20 train/validation split.")
 if st.button("Train both", icon=":material/play_arrow:", key="res_train"):
     progress = st.progress(0.0)
     histories = {}
@@ -90,7 +90,12 @@ if st.button("Train both", icon=":material/play_arrow:", key="res_train"):
 trained = st.session_state.get("res_race")
 if trained:
     t_depth, t_bn, t_seed, t_epochs, histories = trained
-    st.caption(f"{t_depth} blocks, batch norm {'on' if t_bn else 'off'}, seed {t_seed}, {t_epochs} epochs.")
+    raced = f"{t_depth} blocks, batch norm {'on' if t_bn else 'off'}, seed {t_seed}, {t_epochs} epochs"
+    if (t_depth, t_bn, t_seed, t_epochs) != (depth, batch_norm, int(seed), epochs):
+        st.warning(f"These curves are from the last race ({raced}), not the settings above: press Train both to "
+                   "race with those.", icon=":material/history:")
+    else:
+        st.caption(f"{raced}.")
     loss_col, acc_col = st.columns(2)
     loss_col.plotly_chart(run_curves(histories, ("loss",), COLORS), width="stretch", key="res_loss")
     acc_col.plotly_chart(run_curves(histories, ("val_acc",), COLORS), width="stretch", key="res_acc")

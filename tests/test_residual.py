@@ -17,7 +17,7 @@ from cnnlab.residual import (
 )
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-DEEP = NetConfig(depth=20, channels=8, batch_norm=False, seed=0)
+DEEP = NetConfig(depth=20, channels=16, batch_norm=False, seed=0)
 
 
 def test_digits_are_standardized_1x8x8_images():
@@ -74,10 +74,10 @@ def test_residual_net_trains_lower_than_the_plain_one_at_depth_20(batch_norm):
     assert seen == [(v, e) for v in ("plain", "residual") for e in (1, 2, 3)]
     plain, residual = curves["plain"], curves["residual"]
     assert [p.epoch for p in plain.history] == [p.epoch for p in residual.history] == [1, 2, 3]
-    # measured over seeds 0-2: without batch norm plain 2.303 (chance), residual 2.09-2.20;
-    # with batch norm plain 2.09-2.18, residual 1.23-1.34
-    assert residual.final_loss < plain.final_loss - (0.05 if not batch_norm else 0.5)
-    assert residual.final_val_acc > plain.final_val_acc
+    # measured over seeds 0-2 (16 channels, Adam 3e-3): without batch norm plain 2.303-2.305 (chance, 10%),
+    # residual 1.02-1.90 (35-71%); with batch norm plain 1.92-1.98 (26-33%), residual 0.92-1.10 (92-96%)
+    assert residual.final_loss < plain.final_loss - 0.3
+    assert residual.final_val_acc > plain.final_val_acc + 0.2
     histories = curves_as_histories(curves)
     assert set(histories) == {"plain", "residual"} and set(histories["plain"][0]) == {"epoch", "loss", "val_acc"}
 
@@ -106,4 +106,6 @@ def test_page_shows_gradients_and_trains_both_on_demand():
     assert any("Final training loss: plain" in str(c.value) for c in at.caption)
     at.button(key="res_train").click().run()  # the same settings again: served from the cache
     assert not at.exception, at.exception
-    assert any("res_loss" in i for i in _chart_ids(at))
+    assert any("res_loss" in i for i in _chart_ids(at)) and not at.warning
+    at.toggle(key="res_bn").set_value(True).run()
+    assert "from the last race (6 blocks, batch norm off, seed 0, 2 epochs)" in at.warning[0].value
