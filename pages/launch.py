@@ -216,13 +216,13 @@ if launch_column.button("Launch", type="primary", icon=":material/rocket_launch:
         st.session_state["selected_run"] = run_id
         st.switch_page("pages/runs.py")
 
-pretrained = any(o.pretrained for o in weights_options(arch))
+has_pretrained = any(o.pretrained for o in weights_options(arch))
 shootout_help = ("The same backbone and data with each strategy (defaults for the other two), to compare accuracy "
                  "against compute on the Compare runs page.")
-if not pretrained:
+if not has_pretrained:
     shootout_help += f" Needs pretrained weights for II and III; {get_spec(arch).title} has none."
 if shootout_column.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
-                          disabled=not (ready and pretrained), help=shootout_help):
+                          disabled=not (ready and has_pretrained), help=shootout_help):
     try:
         configs = [build_config(s) for s in STRATEGY_INFO]
     except ConfigError as error:
