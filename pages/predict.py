@@ -21,8 +21,8 @@ def random_weights_advice(arch: str) -> str:
 
 
 st.title("Predict")
-st.caption("What a network sees in a photo: its five most probable classes. EfficientNet-Lite0's ImageNet "
-           "weights ship with cnnlab, so this works offline.")
+st.caption("What a network sees in a photo: its five most probable classes. EfficientNet-Lite0's and Lite2's "
+           "ImageNet weights ship with cnnlab, so this works offline; your finished runs are listed under Weights.")
 
 left, right = st.columns([2, 3], gap="large")
 with left:

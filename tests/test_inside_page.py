@@ -140,8 +140,11 @@ def test_cam_notes_when_the_methods_coincide(page):
 
 
 def test_side_by_side_default_is_the_network_and_one_more(page):
-    # only EfficientNet-Lite0 has weights offline here, so the second is ResNet-18, flagged as untrained
-    assert page.multiselect(key="inside_side_archs").value == [LITE0, "resnet18"]
+    # EfficientNet-Lite2 is the other network with ImageNet weights offline: both pretrained, both see the cat
+    assert page.multiselect(key="inside_side_archs").value == [LITE0, "tf_efficientnet_lite2"]
+    headers = [m.value for m in page.markdown if m.value.startswith("**")]
+    assert any(h.startswith("**EfficientNet-Lite2** (shipped weights)  \ntop: Egyptian cat") for h in headers), headers
+    page.multiselect(key="inside_side_archs").set_value([LITE0, "resnet18"]).run()
     headers = [m.value for m in page.markdown if m.value.startswith("**")]
     assert any(h.startswith("**ResNet-18** (random weights) :orange-badge[") for h in headers)
 

@@ -16,6 +16,7 @@ from cnnlab.weights import (SHIPPED_PACKAGES, WeightsError, create_model, defaul
                             shipped_weights_path, timm_cached_file, torchvision_cache_path, weights_options)
 
 LITE0 = "tf_efficientnet_lite0"
+LITE2 = "tf_efficientnet_lite2"
 DOMESTIC_CATS = {281, 282, 283, 284, 285}
 
 
@@ -37,16 +38,17 @@ def random_state(name, seed=0, **build):
     return build_model(name, **build).state_dict()
 
 
-def test_shipped_lite0_weights_map_by_shape_and_classify_the_samples():
-    source = torch.load(shipped_weights_path(LITE0), map_location="cpu", weights_only=True)
-    target = build_model(LITE0)
+@pytest.mark.parametrize("arch", [LITE0, LITE2])
+def test_shipped_weights_map_by_shape_and_classify_the_samples(arch):
+    source = torch.load(shipped_weights_path(arch), map_location="cpu", weights_only=True)
+    target = build_model(arch)
     mapped = map_state_dict_in_order(source, target)
     assert list(mapped) == list(target.state_dict())
     assert all(mapped[k].shape == v.shape for k, v in target.state_dict().items())
-    model = create_model(LITE0)
-    chelsea = top_indices(model)
+    model = create_model(arch)
+    chelsea = top_indices(model, arch=arch)
     assert chelsea[0] in DOMESTIC_CATS and 285 in chelsea
-    assert top_indices(model, "coffee")[0] == 967  # espresso
+    assert top_indices(model, "coffee", arch=arch)[0] == 967  # espresso
 
 
 def test_options_say_what_each_architecture_can_have_offline():
@@ -250,4 +252,4 @@ def test_create_model_keeps_its_contract():
     model = create_model(LITE0, "shipped", num_classes=3)
     assert model.classifier.out_features == 3 and not model.training
     assert create_model("lenet5", "none").output.out_features == 10
-    assert set(SHIPPED_PACKAGES) == {LITE0}
+    assert set(SHIPPED_PACKAGES) == {LITE0, LITE2}
