@@ -135,7 +135,7 @@ st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
              column_config={"output": st.column_config.TextColumn("output (C x H x W)"),
                             "params": st.column_config.NumberColumn(format="localized"),
                             "trainable": st.column_config.NumberColumn(format="localized"),
-                            "MACs": st.column_config.NumberColumn(format="localized"),
+                            "MACs": st.column_config.NumberColumn(format="localized", width=120),
                             "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
                                                                    width="large")})
 st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image. A module "
