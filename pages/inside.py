@@ -15,7 +15,7 @@ from PIL import Image
 from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
 from cnnlab.images import preprocess
-from cnnlab.mosaic import (COLORMAPS, channel_means, enlarge, filter_tiles, mosaic, network_view, overlay,
+from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, label_set, predict
 from cnnlab.registry import arch_names, get_spec
@@ -157,31 +157,30 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
     """Per-layer statistics from input to output, with the stages shaded."""
     frame = pd.DataFrame(statistics)
     hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>stage {r.stage}" for r in frame.itertuples()]
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           specs=[[{"secondary_y": True}], [{"secondary_y": True}]])
-    lines = ((1, False, "mean", "Mean activation", "#1f77b4"),
-             (1, True, "zero_fraction", "Fraction of zeros", "#d62728"),
-             (2, False, "channels", "Channels", "#2ca02c"),
-             (2, True, "height", "Spatial size (H)", "#9467bd"))
-    for row, secondary, column, label, color in lines:
-        figure.add_trace(go.Scatter(x=frame["index"], y=frame[column], name=label, mode="lines+markers",
-                                    marker={"size": 4}, line={"color": color}, text=hover,
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.25, 0.35],
+                           specs=[[{}], [{}], [{"secondary_y": True}]])
+    lines = ((1, False, "mean", "Mean activation", "#1f77b4", "lines+markers"),
+             (2, False, "zero_fraction", "Zeros (share of exact zeros)", "#d62728", "markers"),
+             (3, False, "channels", "Channels", "#2ca02c", "lines+markers"),
+             (3, True, "height", "Spatial size (H)", "#9467bd", "lines+markers"))
+    for row, secondary, column, label, color, mode in lines:
+        figure.add_trace(go.Scatter(x=frame["index"], y=frame[column], name=label, mode=mode,
+                                    marker={"size": 4 if mode != "markers" else 6}, line={"color": color}, text=hover,
                                     hovertemplate=f"%{{text}}<br>{label}: %{{y:.3g}}<extra></extra>"),
-                         row=row, col=1, secondary_y=secondary)
+                         row=row, col=1, secondary_y=secondary if row == 3 else None)
     for k, (stage, group) in enumerate(frame.groupby("stage_index", sort=True)):
         if k % 2 == 0:
             figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
                              opacity=0.08, line_width=0)
         figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
                               text=group["stage"].iloc[0], showarrow=False, yanchor="bottom", font={"size": 10})
-    figure.update_yaxes(title_text="Mean activation", row=1, col=1, secondary_y=False)
-    figure.update_yaxes(title_text="Zeros", range=[0, 1], tickformat=".0%", dtick=0.25, showgrid=False,
-                        row=1, col=1, secondary_y=True)
-    figure.update_yaxes(title_text="Channels", type="log", dtick=1, row=2, col=1, secondary_y=False)
+    figure.update_yaxes(title_text="Mean activation", row=1, col=1)
+    figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
+    figure.update_yaxes(title_text="Channels", type="log", dtick=1, row=3, col=1, secondary_y=False)
     figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
-                        showgrid=False, row=2, col=1, secondary_y=True)
-    figure.update_xaxes(title_text="Layer (in the order it runs)", row=2, col=1)
-    figure.update_layout(height=560, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.12})
+                        showgrid=False, row=3, col=1, secondary_y=True)
+    figure.update_xaxes(title_text="Layer (in the order it runs)", row=3, col=1)
+    figure.update_layout(height=680, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.1})
     return figure
 
 
@@ -246,8 +245,8 @@ def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
             st.image(picture, width="stretch", output_format="PNG",
                      caption=f"{layer.name}: channel {channel} of {layer.channels}, {height}x{width}")
     st.plotly_chart(depth_figure(result.statistics), width="stretch")
-    st.caption("Mean activation and share of zeros per layer (top), channels and spatial size (bottom, log scales). "
-               "Stages are shaded alternately; hover for the layer.")
+    st.caption("Per layer: mean activation, the share of exact zeros (high right after a ReLU), then channels and "
+               "spatial size (log scales). Stages are shaded alternately; hover for the layer.")
     with st.expander("Every layer", icon=":material/table_rows:"):
         st.dataframe(pd.DataFrame(result.statistics), hide_index=True, width="stretch",
                      column_config={"zero_fraction": st.column_config.NumberColumn(format="%.3f"),
@@ -323,6 +322,8 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     h, w = result_cam.low_res.shape
     right.image(enlarge(result_cam.low_res, 0.0, 1.0, CAM_COLORMAP, min_side=224), width="stretch", output_format="PNG",
                 caption=f"The map at the layer's own resolution, {h}x{w}")
+    right.image(colorbar(0.0, 1.0, CAM_COLORMAP, width=300, caption="evidence, scaled to its maximum"),
+                output_format="PNG")
     note = methods_note(result_cam.low_res, other.low_res, layer)
     if note:
         st.caption(note)
