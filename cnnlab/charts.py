@@ -136,6 +136,25 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     return figure
 
 
+def probe_figure(stages: list[dict]) -> go.Figure:
+    """A probe's accuracy per stage, stem to top: Strategy III's classifier on each stage's pooled features."""
+    names = [f"{row['stage']}. {row['layer']}" for row in stages]
+    figure = go.Figure()
+    for key, label, dash in (("val_acc", "validation accuracy", "solid"), ("train_acc", "training accuracy", "dot")):
+        figure.add_trace(go.Scatter(
+            x=names, y=[row[key] for row in stages], name=label, mode="lines+markers+text" if key == "val_acc"
+            else "lines+markers", line={"color": STRATEGY_COLORS["extract"], "dash": dash},
+            text=[f"{row[key]:.1%}" for row in stages], textposition="bottom center",
+            customdata=[row["dim"] for row in stages],
+            hovertemplate="%{x}: %{y:.1%} from %{customdata:,} features<extra>" + label + "</extra>"))
+    low = min(min(row["val_acc"], row["train_acc"]) for row in stages)
+    figure.update_layout(height=360, margin={"t": 30}, xaxis_title="Stage the features are read from (stem to top)",
+                         yaxis_title="Accuracy", yaxis_tickformat=".0%", yaxis_range=[max(0.0, low - 0.1), 1.05],
+                         legend={"orientation": "h", "y": -0.3})
+    figure.update_xaxes(type="category")
+    return figure
+
+
 def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False) -> go.Figure:
     """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). The colour is the
     strategy and the marker the architecture, the same whichever runs are shown; the accuracy axis zooms in on

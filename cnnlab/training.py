@@ -35,9 +35,9 @@ from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_train
 from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
-from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, FeatureSizeError, cache_key, check_tap,
-                                 extract_features, linear_from, load_cached, logreg_as_linear, make_classifier,
-                                 model_fingerprint, store)
+from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
+                                 cache_key, check_tap, extract_features, linear_from, load_cached, logreg_as_linear,
+                                 make_classifier, model_fingerprint, store)
 from cnnlab.registry import ArchSpec, arch_names, get_spec
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
@@ -147,8 +147,8 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
     parse_freeze(config.freeze)
     if config.device not in DEVICES:
         raise ConfigError(f"unknown device {config.device!r}; choose from: {', '.join(DEVICES)}")
-    if config.classifier not in CLASSIFIERS or (config.strategy == "probe" and config.classifier == "linear"):
-        choices = [c for c in CLASSIFIERS if config.strategy != "probe" or c != "linear"]
+    choices = PROBE_CLASSIFIERS if config.strategy == "probe" else CLASSIFIERS
+    if config.classifier not in choices:
         raise ConfigError(f"unknown classifier {config.classifier!r}; choose from: {', '.join(choices)}")
     if config.tap_pooling not in POOLINGS:
         raise ConfigError(f"unknown tap pooling {config.tap_pooling!r}; choose from: {', '.join(POOLINGS)}")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.data import DatasetError, class_count, image_folders_root, save_uploaded_archive, server_folders
-from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS
+from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
@@ -203,8 +203,8 @@ def build_config(run_strategy: str, **overrides):
 
 
 ready = dataset is not None and weights is not None
-launch_column, shootout_column = st.columns([1, 2])
-if launch_column.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
+buttons = st.container(horizontal=True)
+if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
     try:
         config = build_config(strategy)
     except ConfigError as error:
@@ -221,8 +221,8 @@ shootout_help = ("The same backbone and data with each strategy (defaults for th
                  "against compute on the Compare runs page.")
 if not has_pretrained:
     shootout_help += f" Needs pretrained weights for II and III; {get_spec(arch).title} has none."
-if shootout_column.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
-                          disabled=not (ready and has_pretrained), help=shootout_help):
+if buttons.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
+                  disabled=not (ready and has_pretrained), help=shootout_help):
     try:
         configs = [build_config(s) for s in STRATEGY_INFO]
     except ConfigError as error:
@@ -234,3 +234,19 @@ if shootout_column.button("Strategy shootout: launch I, II and III", icon=":mate
         st.session_state["launch_nonce"] = uuid.uuid4().hex
         st.session_state["compare_runs"] = ids
         st.switch_page("pages/run_compare.py")
+
+probe_classifier = classifier if classifier in PROBE_CLASSIFIERS else "logreg"
+if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", disabled=not (ready and has_pretrained),
+                  help="Strategy III at each stage of the frozen backbone, stem to top: validation accuracy per depth. "
+                       "The lecture's claim, measured on your data: early features are general, late ones specific "
+                       f"to ImageNet. Classifier: {CLASSIFIER_LABELS[probe_classifier]}."):
+    try:
+        config = build_config("probe", classifier=probe_classifier)
+    except ConfigError as error:
+        st.error(str(error))
+    else:
+        run_id = jobs.submit(config, request_key=f"{st.session_state['launch_nonce']}-probe")
+        jobs.start_worker()
+        st.session_state["launch_nonce"] = uuid.uuid4().hex
+        st.session_state["selected_run"] = run_id
+        st.switch_page("pages/runs.py")

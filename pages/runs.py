@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.charts import confusion_figure, per_class_bars, run_curves
+from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
@@ -163,7 +163,17 @@ if result and "confusion_matrix" in result:
         st.warning(f"{len(result['skipped'])} unreadable files were skipped: " + ", ".join(result["skipped"][:20]))
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
-    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, width="stretch")
+    st.plotly_chart(probe_figure(result["stages"]), width="stretch")
+    best = max(result["stages"], key=lambda row: row["val_acc"])
+    st.caption(f"Strategy III with {result['classifier']} on each stage's averaged feature maps. The best stage here "
+               f"is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}): where the accuracy peaks before the top, "
+               "the last stages are too specific to ImageNet for these data (the lecture's general-to-specific "
+               "claim); where it climbs to the top, the data are like ImageNet.")
+    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, width="stretch",
+                 column_config={"stage": "Stage", "layer": "Layer", "dim": st.column_config.NumberColumn(
+                     "Features", format="localized"), "train_acc": st.column_config.NumberColumn(
+                     "Train accuracy", format="percent"), "val_acc": st.column_config.NumberColumn(
+                     "Val accuracy", format="percent")})
 
 with st.expander("Configuration"):
     st.json(run.config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from cnnlab.charts import (accuracy_vs_cost, accuracy_vs_operations, confusion_figure, label_positions, log_axis,
-                           metric_bars, run_curves)
+                           metric_bars, probe_figure, run_curves)
 from cnnlab.compare import architecture_rows
 
 
@@ -82,3 +82,13 @@ def test_log_axes_label_every_tick_in_full():
     params = metric_bars(rows, "params", "Parameters", log=True)
     assert list(params.layout.yaxis.ticktext) == ["100K", "1M", "10M", "100M"]
     assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]
+
+
+def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
+    stages = [{"stage": 1, "layer": "blocks.0", "dim": 16, "train_acc": 0.66, "val_acc": 0.68},
+              {"stage": 5, "layer": "bn2", "dim": 1280, "train_acc": 1.0, "val_acc": 0.97}]
+    figure = probe_figure(stages)
+    validation = next(t for t in figure.data if t.name == "validation accuracy")
+    assert list(validation.x) == ["1. blocks.0", "5. bn2"] and list(validation.text) == ["68.0%", "97.0%"]
+    low, high = figure.layout.yaxis.range
+    assert 0.5 < low < 0.66 and high > 1.0

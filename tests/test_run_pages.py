@@ -126,6 +126,29 @@ def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does()
     assert (config["strategy"], config["tap"], config["tap_pooling"]) == ("extract", "bn2", "flatten")
 
 
+def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
+    at = open_page("pages/launch.py")
+    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    at.selectbox(key="launch_classifier").set_value("linear").run()  # the probe fits scikit-learn's per stage
+    next(b for b in at.button if b.label == "Probe every stage").click().run()
+    assert not at.exception, at.exception
+    run = RunStore().runs()[0]
+    assert (run.config["strategy"], run.config["classifier"], run.config["image_size"]) == ("probe", "logreg", 64)
+    assert wait_status(run.id, ("succeeded", "failed"), timeout=300) == "succeeded", RunStore().get(run.id).error
+    stages = RunStore().get(run.id).result["stages"]
+    assert [s["layer"] for s in stages] == list(get_spec("tf_efficientnet_lite0").stages)
+    assert max(s["val_acc"] for s in stages) > 0.8 and stages[0]["dim"] < stages[-1]["dim"]
+    page = AppTest.from_file(APP, default_timeout=180)
+    page.query_params["run"] = run.id
+    page.run()
+    page.switch_page("pages/runs.py")
+    page.run()
+    assert not page.exception, page.exception
+    assert any(h.value == "Accuracy per stage" for h in page.subheader)
+    assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
+    assert any("The best stage here is" in c.value for c in page.caption)
+
+
 def test_launch_refuses_weights_it_cannot_download(monkeypatch):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(Path(os.environ["CNNLAB_HOME"]) / "torch"))  # nothing cached
