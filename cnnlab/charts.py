@@ -165,20 +165,27 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False)
     symbols = ["circle", "diamond", "square", "triangle-up", "cross", "x", "star", "hexagon", "triangle-down",
                "pentagon"]
     labelled = [{**row, "strategy": strategy_label(row["strategy"])} for row in rows]
-    figure = px.scatter(labelled, x=cost, y="val_acc", color="strategy", symbol="arch", text="label", log_x=log,
-                        hover_data={"params_trainable": ":,", "dataset": True, "label": False},
+    figure = px.scatter(labelled, x=cost, y="val_acc", color="strategy", symbol="arch", text="run", log_x=log,
+                        hover_data={"label": True, "params_trainable": ":,", "dataset": True, "run": False},
                         labels={cost: label, "val_acc": "Validation accuracy", "strategy": "Strategy",
-                                "arch": "Architecture"},
+                                "arch": "Architecture", "label": "Run"},
                         color_discrete_map={strategy_label(k): v for k, v in STRATEGY_COLORS.items()},
                         symbol_map={arch_title(n): symbols[i % len(symbols)] for i, n in enumerate(arch_names())})
-    figure.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
+    figure.update_traces(marker={"size": 12}, cliponaxis=False)
     accuracies = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
     low = max(0.0, min(accuracies, default=0.0) - 0.1)
-    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[low if low > 0.3 else 0, 1.04],
-                         yaxis_tickformat=".0%")
+    low = low if low > 0.3 else 0.0
+    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%")
     costs = [row[cost] for row in rows if row.get(cost) is not None]
     if log and costs:
         figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])
     elif costs:
         figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
+    placed = [row for row in rows if row.get(cost) is not None and row.get("val_acc") is not None]
+    span = (math.log10(max(costs) * 6 / min(costs)) if log else max(costs) * 1.25) if costs else 1.0
+    positions = label_positions([((math.log10(r[cost] / min(costs)) if log else r[cost]) / (span or 1.0),
+                                  (r["val_acc"] - low) / (1.04 - low), r["run"]) for r in placed],
+                                near_x=0.15, near_y=0.08)
+    for trace in figure.data:
+        trace.textposition = [positions.get(text, "top center") for text in trace.text]
     return figure

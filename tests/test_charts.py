@@ -26,10 +26,10 @@ def test_label_positions_alternate_only_when_crowded():
 
 
 def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
-    rows = [{"label": "r1 extract", "strategy": "extract", "arch": "lite0", "val_acc": 0.97, "train_time_s": 52.0,
-             "params_trainable": 12810, "dataset": "digits"},
-            {"label": "r2 scratch", "strategy": "scratch", "arch": "lenet5", "val_acc": 0.98, "train_time_s": 9.0,
-             "params_trainable": 61706, "dataset": "digits"}]
+    rows = [{"label": "r1 extract", "run": "r1", "strategy": "extract", "arch": "lite0", "val_acc": 0.97,
+             "train_time_s": 52.0, "params_trainable": 12810, "dataset": "digits"},
+            {"label": "r2 scratch", "run": "r2", "strategy": "scratch", "arch": "lenet5", "val_acc": 0.98,
+             "train_time_s": 9.0, "params_trainable": 61706, "dataset": "digits"}]
     figure = accuracy_vs_cost(rows, "train_time_s", "Training time (s)")
     low, high = figure.layout.xaxis.range
     assert low == 0 and high > 52.0 * 1.2
@@ -37,7 +37,7 @@ def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
 
 def test_accuracy_vs_cost_keeps_colours_and_markers_and_zooms_on_the_accuracies():
     def row(run, strategy, arch, accuracy):
-        return {"label": run, "strategy": strategy, "arch": arch, "val_acc": accuracy, "train_time_s": 10.0,
+        return {"label": run, "run": run, "strategy": strategy, "arch": arch, "val_acc": accuracy, "train_time_s": 10.0,
                 "params_trainable": 1, "dataset": "digits"}
 
     both = accuracy_vs_cost([row("a", "scratch", "LeNet-5", 0.942), row("b", "extract", "EfficientNet-Lite0", 0.978)],
@@ -48,6 +48,15 @@ def test_accuracy_vs_cost_keeps_colours_and_markers_and_zooms_on_the_accuracies(
     assert style["I: scratch, LeNet-5"][0] != style["III: extract, EfficientNet-Lite0"][0]
     low, high = both.layout.yaxis.range
     assert 0.8 < low < 0.942 and high > 0.978  # 94.2% and 97.8% are told apart, not both at the top edge
+
+
+def test_accuracy_vs_cost_labels_runs_by_id_and_keeps_twins_apart():
+    twins = [{"label": f"{run} · I: scratch · LeNet-5", "run": run, "strategy": "scratch", "arch": "LeNet-5",
+              "val_acc": 0.9777, "train_time_s": seconds, "params_trainable": 61706, "dataset": "digits"}
+             for run, seconds in (("440933d903a4", 16.6), ("fc765bbfbf5c", 16.9))]
+    trace = accuracy_vs_cost(twins, "train_time_s", "Training time (s)").data[0]
+    assert list(trace.text) == ["440933d903a4", "fc765bbfbf5c"]
+    assert sorted(trace.textposition) == ["bottom center", "top center"]
 
 
 def test_run_curves_take_each_runs_own_colour():
