@@ -167,14 +167,16 @@ def run_label(run: Run) -> str:
 
 
 def run_summaries(runs: list[Run]) -> list[dict]:
-    """One row per run, as the Runs table and `cnnlab runs` show them."""
+    """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's)."""
     rows = []
     for run in runs:
         config, result = run.config, run.result or {}
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
                      "arch": config.get("arch"), "dataset": config.get("dataset"),
-                     "val_acc": result.get("val_acc"), "duration_s": round(duration, 1) if duration else None,
+                     "val_acc": result.get("val_acc", max((s["val_acc"] for s in result.get("stages", [])),
+                                                          default=None)),
+                     "duration_s": round(duration, 1) if duration else None,
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
                      "error": run.error})
     return rows

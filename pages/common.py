@@ -55,7 +55,8 @@ PAGES = (
              "filters, a class activation map, and several networks side by side."),
     PageInfo("pages/launch.py", "Launch a run", ":material/rocket_launch:",
              "Train on the digits, MNIST, CIFAR-10 or your own images with Strategy I (scratch), II (fine-tune) or "
-             "III (frozen features + a classifier), with a freezing planner that counts what trains."),
+             "III (frozen features + a classifier), with a freezing planner that counts what trains; or probe "
+             "every stage of a backbone."),
     PageInfo("pages/runs.py", "Runs", ":material/monitoring:",
              "The queue and history of runs: live progress and curves, logs, cancel and resume, the confusion "
              "matrix, checkpoint download and export."),

@@ -147,6 +147,7 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
     assert any("The best stage here is" in c.value for c in page.caption)
+    assert page.dataframe[0].value["val_acc"].iloc[0] == max(s["val_acc"] for s in stages)  # the best stage's
 
 
 def test_launch_refuses_weights_it_cannot_download(monkeypatch):
