@@ -15,6 +15,7 @@ from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE
                            read_image, sample_images)
 from cnnlab.jobs import trained_models
 from cnnlab.predict import Prediction, load_for_prediction
+from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, WeightsOption,
                             download_source, ready_weights, save_uploaded_weights, weights_options)
 
@@ -33,7 +34,6 @@ class PickedImage(NamedTuple):
 
 def arch_picker(key: str, label: str = "Architecture", names: list[str] | None = None) -> str:
     """A choice of architecture by title, starting at the sidebar's architecture."""
-    from cnnlab.registry import arch_names, get_spec
     from pages.common import current_settings
 
     names = names or arch_names()
@@ -103,7 +103,7 @@ def weights_picker(arch: str, key: str) -> str | None:
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
     if choice in runs:
-        st.caption(f"{runs[choice]}, kept in `{choice}`")
+        st.caption(f"The {get_spec(arch).title} your run {runs[choice]} trained; kept in `{choice}`")
         return choice
     if choice != UPLOAD:
         _weights_note(arch, options, choice, initial)

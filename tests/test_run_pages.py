@@ -275,7 +275,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert at.selectbox(key="predict_arch").value == "lenet5"
     weights = at.selectbox(key="predict_weights_lenet5")
     assert weights.value == str(jobs.run_dir(run_id))
-    assert any(o.startswith(f"Your run {run_id} · I: scratch · LeNet-5 on digits (val ") for o in weights.options)
+    assert any(o.startswith(f"Your run {run_id} · I: scratch on digits, val ") for o in weights.options)
     assert at.selectbox(key="predict_image_sample").value == "digit", "a digits run opens on a digit, not the cat"
     assert not at.exception and not at.warning, [w.value for w in at.warning]
     assert at.metric[0].value == "3"
