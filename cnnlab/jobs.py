@@ -187,12 +187,12 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     ('d777f64f8469 · III: extract on digits, val 96.7%'; the architecture is the caller's).
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
+    from cnnlab.planner import strategy_label
+
     found = {}
     for run in (store or RunStore()).runs(("succeeded",)):
         if run.config.get("arch") != arch or not run.checkpoint or not Path(run.checkpoint).is_dir():
             continue
-        from cnnlab.planner import strategy_label
-
         accuracy = (run.result or {}).get("val_acc")
         shown = f", val {100 * accuracy:.1f}%" if accuracy is not None else ""
         found[str(run_dir(run.id))] = f"{run.id} · {strategy_label(run.config.get('strategy'))} on " \

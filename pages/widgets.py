@@ -42,9 +42,9 @@ def arch_picker(key: str, label: str = "Architecture", names: list[str] | None =
     return st.selectbox(label, names, key=key, format_func=lambda n: get_spec(n).title)
 
 
-def metric_row(container=None):
+def metric_row():
     """A row for metrics that wraps onto more lines in a narrow window instead of cutting their values short."""
-    return (container or st).container(horizontal=True, gap="medium")
+    return st.container(horizontal=True, gap="medium")
 
 
 def start_at(key: str, options: list, default) -> None:

@@ -35,6 +35,16 @@ def open_page(path: str) -> AppTest:
     return at
 
 
+def open_run(run_id: str) -> AppTest:
+    """The Runs page as a link to one run opens it (`?run=ID`)."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    return at
+
+
 def wait_status(run_id: str, statuses: tuple[str, ...], timeout: float = 120) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -138,11 +148,7 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     stages = RunStore().get(run.id).result["stages"]
     assert [s["layer"] for s in stages] == list(get_spec("tf_efficientnet_lite0").stages)
     assert max(s["val_acc"] for s in stages) > 0.8 and stages[0]["dim"] < stages[-1]["dim"]
-    page = AppTest.from_file(APP, default_timeout=180)
-    page.query_params["run"] = run.id
-    page.run()
-    page.switch_page("pages/runs.py")
-    page.run()
+    page = open_run(run.id)
     assert not page.exception, page.exception
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
@@ -245,11 +251,7 @@ def test_the_run_picker_switches_runs_and_a_link_opens_one():
     first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store)
                      for e in (1, 2))
     jobs.work(store, once=True)
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params["run"] = first
-    at.run()
-    at.switch_page("pages/runs.py")
-    at.run()
+    at = open_run(first)
     assert at.selectbox(key="runs_selected").value == first
     assert any(f"**{first} · I: scratch" in str(m.value) for m in at.markdown)
     at.selectbox(key="runs_selected").set_value(second).run()
@@ -263,11 +265,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     store = RunStore()
     run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=6, device="cpu"), store)
     jobs.work(store, once=True)
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params["run"] = run_id
-    at.run()
-    at.switch_page("pages/runs.py")
-    at.run()
+    at = open_run(run_id)
     next(b for b in at.button if b.label == "Predict with it").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Predict"
