@@ -376,7 +376,7 @@ def _cmd_worker(args) -> None:
 
 
 def _cmd_probe(args) -> None:
-    config = _make_run_config("probe", args)
+    config = _config_from_args(args)
     result = _run_training(config, None)
     if args.json:
         print_json(result.to_json())
@@ -449,29 +449,37 @@ def _cmd_features(args) -> None:
         print(f"channels: {len(files.channel_files)} files in {files.channel_files[0].parent}")
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", required=True, choices=["scratch", "finetune", "extract"])
+def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...] = ()) -> None:
+    """The options of a run; with `strategies`, a required --strategy among them, else the probe's options."""
+    if strategies:
+        parser.add_argument("--strategy", required=True, choices=strategies)
     parser.add_argument("--arch", required=True, type=arch_choice)
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "
                                           "torchvision, timm, a weights file, or a run folder (go on from the "
                                           "model a run trained)")
-    parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")
-    parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
-                                         "or all-but:N (train only the last N layers); default: half the stages")
-    parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"], help="extract: default logreg")
-    parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
-    parser.add_argument("--tap-pooling", choices=["average", "flatten"],
-                        help="extract: average the tap's feature maps over their positions (default) or flatten them "
-                             "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features)")
     parser.add_argument("--input-size", type=positive_int,
                         help="square input size in pixels (default: the architecture's own, e.g. 224); smaller "
                              "trains faster, and small images such as the 8x8 digits lose little at 96")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=non_negative_int, default=0)
+    if not strategies:
+        parser.add_argument("--classifier", choices=["logreg", "svm", "knn"],
+                            help="fitted at each stage (default logreg)")
+        parser.set_defaults(strategy="probe", epochs=None, lr=None, freeze=None, tap=None, tap_pooling=None)
+        return
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")
+    parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
+                                         "or all-but:N (train only the last N layers); default: half the stages")
+    parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"],
+                        help="extract (default logreg); probe: logreg, svm or knn at each stage")
+    parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
+    parser.add_argument("--tap-pooling", choices=["average", "flatten"],
+                        help="extract: average the tap's feature maps over their positions (default) or flatten them "
+                             "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,14 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     train = sub.add_parser("train", help="train a network: scratch, finetune or extract (the lecture's strategies)")
-    _add_run_options(train)
+    _add_run_options(train, ("scratch", "finetune", "extract"))
     train.add_argument("--out", help="run folder (default: a new one under $CNNLAB_HOME/runs); an unfinished "
                                      "run of the same config there is resumed")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     train.set_defaults(func=_cmd_train)
 
-    submit = sub.add_parser("submit", help="queue a run for the background worker (same options as train)")
-    _add_run_options(submit)
+    submit = sub.add_parser("submit", help="queue a run for the background worker (same options as train; "
+                                           "--strategy probe queues a probe)")
+    _add_run_options(submit, ("scratch", "finetune", "extract", "probe"))
     submit.add_argument("--json", action="store_true")
     submit.set_defaults(func=_cmd_submit)
 
@@ -549,8 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_cmd_worker)
 
     probe = sub.add_parser("probe", help="Strategy III at every stage: validation accuracy per depth")
-    probe.add_argument("--arch", required=True, type=arch_choice)
-    probe.add_argument("--dataset", required=True, help="as for train")
+    _add_run_options(probe)
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=_cmd_probe)
 

@@ -285,7 +285,8 @@ class ProbeResult:
     def to_json(self) -> dict:
         return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": self.config.weights,
                 "classifier": self.config.classifier, "feature_cache": self.feature_cache,
-                "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows]}
+                "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows],
+                "config": self.config.to_dict()}
 
 
 class Callback:

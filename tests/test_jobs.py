@@ -1,4 +1,5 @@
 """The background worker: real runs on the digits, through the run store, in-process and as `cnnlab worker`."""
+import json
 import os
 import signal
 import subprocess
@@ -159,6 +160,18 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert run_id in table and "succeeded" in table
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
     assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
+
+
+def test_cli_submit_queues_a_probe_with_its_options(capsys):
+    from cnnlab.cli import main
+
+    assert main(["submit", "--strategy", "probe", "--arch", "tf_efficientnet_lite0", "--dataset", "digits",
+                 "--classifier", "svm", "--input-size", "64", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run"]
+    config = RunStore().get(run_id).config
+    assert (config["strategy"], config["classifier"], config["image_size"]) == ("probe", "svm", 64)
+    assert main(["train", "--strategy", "probe", "--arch", "lenet5", "--dataset", "digits"]) == 2
+    assert "invalid choice: 'probe'" in capsys.readouterr().err
 
 
 def test_a_gpu_worker_sees_only_its_gpu_counted_among_the_visible_ones():

@@ -364,8 +364,14 @@ def test_cli_cuda_without_gpu_is_a_clear_error(capsys):
 
 def test_cli_probe_json_and_missing_weights(tmp_path, capsys):
     root = digit_folder(tmp_path / "digits", per_class=5)
-    assert main(["probe", "--arch", LITE0, "--dataset", f"folder:{root}", "--json"]) == 0
-    stages = json.loads(capsys.readouterr().out)["stages"]
-    assert [s["layer"] for s in stages] == list(get_spec(LITE0).stages)
+    assert main(["probe", "--arch", LITE0, "--dataset", f"folder:{root}", "--classifier", "knn", "--input-size", "64",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [s["layer"] for s in result["stages"]] == list(get_spec(LITE0).stages)
+    assert (result["config"]["classifier"], result["config"]["image_size"]) == ("knn", 64)
     assert main(["probe", "--arch", "lenet5", "--dataset", "digits"]) == 2
     assert "no pretrained weights exist for lenet5" in capsys.readouterr().err
+    assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--classifier", "linear"]) == 2
+    assert "invalid choice: 'linear'" in capsys.readouterr().err
+    assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--freeze", "body"]) == 2
+    assert "unrecognized arguments: --freeze body" in capsys.readouterr().err
