@@ -36,11 +36,12 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
         labels={"gmacs": "Operations per image (GMACs, log scale)", "top1": "ImageNet top-1 accuracy (%)",
                 "params": "Parameters"},
     )
-    figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}})
+    figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False)
     positions = label_positions([(math.log10(r["gmacs"]), r["top1"], r["title"]) for r in points])
     for trace in figure.data:
         trace.textposition = [positions[title] for title in trace.text]
-    figure.update_layout(height=520, legend_title_text="Family", margin={"t": 30})
+    figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},
+                         legend={"orientation": "h", "y": -0.15, "yanchor": "top", "x": 0})
     figure.update_xaxes(**log_axis([r["gmacs"] for r in points]))
     return figure
 
@@ -175,7 +176,8 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False)
     accuracies = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
     low = max(0.0, min(accuracies, default=0.0) - 0.1)
     low = low if low > 0.3 else 0.0
-    figure.update_layout(height=380, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%")
+    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%",
+                         legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
     costs = [row[cost] for row in rows if row.get(cost) is not None]
     if log and costs:
         figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])

@@ -10,7 +10,7 @@ from cnnlab.planner import strategy_label
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
-from pages.widgets import arch_picker, metric_row
+from pages.widgets import arch_picker, metric_row, panes
 
 LATENCY_BATCHES = (1, 8)
 TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
@@ -116,7 +116,7 @@ st.subheader("Inside one architecture")
 arch = arch_picker("compare_arch")
 spec = get_spec(arch)
 profile = profile_arch(arch)
-left, right = st.columns([2, 3], gap="large")
+left, right = panes("compare-arch", 2, 3)
 with left:
     st.markdown(f"**{spec.title}** ({spec.family}, {spec.year})  \n"
                 f"[{spec.paper.title}]({spec.paper.url}), {spec.paper.authors}")

@@ -20,8 +20,8 @@ from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_t
 from cnnlab.predict import Prediction, label_set, predict
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
-from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, metric_row, predictions_chart,
-                           show_image, weights_error, weights_picker)
+from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
+                           predictions_chart, show_image, weights_error, weights_picker)
 
 TOP_COUNTS = (16, 32, 64, 128)
 ALL_CHANNELS = "all"
@@ -194,7 +194,7 @@ def layer_browser(arch: str, result: Look) -> None:
     row.metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
     row.metric("Mean activation", f"{stats['mean']:.3g}")
     row.metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
-    controls = st.columns(4)
+    controls = panes("inside-map-controls", 1, 1, 1, 1, min_width=150, gap="small")
     top = channels_shown(controls[0], layer.channels)
     order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)
     colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap")
@@ -204,7 +204,7 @@ def layer_browser(arch: str, result: Look) -> None:
     values = result.activations.maps[layer.name]
     picture = mosaic(values, top=top, order=order, colormap_name=colormap_name,
                      per_channel=per_channel)
-    grid_col, channel_col = st.columns([3, 2], gap="large")
+    grid_col, channel_col = panes("inside-maps", 3, 2)
     with grid_col:
         st.image(with_colorbar(picture), width="stretch", output_format="PNG",
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
@@ -304,7 +304,7 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     names = label_set(loaded_model(arch, weights)).names
     spatial_stages = [s.name for s in result.activations.stage_outputs() if s.spatial]
     default_layer = default_cam_layer(spec)
-    cols = st.columns(3)
+    cols = panes("inside-cam-controls", 1, 1, 1, min_width=200, gap="small")
     choice = cam_class(cols[0], arch, weights, digest, result, names)
     layer = cols[1].selectbox("Layer", spatial_stages, index=spatial_stages.index(default_layer),
                               key=f"inside_cam_layer_{arch}", help=f"Default: {default_layer}, the last stage "
@@ -315,7 +315,7 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     with st.spinner("Computing the class activation map..."):
         result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)
         other = cam(arch, weights, digest, choice, layer, next(m for m in METHODS if m != method), picked.image)
-    left, right = st.columns([3, 2], gap="large")
+    left, right = panes("inside-cam", 3, 2)
     left.image(cam_overlay(result_cam, result.view), width="stretch",
                caption=f"{METHODS[method]} for '{names[result_cam.class_index]}' (class {result_cam.class_index}, "
                        f"probability {100 * result_cam.probability:.1f}%) at {layer}, over the image in gray")
@@ -399,7 +399,7 @@ st.title("Look inside")
 st.caption("What every layer of a network computes on one image: feature maps layer by layer, the first "
            "layer's filters, where the evidence for a class lies, and several networks side by side.")
 
-controls, preview = st.columns([3, 2], gap="large")
+controls, preview = panes("inside", 3, 2)
 with controls:
     arch = arch_picker("inside_arch")
     weights = weights_picker(arch, "inside_weights")

@@ -12,7 +12,7 @@ from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
 from cnnlab.weights import NONE, download_source, downloadable, weights_options
 from pages.common import current_settings
-from pages.widgets import arch_picker, metric_row
+from pages.widgets import arch_picker, metric_row, panes
 
 DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
             "mnist": "MNIST (downloaded, or a local copy in the data directory)",
@@ -63,7 +63,7 @@ strategy = st.radio("Strategy", list(STRATEGY_INFO), key="launch_strategy", hori
                     format_func=lambda s: f"{STRATEGY_INFO[s][0]}: {STRATEGY_INFO[s][1]}")
 st.caption(STRATEGY_INFO[strategy][2])
 
-left, right = st.columns([3, 2], gap="large")
+left, right = panes("launch", 3, 2)
 with left:
     arch = arch_picker("launch_arch")
     spec = get_spec(arch)

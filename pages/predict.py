@@ -4,8 +4,8 @@ from cnnlab.images import preprocess
 from cnnlab.predict import label_set, predict
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError, weights_options
-from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, predictions_chart, show_image,
-                           weights_error, weights_picker)
+from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, panes, predictions_chart,
+                           show_image, weights_error, weights_picker)
 
 TOP = 5
 
@@ -24,7 +24,7 @@ st.title("Predict")
 st.caption("What a network sees in a photo: its five most probable classes. EfficientNet-Lite0's and Lite2's "
            "ImageNet weights ship with cnnlab, so this works offline; your finished runs are listed under Weights.")
 
-left, right = st.columns([2, 3], gap="large")
+left, right = panes("predict", 2, 3)
 with left:
     arch = arch_picker("predict_arch")
     weights = weights_picker(arch, "predict_weights")

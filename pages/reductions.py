@@ -12,7 +12,7 @@ from cnnlab.reductions import (
     receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
-from pages.widgets import metric_row
+from pages.widgets import metric_row, panes
 
 PRESETS = {
     "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
@@ -157,7 +157,7 @@ def calculator() -> None:
         row.metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
                    help="Naive → with the reduction. " + " ; ".join(
                        c.params_formula for c in (result.naive, result.reduce, result.conv)))
-    left, right = st.columns(2)
+    left, right = panes("calc-costs", 1, 1, min_width=360)
     left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart")
     right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart")
     st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart")

@@ -14,6 +14,7 @@ from cnnlab.residual import (
     train_variant,
 )
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
+from pages.widgets import panes
 
 COLORS = {"plain": "#d62728", "residual": "#1f77b4"}
 QUANTITIES = {"weights": "Gradient norm of the block's weights", "activations": "Gradient norm at the block's output"}
@@ -96,7 +97,7 @@ if trained:
                    "race with those.", icon=":material/history:")
     else:
         st.caption(f"{raced}.")
-    loss_col, acc_col = st.columns(2)
+    loss_col, acc_col = panes("race-curves", 1, 1, min_width=360)
     loss_col.plotly_chart(run_curves(histories, ("loss",), COLORS), width="stretch", key="res_loss")
     acc_col.plotly_chart(run_curves(histories, ("val_acc",), COLORS), width="stretch", key="res_acc")
     finals = {v: h[-1] for v, h in histories.items()}

@@ -7,6 +7,7 @@ from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
+from pages.widgets import panes
 
 st.title("Compare runs")
 st.caption("Overlay the curves of several runs and put their accuracy beside what they cost. A strategy shootout "
@@ -75,7 +76,7 @@ if finished:
     st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost]), width="stretch")
 if any(histories.values()):
     st.subheader("Curves")
-    loss_column, acc_column = st.columns(2)
+    loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
     loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
     acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
     st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "

@@ -9,7 +9,7 @@ from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, e
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
-from pages.widgets import metric_row
+from pages.widgets import metric_row, panes
 import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 
 REFRESH = "2s"
@@ -94,7 +94,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
         st.progress(0.0, text="waiting in the queue")
     epochs = (current.result or {}).get("epochs") or live_store.metrics(run_id, "epoch")
     if epochs:
-        loss_column, acc_column = st.columns(2)
+        loss_column, acc_column = panes("run-curves", 1, 1, min_width=360)
         loss_column.plotly_chart(run_curves({run_id: epochs}, ("loss", "val_loss")), width="stretch",
                                  key=f"loss_{run_id}")
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
@@ -156,7 +156,7 @@ if result and "confusion_matrix" in result:
     row.metric("Training time", f"{result['train_time_s']:.1f} s")
     row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
-    matrix_column, classes_column = st.columns(2)
+    matrix_column, classes_column = panes("run-classes", 1, 1, min_width=360)
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
     if result.get("skipped"):

@@ -47,6 +47,18 @@ def metric_row():
     return st.container(horizontal=True, gap="medium")
 
 
+def panes(name: str, *weights: int, min_width: int = 340, gap: str = "large") -> list:
+    """Containers side by side in proportion to `weights`, like st.columns, that stack one below the other
+    when the page is too narrow to give each `min_width` pixels (st.columns only stacks on a phone's width).
+    `name` keys the containers: unique on the page."""
+    keys = [f"pane-{name}-{i}" for i in range(len(weights))]
+    rules = "".join(f"[data-testid=stLayoutWrapper]:has(> .st-key-{key}) {{flex: {weight} 1 0; "
+                    f"min-width: min({min_width}px, 100%)}}" for key, weight in zip(keys, weights))
+    st.html(f"<style>{rules}</style>")
+    with st.container(horizontal=True, gap=gap):
+        return [st.container(key=key) for key in keys]
+
+
 def start_at(key: str, options: list, default) -> None:
     """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page)."""
     if st.session_state.get(key) not in options:

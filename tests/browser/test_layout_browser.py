@@ -1,0 +1,31 @@
+"""Side-by-side panes stack in a narrow window: a laptop's half screen gets the form, then the plan below it,
+each at full width, instead of two squeezed columns."""
+import pytest
+
+from tests.browser.conftest import screenshot, wait_for_app
+
+
+def boxes(browser, url: str, width: int, first: str, second: str, name: str) -> tuple[dict, dict]:
+    context = browser.new_context(viewport={"width": width, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(url)
+        wait_for_app(page)
+        top = page.locator("[data-testid='stMain']").get_by_text(first, exact=True).first
+        other = page.locator("[data-testid='stMain']").get_by_text(second, exact=True).first
+        other.wait_for(timeout=60_000)
+        screenshot(page, name)
+        return top.bounding_box(), other.bounding_box()
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path, first, second", [
+    ("launch", "Architecture", "What this run trains"),
+    ("inside", "Architecture", "Top prediction:"),
+])
+def test_panes_sit_side_by_side_when_wide_and_stack_when_narrow(browser, dashboard_url, path, first, second):
+    form, plan = boxes(browser, f"{dashboard_url}/{path}", 1440, first, second, f"layout_{path}_wide")
+    assert plan["x"] > form["x"] + form["width"], "wide: the second pane is to the right of the first"
+    form, plan = boxes(browser, f"{dashboard_url}/{path}", 900, first, second, f"layout_{path}_narrow")
+    assert plan["y"] > form["y"] + 100 and abs(plan["x"] - form["x"]) < 5, "narrow: below it, same left edge"
