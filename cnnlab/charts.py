@@ -58,6 +58,23 @@ def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16
     return positions
 
 
+def count_axis(values: list[float], ticks: int = 5) -> dict:
+    """Settings for a linear axis from 0 over counts such as MACs or parameters: more than `ticks` ticks at a
+    round step (1, 2 or 5 times a power of ten), up to the first at or above the largest value, labelled the way cnnlab writes counts ('600K', '1.5M'), not Plotly's '600k'."""
+    top = max((v for v in values if v), default=0)
+    if top <= 0:
+        return {}
+    rough = top / (ticks + 1)
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
+    tickvals = [i * step for i in range(math.ceil(top / step) + 1)]
+    return {"tickvals": tickvals, "ticktext": [_count_label(t) for t in tickvals]}
+
+
+def _count_label(value: float) -> str:
+    return re.sub(r"\.0(?=[KMG]$)", "", human(value)) if value >= 1000 else f"{value:.3g}"
+
+
 def log_axis(values: list[float]) -> dict:
     """Settings for a log axis over `values` with every tick labelled in full (1, 2, 5 per decade over a short
     range; 1, 3 or 1 per decade over longer ones; every few decades over very long ones), instead of Plotly's bare
@@ -70,8 +87,7 @@ def log_axis(values: list[float]) -> dict:
     mantissas = (1, 2, 5) if len(decades) <= 3 else (1, 3) if len(decades) <= 5 else (1,)
     decades = decades[::math.ceil(len(decades) / 10)]
     ticks = [m * 10.0 ** e for e in decades for m in mantissas if low <= m * 10.0 ** e <= high]
-    labels = [re.sub(r"\.0(?=[KMG]$)", "", human(t)) if t >= 1000 else f"{t:.3g}" for t in ticks]
-    return {"type": "log", "tickvals": ticks, "ticktext": labels}
+    return {"type": "log", "tickvals": ticks, "ticktext": [_count_label(t) for t in ticks]}
 
 
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.charts import log_axis
+from cnnlab.charts import count_axis, log_axis
 from cnnlab.profiling import human
 from cnnlab.reductions import (
     FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
@@ -91,6 +91,7 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
             figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
     figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title,
                          uniformtext={"minsize": 10, "mode": "hide"})
+    figure.update_yaxes(**count_axis(list(totals.values())))
     return figure
 
 
@@ -109,6 +110,7 @@ def _sweep_chart(setup: ConvSetup) -> go.Figure:
                            mode="markers", marker={"size": 12, "color": PART_COLORS["1x1 reduction"]})
     figure.update_layout(title="Total MACs against the reduction's width", height=360, margin={"t": 50},
                          xaxis_title="C_red (channels after the 1x1)", yaxis_title="MACs")
+    figure.update_yaxes(**count_axis([r.total_macs for r in sweep] + [sweep[0].naive.macs]))
     return figure
 
 
@@ -270,14 +272,17 @@ def _module_chart(network) -> go.Figure:
     names = [m.path for m in network.modules]
     x = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
     figure = go.Figure()
+    totals = [0] * len(x[0])
     for role in roles:
         values = []
         for module in network.modules:
             convs = module.with_role(role)
             values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
         figure.add_bar(x=x, y=values, name=role, marker_color=ROLE_COLORS[role], hovertemplate="%{x}<br>%{y:,} MACs<extra>" + role + "</extra>")
+        totals = [total + value for total, value in zip(totals, values)]
     figure.update_layout(barmode="stack", height=480, margin={"t": 30}, yaxis_title="Multiply-accumulates",
                          legend_title_text="Convolution")
+    figure.update_yaxes(**count_axis(totals))
     return figure
 
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
-from cnnlab.charts import (accuracy_vs_cost, accuracy_vs_operations, confusion_figure, label_positions, log_axis,
-                           metric_bars, probe_figure, run_curves)
+from cnnlab.charts import (accuracy_vs_cost, accuracy_vs_operations, confusion_figure, count_axis, label_positions,
+                           log_axis, metric_bars, probe_figure, run_curves)
 from cnnlab.compare import architecture_rows
+from cnnlab.reductions import ConvSetup, compare_reduction
 
 
 def test_accuracy_chart_keeps_close_labels_apart():
@@ -91,6 +92,16 @@ def test_log_axes_label_every_tick_in_full():
     params = metric_bars(rows, "params", "Parameters", log=True)
     assert list(params.layout.yaxis.ticktext) == ["100K", "1M", "10M", "100M"]
     assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]
+
+
+def test_count_axes_step_roundly_from_zero_past_the_top_in_cnnlab_units():
+    naive = compare_reduction(ConvSetup(14, 14, 480, 48, 5, reduce_to=16)).naive
+    axis = count_axis([naive.params, 26_944])  # the lecture's 5x5 branch: 576K parameters against 26.9K
+    assert axis["ticktext"] == ["0", "100K", "200K", "300K", "400K", "500K", "600K"]
+    axis = count_axis([naive.macs])  # 112.9M MACs
+    assert axis["ticktext"] == ["0", "20M", "40M", "60M", "80M", "100M", "120M"]
+    assert count_axis([1_500_000])["ticktext"] == ["0", "500K", "1M", "1.5M"]
+    assert count_axis([0]) == {}
 
 
 def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
