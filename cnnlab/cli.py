@@ -399,6 +399,23 @@ def _cmd_export(args) -> None:
         sys.exit(1)
 
 
+def _cmd_mistakes(args) -> None:
+    from cnnlab.mistakes import MistakesError, validation_mistakes
+
+    try:
+        report = validation_mistakes(args.run, limit=args.limit, device=args.device)
+    except MistakesError as error:
+        raise UsageError(str(error)) from None
+    if args.json:
+        print_json({**asdict(report), "accuracy": report.accuracy})
+        return
+    print(f"{report.wrong} wrong among {report.examined} of {report.validation_size} validation images of "
+          f"{report.dataset} ({report.accuracy:.2%} right); the {len(report.mistakes)} surest mistakes:")
+    print_table([{"index": m.index, "true": m.true, "predicted": m.predicted, "confidence": f"{m.confidence:.3f}",
+                  "p(true)": f"{m.true_probability:.3f}"} for m in report.mistakes],
+                ["index", "true", "predicted", "confidence", "p(true)"])
+
+
 def _cmd_features(args) -> None:
     from cnnlab.activations import extract
     from cnnlab.images import ImageInputError, image_input
@@ -566,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a run folder or one of its checkpoints/ckpt-NNNN folders")
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.set_defaults(func=_cmd_export)
+
+    mistakes = sub.add_parser("mistakes", help="the validation images a finished run's model gets wrong, surest first")
+    mistakes.add_argument("run", help="a run folder or one of its checkpoints/ckpt-NNNN folders")
+    mistakes.add_argument("--limit", type=positive_int, default=24, help="how many to list (default 24)")
+    mistakes.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    mistakes.add_argument("--json", action="store_true")
+    mistakes.set_defaults(func=_cmd_mistakes)
 
     features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)")
     features.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")

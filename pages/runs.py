@@ -6,16 +6,55 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.images import fit_within
+from cnnlab.mistakes import MistakeReport, MistakesError, dataset_image, run_dataset, validation_mistakes
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
+from pages.common import current_settings
 from pages.widgets import metric_row, panes
-import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
                  "interrupted": "violet"}
+
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def find_mistakes(checkpoint: str, device: str) -> MistakeReport:
+    return validation_mistakes(Path(checkpoint), device=device)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def dataset_for_display(name: str):
+    """A run's dataset, read once per session of the server; only read from, never changed."""
+    return run_dataset(name)
+
+
+def mistakes_section(run_id: str, checkpoint: str) -> None:
+    """The validation images the run's model gets wrong, surest first, on request (it runs the model again)."""
+    st.subheader("Mistakes")
+    if not st.toggle("Show the validation images it gets wrong", key=f"runs_mistakes_{run_id}",
+                     help="Runs the saved model over the run's validation images again (on the sidebar's device) "
+                          "and shows those it classifies wrongly, the most confident mistakes first."):
+        return
+    try:
+        with st.spinner("Running the model over the validation images..."):
+            report = find_mistakes(checkpoint, current_settings().device)
+            images = dataset_for_display(report.dataset)
+    except MistakesError as error:
+        st.warning(str(error))
+        return
+    looked = (f"{report.examined:,} of the {report.validation_size:,}" if report.examined < report.validation_size
+              else f"all {report.validation_size:,}")
+    st.caption(f"{report.wrong:,} wrong among {looked} validation images ({report.accuracy:.1%} right). Shown: the "
+               f"{len(report.mistakes)} it was surest of, as true → predicted (the model's probability).")
+    grid = st.container(horizontal=True, gap="small")
+    for mistake in report.mistakes:
+        grid.image(fit_within(dataset_image(images, mistake.index), 112, min_side=96), width=112,
+                   caption=f"{mistake.true} → {mistake.predicted} ({mistake.confidence:.0%})")
+
 
 st.title("Runs")
 store = RunStore()
@@ -161,6 +200,8 @@ if result and "confusion_matrix" in result:
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
     if result.get("skipped"):
         st.warning(f"{len(result['skipped'])} unreadable files were skipped: " + ", ".join(result["skipped"][:20]))
+    if checkpoint and run.status == "succeeded":
+        mistakes_section(run_id, checkpoint)
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
     st.plotly_chart(probe_figure(result["stages"]), width="stretch")

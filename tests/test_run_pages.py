@@ -287,3 +287,18 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     at.selectbox(key="inside_image_sample").set_value("digit").run()
     assert not at.exception, at.exception
     assert any("Top prediction:** 3" in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
+def test_a_finished_run_shows_its_mistakes_on_request():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), store)
+    jobs.work(store, once=True)
+    matrix = RunStore().get(run_id).result["confusion_matrix"]
+    wrong = sum(sum(row) for row in matrix) - sum(matrix[i][i] for i in range(len(matrix)))
+    at = open_run(run_id)
+    assert not at.get("image"), "nothing runs until asked"
+    at.toggle(key=f"runs_mistakes_{run_id}").set_value(True).run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith(f"{wrong} wrong among all 359 validation images") for c in at.caption)
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert len(captions) == min(wrong, 24) and all(" → " in c and c.endswith("%)") for c in captions)

@@ -1,0 +1,101 @@
+"""After a run: the validation images its model gets wrong, most confident mistakes first (the lecture's "Test
+Model: predict on the test images", turned towards what the confusion matrix cannot show: which images).
+
+The model is rebuilt from the run's last checkpoint and run over the same validation split the run used (same
+dataset, seed and validation fraction, the architecture's evaluation preprocessing at the run's input size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
+
+from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
+from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
+from cnnlab.registry import get_spec
+from cnnlab.training import resolve_device
+
+
+class MistakesError(ValueError):
+    """The run's mistakes cannot be shown, with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One validation image the model got wrong."""
+
+    index: int  # position in the dataset
+    true: str
+    predicted: str
+    confidence: float  # the model's probability for its wrong answer
+    true_probability: float
+
+
+@dataclass(frozen=True)
+class MistakeReport:
+    """The mistakes among the validation images looked at, most confident first."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    mistakes: tuple[Mistake, ...]
+    examined: int
+    wrong: int
+    validation_size: int
+
+    @property
+    def accuracy(self) -> float:
+        return 1 - self.wrong / self.examined if self.examined else 0.0
+
+
+def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, batch_size: int = 64,
+                        device: str = "auto", progress: Callable[[int, int], None] | None = None) -> MistakeReport:
+    """Run the model saved in `run_dir` over (at most `max_images` of) the run's validation images and keep the
+    `limit` mistakes it was surest of. MistakesError when the run has no saved model or its data are gone."""
+    try:
+        model, checkpoint = model_from_checkpoint(Path(run_dir))
+    except CheckpointError as error:
+        raise MistakesError(f"this run saved no model to look at its mistakes with ({error})") from None
+    config = checkpoint.config
+    images = run_dataset(config["dataset"])
+    classes = tuple(config["classes"])
+    if images.classes != classes:
+        raise MistakesError(f"the dataset {config['dataset']} no longer has the classes this run trained on")
+    _, val_idx = stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))
+    examined = val_idx[:max_images]
+    subset = TransformedSubset(images, examined, transforms_for(get_spec(config["arch"]), False,
+                                                                config.get("image_size")))
+    model = model.to(resolve_device(device))
+    probabilities = []
+    with torch.inference_mode():
+        for batch, _ in DataLoader(subset, batch_size=batch_size):
+            probabilities.append(model(batch.to(next(model.parameters()).device)).float().softmax(1).cpu())
+            if progress:
+                progress(sum(len(p) for p in probabilities), len(examined))
+    probs = torch.cat(probabilities).numpy()
+    targets = images.targets[examined]
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != targets)
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")]
+    mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
+                             float(probs[i, predicted[i]]), float(probs[i, targets[i]])) for i in wrong[:limit])
+    return MistakeReport(config["dataset"], classes, mistakes, len(examined), len(wrong), len(val_idx))
+
+
+def run_dataset(name: str) -> ImageSet:
+    """The dataset a run trained on, without downloading it again; MistakesError when it is gone."""
+    try:
+        return load_dataset(name, download=False)
+    except DatasetError as error:
+        raise MistakesError(f"the run's data cannot be read any more: {error}") from None
+
+
+def dataset_image(images: ImageSet, index: int) -> Image.Image:
+    """Image `index` of a dataset as a PIL image, as stored (before any preprocessing)."""
+    image, _ = images[index]
+    return image if isinstance(image, Image.Image) else TF.to_pil_image(image)

@@ -1,0 +1,74 @@
+"""A finished run's mistakes on its own validation images: the same ones its confusion matrix counts."""
+import numpy as np
+import pytest
+
+from cnnlab.data import load_dataset, stratified_split
+from cnnlab.mistakes import MistakesError, dataset_image, run_dataset, validation_mistakes
+from cnnlab.training import make_config, run
+from tests.test_training import LITE0, digit_folder
+
+
+def off_diagonal(matrix) -> int:
+    matrix = np.asarray(matrix)
+    return int(matrix.sum() - np.trace(matrix))
+
+
+def test_a_scratch_runs_mistakes_are_the_ones_its_confusion_matrix_counts(tmp_path):
+    result = run(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), out_dir=tmp_path / "run")
+    seen = []
+    report = validation_mistakes(tmp_path / "run", limit=5, progress=lambda done, total: seen.append((done, total)))
+    digits = load_dataset("digits")
+    _, val_idx = stratified_split(digits.targets, 0.2, 0)
+    assert (report.examined, report.validation_size) == (len(val_idx), len(val_idx)) == (359, 359)
+    assert report.wrong == off_diagonal(result.confusion) > 5  # one epoch of LeNet-5 still errs
+    assert report.accuracy == pytest.approx(result.val_acc)
+    assert len(report.mistakes) == 5 and seen[-1] == (359, 359)
+    confidences = [m.confidence for m in report.mistakes]
+    assert confidences == sorted(confidences, reverse=True)
+    for mistake in report.mistakes:
+        assert mistake.index in val_idx and mistake.true != mistake.predicted
+        assert mistake.true == str(digits.targets[mistake.index]) and mistake.confidence > mistake.true_probability
+    picture = dataset_image(run_dataset("digits"), report.mistakes[0].index)
+    assert picture.size == (8, 8)
+
+
+def test_a_feature_extractor_with_its_head_saved_and_one_without(tmp_path):
+    root = digit_folder(tmp_path / "digits", per_class=15)
+    result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu"),
+                 out_dir=tmp_path / "logreg")
+    report = validation_mistakes(tmp_path / "logreg", max_images=20)
+    assert report.examined == 20 and report.validation_size == 30
+    full = validation_mistakes(tmp_path / "logreg")
+    assert abs(full.wrong - off_diagonal(result.confusion)) <= 1  # logistic regression folded into a linear head
+    assert dataset_image(run_dataset(f"folder:{root}"), 0).mode == "RGB"
+    run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", device="cpu"),
+        out_dir=tmp_path / "knn")
+    with pytest.raises(MistakesError, match="saved no model"):
+        validation_mistakes(tmp_path / "knn")
+
+
+def test_a_run_whose_data_are_gone_says_so(tmp_path):
+    root = digit_folder(tmp_path / "digits", per_class=4)
+    run(make_config("scratch", "lenet5", f"folder:{root}", epochs=1, device="cpu"), out_dir=tmp_path / "run")
+    for folder in root.iterdir():
+        for image in folder.iterdir():
+            image.unlink()
+        folder.rmdir()
+    with pytest.raises(MistakesError, match="cannot be read any more"):
+        validation_mistakes(tmp_path / "run")
+
+
+def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
+    import json
+
+    from cnnlab.cli import main
+
+    result = run(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), out_dir=tmp_path / "run")
+    assert main(["mistakes", str(tmp_path / "run"), "--limit", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["wrong"] == off_diagonal(result.confusion) and len(report["mistakes"]) == 3
+    assert main(["mistakes", str(tmp_path / "run"), "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
+    assert main(["mistakes", str(tmp_path / "nothing")]) == 2
+    assert "saved no model" in capsys.readouterr().err
