@@ -202,6 +202,9 @@ if result and "confusion_matrix" in result:
         st.warning(f"{len(result['skipped'])} unreadable files were skipped: " + ", ".join(result["skipped"][:20]))
     if checkpoint and run.status == "succeeded":
         mistakes_section(run_id, checkpoint)
+    elif run.status == "succeeded" and not run.checkpoint:
+        st.caption("This run kept no whole model (Strategy III saves one only for a linear classifier on the "
+                   "averaged penultimate features), so its mistakes and predictions cannot be shown here.")
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
     st.plotly_chart(probe_figure(result["stages"]), width="stretch")

@@ -302,3 +302,14 @@ def test_a_finished_run_shows_its_mistakes_on_request():
     assert any(c.value.startswith(f"{wrong} wrong among all 359 validation images") for c in at.caption)
     captions = [caption for image in at.get("image") for caption in image.captions]
     assert len(captions) == min(wrong, 24) and all(" → " in c and c.endswith("%)") for c in captions)
+
+
+def test_a_run_that_kept_no_model_says_why_it_shows_no_mistakes():
+    store = RunStore()
+    run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", classifier="knn", image_size=48,
+                                     device="cpu"), store)
+    jobs.work(store, once=True)
+    at = open_run(run_id)
+    assert not at.exception, at.exception
+    assert not [t for t in at.toggle if t.key == f"runs_mistakes_{run_id}"]
+    assert any(c.value.startswith("This run kept no whole model") for c in at.caption)
