@@ -88,6 +88,16 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     wait_for_app(page)
     screenshot(page, "runs")
 
+    # the digits it gets wrong, the surest mistakes first, as many as its confusion matrix counts
+    page.get_by_text("Show the validation images it gets wrong").click()
+    wait_for_app(page)
+    caption = page.get_by_text(re.compile(r"^\d+ wrong among all 359 validation images")).first
+    expect(caption).to_be_visible(timeout=60_000)
+    wrong = int(caption.inner_text().split()[0])
+    shown = page.locator("[data-testid='stImage']").filter(has_text=" → ")
+    expect(shown).to_have_count(min(wrong, 24), timeout=30_000)
+    screenshot(page, "runs_mistakes")
+
     # the trained model at work: Predict opens with it and names the digits it learned
     page.get_by_role("button", name="Predict with it").click()
     page.wait_for_url(re.compile(r".*/predict$"), timeout=30_000)
