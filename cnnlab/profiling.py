@@ -15,13 +15,38 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.module_tracker import ModuleTracker
 
 from cnnlab.hooks import forward_hooks
 from cnnlab.registry import build_model, example_input, get_spec
 
 COUNTING_LOCK = threading.Lock()
-"""Held while operations are counted: FlopCounterMode tracks modules with process-wide hooks, so two counts
-running at once (two dashboard sessions) would add up each other's operations."""
+"""Held while operations are counted, so that two counts never share the process-wide module hooks."""
+
+
+class _ThisThreadModuleTracker(ModuleTracker):
+    """FlopCounterMode's module tracker, blind to modules that other threads run meanwhile. Its hooks are
+    process-wide: another dashboard session's forward pass (Predict, Look inside) would otherwise enter and
+    leave module names while this thread counts, and its operations would be booked to the wrong modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def _fw_pre_hook(self, mod, input) -> None:
+        if threading.get_ident() == self._thread:
+            super()._fw_pre_hook(mod, input)
+
+    def _fw_post_hook(self, mod, input, output) -> None:
+        if threading.get_ident() == self._thread:
+            super()._fw_post_hook(mod, input, output)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that books operations only to the modules this thread runs."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _ThisThreadModuleTracker()
+    return counter
 
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d"})
 
@@ -153,7 +178,7 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
                 shapes[name] = tuple(tensors[0].shape)
         return hook
 
-    counter, depth_mode = FlopCounterMode(display=False), _DepthMode()
+    counter, depth_mode = flop_counter(), _DepthMode()
     with COUNTING_LOCK:
         was_training = model.training
         model.eval()

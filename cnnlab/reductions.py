@@ -21,10 +21,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.profiling import COUNTING_LOCK, conv_formula, human
+from cnnlab.profiling import COUNTING_LOCK, conv_formula, flop_counter, human
 from cnnlab.registry import arch_names, build_model, example_input, get_spec
 
 MODULE_TYPES: dict[str, tuple[str, ...]] = {
@@ -523,7 +522,7 @@ def _trace(model: nn.Module, example: torch.Tensor, module_types: tuple[str, ...
         for conv_name, conv in module.named_modules():
             if isinstance(conv, nn.Conv2d):
                 handles.append(conv.register_forward_hook(conv_post(name, conv_name)))
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     try:
         with COUNTING_LOCK, torch.no_grad(), counter, _SourceMode():
             model(example)

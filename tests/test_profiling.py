@@ -129,3 +129,28 @@ def test_concurrent_profiles_do_not_mix_their_counts():
         thread.join()
     assert not errors
     assert measured == {(arch, attempt): macs for attempt in range(3) for arch, macs in expected.items()}
+
+
+def test_counts_stay_exact_while_another_thread_runs_a_network():
+    """Two dashboard sessions: one counts a plan's MACs while another runs Predict. FlopCounterMode's module
+    hooks are process-wide, so without care the other thread's modules took this count's operations."""
+    import threading
+
+    alone = profile_arch("tf_efficientnet_lite0")
+    stop = threading.Event()
+
+    def predict_in_a_loop():
+        model = build_model("resnet18").eval()
+        with torch.no_grad():
+            while not stop.is_set():
+                model(torch.randn(1, 3, 64, 64))
+
+    other = threading.Thread(target=predict_in_a_loop)
+    other.start()
+    try:
+        counts = [profile_arch("tf_efficientnet_lite0") for _ in range(3)]
+    finally:
+        stop.set()
+        other.join()
+    assert all(p.macs == alone.macs == 385_187_552 for p in counts)
+    assert all([r.macs for r in p.rows] == [r.macs for r in alone.rows] for p in counts)
