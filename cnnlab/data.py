@@ -113,12 +113,14 @@ def _digits() -> ImageSet:
 
 TORCHVISION_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
                     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
+TORCHVISION_LAYOUTS = {"mnist": "MNIST/raw folder (train-images-idx3-ubyte and the other three files)",
+                       "cifar10": "cifar-10-batches-py folder (the extracted cifar-10-python.tar.gz)"}
 
 
 def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     from torchvision import datasets
 
-    from cnnlab.weights import reachable
+    from cnnlab.weights import host_reachable
 
     cls = datasets.MNIST if kind == "mnist" else datasets.CIFAR10
     try:
@@ -126,9 +128,10 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     except RuntimeError:
         if not download:
             raise DatasetError(f"{kind} is not in {root} (downloads are off)") from None
-        if not reachable(TORCHVISION_URLS[kind]):
-            raise DatasetError(f"{kind} is not in {root} and cannot be downloaded (offline?); copy it there, "
-                               f"or pass {kind}:ROOT with a folder that holds it") from None
+        if not host_reachable(TORCHVISION_URLS[kind]):
+            raise DatasetError(f"{kind} is not in {root} and cannot be downloaded now (offline?). Copy torchvision's "
+                               f"{TORCHVISION_LAYOUTS[kind]} there, or on the command line give a folder that "
+                               f"holds it: --dataset {kind}:ROOT") from None
         try:
             dataset = cls(str(root), train=True, download=True)
         except (RuntimeError, OSError, urllib.error.URLError) as error:
@@ -173,9 +176,12 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     """
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    label = dataset_label(name) if name else str(root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if len(class_dirs) < 2:
-        raise DatasetError(f"{root} needs at least 2 class sub-folders, found {len(class_dirs)}")
+        found = [p.name for p in class_dirs] or [p.name for p in root.iterdir() if p.is_file()][:3]
+        raise DatasetError(f"{label} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
+                           f"inside); found {len(class_dirs)} folders" + (f" ({', '.join(found)})" if found else ""))
     paths, targets, skipped, empty = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -187,7 +193,7 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
         paths += good
         targets += [label] * len(good)
     if empty:
-        raise DatasetError(f"class folder(s) with no readable image in {root}: {', '.join(empty)}")
+        raise DatasetError(f"class folder(s) with no readable image in {label}: {', '.join(empty)}")
     return ImageSet(name or f"folder:{root}", tuple(d.name for d in class_dirs), np.asarray(targets),
                     lambda i: _open_rgb(paths[i]), lambda: _hash_files(paths, targets, root), tuple(skipped))
 
@@ -375,27 +381,58 @@ def server_folders() -> list[Path]:
 
 
 def save_uploaded_archive(data: bytes, name: str) -> Path:
-    """Keep an uploaded zip archive under the data directory (named by its content) and return its path;
-    it is checked and extracted safely when a run loads it."""
+    """Keep an uploaded zip archive under the data directory (in a folder named by its content, under its own
+    file name) and return its path; `check_dataset` and every run check and extract it safely."""
     if not name.lower().endswith(".zip"):
         raise DatasetError(f"{name} is not a .zip archive")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError(f"{name} is not a readable zip archive")
-    return keep_upload(data, "uploads", ".zip")
+    return keep_upload(data, "uploads", ".zip", name=name)
 
 
-def class_count(name: str) -> int | None:
-    """How many classes the dataset `name` has, found cheaply (None when that needs the data itself)."""
+def dataset_label(name: str) -> str:
+    """A dataset as a person calls it: 'digits', 'mnist', the zip file's or the folder's own name ('pets.zip',
+    'pets/'), not the path cnnlab keeps it under."""
     kind, _, argument = name.partition(":")
-    if kind in BUILTIN:
-        return 10
-    if kind == "folder" and Path(argument).is_dir():
-        return sum(1 for p in Path(argument).iterdir() if p.is_dir() and not p.name.startswith("."))
-    if kind == "zip" and Path(argument).is_file():
-        try:
-            with zipfile.ZipFile(argument) as archive:
-                tops = {PurePosixPath(n).parts[0] for n in archive.namelist() if len(PurePosixPath(n).parts) > 1}
-        except zipfile.BadZipFile:
-            return None
-        return len(tops) if len(tops) > 1 else None
-    return None
+    if kind == "zip" and argument:
+        return Path(argument).name
+    if kind == "folder" and argument:
+        return f"{Path(argument).name}/"
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What a run will find in a dataset, known before it starts: classes and image count, or, for MNIST and
+    CIFAR-10 not here yet, where the run will download them from."""
+
+    name: str
+    classes: tuple[str, ...]
+    images: int
+    skipped: tuple[str, ...] = ()
+    download_from: str | None = None
+
+    def describe(self) -> str:
+        """'pets.zip: 45 images in 3 classes (cat, dog, fox)'."""
+        if self.download_from:
+            return (f"{dataset_label(self.name)} is not on this machine yet: the run downloads it first "
+                    f"(from {self.download_from}).")
+        shown = ", ".join(self.classes[:12]) + (", ..." if len(self.classes) > 12 else "")
+        return f"{dataset_label(self.name)}: {self.images:,} images in {len(self.classes)} classes ({shown})."
+
+
+def check_dataset(name: str) -> DatasetCheck:
+    """Read dataset `name` as a run would (a zip is checked and extracted, a folder scanned, MNIST and CIFAR-10
+    looked for), without downloading: DatasetError with the message the run would fail with."""
+    from cnnlab.weights import host_reachable
+
+    kind = name.partition(":")[0]
+    try:
+        images = load_dataset(name, download=False)
+    except DatasetError:
+        if kind not in ("mnist", "cifar10"):
+            raise
+        if host_reachable(TORCHVISION_URLS[kind]):
+            return DatasetCheck(name, (), 0, download_from=TORCHVISION_URLS[kind])
+        images = load_dataset(name)  # offline: raises the error a run would meet
+    return DatasetCheck(name, images.classes, len(images), images.skipped)

@@ -158,22 +158,25 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
 
 def run_label(run: Run) -> str:
     """A short name for a run: its id, strategy (with the lecture's numeral), architecture and dataset."""
+    from cnnlab.data import dataset_label
     from cnnlab.planner import strategy_label
     from cnnlab.registry import arch_title
 
     config = run.config
     return (f"{run.id} · {strategy_label(config.get('strategy'))} · {arch_title(config.get('arch'))} on "
-            f"{config.get('dataset')}")
+            f"{dataset_label(config.get('dataset', ''))}")
 
 
 def run_summaries(runs: list[Run]) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's)."""
+    from cnnlab.data import dataset_label
+
     rows = []
     for run in runs:
         config, result = run.config, run.result or {}
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
-                     "arch": config.get("arch"), "dataset": config.get("dataset"),
+                     "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
                      "val_acc": result.get("val_acc", max((s["val_acc"] for s in result.get("stages", [])),
                                                           default=None)),
                      "duration_s": round(duration, 1) if duration else None,
@@ -187,6 +190,7 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     ('d777f64f8469 · III: extract on digits, val 96.7%'; the architecture is the caller's).
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
+    from cnnlab.data import dataset_label
     from cnnlab.planner import strategy_label
 
     found = {}
@@ -196,13 +200,15 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
         accuracy = (run.result or {}).get("val_acc")
         shown = f", val {100 * accuracy:.1f}%" if accuracy is not None else ""
         found[str(run_dir(run.id))] = f"{run.id} · {strategy_label(run.config.get('strategy'))} on " \
-                                      f"{run.config.get('dataset')}{shown}"
+                                      f"{dataset_label(run.config.get('dataset', ''))}{shown}"
     return found
 
 
 def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
     """For each architecture, its best finished run (highest validation accuracy): what the Compare page
     shows beside the published ImageNet numbers."""
+    from cnnlab.data import dataset_label
+
     best: dict[str, dict] = {}
     for run in (store or RunStore()).runs(("succeeded",)):
         result = run.result or {}
@@ -210,7 +216,7 @@ def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
         if accuracy is None or (arch in best and best[arch]["val_acc"] >= accuracy):
             continue
         best[arch] = {"val_acc": accuracy, "strategy": run.config.get("strategy"),
-                      "dataset": run.config.get("dataset"), "run": run.id}
+                      "dataset": dataset_label(run.config.get("dataset", "")), "run": run.id}
     return best
 
 

@@ -12,14 +12,22 @@ def data_dir() -> Path:
     return path
 
 
-def keep_upload(data: bytes, folder: str, suffix: str) -> Path:
-    """Keep uploaded bytes in `data_dir()/folder`, named by their SHA-256 (the same upload is stored once),
-    written to a temporary name first so a half-written file never takes the real name; returns the path."""
+def keep_upload(data: bytes, folder: str, suffix: str, name: str | None = None) -> Path:
+    """Keep uploaded bytes in `data_dir()/folder`, named by their SHA-256 (the same upload is stored once), or
+    with `name`, under a folder so named: `folder/<sha>/<name>` keeps the file name the user knows it by.
+    Written to a temporary name first so a half-written file never takes the real name; returns the path."""
     import hashlib
+    import re
 
+    digest = hashlib.sha256(data).hexdigest()[:20]
     target = data_dir() / folder
+    if name is not None:
+        stem = re.sub(r"[^\w.() -]+", "_", Path(name).stem).strip(" ._") or "upload"
+        target, file_name = target / digest, f"{stem[:80]}{suffix}"
+    else:
+        file_name = f"{digest}{suffix}"
     target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+    path = target / file_name
     if not path.is_file():
         partial = path.with_suffix(path.suffix + ".part")
         partial.write_bytes(data)

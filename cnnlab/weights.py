@@ -461,6 +461,7 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
 
 def _load_run(name: str, path: str) -> LoadedModel:
     from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
+    from cnnlab.data import dataset_label
     from cnnlab.planner import strategy_label
 
     try:
@@ -473,7 +474,7 @@ def _load_run(name: str, path: str) -> LoadedModel:
     classes = tuple(config["classes"])
     after = f", saved after epoch {checkpoint.epoch}" if checkpoint.epoch else ""
     note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({strategy_label(config.get('strategy'))}) "
-            f"on {config.get('dataset')} ({len(classes)} classes){after}.")
+            f"on {dataset_label(config.get('dataset', ''))} ({len(classes)} classes){after}.")
     return LoadedModel(model, name, str(path), len(classes), (note,), classes, config.get("image_size"))
 
 

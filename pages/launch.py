@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.data import DatasetError, class_count, image_folders_root, save_uploaded_archive, server_folders
+from cnnlab.data import DatasetCheck, DatasetError, check_dataset, image_folders_root, save_uploaded_archive, server_folders
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
 from cnnlab.profiling import human
@@ -27,6 +27,15 @@ CLASSIFIER_LABELS = {"logreg": "Logistic regression", "svm": "SVM (RBF kernel)",
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_tap_features(arch: str, tap: str, pooling: str, image_size: int):
     return tap_features(arch, tap, pooling, image_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=60)
+def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
+    """The dataset as a run would read it, or why it cannot be (kept a minute: a folder may change)."""
+    try:
+        return check_dataset(name), None
+    except DatasetError as error:
+        return None, str(error)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -105,6 +114,18 @@ with left:
                 dataset = f"zip:{save_uploaded_archive(upload.getvalue(), upload.name)}"
             except DatasetError as error:
                 st.error(str(error))
+    checked = None
+    if dataset:
+        with st.spinner("Reading the dataset..."):
+            checked, problem = checked_dataset(dataset)
+        if problem:
+            st.error(problem, icon=":material/folder_off:")
+            dataset = None
+        else:
+            st.caption(checked.describe())
+            if checked.skipped:
+                st.warning(f"{len(checked.skipped)} files are not readable images and will be skipped: "
+                           + ", ".join(checked.skipped[:10]) + (", ..." if len(checked.skipped) > 10 else ""))
 
     freeze, classifier, tap, pooling = "none", None, PENULTIMATE, AVERAGE
     if strategy == "finetune":
@@ -153,7 +174,7 @@ with left:
 
 with right:
     st.subheader("What this run trains")
-    classes = class_count(dataset) if dataset else None
+    classes = len(checked.classes) if checked and checked.classes else None
     plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
     rows = [{"Part": p.name, "Params": p.params,
              "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"} for p in plan.parts]
@@ -182,7 +203,7 @@ with right:
         row.metric("Training MACs/image", human(plan.training_macs), help=plan.formula)
         st.caption("Training MACs = forward + input gradients of the layers after the first trainable one + weight "
                    f"gradients of the trainable layers: {plan.formula}.")
-    if classes is None and dataset:
+    if classes is None:
         st.caption("Counted for a 10-class head; the real head is sized from the data when the run starts.")
 
 

@@ -3,6 +3,7 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
+from cnnlab.data import dataset_label
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
@@ -46,7 +47,7 @@ for run_id in chosen:
     histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
     colors[label] = colors_by_run[run_id]
     rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
-                 "arch": arch_title(run.config.get("arch")), "dataset": run.config.get("dataset"),
+                 "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
                  "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
                  "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                  "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (DatasetError, ZipLimits, extract_zip, load_dataset, load_folder,
-                         stratified_split, transforms_for)
+from cnnlab.data import (DatasetError, ZipLimits, check_dataset, dataset_label, extract_zip, load_dataset, load_folder,
+                         save_uploaded_archive, stratified_split, transforms_for)
 from cnnlab.registry import get_spec
 
 
@@ -97,7 +97,7 @@ def test_folder_dataset_skips_unreadable_files(tmp_path, digits):
 
 def test_folder_dataset_errors_are_clear(tmp_path, digits):
     root = write_digit_folder(tmp_path / "one", digits, classes=(0,))
-    with pytest.raises(DatasetError, match="at least 2 class"):
+    with pytest.raises(DatasetError, match=r"needs one folder per class, at least 2 .*found 1 folders \(class_0\)"):
         load_folder(root)
     root = write_digit_folder(tmp_path / "empty", digits, classes=(0, 1))
     (root / "class_9").mkdir()
@@ -108,6 +108,40 @@ def test_folder_dataset_errors_are_clear(tmp_path, digits):
         load_dataset("imagenet")
     with pytest.raises(DatasetError, match="not a folder"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_path, digits, isolated_data_dir):
+    digits_check = check_dataset("digits")
+    assert (digits_check.images, len(digits_check.classes)) == (1797, 10)
+    assert digits_check.describe() == "digits: 1,797 images in 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)."
+    entries = {f"pets/{c}/{i}.png": png_bytes(40 * i + (100 if c == "dog" else 0)) for c in ("cat", "dog")
+               for i in range(3)}
+    archive = save_uploaded_archive(zip_of(entries, tmp_path / "a.zip").read_bytes(), "My pets!.zip")
+    assert archive.name == "My pets.zip" and archive.is_relative_to(isolated_data_dir / "uploads")
+    check = check_dataset(f"zip:{archive}")
+    assert check.describe() == "My pets.zip: 6 images in 2 classes (cat, dog)."
+    assert dataset_label(f"folder:{tmp_path / 'pets'}") == "pets/" and dataset_label("mnist:/data") == "mnist:/data"
+
+    one_class = save_uploaded_archive(zip_of({f"zero/{i}.png": png_bytes(i) for i in range(3)},
+                                             tmp_path / "b.zip").read_bytes(), "zero.zip")
+    with pytest.raises(DatasetError, match=r"^zero.zip needs one folder per class, at least 2 .* found 0 folders"):
+        check_dataset(f"zip:{one_class}")
+    escape = save_uploaded_archive(zip_of({"../evil.png": png_bytes(1), "a/1.png": png_bytes(2)},
+                                          tmp_path / "c.zip").read_bytes(), "evil.zip")
+    with pytest.raises(DatasetError, match="outside"):
+        check_dataset(f"zip:{escape}")
+
+
+def test_mnist_offline_without_a_copy_says_where_to_put_it(tmp_path, monkeypatch):
+    import cnnlab.data
+    import cnnlab.weights
+
+    monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: False)
+    with pytest.raises(DatasetError, match=r"cannot be downloaded now \(offline\?\)\. Copy torchvision's MNIST/raw"):
+        check_dataset(f"mnist:{tmp_path}")
+    monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: True)
+    pending = check_dataset(f"mnist:{tmp_path}")
+    assert pending.download_from == cnnlab.data.TORCHVISION_URLS["mnist"] and "downloads it first" in pending.describe()
 
 
 def zip_of(entries: dict[str, bytes], path, symlinks=()):

@@ -313,3 +313,77 @@ def test_a_run_that_kept_no_model_says_why_it_shows_no_mistakes():
     assert not at.exception, at.exception
     assert not [t for t in at.toggle if t.key == f"runs_mistakes_{run_id}"]
     assert any(c.value.startswith("This run kept no whole model") for c in at.caption)
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def digit_pngs(classes: tuple[int, ...], per_class: int = 6, top: str = "") -> dict[str, bytes]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data import load_dataset
+
+    digits = load_dataset("digits")
+    entries = {}
+    for label in classes:
+        for i in np.flatnonzero(digits.targets == label)[:per_class]:
+            buffer = io.BytesIO()
+            Image.fromarray(digits[int(i)][0].squeeze(0).numpy()).resize((32, 32)).save(buffer, format="PNG")
+            entries[f"{top}{label}/{i}.png"] = buffer.getvalue()
+    return entries
+
+
+def test_launch_checks_an_uploaded_zip_before_anything_is_queued():
+    at = open_page("pages/launch.py")
+    at.radio(key="launch_strategy").set_value("extract").run()
+    at.selectbox(key="launch_dataset").set_value("zip").run()
+    launch = lambda: next(b for b in at.button if b.label == "Launch")
+    assert launch().disabled, "nothing to train on yet"
+
+    at.file_uploader(key="launch_zip").set_value(("only zeros.zip", zip_bytes(digit_pngs((0,))), "")).run()
+    assert not at.exception, at.exception
+    assert any(e.value.startswith("only zeros.zip needs one folder per class, at least 2") for e in at.error)
+    assert launch().disabled
+
+    at.file_uploader(key="launch_zip").set_value(("three.zip", zip_bytes(digit_pngs((0, 1, 2), top="digits/")),
+                                                  "")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(c.value == "three.zip: 18 images in 3 classes (0, 1, 2)." for c in at.caption)
+    table = at.dataframe[0].value
+    assert table["Params"].iloc[-1] == (1280 + 1) * 3, "logistic regression sized for the three classes found"
+    assert not any("Counted for a 10-class head" in c.value for c in at.caption)
+    launch().click().run()
+    run = RunStore().runs()[0]
+    assert jobs.run_label(run).endswith("· III: extract · EfficientNet-Lite0 on three.zip")
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_launch_says_before_queueing_whether_mnist_is_here_or_downloads(monkeypatch, online):
+    import cnnlab.weights
+
+    monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: online)
+    import streamlit as st
+
+    st.cache_data.clear()  # the page keeps a dataset's check a minute; this test changes the network under it
+    at = open_page("pages/launch.py")
+    at.selectbox(key="launch_dataset").set_value("mnist").run()
+    assert not at.exception, at.exception
+    launch = next(b for b in at.button if b.label == "Launch")
+    if online:
+        assert any("mnist is not on this machine yet: the run downloads it first" in c.value for c in at.caption)
+        assert not launch.disabled
+    else:
+        assert any("cannot be downloaded now (offline?). Copy torchvision's MNIST/raw folder" in e.value
+                   for e in at.error), [e.value for e in at.error]
+        assert launch.disabled
