@@ -128,7 +128,8 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
     if title == "Accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
     epochs = len(max(histories.values(), key=len, default=[]))
-    figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)))
+    figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)), tick0=1,
+                        range=[1 - 0.05 * max(epochs, 4), epochs + 0.05 * max(epochs, 4)])
     return figure
 
 

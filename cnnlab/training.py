@@ -383,6 +383,11 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
 
+def available_devices() -> tuple[str, ...]:
+    """The device options that can run here: auto and cpu, and cuda where PyTorch sees a GPU."""
+    return DEVICES if torch.cuda.is_available() else tuple(d for d in DEVICES if d != "cuda")
+
+
 def resolve_device(name: str) -> str:
     """'cpu' or 'cuda' for a device option; `auto` picks CUDA when present."""
     if name == "auto":

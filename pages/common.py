@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
+from cnnlab.training import available_devices
 
 
 def _leave_legacy_pages_mode() -> None:
@@ -80,9 +81,13 @@ def sidebar_settings() -> Settings:
     with st.sidebar:
         st.selectbox("Default architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
                      help="The network every page starts with; each page can pick another for itself.")
-        st.radio("Device", ["auto", "cpu", "cuda"], key="device", horizontal=True,
-                 help="Where training runs and latency measurements run; 'auto' uses a CUDA GPU when there is one. "
-                      "Single-image pages (Predict, Look inside) run on the CPU, which is fast enough for one image.")
+        devices = list(available_devices())
+        if st.session_state["device"] not in devices:
+            st.session_state["device"] = "auto"
+        st.radio("Device", devices, key="device", horizontal=True,
+                 help="Where training runs and latency measurements run; 'auto' uses a CUDA GPU when there is one "
+                      "(cuda is offered where PyTorch sees one). Single-image pages (Predict, Look inside) run on "
+                      "the CPU, which is fast enough for one image.")
     return Settings(st.session_state["arch"], st.session_state["device"])
 
 

@@ -28,6 +28,7 @@ if shootout:
 st.session_state.setdefault("compare_selected", [i for i, r in runs.items() if r.status == "succeeded"][:4])
 chosen = st.multiselect("Runs", list(runs), key="compare_selected", format_func=lambda i: jobs.run_label(runs[i]))
 if not chosen:
+    st.info("Pick the runs to compare above: their curves, and their accuracy against what they cost.")
     st.stop()
 
 unfinished = [i for i in chosen if runs[i].status in ("queued", "running")]

@@ -138,7 +138,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
                                  key=f"loss_{run_id}")
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
                                 key=f"acc_{run_id}")
-    with st.expander("Log", expanded=current.status in ("running", "failed")):
+    with st.expander("Log", expanded=current.status == "running"):
         st.code("\n".join(live_store.logs(run_id, 60)) or "(nothing yet)", language=None)
 
 

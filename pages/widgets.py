@@ -60,9 +60,15 @@ def panes(name: str, *weights: int, min_width: int = 340, gap: str = "large") ->
 
 
 def start_at(key: str, options: list, default) -> None:
-    """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page)."""
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = default
+    """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page):
+    the last one chosen on this page, also after a visit to another page (Streamlit forgets the state of widgets
+    that a run does not draw), else `default`."""
+    kept = f"{key}__kept"
+    value = st.session_state.get(key)
+    if value in options:
+        st.session_state[kept] = value
+    else:
+        st.session_state[key] = st.session_state[kept] if st.session_state.get(kept) in options else default
 
 
 def image_picker(key: str) -> PickedImage | None:

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
 from pages.common import PAGES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -54,3 +54,24 @@ def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     table = at.dataframe[0].value.set_index("Architecture")
     assert table.loc["LeNet-5", "Latency b1 (ms)"] > 0
     assert (isolated_data_dir / "latency.json").exists()
+
+
+def test_a_page_keeps_its_own_architecture_after_a_visit_elsewhere():
+    at = open_page("pages/predict.py")
+    at.selectbox(key="predict_arch").set_value("vgg16").run()
+    at.switch_page("pages/home.py")
+    at.run()
+    at.switch_page("pages/predict.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="predict_arch").value == "vgg16"
+    at.switch_page("pages/inside.py")
+    at.run()
+    assert at.selectbox(key="inside_arch").value == DEFAULT_ARCH, "the other pages start at the sidebar's"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a GPU")
+def test_the_sidebar_offers_cuda_only_where_there_is_a_gpu():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert at.radio(key="device").options == ["auto", "cpu"]

@@ -66,6 +66,9 @@ def test_run_curves_take_each_runs_own_colour():
     figure = run_curves({"r2": history}, ("loss",), colors)
     assert figure.data[0].line.color == "#222222"
     assert figure.layout.xaxis.dtick == 2, "15 epochs: a tick every second epoch, not fifteen crammed ticks"
+    single = run_curves({"r1": history[:1]}, ("loss",), colors)
+    low, high = single.layout.xaxis.range
+    assert 0 < low < 1 < high < 2, "one epoch: no empty epoch 0 or 2 on the axis"
 
 
 def test_run_curves_dot_training_and_draw_validation_solid():

@@ -25,3 +25,6 @@ def test_home_links_every_page(page, dashboard_url):
     for info in PAGES[1:]:
         page.locator("[data-testid='stMain']").get_by_text(info.title, exact=True).first.wait_for()
     screenshot(page, "home")
+    assert page.title() == "Home · cnnlab"
+    page.locator("[data-testid='stMain']").get_by_text("Compare architectures", exact=True).first.click()
+    page.wait_for_function("() => document.title === 'Compare architectures · cnnlab'", timeout=30_000)
