@@ -57,3 +57,7 @@ with right:
                    f"{spec.preprocessing_at(model.image_size).describe()}.")
         for note in model.notes:
             st.info(note)
+        if model.class_names:
+            shown = ", ".join(model.class_names[:10]) + (", ..." if len(model.class_names) > 10 else "")
+            st.caption(f"A classifier trained on these {len(model.class_names)} classes ({shown}) gives every image "
+                       "one of them, however unlike its training images: it has no answer for 'none of these'.")

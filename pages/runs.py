@@ -161,7 +161,7 @@ if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resu
 checkpoint = run.checkpoint if run.checkpoint and not active and Path(run.checkpoint).is_dir() else None
 if checkpoint:
     actions.download_button("Download checkpoint", lambda: archive_bytes(checkpoint), file_name=f"{run_id}.zip",
-                            mime="application/zip", icon=":material/download:",
+                            mime="application/zip", icon=":material/download:", on_click="ignore",
                             help="The weights (safetensors), the run's config and metrics as JSON, and the optimizer "
                                  "state, zipped when you click.")
 if checkpoint and run.status == "succeeded":
@@ -170,7 +170,7 @@ if checkpoint and run.status == "succeeded":
         arch = run.config["arch"]
         st.session_state["predict_arch"] = arch
         st.session_state[f"predict_weights_{arch}"] = str(jobs.run_dir(run_id))
-        if run.config["dataset"] == "digits":
+        if run.config["dataset"].partition(":")[0] in ("digits", "mnist"):
             st.session_state["predict_image_sample"] = "digit"  # an image of what it learned, not the cat
         st.switch_page("pages/predict.py")
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
@@ -185,7 +185,8 @@ if checkpoint and run.status == "succeeded":
             st.success(f"{exported.path.name}: its outputs {verdict} PyTorch's (max difference "
                        f"{exported.max_abs_diff:.1e}).")
             st.download_button(f"Download {exported.path.name}", exported.path.read_bytes(),
-                               file_name=f"{run_id}-{exported.path.name}", icon=":material/download:")
+                               file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
+                               on_click="ignore")  # the page stays as it is: the result and this button
 
 result = run.result
 if result and "confusion_matrix" in result:

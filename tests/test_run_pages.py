@@ -278,6 +278,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert not at.exception and not at.warning, [w.value for w in at.warning]
     assert at.metric[0].value == "3"
     assert any("Classes: the 10 classes it was trained on" in c.value for c in at.caption)
+    assert any(c.value.startswith("A classifier trained on these 10 classes (0, 1, 2") for c in at.caption)
     assert any("on digits (10 classes)" in i.value for i in at.info)
 
     at.switch_page("pages/inside.py")
