@@ -60,6 +60,8 @@ table = pd.DataFrame([{
     "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
     "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
+unmeasured = [f"Latency b{b} (ms)" for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
+table = table.drop(columns=unmeasured + ([] if yours else ["Your best val acc", "Your run"]))  # no empty columns
 st.dataframe(
     table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
@@ -73,7 +75,8 @@ st.dataframe(
                                                            "finished run of this architecture (Runs page)"),
     },
 )
-st.caption("Click a column header to sort. LeNet-5's published result is on MNIST "
+st.caption("Click a column header to sort. Latency columns appear once measured (below), yours once a run has "
+           "finished. LeNet-5's published result is on MNIST "
            f"({rows[0]['error']}% test error); the lecture CNN is a binary classifier with no published accuracy.")
 
 with st.expander("Measure latency on this machine", icon=":material/timer:"):
