@@ -1,5 +1,6 @@
 """After a run: the validation images its model gets wrong, most confident mistakes first (the lecture's "Test
-Model: predict on the test images", turned towards what the confusion matrix cannot show: which images).
+Model: predict on the test images", turned towards what the confusion matrix cannot show: which images); and a
+few of its validation images to try the model on.
 
 The model is rebuilt from the run's last checkpoint and run over the same validation split the run used (same
 dataset, seed and validation fraction, the architecture's evaluation preprocessing at the run's input size).
@@ -16,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
+from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.registry import get_spec
 from cnnlab.training import resolve_device
@@ -85,6 +86,22 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
                              float(probs[i, predicted[i]]), float(probs[i, targets[i]])) for i in wrong[:limit])
     return MistakeReport(config["dataset"], classes, mistakes, len(examined), len(wrong), len(val_idx))
+
+
+def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, Image.Image]]:
+    """A validation image of each class (of the first `limit` classes) the run in `run_dir` trained on, as
+    (class name, dataset index, image): images the model did not train on, of the kind it knows."""
+    try:
+        config = require_checkpoint(Path(run_dir)).config
+    except CheckpointError as error:
+        raise MistakesError(str(error)) from None
+    images = run_dataset(config["dataset"])
+    _, val_idx = stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))
+    first = {}
+    for index in val_idx:
+        first.setdefault(int(images.targets[index]), int(index))
+    return [(images.classes[label], index, dataset_image(images, index))
+            for label, index in sorted(first.items())[:limit]]
 
 
 def run_dataset(name: str) -> ImageSet:

@@ -403,7 +403,7 @@ controls, preview = panes("inside", 3, 2)
 with controls:
     arch = arch_picker("inside_arch")
     weights = weights_picker(arch, "inside_weights")
-    picked = image_picker("inside_image")
+    picked = image_picker("inside_image", weights)
 if weights is None or picked is None:
     st.stop()
 result = run_look(arch, weights, picked)

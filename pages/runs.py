@@ -166,12 +166,11 @@ if checkpoint:
                                  "state, zipped when you click.")
 if checkpoint and run.status == "succeeded":
     if actions.button("Predict with it", icon=":material/image_search:",
-                      help="Open Predict with this run's model: its classes for a sample photo or your image."):
+                      help="Open Predict with this run's model on one of its validation images: its own classes."):
         arch = run.config["arch"]
         st.session_state["predict_arch"] = arch
         st.session_state[f"predict_weights_{arch}"] = str(jobs.run_dir(run_id))
-        if run.config["dataset"].partition(":")[0] in ("digits", "mnist"):
-            st.session_state["predict_image_sample"] = "digit"  # an image of what it learned, not the cat
+        st.session_state["predict_image_sample"] = "val-0"  # one of its validation images, not the cat
         st.switch_page("pages/predict.py")
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
     if actions.button("Export", icon=":material/output:"):

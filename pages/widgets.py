@@ -4,6 +4,7 @@ Models returned by `loaded_model` are shared by every session: never mutate them
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,10 +15,11 @@ from PIL import Image
 from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
                            read_image, sample_images)
 from cnnlab.jobs import trained_models
+from cnnlab.mistakes import MistakesError, validation_examples
 from cnnlab.predict import Prediction, load_for_prediction
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, WeightsOption,
-                            download_source, ready_weights, save_uploaded_weights, weights_options)
+                            download_source, ready_weights, save_uploaded_weights, trained_arch, weights_options)
 
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
@@ -71,18 +73,46 @@ def start_at(key: str, options: list, default) -> None:
         st.session_state[key] = st.session_state[kept] if st.session_state.get(kept) in options else default
 
 
-def image_picker(key: str) -> PickedImage | None:
-    """An upload widget plus 'use a sample'; the upload wins when there is one. None (with an error shown)
-    when the upload cannot be read."""
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_examples(weights: str) -> dict[str, tuple[str, bytes]]:
+    """When `weights` is a run's folder, one of its validation images per class, as samples to pick:
+    {'val-0': ("Its validation image of '0' (#10)", PNG bytes)}; otherwise none."""
+    if trained_arch(weights) is None:
+        return {}
+    try:
+        examples = validation_examples(Path(weights))
+    except MistakesError:
+        return {}
+    found = {}
+    for i, (name, index, image) in enumerate(examples):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        found[f"val-{i}"] = (f"From its validation set: '{name}' (#{index})", buffer.getvalue())
+    return found
+
+
+def image_picker(key: str, weights: str | None = None) -> PickedImage | None:
+    """An upload widget plus 'use a sample'; the upload wins when there is one. With a run's folder as
+    `weights`, its validation images come first among the samples. None (with an error shown) when the upload
+    cannot be read."""
+    extra = run_examples(weights) if weights else {}
     samples = sample_images()
+    choices = list(extra) + list(samples)
+    start_at(f"{key}_sample", choices, choices[0])
     upload = st.file_uploader(
         "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
              f"{MAX_PIXELS / 1e6:.0f} megapixels.")
-    sample = st.selectbox("...or use a sample photo", list(samples), key=f"{key}_sample", disabled=upload is not None,
-                          format_func=lambda s: SAMPLE_TITLES.get(s, s),
-                          help="CC0 / public-domain photos from scikit-image, shipped in assets/.")
-    source, name = (upload.getvalue(), upload.name) if upload is not None else (samples[sample], samples[sample].name)
+    sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample", disabled=upload is not None,
+                          format_func=lambda s: extra[s][0] if s in extra else SAMPLE_TITLES.get(s, s),
+                          help="CC0 / public-domain photos from scikit-image, shipped in assets/"
+                               + ("; first, images the run held out for validation." if extra else "."))
+    if upload is not None:
+        source, name = upload.getvalue(), upload.name
+    elif sample in extra:
+        name, source = extra[sample]
+    else:
+        source, name = samples[sample], samples[sample].name
     try:
         return PickedImage(read_image(source, name), source, name)
     except ImageInputError as error:

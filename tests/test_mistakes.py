@@ -72,3 +72,15 @@ def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
     assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
     assert main(["mistakes", str(tmp_path / "nothing")]) == 2
     assert "saved no model" in capsys.readouterr().err
+
+
+def test_a_runs_validation_examples_are_one_held_out_image_per_class(tmp_path):
+    from cnnlab.mistakes import validation_examples
+
+    run(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), out_dir=tmp_path / "run")
+    examples = validation_examples(tmp_path / "run", limit=4)
+    digits = load_dataset("digits")
+    train_idx, _ = stratified_split(digits.targets, 0.2, 0)
+    assert [name for name, _, _ in examples] == ["0", "1", "2", "3"]
+    for name, index, image in examples:
+        assert index not in train_idx and str(digits.targets[index]) == name and image.size == (8, 8)

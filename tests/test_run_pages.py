@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import jobs
+from cnnlab.mistakes import validation_examples
 from cnnlab.planner import freeze_plan, suggest_strategy
 from cnnlab.registry import build_model, get_spec
 from cnnlab.runstore import RunStore
@@ -274,8 +275,13 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     weights = at.selectbox(key="predict_weights_lenet5")
     assert weights.value == str(jobs.run_dir(run_id))
     assert any(o.startswith(f"Your run {run_id} · I: scratch on digits, val ") for o in weights.options)
-    assert at.selectbox(key="predict_image_sample").value == "digit", "a digits run opens on a digit, not the cat"
+    samples = at.selectbox(key="predict_image_sample")
+    assert samples.value == "val-0", "a run opens on one of its own validation images, not the cat"
+    assert [samples.format_func(o) for o in samples.options[:2]] == [
+        f"From its validation set: '{c}' (#{i})" for c, i, _ in validation_examples(jobs.run_dir(run_id), 2)]
     assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.metric[0].value == "0"
+    samples.set_value("digit").run()
     assert at.metric[0].value == "3"
     assert any("Classes: the 10 classes it was trained on" in c.value for c in at.caption)
     assert any(c.value.startswith("A classifier trained on these 10 classes (0, 1, 2") for c in at.caption)
