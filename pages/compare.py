@@ -19,7 +19,8 @@ st.title("Compare architectures")
 st.caption("Parameters, operations (multiply-accumulates, MACs; FLOPs = 2 x MACs) and depth are measured on "
            "cnnlab's builds at each network's own input size; accuracies are the published ones, with their source.")
 
-rows = architecture_rows()
+with st.spinner("Counting the parameters and operations of every architecture (once per server start)..."):
+    rows = architecture_rows()
 settings = current_settings()
 latency_cache = LatencyCache()
 
