@@ -164,6 +164,13 @@ def fit_within(image: Image.Image, max_side: int, min_side: int = 0) -> Image.Im
     return copy
 
 
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG (lossless), as an upload of it would arrive."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def sample_images() -> dict[str, Path]:
     """The sample photos in assets/ by name ('chelsea' for chelsea.png), in SAMPLE_TITLES order, the cat first."""
     found = {path.stem: path for path in sorted(SAMPLES_DIR.iterdir())

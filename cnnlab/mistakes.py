@@ -67,15 +67,16 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     classes = tuple(config["classes"])
     if images.classes != classes:
         raise MistakesError(f"the dataset {config['dataset']} no longer has the classes this run trained on")
-    _, val_idx = stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))
+    val_idx = _validation_indices(images, config)
     examined = val_idx[:max_images]
     subset = TransformedSubset(images, examined, transforms_for(get_spec(config["arch"]), False,
                                                                 config.get("image_size")))
-    model = model.to(resolve_device(device))
+    target = torch.device(resolve_device(device))
+    model = model.to(target)
     probabilities = []
     with torch.inference_mode():
         for batch, _ in DataLoader(subset, batch_size=batch_size):
-            probabilities.append(model(batch.to(next(model.parameters()).device)).float().softmax(1).cpu())
+            probabilities.append(model(batch.to(target)).float().softmax(1).cpu())
             if progress:
                 progress(sum(len(p) for p in probabilities), len(examined))
     probs = torch.cat(probabilities).numpy()
@@ -96,12 +97,16 @@ def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, 
     except CheckpointError as error:
         raise MistakesError(str(error)) from None
     images = run_dataset(config["dataset"])
-    _, val_idx = stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))
     first = {}
-    for index in val_idx:
+    for index in _validation_indices(images, config):
         first.setdefault(int(images.targets[index]), int(index))
     return [(images.classes[label], index, dataset_image(images, index))
             for label, index in sorted(first.items())[:limit]]
+
+
+def _validation_indices(images: ImageSet, config: dict) -> np.ndarray:
+    """The validation split the run made: the same seed and fraction give the same images."""
+    return stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))[1]
 
 
 def run_dataset(name: str) -> ImageSet:

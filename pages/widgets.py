@@ -4,7 +4,6 @@ Models returned by `loaded_model` are shared by every session: never mutate them
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
-                           read_image, sample_images)
+                           png_bytes, read_image, sample_images)
 from cnnlab.jobs import trained_models
 from cnnlab.mistakes import MistakesError, validation_examples
 from cnnlab.predict import Prediction, load_for_prediction
@@ -83,12 +82,8 @@ def run_examples(weights: str) -> dict[str, tuple[str, bytes]]:
         examples = validation_examples(Path(weights))
     except MistakesError:
         return {}
-    found = {}
-    for i, (name, index, image) in enumerate(examples):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        found[f"val-{i}"] = (f"From its validation set: '{name}' (#{index})", buffer.getvalue())
-    return found
+    return {f"val-{i}": (f"From its validation set: '{name}' (#{index})", png_bytes(image))
+            for i, (name, index, image) in enumerate(examples)}
 
 
 def image_picker(key: str, weights: str | None = None) -> PickedImage | None:
