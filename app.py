@@ -10,6 +10,7 @@ ICON = Path(__file__).parent / "assets" / "ui" / "icon.png"  # a file, not a Mat
 st.set_page_config(page_title="cnnlab", page_icon=str(ICON), layout="wide")
 pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]
 navigation = st.navigation(pages)
-st.set_page_config(page_title=f"{navigation.title} · cnnlab")  # the browser tab names the page
+current = next(info for info, page in zip(PAGES, pages) if page is navigation)
+st.set_page_config(page_title=f"{current.title} · cnnlab")  # the browser tab names the page
 sidebar_settings()
 navigation.run()

@@ -76,3 +76,14 @@ def test_the_sidebar_offers_cuda_only_where_there_is_a_gpu():
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert at.radio(key="device").options == ["auto", "cpu"]
+
+
+def test_the_entry_file_also_runs_bare():
+    """`python app.py` (and multiprocessing's spawn, which re-runs the main file of a process that ran the app)
+    must not fail outside `streamlit run`."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, APP], capture_output=True, text=True, timeout=120,
+                            cwd=Path(APP).parent)
+    assert result.returncode == 0, result.stderr[-2000:]
