@@ -176,11 +176,11 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     """
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    label = dataset_label(name) if name else str(root)
+    shown = dataset_label(name) if name else str(root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if len(class_dirs) < 2:
         found = [p.name for p in class_dirs] or [p.name for p in root.iterdir() if p.is_file()][:3]
-        raise DatasetError(f"{label} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
+        raise DatasetError(f"{shown} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
                            f"inside); found {len(class_dirs)} folders" + (f" ({', '.join(found)})" if found else ""))
     paths, targets, skipped, empty = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
@@ -193,7 +193,7 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
         paths += good
         targets += [label] * len(good)
     if empty:
-        raise DatasetError(f"class folder(s) with no readable image in {label}: {', '.join(empty)}")
+        raise DatasetError(f"class folder(s) with no readable image in {shown}: {', '.join(empty)}")
     return ImageSet(name or f"folder:{root}", tuple(d.name for d in class_dirs), np.asarray(targets),
                     lambda i: _open_rgb(paths[i]), lambda: _hash_files(paths, targets, root), tuple(skipped))
 

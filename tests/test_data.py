@@ -102,7 +102,7 @@ def test_folder_dataset_errors_are_clear(tmp_path, digits):
     root = write_digit_folder(tmp_path / "empty", digits, classes=(0, 1))
     (root / "class_9").mkdir()
     (root / "class_9" / "bad.jpg").write_bytes(b"garbage")
-    with pytest.raises(DatasetError, match="no readable image.*class_9"):
+    with pytest.raises(DatasetError, match=f"no readable image in {root}: class_9"):
         load_folder(root)
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("imagenet")
