@@ -60,7 +60,8 @@ def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16
 
 def count_axis(values: list[float], ticks: int = 5) -> dict:
     """Settings for a linear axis from 0 over counts such as MACs or parameters: more than `ticks` ticks at a
-    round step (1, 2 or 5 times a power of ten), up to the first at or above the largest value, labelled the way cnnlab writes counts ('600K', '1.5M'), not Plotly's '600k'."""
+    round step (1, 2 or 5 times a power of ten), up to the first at or above the largest value, labelled the way
+    cnnlab writes counts ('600K', '1.5M'), not Plotly's '600k'."""
     top = max((v for v in values if v), default=0)
     if top <= 0:
         return {}

@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.data import DatasetCheck, DatasetError, check_dataset, image_folders_root, save_uploaded_archive, server_folders
+from cnnlab.data import (DatasetCheck, DatasetError, check_dataset, image_folders_root, save_uploaded_archive,
+                         server_folders)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
 from cnnlab.profiling import human
