@@ -113,7 +113,9 @@ def layer_choice(arch: str, layers: tuple[LayerInfo, ...]) -> LayerInfo:
     index_key, moves_key = f"inside_layer_index_{arch}", f"inside_layer_moves_{arch}"
     list_key, slider_key = f"inside_layer_{arch}", f"inside_layer_slider_{arch}"
     current = min(st.session_state.get(index_key, 0), len(layers) - 1)
-    current = settled_layer(current, st.session_state.pop(moves_key, {}), (slider_key, list_key))
+    moves = {key: value for key, value in st.session_state.pop(moves_key, {}).items()
+             if isinstance(value, int) and 0 <= value < len(layers)}  # not a stale label after the model changed
+    current = settled_layer(current, moves, (slider_key, list_key))
     st.session_state[index_key] = current
     for key in (list_key, slider_key):
         if st.session_state.get(key) != current:

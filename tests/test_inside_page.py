@@ -92,6 +92,16 @@ def test_slider_steps_are_not_undone_by_a_stale_layer_list(page, list_first):
         assert any(f"channels of {shown}," in c for c in captions(page)), "the maps follow the slider"
 
 
+def test_a_stale_layer_label_from_the_browser_is_ignored(page):
+    """After the weights change the layers' shapes (a run trained at 64 px), the browser sent the list's old
+    label instead of its index, which reached the slider and crashed the page."""
+    stale = layer_list(page).options[0]  # '0 · blocks.0 · conv_stem (Conv2dSame) 32x112x112'
+    page.session_state[f"inside_layer_moves_{LITE0}"] = {f"inside_layer_{LITE0}": stale}
+    page.run()
+    assert not page.exception, page.exception
+    assert page.slider(key=f"inside_layer_slider_{LITE0}").value == 0 and layer_list(page).value == 0
+
+
 def test_channel_choices_follow_the_layer(page):
     top = page.selectbox(key="inside_top")
     assert metrics(page)["Output"] == "32x112x112"
