@@ -124,8 +124,8 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
                 if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
                 line={"color": colors[label], "dash": "solid" if metric.startswith("val") else "dot"}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
-    figure.update_layout(height=320, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
-                         legend={"orientation": "h", "y": -0.25})
+    figure.update_layout(height=340, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
+                         legend={"orientation": "h", "y": -0.28, "yanchor": "top", "x": 0})
     if title == "Accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
     epochs = len(max(histories.values(), key=len, default=[]))

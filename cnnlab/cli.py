@@ -400,10 +400,16 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_mistakes(args) -> None:
+    from pathlib import Path
+
+    from cnnlab.jobs import run_dir
     from cnnlab.mistakes import MistakesError, validation_mistakes
 
+    folder = Path(args.run)
+    if not folder.exists() and run_dir(args.run).is_dir():
+        folder = run_dir(args.run)  # a run id, as `cnnlab runs` lists them
     try:
-        report = validation_mistakes(args.run, limit=args.limit, device=args.device)
+        report = validation_mistakes(folder, limit=args.limit, device=args.device)
     except MistakesError as error:
         raise UsageError(str(error)) from None
     if args.json:
@@ -470,18 +476,19 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     """The options of a run; with `strategies`, a required --strategy among them, else the probe's options."""
     if strategies:
         parser.add_argument("--strategy", required=True, choices=strategies)
-    parser.add_argument("--arch", required=True, type=arch_choice)
+    parser.add_argument("--arch", required=True, type=arch_choice, help="an architecture (see cnnlab models)")
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "
                                           "torchvision, timm, a weights file, or a run folder (go on from the "
                                           "model a run trained)")
-    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
     parser.add_argument("--input-size", type=positive_int,
                         help="square input size in pixels (default: the architecture's own, e.g. 224); smaller "
                              "trains faster, and small images such as the 8x8 digits lose little at 96")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="fixes the train/validation split, the initial weights and the data order")
     if not strategies:
         parser.add_argument("--classifier", choices=["logreg", "svm", "knn"],
                             help="fitted at each stage (default logreg)")
@@ -574,9 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--gpu", type=non_negative_int, help="the GPU this worker owns (one worker per GPU)")
     worker.set_defaults(func=_cmd_worker)
 
-    probe = sub.add_parser("probe", help="Strategy III at every stage: validation accuracy per depth")
+    probe = sub.add_parser("probe", help="Strategy III at every stage: validation accuracy per depth",
+                           description="Freeze the pretrained backbone, read each stage's averaged feature maps "
+                                       "and fit a classifier on them: validation accuracy per depth, the lecture's "
+                                       "general-to-specific claim measured on your data.")
     _add_run_options(probe)
-    probe.add_argument("--json", action="store_true")
+    probe.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     probe.set_defaults(func=_cmd_probe)
 
     export = sub.add_parser("export", help="export a trained checkpoint to ONNX or TorchScript, checked by running it")
@@ -585,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     mistakes = sub.add_parser("mistakes", help="the validation images a finished run's model gets wrong, surest first")
-    mistakes.add_argument("run", help="a run folder or one of its checkpoints/ckpt-NNNN folders")
+    mistakes.add_argument("run", help="a run id (see cnnlab runs), a run folder or one of its checkpoints/ckpt-NNNN")
     mistakes.add_argument("--limit", type=positive_int, default=24, help="how many to list (default 24)")
     mistakes.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     mistakes.add_argument("--json", action="store_true")

@@ -179,9 +179,12 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     shown = dataset_label(name) if name else str(root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if len(class_dirs) < 2:
-        found = [p.name for p in class_dirs] or [p.name for p in root.iterdir() if p.is_file()][:3]
+        files = sorted(p.name for p in root.iterdir() if p.is_file())[:3]
+        found = (f"found only {class_dirs[0].name}/" if class_dirs else
+                 f"found images but no class folders in {root.name}/ ({', '.join(files)}, ...)" if files else
+                 "found nothing")
         raise DatasetError(f"{shown} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
-                           f"inside); found {len(class_dirs)} folders" + (f" ({', '.join(found)})" if found else ""))
+                           f"inside); {found}")
     paths, targets, skipped, empty = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -411,6 +414,11 @@ class DatasetCheck:
     images: int
     skipped: tuple[str, ...] = ()
     download_from: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """The class count, known before the download too: MNIST's and CIFAR-10's are 10."""
+        return len(self.classes) or 10
 
     def describe(self) -> str:
         """'pets.zip: 45 images in 3 classes (cat, dog, fox)'."""

@@ -167,6 +167,11 @@ def run_label(run: Run) -> str:
             f"{dataset_label(config.get('dataset', ''))}")
 
 
+def result_accuracy(result: dict) -> float | None:
+    """A finished run's validation accuracy; a probe's is its best stage's. None before a result."""
+    return result.get("val_acc", max((s["val_acc"] for s in result.get("stages", [])), default=None))
+
+
 def run_summaries(runs: list[Run]) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's)."""
     from cnnlab.data import dataset_label
@@ -177,8 +182,7 @@ def run_summaries(runs: list[Run]) -> list[dict]:
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
-                     "val_acc": result.get("val_acc", max((s["val_acc"] for s in result.get("stages", [])),
-                                                          default=None)),
+                     "val_acc": result_accuracy(result),
                      "duration_s": round(duration, 1) if duration else None,
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
                      "error": run.error})
@@ -234,7 +238,8 @@ class StoreReporter:
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
         if run.cancel_requested:
-            self.store.log(self.run_id, "cancel requested: stopping at this step")
+            self.store.log(self.run_id, "cancel requested: stopping after this step (a run stopped before its "
+                                        "first epoch ends is evaluated once first, so that it has a result)")
             raise self._stop_run()
         if self.worker is not None and (run.status != "running" or run.worker != self.worker):
             raise self._stop_run()  # marked interrupted (and perhaps resumed elsewhere): this worker lets go

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
+from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, read_json, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.registry import get_spec
 from cnnlab.training import resolve_device
@@ -61,7 +61,7 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     try:
         model, checkpoint = model_from_checkpoint(Path(run_dir))
     except CheckpointError as error:
-        raise MistakesError(f"this run saved no model to look at its mistakes with ({error})") from None
+        raise MistakesError(_no_model(Path(run_dir), error)) from None
     config = checkpoint.config
     images = run_dataset(config["dataset"])
     classes = tuple(config["classes"])
@@ -87,6 +87,14 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
                              float(probs[i, predicted[i]]), float(probs[i, targets[i]])) for i in wrong[:limit])
     return MistakeReport(config["dataset"], classes, mistakes, len(examined), len(wrong), len(val_idx))
+
+
+def _no_model(run_dir: Path, error: CheckpointError) -> str:
+    config = run_dir / "config.json"
+    if config.is_file() and read_json(config).get("strategy") == "extract":
+        return (f"run {run_dir.name} kept no whole model: Strategy III saves one only for a linear classifier "
+                "(logreg or linear) on the averaged penultimate features")
+    return f"this run saved no model to look at its mistakes with ({error})"
 
 
 def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, Image.Image]]:

@@ -175,7 +175,7 @@ with left:
 
 with right:
     st.subheader("What this run trains")
-    classes = len(checked.classes) if checked and checked.classes else None
+    classes = checked.num_classes if checked else None
     plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
     rows = [{"Part": p.name, "Params": p.params,
              "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"} for p in plan.parts]

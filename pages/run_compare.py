@@ -25,7 +25,8 @@ if not runs:
 shootout = [i for i in st.session_state.pop("compare_runs", []) if i in runs]
 if shootout:
     st.session_state["compare_selected"] = shootout
-st.session_state.setdefault("compare_selected", [i for i, r in runs.items() if r.status == "succeeded"][:4])
+st.session_state.setdefault("compare_selected", [i for i, r in runs.items() if r.status == "succeeded"
+                                                 and r.config.get("strategy") != "probe"][:4])
 chosen = st.multiselect("Runs", list(runs), key="compare_selected", format_func=lambda i: jobs.run_label(runs[i]))
 if not chosen:
     st.info("Pick the runs to compare above: their curves, and their accuracy against what they cost.")
@@ -49,7 +50,7 @@ for run_id in chosen:
     colors[label] = colors_by_run[run_id]
     rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
                  "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
-                 "val_acc": result.get("val_acc"), "train_time_s": result.get("train_time_s"),
+                 "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
                  "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                  "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
 

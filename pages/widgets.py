@@ -146,7 +146,7 @@ def weights_picker(arch: str, key: str) -> str | None:
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
     if choice in runs:
-        st.caption(f"The {get_spec(arch).title} your run {runs[choice]} trained; kept in `{choice}`")
+        st.caption(f"Trained by your run {runs[choice]}; kept in `{choice}`.")
         return choice
     if choice != UPLOAD:
         _weights_note(arch, options, choice, initial)

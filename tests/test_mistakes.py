@@ -43,7 +43,7 @@ def test_a_feature_extractor_with_its_head_saved_and_one_without(tmp_path):
     assert dataset_image(run_dataset(f"folder:{root}"), 0).mode == "RGB"
     run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", device="cpu"),
         out_dir=tmp_path / "knn")
-    with pytest.raises(MistakesError, match="saved no model"):
+    with pytest.raises(MistakesError, match="knn kept no whole model: Strategy III saves one only for a linear"):
         validation_mistakes(tmp_path / "knn")
 
 
@@ -72,6 +72,18 @@ def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
     assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
     assert main(["mistakes", str(tmp_path / "nothing")]) == 2
     assert "saved no model" in capsys.readouterr().err
+
+
+def test_cli_takes_a_queued_runs_id(capsys):
+    from cnnlab import jobs
+    from cnnlab.cli import main
+    from cnnlab.runstore import RunStore
+
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), store)
+    jobs.work(store, once=True)
+    assert main(["mistakes", run_id, "--limit", "1"]) == 0
+    assert "validation images of digits" in capsys.readouterr().out
 
 
 def test_a_runs_validation_examples_are_one_held_out_image_per_class(tmp_path):

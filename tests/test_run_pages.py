@@ -390,6 +390,7 @@ def test_launch_says_before_queueing_whether_mnist_is_here_or_downloads(monkeypa
     if online:
         assert any("mnist is not on this machine yet: the run downloads it first" in c.value for c in at.caption)
         assert not launch.disabled
+        assert not any("Counted for a 10-class head" in c.value for c in at.caption), "MNIST has 10 classes"
     else:
         assert any("cannot be downloaded now (offline?). Copy torchvision's MNIST/raw folder" in e.value
                    for e in at.error), [e.value for e in at.error]
