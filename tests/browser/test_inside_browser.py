@@ -69,7 +69,6 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     page.wait_for_function(FILTERS_LOADED, timeout=30_000)
     assert page.get_by_text("conv_stem: 32 filters of 3x3x3, shown as RGB").is_visible()
     screenshot(page, "inside_filters")
-    page.wait_for_function(FILTERS_LOADED, timeout=30_000)  # still loaded after the screenshot's resize
     page.get_by_role("tab", name="Class activation map").click()
     page.wait_for_function(IMAGES_LOADED, arg="HiResCAM for 'tiger cat'", timeout=60_000)
     screenshot(page, "inside_cam")
