@@ -20,7 +20,10 @@ from torchvision.transforms.v2 import functional as TF
 from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, read_json, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.registry import get_spec
-from cnnlab.training import resolve_device
+from cnnlab.training import RunConfig, resolve_device
+
+NO_MODEL = ("kept no whole model: Strategy III saves one only for a linear classifier (logreg or linear) on the "
+            "averaged penultimate features")
 
 
 class MistakesError(ValueError):
@@ -62,15 +65,14 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
         model, checkpoint = model_from_checkpoint(Path(run_dir))
     except CheckpointError as error:
         raise MistakesError(_no_model(Path(run_dir), error)) from None
-    config = checkpoint.config
-    images = run_dataset(config["dataset"])
-    classes = tuple(config["classes"])
+    config = RunConfig.from_dict(checkpoint.config)
+    images = run_dataset(config.dataset)
+    classes = tuple(checkpoint.config["classes"])
     if images.classes != classes:
-        raise MistakesError(f"the dataset {config['dataset']} no longer has the classes this run trained on")
+        raise MistakesError(f"the dataset {config.dataset} no longer has the classes this run trained on")
     val_idx = _validation_indices(images, config)
     examined = val_idx[:max_images]
-    subset = TransformedSubset(images, examined, transforms_for(get_spec(config["arch"]), False,
-                                                                config.get("image_size")))
+    subset = TransformedSubset(images, examined, transforms_for(get_spec(config.arch), False, config.image_size))
     target = torch.device(resolve_device(device))
     model = model.to(target)
     probabilities = []
@@ -86,14 +88,13 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")]
     mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
                              float(probs[i, predicted[i]]), float(probs[i, targets[i]])) for i in wrong[:limit])
-    return MistakeReport(config["dataset"], classes, mistakes, len(examined), len(wrong), len(val_idx))
+    return MistakeReport(config.dataset, classes, mistakes, len(examined), len(wrong), len(val_idx))
 
 
 def _no_model(run_dir: Path, error: CheckpointError) -> str:
     config = run_dir / "config.json"
     if config.is_file() and read_json(config).get("strategy") == "extract":
-        return (f"run {run_dir.name} kept no whole model: Strategy III saves one only for a linear classifier "
-                "(logreg or linear) on the averaged penultimate features")
+        return f"run {run_dir.name} {NO_MODEL}"
     return f"this run saved no model to look at its mistakes with ({error})"
 
 
@@ -101,10 +102,10 @@ def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, 
     """A validation image of each class (of the first `limit` classes) the run in `run_dir` trained on, as
     (class name, dataset index, image): images the model did not train on, of the kind it knows."""
     try:
-        config = require_checkpoint(Path(run_dir)).config
+        config = RunConfig.from_dict(require_checkpoint(Path(run_dir)).config)
     except CheckpointError as error:
         raise MistakesError(str(error)) from None
-    images = run_dataset(config["dataset"])
+    images = run_dataset(config.dataset)
     first = {}
     for index in _validation_indices(images, config):
         first.setdefault(int(images.targets[index]), int(index))
@@ -112,9 +113,9 @@ def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, 
             for label, index in sorted(first.items())[:limit]]
 
 
-def _validation_indices(images: ImageSet, config: dict) -> np.ndarray:
+def _validation_indices(images: ImageSet, config: RunConfig) -> np.ndarray:
     """The validation split the run made: the same seed and fraction give the same images."""
-    return stratified_split(images.targets, config.get("val_fraction", 0.2), config.get("seed", 0))[1]
+    return stratified_split(images.targets, config.val_fraction, config.seed)[1]
 
 
 def run_dataset(name: str) -> ImageSet:

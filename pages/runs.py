@@ -7,7 +7,7 @@ from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.images import fit_within
-from cnnlab.mistakes import MistakeReport, MistakesError, dataset_image, run_dataset, validation_mistakes
+from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, dataset_image, run_dataset, validation_mistakes
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
@@ -18,7 +18,6 @@ REFRESH = "2s"
 ACTIVE = ("queued", "running")
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
                  "interrupted": "violet"}
-
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -203,8 +202,7 @@ if result and "confusion_matrix" in result:
     if checkpoint and run.status == "succeeded":
         mistakes_section(run_id, checkpoint)
     elif run.status == "succeeded" and not run.checkpoint:
-        st.caption("This run kept no whole model (Strategy III saves one only for a linear classifier on the "
-                   "averaged penultimate features), so its mistakes and predictions cannot be shown here.")
+        st.caption(f"This run {NO_MODEL}, so its mistakes and predictions cannot be shown here.")
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
     st.plotly_chart(probe_figure(result["stages"]), width="stretch")
