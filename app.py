@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import PAGES, sidebar_settings
+from pages.menu import PAGES  # first: it leaves Streamlit's legacy pages mode before anything slow loads
 
 ICON = Path(__file__).parent / "assets" / "ui" / "icon.png"  # a file, not a Material icon: those come from Google's CDN
 
@@ -12,5 +12,8 @@ pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p 
 navigation = st.navigation(pages)
 current = next(info for info, page in zip(PAGES, pages) if page is navigation)
 st.set_page_config(page_title=f"{current.title} · cnnlab")  # the browser tab names the page
+
+from pages.common import sidebar_settings  # noqa: E402  (loads PyTorch: after the menu is drawn)
+
 sidebar_settings()
 navigation.run()

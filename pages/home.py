@@ -1,6 +1,6 @@
 import streamlit as st
 
-from pages.common import PAGES
+from pages.menu import PAGES
 
 st.title("cnnlab")
 st.markdown(

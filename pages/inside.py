@@ -1,6 +1,8 @@
 """Look inside: every layer of a network at work on one image, its first filters, a class activation map, and
 several networks side by side. The model runs once per (architecture, weights, image); every other control
 only redraws from that cached result."""
+import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
+
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path

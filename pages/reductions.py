@@ -1,5 +1,7 @@
 """1x1 reductions: the lecture's calculator, factorized convolutions (VGG's 3x3 stacks, Inception-v3's 1 x k then
 k x 1), what the bottlenecks of real networks save, and global average pooling."""
+import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st

@@ -1,4 +1,6 @@
 """Skip connections: gradient norms per block at initialization and a short training race, plain against residual."""
+import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
+
 from dataclasses import asdict
 
 import plotly.graph_objects as go
@@ -13,7 +15,6 @@ from cnnlab.residual import (
     gradient_profiles,
     train_variant,
 )
-import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 from pages.widgets import panes
 
 COLORS = {"plain": "#d62728", "residual": "#1f77b4"}

@@ -1,3 +1,5 @@
+import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
+
 import pandas as pd
 import streamlit as st
 
@@ -7,7 +9,6 @@ from cnnlab.data import dataset_label
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
-import pages.common  # noqa: F401  (a first visit straight to this page's URL goes through app.py)
 from pages.widgets import panes
 
 st.title("Compare runs")

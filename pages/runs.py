@@ -1,3 +1,5 @@
+import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
+
 from pathlib import Path
 
 import pandas as pd

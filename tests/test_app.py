@@ -4,7 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
-from pages.common import PAGES
+from pages.menu import PAGES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -87,3 +87,23 @@ def test_the_entry_file_also_runs_bare():
     result = subprocess.run([sys.executable, APP], capture_output=True, text=True, timeout=120,
                             cwd=Path(APP).parent)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_menu_is_drawn_before_pytorch_loads():
+    """Streamlit starts in its legacy mode (a menu of every file in pages/) and leaves it when pages.menu is
+    imported; app.py and every page import it first, and it loads nothing slow, so that menu only flickers."""
+    import ast
+    import subprocess
+    import sys
+
+    probe = "import pages.menu, sys; print('torch' in sys.modules, 'cnnlab' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=Path(APP).parent)
+    assert result.stdout.split() == ["False", "False"], result.stderr[-2000:]
+    slow = {"cnnlab", "torch", "torchvision", "timm", "numpy", "pandas", "plotly", "PIL", "sklearn"}
+    for path in [APP] + [str(Path(APP).parent / p.path) for p in PAGES]:
+        modules = [alias.name if isinstance(node, ast.Import) else node.module
+                   for node in ast.parse(Path(path).read_text()).body
+                   if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names]
+        before_menu = modules[:modules.index("pages.menu")]
+        assert not [m for m in before_menu if m.split(".")[0] in slow or m.startswith("pages.")], path

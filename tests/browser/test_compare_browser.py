@@ -18,7 +18,7 @@ def test_compare_page_draws_table_bubble_chart_and_layers(page, dashboard_url):
 
 
 def test_home_links_every_page(page, dashboard_url):
-    from pages.common import PAGES
+    from pages.menu import PAGES
 
     page.goto(dashboard_url)
     wait_for_app(page)
