@@ -12,6 +12,7 @@ from cnnlab.profiling import human
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
 STRATEGY_COLORS = {"scratch": "#CC6677", "finetune": "#3366CC", "extract": "#117733", "probe": "#888888"}
+STRATEGY_SYMBOLS = {"scratch": "circle", "finetune": "diamond", "extract": "square", "probe": "triangle-up"}
 
 
 def family_colors(rows: list[dict]) -> dict[str, str]:
@@ -174,38 +175,43 @@ def probe_figure(stages: list[dict]) -> go.Figure:
     return figure
 
 
-def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False) -> go.Figure:
-    """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). The colour is the
-    strategy and the marker the architecture, the same whichever runs are shown; the accuracy axis zooms in on
-    the runs' range."""
+def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
+                     colors: dict[str, str] | None = None) -> go.Figure:
+    """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). Each run is drawn in
+    its colour from `colors` (by run label, as in `run_curves`), with its strategy's marker, and grouped under its
+    strategy in the legend; the accuracy axis zooms in on the runs' range."""
     from cnnlab.planner import strategy_label
-    from cnnlab.registry import arch_names, arch_title
 
-    symbols = ["circle", "diamond", "square", "triangle-up", "cross", "x", "star", "hexagon", "triangle-down",
-               "pentagon"]
-    labelled = [{**row, "strategy": strategy_label(row["strategy"])} for row in rows]
-    figure = px.scatter(labelled, x=cost, y="val_acc", color="strategy", symbol="arch", text="run", log_x=log,
-                        hover_data={"label": True, "params_trainable": ":,", "dataset": True, "run": False},
-                        labels={cost: label, "val_acc": "Validation accuracy", "strategy": "Strategy",
-                                "arch": "Architecture", "label": "Run"},
-                        color_discrete_map={strategy_label(k): v for k, v in STRATEGY_COLORS.items()},
-                        symbol_map={arch_title(n): symbols[i % len(symbols)] for i, n in enumerate(arch_names())})
-    figure.update_traces(marker={"size": 12}, cliponaxis=False)
-    accuracies = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
+    colors = colors or stable_colors([row["label"] for row in rows])
+    placed = [row for row in rows if row.get(cost) is not None and row.get("val_acc") is not None]
+    accuracies = [row["val_acc"] for row in placed]
     low = max(0.0, min(accuracies, default=0.0) - 0.1)
     low = low if low > 0.3 else 0.0
-    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%",
-                         legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
-    costs = [row[cost] for row in rows if row.get(cost) is not None]
-    if log and costs:
-        figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])
-    elif costs:
-        figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
-    placed = [row for row in rows if row.get(cost) is not None and row.get("val_acc") is not None]
+    costs = [row[cost] for row in placed]
     span = (math.log10(max(costs) * 6 / min(costs)) if log else max(costs) * 1.25) if costs else 1.0
     positions = label_positions([((math.log10(r[cost] / min(costs)) if log else r[cost]) / (span or 1.0),
                                   (r["val_acc"] - low) / (1.04 - low), r["run"]) for r in placed],
                                 near_x=0.15, near_y=0.08)
-    for trace in figure.data:
-        trace.textposition = [positions.get(text, "top center") for text in trace.text]
+    figure = go.Figure()
+    grouped = sorted(placed, key=lambda r: list(STRATEGY_SYMBOLS).index(r["strategy"]))
+    for i, row in enumerate(grouped):
+        first_of_strategy = i == 0 or grouped[i - 1]["strategy"] != row["strategy"]
+        figure.add_trace(go.Scatter(
+            x=[row[cost]], y=[row["val_acc"]], mode="markers+text", name=row["label"], text=[row["run"]],
+            textposition=positions.get(row["run"], "top center"), cliponaxis=False,
+            marker={"size": 13, "color": colors[row["label"]], "symbol": STRATEGY_SYMBOLS[row["strategy"]],
+                    "line": {"width": 1, "color": "white"}},
+            legendgroup=row["strategy"],
+            legendgrouptitle_text=strategy_label(row["strategy"]) if first_of_strategy else None,
+            customdata=[[row["arch"], row["dataset"], row.get("params_trainable") or 0]],
+            hovertemplate=(f"{row['label']}<br>%{{customdata[0]}} on %{{customdata[1]}}<br>"
+                           f"validation accuracy %{{y:.1%}}<br>{label}: %{{x:,.3~g}}<br>"
+                           "trainable params %{customdata[2]:,}<extra></extra>")))
+    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%",
+                         xaxis_title=label, yaxis_title="Validation accuracy",
+                         legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
+    if log and costs:
+        figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])
+    elif costs:
+        figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
     return figure

@@ -7,7 +7,7 @@ dataset, seed and validation fraction, the architecture's evaluation preprocessi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,11 +19,15 @@ from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, read_json, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
+from cnnlab.images import fit_within
 from cnnlab.registry import get_spec
 from cnnlab.training import RunConfig, resolve_device
 
 NO_MODEL = ("kept no whole model: Strategy III saves one only for a linear classifier (logreg or linear) on the "
             "averaged penultimate features")
+
+
+SHOWN_SIDE = 256
 
 
 class MistakesError(ValueError):
@@ -39,6 +43,7 @@ class Mistake:
     predicted: str
     confidence: float  # the model's probability for its wrong answer
     true_probability: float
+    image: Image.Image | None = field(default=None, repr=False, compare=False)  # as stored, at most SHOWN_SIDE
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     wrong = np.flatnonzero(predicted != targets)
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")]
     mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
-                             float(probs[i, predicted[i]]), float(probs[i, targets[i]])) for i in wrong[:limit])
+                             float(probs[i, predicted[i]]), float(probs[i, targets[i]]),
+                             fit_within(dataset_image(images, int(examined[i])), SHOWN_SIDE)) for i in wrong[:limit])
     return MistakeReport(config.dataset, classes, mistakes, len(examined), len(wrong), len(val_idx))
 
 

@@ -12,7 +12,7 @@ from cnnlab.planner import strategy_label
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
-from pages.widgets import arch_picker, metric_row, panes
+from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
 LATENCY_BATCHES = (1, 8)
 TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
@@ -66,7 +66,7 @@ table = pd.DataFrame([{
 unmeasured = [f"Latency b{b} (ms)" for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
 table = table.drop(columns=unmeasured + ([] if yours else ["Your best val acc", "Your run"]))  # no empty columns
 st.dataframe(
-    table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
+    table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
         "GMACs": st.column_config.NumberColumn(format="%.3g"),
@@ -112,7 +112,7 @@ metric = st.segmented_control("Per architecture", list(metric_choices), default=
 st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stretch")
 
 st.subheader("Lecture claims, checked")
-st.dataframe(claims_table(), hide_index=True, width="stretch",
+st.dataframe(claims_table(), hide_index=True, placeholder=EMPTY, width="stretch",
              column_config={"Agrees": st.column_config.CheckboxColumn(),
                             "Why": st.column_config.TextColumn(width="large"),
                             "Lecture says": st.column_config.NumberColumn(format="localized"),
@@ -137,7 +137,7 @@ with right:
     if spec.notes:
         st.markdown("**Paper vs implementation**")
         st.markdown("\n".join(f"- {note}" for note in spec.notes))
-st.dataframe(layer_table(arch), hide_index=True, width="stretch", height=460,
+st.dataframe(layer_table(arch), hide_index=True, placeholder=EMPTY, width="stretch", height=460,
              column_config={"output": st.column_config.TextColumn("output (C x H x W)"),
                             "params": st.column_config.NumberColumn(format="localized"),
                             "trainable": st.column_config.NumberColumn(format="localized"),

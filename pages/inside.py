@@ -22,7 +22,7 @@ from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_t
 from cnnlab.predict import Prediction, label_set, predict
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
-from pages.widgets import (PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
+from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
                            predictions_chart, show_image, weights_error, weights_picker)
 
 TOP_COUNTS = (16, 32, 64, 128)
@@ -252,7 +252,7 @@ def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
     st.caption("Per layer: mean activation, the share of exact zeros (high right after a ReLU), then channels and "
                "spatial size (log scales). Stages are shaded alternately; hover for the layer.")
     with st.expander("Every layer", icon=":material/table_rows:"):
-        st.dataframe(pd.DataFrame(result.statistics), hide_index=True, width="stretch",
+        st.dataframe(pd.DataFrame(result.statistics), hide_index=True, placeholder=EMPTY, width="stretch",
                      column_config={"zero_fraction": st.column_config.NumberColumn(format="%.3f"),
                                     "mean": st.column_config.NumberColumn(format="%.4g")})
 

@@ -15,7 +15,7 @@ from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
 from cnnlab.weights import NONE, download_source, downloadable, weights_options
 from pages.common import current_settings
-from pages.widgets import arch_picker, metric_row, panes
+from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
 DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
             "mnist": "MNIST (downloaded, or a local copy in the data directory)",
@@ -186,7 +186,7 @@ with right:
         head = (features.count + 1) * (classes or 10) if classifier in ("logreg", "linear") else 0
         rows[-1] = {"Part": CLASSIFIER_LABELS[classifier], "Params": head,
                     "State": "trained" if head else "fitted"}
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Params": st.column_config.NumberColumn(format="localized")})
     row = metric_row()
     if strategy == "extract":

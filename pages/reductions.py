@@ -14,7 +14,7 @@ from cnnlab.reductions import (
     receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
-from pages.widgets import metric_row, panes
+from pages.widgets import EMPTY, metric_row, panes
 
 PRESETS = {
     "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
@@ -203,7 +203,7 @@ def _c_squared_latex(result) -> str:
 def _factorization_block(result, title: str) -> None:
     chain = " + ".join("x".join(map(str, layer.kernel)) for layer in result.layers)
     st.subheader(f"{title}: one {result.single.label} against {chain}")
-    st.dataframe(_chain_table(result), hide_index=True, width="stretch",
+    st.dataframe(_chain_table(result), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized") for c in ("MACs", "Params")})
     st.markdown(f"`MACs of the chain = {result.formula}`  \n`Params of the chain = {result.params_formula}`")
     field = "x".join(map(str, result.receptive_field))
@@ -262,7 +262,7 @@ def factorized_convolutions() -> None:
     _factorization_block(asymmetric, "Inception-v3")
     st.caption("1x3 then 3x1 costs 6/9 of a 3x3: a third saved. Inception-v3's 17x17 modules use 1x7 then 7x1.")
     st.subheader("By kernel size")
-    st.dataframe(_kernel_sweep_table(setup, bias), hide_index=True, width="stretch",
+    st.dataframe(_kernel_sweep_table(setup, bias), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized")
                                 for c in ("k x k MACs", "3x3 stack MACs", "1xk + kx1 MACs")})
 
@@ -325,7 +325,7 @@ def real_modules() -> None:
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
         "macs_without": "MACs without", "ratio": "Saved (x)", "params": "Params", "params_without": "Params without"})
-    st.dataframe(summary, hide_index=True, width="stretch",
+    st.dataframe(summary, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized")
                                 for c in ("MACs", "MACs without", "Params", "Params without")})
     if arch == "googlenet":
@@ -337,7 +337,7 @@ def real_modules() -> None:
                    "layers, ResNet's first block): there the reduction costs more than it saves.")
     module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module")
     module = next(m for m in network.modules if m.path == module_path)
-    st.dataframe(_conv_table(module), hide_index=True, width="stretch",
+    st.dataframe(_conv_table(module), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized")
                                 for c in ("MACs", "Params", "MACs without", "Params without")})
     with st.expander("What the roles mean", icon=":material/help:"):
@@ -372,7 +372,7 @@ def global_average_pooling() -> None:
         "With GAP": c.gap_formula, "With flatten": c.flatten_formula, "Flatten / GAP": round(c.ratio, 1),
         "Model params": c.model_params, "Model params with the other head": c.model_params_other_head,
     } for c in comparisons])
-    st.dataframe(table, hide_index=True, width="stretch",
+    st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized")
                                 for c in ("Model params", "Model params with the other head")})
     st.plotly_chart(_head_chart(comparisons), key="gap_chart")

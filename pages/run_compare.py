@@ -9,7 +9,7 @@ from cnnlab.data import dataset_label
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
-from pages.widgets import panes
+from pages.widgets import EMPTY, panes
 
 st.title("Compare runs")
 st.caption("Overlay the curves of several runs and put their accuracy beside what they cost. A strategy shootout "
@@ -57,7 +57,7 @@ for run_id in chosen:
 
 table = pd.DataFrame(rows)
 table["strategy"] = table["strategy"].map(strategy_label)
-st.dataframe(table.drop(columns=["label"]), hide_index=True, width="stretch",
+st.dataframe(table.drop(columns=["label"]), hide_index=True, placeholder=EMPTY, width="stretch",
              column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                             "dataset": "Dataset",
                             "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
@@ -77,7 +77,7 @@ if finished:
     cost = st.segmented_control("Compute as", list(costs), default="train_time_s", key="compare_cost",
                                 format_func=lambda c: costs[c][0].split(" (")[0]) or "train_time_s"
     shown = [r for r in finished if r[cost] is not None]
-    st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost]), width="stretch")
+    st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
 if any(histories.values()):
     st.subheader("Curves")
     loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)

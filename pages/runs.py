@@ -9,12 +9,12 @@ from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.images import fit_within
-from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, dataset_image, run_dataset, validation_mistakes
+from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 from pages.common import current_settings
-from pages.widgets import metric_row, panes
+from pages.widgets import EMPTY, metric_row, panes
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")
@@ -27,12 +27,6 @@ def find_mistakes(checkpoint: str, device: str) -> MistakeReport:
     return validation_mistakes(Path(checkpoint), device=device)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def dataset_for_display(name: str):
-    """A run's dataset, read once per session of the server; only read from, never changed."""
-    return run_dataset(name)
-
-
 def mistakes_section(run_id: str, checkpoint: str) -> None:
     """The validation images the run's model gets wrong, surest first, on request (it runs the model again)."""
     st.subheader("Mistakes")
@@ -43,7 +37,6 @@ def mistakes_section(run_id: str, checkpoint: str) -> None:
     try:
         with st.spinner("Running the model over the validation images..."):
             report = find_mistakes(checkpoint, current_settings().device)
-            images = dataset_for_display(report.dataset)
     except MistakesError as error:
         st.warning(str(error))
         return
@@ -53,7 +46,7 @@ def mistakes_section(run_id: str, checkpoint: str) -> None:
                f"{len(report.mistakes)} it was surest of, as true → predicted (the model's probability).")
     grid = st.container(horizontal=True, gap="small")
     for mistake in report.mistakes:
-        grid.image(fit_within(dataset_image(images, mistake.index), 112, min_side=96), width=112,
+        grid.image(fit_within(mistake.image, 112, min_side=96), width=112,
                    caption=f"{mistake.true} → {mistake.predicted} ({mistake.confidence:.0%})")
 
 
@@ -78,7 +71,7 @@ def draw_table() -> None:
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
     summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
-    st.dataframe(summaries.drop(columns=["error"]), hide_index=True, width="stretch",
+    st.dataframe(summaries.drop(columns=["error"]), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"id": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset", "created": "Created",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
@@ -213,7 +206,7 @@ elif result and "stages" in result:
                f"is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}): where the accuracy peaks before the top, "
                "the last stages are too specific to ImageNet for these data (the lecture's general-to-specific "
                "claim); where it climbs to the top, the data are like ImageNet.")
-    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"stage": "Stage", "layer": "Layer", "dim": st.column_config.NumberColumn(
                      "Features", format="localized"), "train_acc": st.column_config.NumberColumn(
                      "Train accuracy", format="percent"), "val_acc": st.column_config.NumberColumn(

@@ -20,6 +20,7 @@ from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsError, WeightsOption,
                             download_source, ready_weights, save_uploaded_weights, trained_arch, weights_options)
 
+EMPTY = "—"  # what a table shows for a missing number, instead of Streamlit's grey "None"
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
 MIN_DISPLAY_SIDE = 256

@@ -5,6 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
 from pages.menu import PAGES
+from pages.widgets import EMPTY
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -23,6 +24,7 @@ def test_every_page_renders_without_exception(path):
     at = open_page(path)
     assert not at.exception, at.exception
     assert at.title, "every page has a title"
+    assert all(table.proto.placeholder == EMPTY for table in at.dataframe), "a missing value shows as a dash"
 
 
 def test_home_links_every_page():

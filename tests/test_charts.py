@@ -36,18 +36,20 @@ def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
     assert low == 0 and high > 52.0 * 1.2
 
 
-def test_accuracy_vs_cost_keeps_colours_and_markers_and_zooms_on_the_accuracies():
+def test_accuracy_vs_cost_draws_each_run_in_its_colour_with_its_strategys_marker():
     def row(run, strategy, arch, accuracy):
         return {"label": run, "run": run, "strategy": strategy, "arch": arch, "val_acc": accuracy, "train_time_s": 10.0,
                 "params_trainable": 1, "dataset": "digits"}
 
-    both = accuracy_vs_cost([row("a", "scratch", "LeNet-5", 0.942), row("b", "extract", "EfficientNet-Lite0", 0.978)],
-                            "train_time_s", "Training time (s)")
-    alone = accuracy_vs_cost([row("b", "extract", "EfficientNet-Lite0", 0.978)], "train_time_s", "Training time (s)")
-    style = {t.name: (t.marker.color, t.marker.symbol) for t in both.data}
-    assert style["III: extract, EfficientNet-Lite0"] == (alone.data[0].marker.color, alone.data[0].marker.symbol)
-    assert style["I: scratch, LeNet-5"][0] != style["III: extract, EfficientNet-Lite0"][0]
-    low, high = both.layout.yaxis.range
+    colors = {"a": "#111111", "b": "#222222", "c": "#333333"}
+    runs = [row("b", "extract", "EfficientNet-Lite0", 0.978), row("a", "scratch", "LeNet-5", 0.942),
+            row("c", "scratch", "LeNet-5", 0.95)]
+    figure = accuracy_vs_cost(runs, "train_time_s", "Training time (s)", colors=colors)
+    style = {t.name: (t.marker.color, t.marker.symbol, t.legendgroup) for t in figure.data}
+    assert style == {"a": ("#111111", "circle", "scratch"), "c": ("#333333", "circle", "scratch"),
+                     "b": ("#222222", "square", "extract")}
+    assert [t.legendgrouptitle.text for t in figure.data] == ["I: scratch", None, "III: extract"]
+    low, high = figure.layout.yaxis.range
     assert 0.8 < low < 0.942 and high > 0.978  # 94.2% and 97.8% are told apart, not both at the top edge
 
 
@@ -55,9 +57,9 @@ def test_accuracy_vs_cost_labels_runs_by_id_and_keeps_twins_apart():
     twins = [{"label": f"{run} · I: scratch · LeNet-5", "run": run, "strategy": "scratch", "arch": "LeNet-5",
               "val_acc": 0.9777, "train_time_s": seconds, "params_trainable": 61706, "dataset": "digits"}
              for run, seconds in (("440933d903a4", 16.6), ("fc765bbfbf5c", 16.9))]
-    trace = accuracy_vs_cost(twins, "train_time_s", "Training time (s)").data[0]
-    assert list(trace.text) == ["440933d903a4", "fc765bbfbf5c"]
-    assert sorted(trace.textposition) == ["bottom center", "top center"]
+    traces = accuracy_vs_cost(twins, "train_time_s", "Training time (s)").data
+    assert [t.text[0] for t in traces] == ["440933d903a4", "fc765bbfbf5c"]
+    assert sorted(t.textposition for t in traces) == ["bottom center", "top center"]
 
 
 def test_run_curves_take_each_runs_own_colour():

@@ -29,7 +29,7 @@ def test_a_scratch_runs_mistakes_are_the_ones_its_confusion_matrix_counts(tmp_pa
         assert mistake.index in val_idx and mistake.true != mistake.predicted
         assert mistake.true == str(digits.targets[mistake.index]) and mistake.confidence > mistake.true_probability
     picture = dataset_image(run_dataset("digits"), report.mistakes[0].index)
-    assert picture.size == (8, 8)
+    assert picture.size == (8, 8) and report.mistakes[0].image.tobytes() == picture.tobytes()
 
 
 def test_a_feature_extractor_with_its_head_saved_and_one_without(tmp_path):
