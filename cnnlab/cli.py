@@ -413,7 +413,7 @@ def _cmd_mistakes(args) -> None:
     except MistakesError as error:
         raise UsageError(str(error)) from None
     if args.json:
-        print_json({**asdict(report), "accuracy": report.accuracy})
+        print_json(report.to_json())
         return
     print(f"{report.wrong} wrong among {report.examined} of {report.validation_size} validation images of "
           f"{report.dataset} ({report.accuracy:.2%} right); the {len(report.mistakes)} surest mistakes:")

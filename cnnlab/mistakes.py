@@ -7,7 +7,7 @@ dataset, seed and validation fraction, the architecture's evaluation preprocessi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +60,11 @@ class MistakeReport:
     @property
     def accuracy(self) -> float:
         return 1 - self.wrong / self.examined if self.examined else 0.0
+
+    def to_json(self) -> dict:
+        """The report as JSON-ready data, without the images."""
+        mistakes = [{f.name: getattr(m, f.name) for f in fields(m) if f.name != "image"} for m in self.mistakes]
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"mistakes": mistakes, "accuracy": self.accuracy}
 
 
 def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, batch_size: int = 64,

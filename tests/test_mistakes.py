@@ -67,6 +67,7 @@ def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
     assert main(["mistakes", str(tmp_path / "run"), "--limit", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["wrong"] == off_diagonal(result.confusion) and len(report["mistakes"]) == 3
+    assert set(report["mistakes"][0]) == {"index", "true", "predicted", "confidence", "true_probability"}
     assert main(["mistakes", str(tmp_path / "run"), "--limit", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
