@@ -258,13 +258,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def _run_training(config, out_dir):
-    """Run a training config with the console progress on rank 0; user-facing errors become UsageError."""
+def _run_training(config, out_dir=None, record: bool = False):
+    """Run a training config with the console progress on rank 0; user-facing errors become UsageError. With
+    `record`, the run is one of the run store's (the dashboard shows it live; see `jobs.run_here`) and its record
+    is returned; else it writes to `out_dir` only and the engine's result is returned."""
     import warnings
 
     from cnnlab.checkpoints import CheckpointError
     from cnnlab.data import DatasetError
     from cnnlab.distributed import context_from_env
+    from cnnlab.jobs import run_here
     from cnnlab.training import ConfigError, ConsoleProgress, run
     from cnnlab.weights import WeightsError
 
@@ -272,9 +275,17 @@ def _run_training(config, out_dir):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
-            return run(config, callbacks, out_dir)
+            return run_here(config, tuple(callbacks)) if record else run(config, callbacks, out_dir)
     except (ConfigError, DatasetError, WeightsError, CheckpointError) as error:
         raise UsageError(str(error)) from None
+
+
+def _recorded_result(run) -> dict:
+    """A run of the store trained here: its result with its id and status, and a word on stderr about it."""
+    if run.status == "cancelled":
+        print(f"run {run.id} was cancelled (from the dashboard or `cnnlab cancel`)", file=sys.stderr)
+    print(f"run {run.id}: listed by `cnnlab runs` and on the dashboard's Runs page", file=sys.stderr)
+    return {**(run.result or {}), "run": run.id, "status": run.status}
 
 
 def _make_run_config(strategy: str, args, **options):
@@ -300,10 +311,12 @@ def _cmd_train(args) -> None:
     from cnnlab.training import default_run_dir
 
     config = _config_from_args(args)
-    out_dir = Path(args.out) if args.out else default_run_dir(config)
-    result = _run_training(config, out_dir)
+    if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
+        result = _run_training(config, Path(args.out) if args.out else default_run_dir(config)).to_json()
+    else:
+        result = _recorded_result(_run_training(config, record=True))
     if args.json and context_from_env().is_main:
-        print_json(result.to_json())
+        print_json(result)
 
 
 def _cmd_submit(args) -> None:
@@ -376,13 +389,12 @@ def _cmd_worker(args) -> None:
 
 
 def _cmd_probe(args) -> None:
-    config = _config_from_args(args)
-    result = _run_training(config, None)
+    result = _recorded_result(_run_training(_config_from_args(args), record=True))
     if args.json:
-        print_json(result.to_json())
+        print_json(result)
         return
-    print_table([{**vars(row), "train_acc": f"{row.train_acc:.4f}", "val_acc": f"{row.val_acc:.4f}"}
-                 for row in result.rows], ["stage", "layer", "dim", "train_acc", "val_acc"])
+    print_table([{**row, "train_acc": f"{row['train_acc']:.4f}", "val_acc": f"{row['val_acc']:.4f}"}
+                 for row in result.get("stages", [])], ["stage", "layer", "dim", "train_acc", "val_acc"])
 
 
 def _cmd_export(args) -> None:
@@ -551,8 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a network: scratch, finetune or extract (the lecture's strategies)")
     _add_run_options(train, ("scratch", "finetune", "extract"))
-    train.add_argument("--out", help="run folder (default: a new one under $CNNLAB_HOME/runs); an unfinished "
-                                     "run of the same config there is resumed")
+    train.add_argument("--out", help="a run folder of its own, outside the run store; an unfinished run of the "
+                                     "same config there is resumed (default: a run of the store, in "
+                                     "$CNNLAB_HOME/runs/<run id>, that `cnnlab runs` and the dashboard list live)")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     train.set_defaults(func=_cmd_train)
 

@@ -47,11 +47,15 @@ def _lock_path(gpu: int | None) -> Path:
     return data_dir() / ("worker.lock" if gpu is None else f"worker-gpu{gpu}.lock")
 
 
+def _command_line_lock_path() -> Path:
+    return data_dir() / f"train-{os.getpid()}.lock"
+
+
 @contextmanager
-def _worker_lock(gpu: int | None, wait_s: float = 2.0) -> Iterator[bool]:
-    """Hold the worker lock (with this process id written in it) while inside; yields False, holding nothing,
-    when another worker keeps it for `wait_s` (a brief check by `worker_alive` is waited out)."""
-    with open(_lock_path(gpu), "a+") as handle:
+def _hold_lock(path: Path, wait_s: float = 2.0) -> Iterator[bool]:
+    """Hold the lock file `path` (with this process id written in it) while inside; yields False, holding nothing,
+    when another process keeps it for `wait_s` (a brief check by `worker_alive` is waited out)."""
+    with open(path, "a+") as handle:
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -75,7 +79,11 @@ def _worker_lock(gpu: int | None, wait_s: float = 2.0) -> Iterator[bool]:
 
 
 def _held(path: Path) -> bool:
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path)
+    except FileNotFoundError:
+        return False
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,14 +92,19 @@ def _held(path: Path) -> bool:
         return False
 
 
-def worker_pids() -> list[int]:
-    """Process ids of the workers alive for this data directory (any GPU)."""
+def _locking_pids(pattern: str) -> list[int]:
+    """Process ids written in the lock files matching `pattern` that are held now."""
     pids = []
-    for path in sorted(data_dir().glob("worker*.lock")):
+    for path in sorted(data_dir().glob(pattern)):
         if _held(path):
             text = path.read_text().strip()
             pids += [int(text)] if text.isdigit() else []
     return pids
+
+
+def worker_pids() -> list[int]:
+    """Process ids of the workers alive for this data directory (any GPU)."""
+    return _locking_pids("worker*.lock")
 
 
 def worker_alive() -> bool:
@@ -116,24 +129,25 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def _worker_gone(run: Run, now: float, any_worker: bool) -> bool:
+def _worker_gone(run: Run, now: float, running_pids: set[int]) -> bool:
     stale = run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
     host, _, pid = (run.worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        # same machine: its process is gone, or no worker holds a lock here, or (its id reused after a
-        # reboot) it has not beaten for far longer than any step takes
-        return not _process_alive(int(pid)) or not any_worker or now - (run.heartbeat_at or 0) > LONG_STALE_S
+        # same machine: its process is gone, or it holds no worker or command-line lock (its id reused by
+        # another process), or (its id reused after a reboot) it has not beaten for far longer than any step takes
+        return (not _process_alive(int(pid)) or int(pid) not in running_pids
+                or now - (run.heartbeat_at or 0) > LONG_STALE_S)
     return stale
 
 
 def recover_interrupted(store: RunStore) -> list[str]:
-    """Mark running runs whose worker is gone (its process is dead, or on another host its heartbeat is
-    older than STALE_AFTER_S) as interrupted; returns their ids."""
+    """Mark running runs whose worker (or `cnnlab train` process) is gone (its process is dead, or on another host
+    its heartbeat is older than STALE_AFTER_S) as interrupted; returns their ids."""
     running = store.runs(("running",))
     if not running:
         return []
-    now, any_worker = time.time(), worker_alive()
-    return store.mark_interrupted([r.id for r in running if _worker_gone(r, now, any_worker)])
+    now, running_pids = time.time(), set(worker_pids() + _locking_pids("train-*.lock"))
+    return store.mark_interrupted([r.id for r in running if _worker_gone(r, now, running_pids)])
 
 
 def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:
@@ -293,10 +307,10 @@ def readable_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
-def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
-    """Run one claimed run to its end and record how it ended; returns the final status. Never raises for
-    a failing run: the error is stored, with its traceback in the run's log. With `worker`, the outcome is
-    recorded only while that worker still owns the run."""
+def execute(store: RunStore, run: Run, worker: str | None = None, callbacks: tuple = (), reraise: bool = False) -> str:
+    """Run one claimed run to its end and record how it ended; returns the final status. A failing run's error is
+    stored, with its traceback in the run's log, and raised again only with `reraise`. With `worker`, the
+    outcome is recorded only while that worker still owns the run. `callbacks` see the run's events too."""
     from cnnlab.training import RunConfig, StopRun
     from cnnlab.training import run as run_config
 
@@ -306,7 +320,7 @@ def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
     try:
         config = RunConfig.from_dict(run.config)
         out_dir = None if config.strategy == "probe" else run_dir(run.id)
-        result = run_config(config, [StoreReporter(store, run.id, worker)], out_dir)
+        result = run_config(config, [*callbacks, StoreReporter(store, run.id, worker)], out_dir)
         status = "cancelled" if getattr(result, "stopped", False) else "succeeded"
         if getattr(result, "checkpoint", None):
             store.set_checkpoint(run.id, result.checkpoint)
@@ -317,6 +331,8 @@ def execute(store: RunStore, run: Run, worker: str | None = None) -> str:
     except Exception as error:  # a failing run must not take the worker down
         store.log(run.id, traceback.format_exc().rstrip())
         store.finish(run.id, "failed", error=readable_error(error), worker=worker)
+        if reraise:
+            raise
     finally:
         gc.collect()
         if torch.cuda.is_available():
@@ -386,7 +402,7 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
     if gpu is not None:
         _own_gpu(gpu)
     store = store or RunStore()
-    with _worker_lock(gpu) as locked:
+    with _hold_lock(_lock_path(gpu)) as locked:
         if not locked:
             return -1
         recover_interrupted(store)
@@ -408,6 +424,26 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                 done, idle_since = done + 1, time.monotonic()
         finally:
             heartbeat.stop()
+
+
+def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Run:
+    """Train `config` in this process (what `cnnlab train` does) as a run of the store, so that the dashboard
+    lists it, shows it live and can cancel it, and marks it interrupted if this process dies (it can then be
+    resumed by a worker). Returns the finished run; a failing run's error is recorded, then raised."""
+    store = store or RunStore()
+    worker = _worker_id()
+    with _hold_lock(_command_line_lock_path(), wait_s=0):
+        run_id = store.start(config.to_dict(), worker)
+        store.log(run_id, f"started from the command line (process {os.getpid()})")
+        heartbeat = _Heartbeat(store)
+        heartbeat.run_id = run_id
+        heartbeat.start()
+        try:
+            execute(store, store.get(run_id), worker, callbacks, reraise=True)
+        finally:
+            heartbeat.stop()
+    _command_line_lock_path().unlink(missing_ok=True)
+    return store.get(run_id)
 
 
 _started: dict[Path, subprocess.Popen] = {}

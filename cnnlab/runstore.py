@@ -129,6 +129,14 @@ class RunStore:
                        (run_id, json.dumps(config), request_key, time.time()))
         return run_id
 
+    def start(self, config: dict, worker: str) -> str:
+        """Record a run that `worker` starts at once, without queueing it (`cnnlab train`); returns its id."""
+        run_id, now = uuid.uuid4().hex[:12], time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO runs (id, config, status, created_at, started_at, worker, heartbeat_at) "
+                       "VALUES (?, ?, 'running', ?, ?, ?, ?)", (run_id, json.dumps(config), now, now, worker, now))
+        return run_id
+
     def claim_next(self, worker: str) -> Run | None:
         """Atomically move the oldest queued run to running for `worker`; None when the queue is empty."""
         now = time.time()

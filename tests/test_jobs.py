@@ -188,3 +188,44 @@ def test_a_gpu_worker_without_that_gpu_fails_instead_of_training_on_the_cpu(isol
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("GPU 0 is not available: no CUDA device is visible to "
                                                            "this process")
+
+
+def start_cli_train(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--strategy", "scratch", "--arch", "lenet5",
+                             "--dataset", "digits", "--device", "cpu", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def test_cli_train_is_a_run_of_the_store_with_its_result(capsys):
+    from cnnlab.cli import main
+
+    assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "2",
+                 "--device", "cpu", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    run = RunStore().get(printed["run"])
+    assert (run.status, printed["status"]) == ("succeeded", "succeeded")
+    assert run.result["val_acc"] == printed["val_acc"] > 0.5 and run.result["total_macs"] > 0
+    assert run.worker == f"{jobs.socket.gethostname()}:{os.getpid()}"
+    assert [m["epoch"] for m in RunStore().metrics(run.id, "epoch")] == [1, 2]
+    assert latest_checkpoint(jobs.run_dir(run.id)).epoch == 2 and run.checkpoint
+    assert not list(jobs.data_dir().glob("train-*.lock")), "the command line's lock file is cleaned up"
+
+
+def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_killed():
+    store = RunStore()
+    cancelled = start_cli_train("--epochs", "200")
+    run_id = wait_for(lambda: [r.id for r in store.runs() if store.metrics(r.id, "epoch")], what="an epoch")[0]
+    assert jobs.recover_interrupted(store) == [] and store.get(run_id).status == "running", "alive: left alone"
+    assert jobs.cancel(run_id, store) == "running"
+    _, err = cancelled.communicate(timeout=90)
+    assert cancelled.returncode == 0 and f"run {run_id} was cancelled" in err
+    assert store.get(run_id).status == "cancelled"
+
+    killed = start_cli_train("--epochs", "200")
+    run_id = wait_for(lambda: [r.id for r in store.runs(("running",)) if store.metrics(r.id, "epoch")],
+                      what="an epoch")[0]
+    killed.kill()
+    killed.wait(30)
+    assert jobs.recover_interrupted(store) == [run_id]
+    jobs.resume(run_id, store)  # a worker can take it from its last checkpoint
+    assert store.get(run_id).status == "queued"
