@@ -57,7 +57,9 @@ for run_id in chosen:
 
 table = pd.DataFrame(rows)
 table["strategy"] = table["strategy"].map(strategy_label)
-st.dataframe(table.drop(columns=["label"]), hide_index=True, placeholder=EMPTY, width="stretch",
+st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
+             column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
+                           "params_trainable", "params_frozen"],
              column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                             "dataset": "Dataset",
                             "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),

@@ -71,7 +71,8 @@ def draw_table() -> None:
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
     summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
-    st.dataframe(summaries.drop(columns=["error"]), hide_index=True, placeholder=EMPTY, width="stretch",
+    st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
+                 column_order=["id", "status", "val_acc", "strategy", "arch", "dataset", "duration_s", "created"],
                  column_config={"id": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset", "created": "Created",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
@@ -133,7 +134,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
                                 key=f"acc_{run_id}")
     with st.expander("Log", expanded=current.status == "running"):
-        st.code("\n".join(live_store.logs(run_id, 60)) or "(nothing yet)", language=None)
+        st.code("\n".join(live_store.logs(run_id, 60)) or "(nothing yet)", language=None, wrap_lines=True)
 
 
 active = run.status in ACTIVE
