@@ -107,6 +107,11 @@ def worker_pids() -> list[int]:
     return _locking_pids("worker*.lock")
 
 
+def command_line_pids() -> list[int]:
+    """Process ids of the `cnnlab train` / `cnnlab probe` runs training in a terminal now (see `run_here`)."""
+    return _locking_pids("train-*.lock")
+
+
 def worker_alive() -> bool:
     """Whether any worker (for any GPU) holds a lock in this data directory."""
     return any(_held(path) for path in data_dir().glob("worker*.lock"))
@@ -146,7 +151,7 @@ def recover_interrupted(store: RunStore) -> list[str]:
     running = store.runs(("running",))
     if not running:
         return []
-    now, running_pids = time.time(), set(worker_pids() + _locking_pids("train-*.lock"))
+    now, running_pids = time.time(), set(worker_pids() + command_line_pids())
     return store.mark_interrupted([r.id for r in running if _worker_gone(r, now, running_pids)])
 
 
@@ -466,5 +471,6 @@ def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
 
 
 __all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
+           "command_line_pids", "run_here",
            "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
            "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

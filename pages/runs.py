@@ -56,8 +56,11 @@ jobs.recover_interrupted(store)
 runs = store.runs()
 if any(r.status == "queued" for r in runs) and jobs.start_worker() is not None:
     st.toast("Started a background worker for the queued runs.", icon=":material/engineering:")
-st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (one starts when a run is queued)'}. "
-           f"Runs are kept in `{store.path}`; they go on when you close this tab.")
+in_terminals = len(jobs.command_line_pids())
+st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (one starts when a run is queued)'}"
+           + (f"; {in_terminals} run{'s' if in_terminals > 1 else ''} training from the command line (`cnnlab train`)"
+              if in_terminals else "")
+           + f". Runs are kept in `{store.path}`; they go on when you close this tab.")
 
 if not runs:
     st.info("No runs yet.")

@@ -216,6 +216,7 @@ def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_kille
     cancelled = start_cli_train("--epochs", "200")
     run_id = wait_for(lambda: [r.id for r in store.runs() if store.metrics(r.id, "epoch")], what="an epoch")[0]
     assert jobs.recover_interrupted(store) == [] and store.get(run_id).status == "running", "alive: left alone"
+    assert jobs.command_line_pids() == [cancelled.pid] and not jobs.worker_alive()
     assert jobs.cancel(run_id, store) == "running"
     _, err = cancelled.communicate(timeout=90)
     assert cancelled.returncode == 0 and f"run {run_id} was cancelled" in err
