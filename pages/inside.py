@@ -134,18 +134,20 @@ def top_choices(channels: int) -> list[int | str]:
     return [t for t in TOP_COUNTS if t < channels] + [ALL_CHANNELS]
 
 
-def _remember_top() -> None:
-    """on_change of 'Channels shown': remember the wish for the next layers."""
-    st.session_state[TOP_WANTED_KEY] = st.session_state[TOP_KEY]
-
-
 def channels_shown(container, channels: int) -> int | None:
     """How many channels to show (None: all). The wish is remembered across layers: 'Top 128' on a layer of
-    96 channels shows all 96, and 'Top 128' again on a larger layer."""
+    96 channels shows all 96, and 'Top 128' again on a larger layer.
+
+    One box per channel count, and a wish is a value of the box now drawn that differs from what this page put
+    in it: stepping quickly through layers, the browser sends the box of the layer before with its old value
+    ('All 32'), which must not become the wish (an on_change callback would take it)."""
     choices = top_choices(channels)
+    key, shown_key = f"{TOP_KEY}_{channels}", f"{TOP_KEY}_{channels}__shown"
+    if key in st.session_state and st.session_state[key] != st.session_state.get(shown_key):
+        st.session_state[TOP_WANTED_KEY] = st.session_state[key]
     wanted = st.session_state.get(TOP_WANTED_KEY, DEFAULT_TOP)
-    st.session_state[TOP_KEY] = wanted if wanted in choices else ALL_CHANNELS
-    top = container.selectbox("Channels shown", choices, key=TOP_KEY, on_change=_remember_top,
+    st.session_state[key] = st.session_state[shown_key] = wanted if wanted in choices else ALL_CHANNELS
+    top = container.selectbox("Channels shown", choices, key=key,
                               format_func=lambda t: f"All {channels}" if t == ALL_CHANNELS else f"Top {t}")
     return None if top == ALL_CHANNELS else top
 
@@ -223,7 +225,8 @@ def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray
         st.info(f"{layer.name} outputs a vector of {layer.channels} values, not maps: each tile is one value.")
         return
     means = channel_means(values)
-    channel = st.selectbox("Channel to see large", picture.channels, key=f"inside_channel_{layer.name}",
+    key = f"inside_channel_{layer.name}_{hashlib.sha256(means.tobytes()).hexdigest()[:12]}"  # new image: new labels
+    channel = st.selectbox("Channel to see large", picture.channels, key=key,
                            format_func=lambda c: f"channel {c} (mean {means[c]:.3g})")
     alpha = st.slider("Opacity over the input", 0.0, 1.0, 0.65, 0.05, key="inside_alpha")
     low, high = (None, None) if picture.per_channel else (picture.vmin, picture.vmax)
@@ -382,7 +385,7 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
         layer = default_cam_layer(spec)
         result_cam = cam(name, weights, digest, None, layer, DEFAULT_CAM_METHOD, picked.image)
         untrained = " (random weights)" if weights == NONE else ""
-        col.image(cam_overlay(result_cam, found.view), width=2 * STAGE_TILE,
+        col.image(cam_overlay(result_cam, found.view), width="stretch",
                   caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
 
 

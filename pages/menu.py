@@ -21,8 +21,6 @@ def _leave_legacy_pages_mode() -> None:
         st.rerun()
 
 
-_leave_legacy_pages_mode()
-
 
 @dataclass(frozen=True)
 class PageInfo:
@@ -59,3 +57,7 @@ PAGES = (
     PageInfo("pages/run_compare.py", "Compare runs", ":material/compare_arrows:",
              "Several runs side by side: curves overlaid, accuracy against training time or total compute."),
 )
+
+# Last, once every name above exists: it may stop this import with a rerun, and a session importing this module
+# at the same moment must still find PAGES.
+_leave_legacy_pages_mode()

@@ -24,6 +24,7 @@ EMPTY = "—"  # what a table shows for a missing number, instead of Streamlit's
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
 MIN_DISPLAY_SIDE = 256
+MAX_DISPLAY_HEIGHT = 520
 
 
 class PickedImage(NamedTuple):
@@ -117,10 +118,12 @@ def image_picker(key: str, weights: str | None = None) -> PickedImage | None:
 
 
 def show_image(picked: PickedImage, caption: str = "") -> None:
-    """The picked image, scaled down for display."""
+    """The picked image, scaled down for display: as wide as its column, or for a portrait (up to a 3x200 strip)
+    no taller than MAX_DISPLAY_HEIGHT."""
     width, height = picked.image.size
+    shown = "stretch" if width >= height else max(1, round(MAX_DISPLAY_HEIGHT * width / height))
     st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE),
-             caption=caption or f"{picked.name} ({width}x{height})", width="stretch")
+             caption=caption or f"{picked.name} ({width}x{height})", width=shown)
 
 
 def weights_picker(arch: str, key: str) -> str | None:

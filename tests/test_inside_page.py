@@ -34,6 +34,10 @@ def labelled(at: AppTest, label: str):
     return found[0]
 
 
+def channels_box(at: AppTest):
+    return labelled(at, "Channels shown")
+
+
 def layer_list(at: AppTest):
     return labelled(at, "Layer (index")
 
@@ -62,7 +66,7 @@ def test_changing_the_layer_by_list_or_slider_updates_the_browser(page):
     assert layer_list(page).value == len(layer_list(page).options) - 1
     assert metrics(page)["Output"] == "1000" and metrics(page)["Stage"] == "head"
     assert any("vector of 1000 values" in i.value for i in page.info)
-    page.selectbox(key="inside_top").set_value(16).run()
+    channels_box(page).set_value(16).run()
     layer_list(page).set_value(9).run()
     assert not page.exception
     assert page.slider(key=slider).value == 9
@@ -103,17 +107,17 @@ def test_a_stale_layer_label_from_the_browser_is_ignored(page):
 
 
 def test_channel_choices_follow_the_layer(page):
-    top = page.selectbox(key="inside_top")
+    top = channels_box(page)
     assert metrics(page)["Output"] == "32x112x112"
     assert top.options == ["Top 16", "All 32"], "no 'Top 64' (or larger) for a 32-channel layer"
     assert top.value == "all"
     layer_list(page).set_value(9).run()  # 96 channels: the default top 64 applies
-    assert page.selectbox(key="inside_top").options == ["Top 16", "Top 32", "Top 64", "All 96"]
-    assert page.selectbox(key="inside_top").value == 64
-    page.selectbox(key="inside_top").set_value("all").run()
+    assert channels_box(page).options == ["Top 16", "Top 32", "Top 64", "All 96"]
+    assert channels_box(page).value == 64
+    channels_box(page).set_value("all").run()
     assert any(c.startswith("96 of 96 channels") for c in captions(page))
     layer_list(page).set_value(0).run()
-    assert page.selectbox(key="inside_top").value == "all"
+    assert channels_box(page).value == "all"
     assert any(c.startswith("32 of 32 channels of conv_stem") for c in captions(page))
 
 
@@ -183,3 +187,24 @@ def test_grayscale_and_binary_networks_with_random_weights(page, arch, stage):
     assert any(c.startswith(f"{stage}: channel") for c in captions(page))
     names = "'[0-9]'" if arch == "lenet5" else "'class [01]'"  # LeNet-5 names its digits
     assert any(re.search(f" for {names}", c) for c in captions(page)), "a CAM for one of the network's own classes"
+
+
+def test_a_stale_channels_box_from_the_browser_does_not_become_the_wish(page):
+    """Stepping through layers quickly, the browser sends the 'Channels shown' value of the layer before ('All 32'
+    at layer 0) with the new layer; that must not replace the wish (Top 64) on a larger layer."""
+    slider_key = f"inside_layer_slider_{LITE0}"
+    stale = channels_box(page)._widget_state
+    page.slider(key=slider_key).set_value(9).run()
+    page.slider(key=slider_key).set_value(10)
+    states = page._tree.get_widget_states()
+    kept = [w for w in states.widgets if w.id != stale.id]
+    del states.widgets[:]
+    states.widgets.extend([*kept, stale])
+    page._run(states)
+    assert not page.exception, page.exception
+    assert channels_box(page).value == 64
+    assert any(c.startswith("64 of 96 channels") for c in captions(page))
+    page.slider(key=slider_key).set_value(24).run()  # 40 channels: all of them, and the wish is kept
+    assert channels_box(page).value == "all"
+    page.slider(key=slider_key).set_value(9).run()
+    assert channels_box(page).value == 64
