@@ -298,6 +298,21 @@ def _make_run_config(strategy: str, args, **options):
 
 
 def _config_from_args(args):
+    """The run config the options describe, checked as far as it can be before the run (`training.preflight`)."""
+    from cnnlab.checkpoints import CheckpointError
+    from cnnlab.data import DatasetError
+    from cnnlab.training import ConfigError, preflight
+    from cnnlab.weights import WeightsError
+
+    config = _options_config(args)
+    try:
+        preflight(config)
+    except (ConfigError, DatasetError, WeightsError, CheckpointError) as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
+def _options_config(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,

@@ -181,7 +181,7 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     if len(class_dirs) < 2:
         files = sorted(p.name for p in root.iterdir() if p.is_file())[:3]
         found = (f"found only {class_dirs[0].name}/" if class_dirs else
-                 f"found images but no class folders in {root.name}/ ({', '.join(files)}, ...)" if files else
+                 f"found images but no class folders ({', '.join(files)}, ...)" if files else
                  "found nothing")
         raise DatasetError(f"{shown} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
                            f"inside); {found}")
@@ -296,10 +296,11 @@ def _copy_entry(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, limit
 
 
 def _single_top_folder(root: Path) -> Path:
-    """Descend through folders that are the only thing in their parent (an archive of one zipped folder)."""
+    """Descend through folders that are the only thing in their parent (an archive of one zipped folder), down to
+    the one that holds the class folders (not into a lone class folder: that is a one-class dataset)."""
     while True:
         children = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
-        if len(children) != 1 or not children[0].is_dir():
+        if len(children) != 1 or not children[0].is_dir() or not any(p.is_dir() for p in children[0].iterdir()):
             return root
         root = children[0]
 
@@ -443,4 +444,10 @@ def check_dataset(name: str) -> DatasetCheck:
         if host_reachable(TORCHVISION_URLS[kind]):
             return DatasetCheck(name, (), 0, download_from=TORCHVISION_URLS[kind])
         images = load_dataset(name)  # offline: raises the error a run would meet
+    counts = np.bincount(images.targets, minlength=len(images.classes))
+    too_few = [images.classes[i] for i in np.flatnonzero(counts < 2)]
+    if too_few:
+        raise DatasetError(f"every class needs at least 2 images to be split into train and validation; "
+                           f"{', '.join(too_few[:5])}{', ...' if len(too_few) > 5 else ''} "
+                           f"ha{'s' if len(too_few) == 1 else 've'} fewer")
     return DatasetCheck(name, images.classes, len(images), images.skipped)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -434,7 +435,13 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
 def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Run:
     """Train `config` in this process (what `cnnlab train` does) as a run of the store, so that the dashboard
     lists it, shows it live and can cancel it, and marks it interrupted if this process dies (it can then be
-    resumed by a worker). Returns the finished run; a failing run's error is recorded, then raised."""
+    resumed by a worker). Returns the finished run; a failing run's error is recorded, then raised (a run refused
+    before it began, for its options or data, is not kept)."""
+    from cnnlab.checkpoints import CheckpointError
+    from cnnlab.data import DatasetError
+    from cnnlab.training import ConfigError
+    from cnnlab.weights import WeightsError
+
     store = store or RunStore()
     worker = _worker_id()
     with _hold_lock(_command_line_lock_path(), wait_s=0):
@@ -445,6 +452,11 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
         heartbeat.start()
         try:
             execute(store, store.get(run_id), worker, callbacks, reraise=True)
+        except (ConfigError, DatasetError, WeightsError, CheckpointError):
+            if not store.metrics(run_id, "start"):  # refused before it began: not a run worth keeping
+                store.delete(run_id)
+                shutil.rmtree(run_dir(run_id), ignore_errors=True)
+            raise
         finally:
             heartbeat.stop()
     _command_line_lock_path().unlink(missing_ok=True)

@@ -137,6 +137,12 @@ class RunStore:
                        "VALUES (?, ?, 'running', ?, ?, ?, ?)", (run_id, json.dumps(config), now, now, worker, now))
         return run_id
 
+    def delete(self, run_id: str) -> None:
+        """Forget a run: its row, metrics and log lines."""
+        with self._write() as db:
+            for table, column in (("metrics", "run_id"), ("logs", "run_id"), ("runs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+
     def claim_next(self, worker: str) -> Run | None:
         """Atomically move the oldest queued run to running for `worker`; None when the queue is empty."""
         now = time.time()

@@ -155,6 +155,9 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if config.strategy in ("scratch", "finetune") and config.batch_size < 2:
+        raise ConfigError("training needs a batch size of at least 2 (batch normalization needs more than one value "
+                          "per channel)")
     if not config.lr > 0 or config.body_lr_scale < 0 or config.weight_decay < 0:
         raise ConfigError("the learning rate must be positive, its body scale and the weight decay not negative")
     if not 0 < config.val_fraction < 1:
@@ -725,6 +728,16 @@ def resolve_weights(config: RunConfig) -> str:
     return default_weights(config.arch, pretrained=True)
 
 
+def preflight(config: RunConfig):
+    """What can be checked before a run starts, the way the run would meet it: its dataset (`data.DatasetCheck`,
+    returned) and its weights (WeightsError, ConfigError or DatasetError otherwise). Nothing is downloaded."""
+    from cnnlab.data import check_dataset
+    from cnnlab.weights import check_weights
+
+    check_weights(config.arch, resolve_weights(config))
+    return check_dataset(config.dataset)
+
+
 def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module:
     from cnnlab.weights import create_model
 
@@ -905,4 +918,4 @@ def default_run_dir(config: RunConfig) -> Path:
 __all__ = ["STRATEGIES", "RunConfig", "make_config", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
            "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
-           "fit", "extract", "probe", "run", "default_run_dir"]
+           "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

@@ -529,12 +529,34 @@ def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = No
     elif weights not in (SHIPPED, TORCHVISION, TIMM) and _is_file_name(weights):
         model, notes = _load_file(name, weights, num_classes)
     else:
-        raise WeightsError(f"unknown weights {weights!r} for {name}; choose from: {', '.join(choices + [DEFAULT])}, "
-                           "a weights file (.safetensors or a .pth state dict) or a run folder")
+        raise _unknown_weights(name, weights, choices)
     if num_classes is not None and num_classes != _classes_of(model, spec.classifier):
         replace_classifier(model, spec.classifier, num_classes)
         notes += (f"Classifier {spec.classifier} replaced by a fresh {num_classes}-class layer.",)
     return LoadedModel(model.eval(), name, weights, _classes_of(model, spec.classifier), notes)
+
+
+def _unknown_weights(name: str, weights: str, choices: list[str]) -> WeightsError:
+    return WeightsError(f"unknown weights {weights!r} for {name}; choose from: {', '.join(choices + [DEFAULT])}, "
+                        "a weights file (.safetensors or a .pth state dict) or a run folder")
+
+
+def check_weights(name: str, weights: str) -> None:
+    """Check, without building the model, that `load_weights(name, weights)` can load them now: WeightsError when
+    an online source cannot be reached, a file is missing or unreadable, or a run folder holds no model of `name`."""
+    options = {o.key: o for o in weights_options(name)}
+    if weights in options:
+        if not options[weights].offline and weights in (TORCHVISION, TIMM):
+            _require_online(name, weights)
+    elif weights == DEFAULT:
+        return
+    elif _is_run_folder(weights):
+        if trained_arch(weights) != name:
+            _load_run(name, weights)  # raises with the reason
+    elif _is_file_name(weights):
+        read_state_dict(weights)
+    else:
+        raise _unknown_weights(name, weights, list(options))
 
 
 def create_model(name: str, weights: str = DEFAULT, num_classes: int | None = None) -> nn.Module:

@@ -171,7 +171,8 @@ with left:
                              help="Strategy III with a scikit-learn classifier fits in one go."
                              if strategy == "extract" and classifier != "linear" else
                              "Passes over the training images; a checkpoint is written after each.")
-    batch_size = c2.number_input("Batch size", 1, 4096, 64, key="launch_batch")
+    batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch",
+                                 help="Images per step; 2 or more (batch normalization needs them).")
     lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], format="%.4g",
                          key=f"launch_lr_{strategy}", disabled=strategy == "extract" and classifier != "linear")
 

@@ -124,8 +124,16 @@ def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_pa
 
     one_class = save_uploaded_archive(zip_of({f"zero/{i}.png": png_bytes(i) for i in range(3)},
                                              tmp_path / "b.zip").read_bytes(), "zero.zip")
-    with pytest.raises(DatasetError, match=r"^zero.zip needs one folder per class, at least 2 .*; found images but no class folders in zero/ \(0.png, "):
+    with pytest.raises(DatasetError, match=r"^zero.zip needs one folder per class, at least 2 .*; found only zero/$"):
         check_dataset(f"zip:{one_class}")
+    flat = save_uploaded_archive(zip_of({f"{i}.png": png_bytes(i) for i in range(3)}, tmp_path / "f.zip").read_bytes(),
+                                 "flat.zip")
+    with pytest.raises(DatasetError, match=r"; found images but no class folders \(0.png, 1.png, 2.png, ...\)$"):
+        check_dataset(f"zip:{flat}")
+    lonely = {"pets/cat/1.png": png_bytes(1), "pets/cat/2.png": png_bytes(2), "pets/dog/1.png": png_bytes(3)}
+    singleton = save_uploaded_archive(zip_of(lonely, tmp_path / "s.zip").read_bytes(), "lonely.zip")
+    with pytest.raises(DatasetError, match="at least 2 images to be split into train and validation; dog has fewer"):
+        check_dataset(f"zip:{singleton}")
     escape = save_uploaded_archive(zip_of({"../evil.png": png_bytes(1), "a/1.png": png_bytes(2)},
                                           tmp_path / "c.zip").read_bytes(), "evil.zip")
     with pytest.raises(DatasetError, match="outside"):

@@ -230,3 +230,23 @@ def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_kille
     assert jobs.recover_interrupted(store) == [run_id]
     jobs.resume(run_id, store)  # a worker can take it from its last checkpoint
     assert store.get(run_id).status == "queued"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "nosuch"], "unknown dataset"),
+    (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--freeze", "stage:9"],
+     "lenet5 has 6 stages"),
+    (["train", "--strategy", "extract", "--arch", "tf_efficientnet_lite0", "--dataset", "digits", "--tap", "nope"],
+     "has no layer 'nope'"),
+    (["probe", "--arch", "lenet5", "--dataset", "digits"], "no pretrained weights exist for lenet5"),
+    (["submit", "--strategy", "probe", "--arch", "lenet5", "--dataset", "digits"], "no pretrained weights"),
+    (["submit", "--strategy", "finetune", "--arch", "lenet5", "--dataset", "digits", "--weights", "nothing.pth"],
+     "not found"),
+])
+def test_refused_input_leaves_no_run_behind(capsys, argv, message):
+    from cnnlab.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    runs = jobs.data_dir() / "runs"
+    assert RunStore().runs() == [] and (not runs.exists() or not any(runs.iterdir()))

@@ -336,6 +336,7 @@ def test_cli_train_json_and_export(tmp_path, capsys):
     (["--epochs", "0"], "greater than zero"),
     (["--tap-pooling", "flatten"], "tap_pooling does not apply to --strategy scratch"),
     (["--input-size", "64"], "lenet5 takes only 32x32 input"),
+    (["--batch-size", "1"], "batch size of at least 2"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     base = {"--dataset": "digits"}
