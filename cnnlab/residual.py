@@ -223,13 +223,17 @@ def train_variant(config: NetConfig, variant: str, settings: TrainSettings = Tra
     steps = len(train_loader)
     lr_at = cosine_schedule(settings.lr, steps * settings.epochs, max(1, steps // 2))
     history, start = [], time.perf_counter()
-    for epoch in range(settings.epochs):
-        train = train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
-                                settings.epochs)
-        val = evaluate(model, val_loader, runtime, 10, epoch + 1, settings.epochs)
-        history.append(EpochPoint(epoch + 1, train.loss, val.acc))
-        if on_epoch is not None:
-            on_epoch(variant, epoch + 1)
+    torch.set_flush_denormal(True)  # the plain net's vanishing activations are denormal floats: slow on a CPU
+    try:
+        for epoch in range(settings.epochs):
+            train = train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
+                                    settings.epochs)
+            val = evaluate(model, val_loader, runtime, 10, epoch + 1, settings.epochs)
+            history.append(EpochPoint(epoch + 1, train.loss, val.acc))
+            if on_epoch is not None:
+                on_epoch(variant, epoch + 1)
+    finally:
+        torch.set_flush_denormal(False)
     return TrainCurve(variant, tuple(history), time.perf_counter() - start)
 
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     result TEXT,
     checkpoint TEXT,
-    checkpoint_at REAL
+    checkpoint_at REAL,
+    queued_at REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -92,6 +93,9 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as connection:
             connection.executescript(SCHEMA)
+            columns = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
+            if "queued_at" not in columns:  # a database from before resumes kept their creation time
+                connection.execute("ALTER TABLE runs ADD COLUMN queued_at REAL")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -125,8 +129,9 @@ class RunStore:
                 existing = db.execute("SELECT id FROM runs WHERE request_key = ?", (request_key,)).fetchone()
                 if existing:
                     return existing["id"]
-            db.execute("INSERT INTO runs (id, config, status, request_key, created_at) VALUES (?, ?, 'queued', ?, ?)",
-                       (run_id, json.dumps(config), request_key, time.time()))
+            now = time.time()
+            db.execute("INSERT INTO runs (id, config, status, request_key, created_at, queued_at) "
+                       "VALUES (?, ?, 'queued', ?, ?, ?)", (run_id, json.dumps(config), request_key, now, now))
         return run_id
 
     def start(self, config: dict, worker: str) -> str:
@@ -147,7 +152,8 @@ class RunStore:
         """Atomically move the oldest queued run to running for `worker`; None when the queue is empty."""
         now = time.time()
         with self._write() as db:
-            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at LIMIT 1").fetchone()
+            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at) "
+                             "LIMIT 1").fetchone()
             if row is None:
                 return None
             db.execute("UPDATE runs SET status = 'running', worker = ?, started_at = ?, heartbeat_at = ?, "
@@ -220,7 +226,8 @@ class RunStore:
         return changed
 
     def requeue(self, run_id: str) -> None:
-        """Put an interrupted, failed or cancelled run back in the queue (it resumes from its checkpoint)."""
+        """Put an interrupted, failed or cancelled run back at the end of the queue (it resumes from its checkpoint);
+        it keeps its creation time, and its duration starts again when a worker takes it."""
         with self._write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
@@ -228,7 +235,7 @@ class RunStore:
             if row["status"] not in ("interrupted", "failed", "cancelled"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, result = NULL, "
-                       "finished_at = NULL, created_at = ? WHERE id = ?", (time.time(), run_id))
+                       "started_at = NULL, finished_at = NULL, queued_at = ? WHERE id = ?", (time.time(), run_id))
 
     def get(self, run_id: str) -> Run:
         with self._connect() as db:

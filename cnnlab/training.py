@@ -650,11 +650,13 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     raw_model.to(runtime.device, memory_format=runtime.memory_format)
     optimizer = make_optimizer(raw_model, spec, config, fused=runtime.fused)
     history: list[EpochMetrics] = []
+    earlier_s = 0.0  # the time a resumed run had trained before, up to its checkpoint
     checkpoint = _resume_point(out_dir, config)
     if checkpoint is not None:
         load_weights(raw_model, checkpoint)
         load_trainer_state(checkpoint, optimizer)
         history = [EpochMetrics(**m) for m in checkpoint.metrics.get("history", [])][:checkpoint.epoch]
+        earlier_s = checkpoint.metrics.get("train_time_s", sum(m.time_s for m in history))
     start_epoch = len(history)
     model = torch.compile(raw_model) if config.compile else raw_model
 
@@ -685,7 +687,8 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
             history.append(metrics)
             if runtime.dist.is_main and out_dir is not None:
                 saved = save_checkpoint(out_dir, epoch + 1, raw_model, stored_config,
-                                        {"history": [asdict(m) for m in history]}, optimizer).path
+                                        {"history": [asdict(m) for m in history],
+                                         "train_time_s": earlier_s + time.perf_counter() - started}, optimizer).path
             _emit(callbacks, "on_epoch_end", metrics)
     except StopRun:
         stopped = True
@@ -693,8 +696,8 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
         last_val = evaluate(model, val_loader, runtime, num_classes)
     freeze_layers(raw_model, spec, config.freeze)
     result = RunResult(config, images.classes, last_val.acc, _matrix(last_val.confusion),
-                       time.perf_counter() - started, params_trainable, params_frozen, str(runtime.device),
-                       tuple(history), last_val.loss, str(saved) if saved else None,
+                       earlier_s + time.perf_counter() - started, params_trainable, params_frozen,
+                       str(runtime.device), tuple(history), last_val.loss, str(saved) if saved else None,
                        str(out_dir) if out_dir else None, skipped=images.skipped, stopped=stopped,
                        world_size=runtime.dist.world_size)
     _finish(result, out_dir, runtime, callbacks)

@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,12 @@ _LEGACY_DENSENET_KEY = re.compile(
 
 class WeightsError(ValueError):
     """Weights that cannot be loaded; the message says why in one line, `summary` in a few words (the message
-    itself unless a shorter one was given)."""
+    itself unless a shorter one was given); `needs_download` when they are missing only for want of a network."""
 
-    def __init__(self, message: str, summary: str | None = None):
+    def __init__(self, message: str, summary: str | None = None, needs_download: bool = False):
         super().__init__(message)
         self.summary = summary or message
+        self.needs_download = needs_download
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,8 @@ def _require_online(name: str, source: str) -> None:
         f"{download.what} for {name} are not in the cache ({download.cache}) and {why}. Pretrained weights "
         f"available offline: {'; '.join(available) or 'none'}. Otherwise use {RANDOM_INIT} ('none') or supply a "
         f"weights file (.safetensors or a .pth state dict), or {download.fill_hint}.",
-        summary=f"{label} weights need a download and {why}: choose {RANDOM_INIT} or a weights file.")
+        summary=f"{label} weights need a download and {why}: choose {RANDOM_INIT} or a weights file.",
+        needs_download=True)
 
 
 def _load_torchvision(name: str) -> nn.Module:
@@ -350,7 +353,7 @@ def _load_torchvision(name: str) -> nn.Module:
     model = build_model(name)
     if hasattr(model, "transform_input"):
         model.transform_input = True  # torchvision's builders do the same for these weights (GoogLeNet, Inception v3)
-    _load_checked(model, _clean_keys(state), str(cached))
+    _load_checked(model, _clean_keys(state), str(cached), name)
     return model
 
 
@@ -394,6 +397,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         state = _read_checked(lambda: load_file(str(path), device="cpu"), path.name)
     else:
+        with open(path, "rb") as handle:
+            legacy_pickle = handle.read(1) == b"\x80"  # torch.save's format before 1.6: a bare pickle
+        if not legacy_pickle and not zipfile.is_zipfile(path):
+            raise WeightsError(f"{path.name} is not a PyTorch weights file: torch.save writes a zip archive (or, "
+                               "before PyTorch 1.6, a pickle), and this is neither")
         state = _read_checked(lambda: torch.load(path, map_location="cpu", weights_only=True), path.name)
     return _clean_keys(_unwrap(state, path.name))
 
@@ -435,10 +443,10 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> StateD
     )
 
 
-def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], label: str, name: str) -> None:
     check = check_state_dict(model, state)
     if not check.fits:
-        raise WeightsError(f"{label} does not fit {type(model).__name__}: {check.describe()}")
+        raise WeightsError(f"{label} does not fit {get_spec(name).title} ({name}): {check.describe()}")
     model.load_state_dict({key: value for key, value in state.items() if not _disabled_head(model, key)})
 
 
@@ -455,7 +463,7 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
         model = build_model(name, file_classes)
     except (ValueError, RuntimeError) as error:
         raise WeightsError(f"cannot build {name} with {file_classes} classes: {error}") from None
-    _load_checked(model, state, Path(path).name)
+    _load_checked(model, state, Path(path).name, name)
     return model, notes
 
 
@@ -569,13 +577,14 @@ def _classes_of(model: nn.Module, classifier: str) -> int:
 
 
 def save_uploaded_weights(data: bytes, filename: str) -> Path:
-    """Keep an uploaded weights file under cnnlab's data directory, named by its content hash; returns its path."""
+    """Keep an uploaded weights file under cnnlab's data directory (in a folder named by its content, under its own
+    file name, which messages then use); returns its path."""
     suffix = Path(filename).suffix.lower()
     if suffix not in WEIGHTS_FILE_SUFFIXES:
         raise WeightsError(f"{filename}: weights files must end in {', '.join(WEIGHTS_FILE_SUFFIXES)}")
     if not data:
         raise WeightsError(f"{filename} is empty")
-    return keep_upload(data, "weights", suffix)
+    return keep_upload(data, "weights", suffix, name=filename)
 
 
 def replace_classifier(model: nn.Module, path: str, num_classes: int) -> nn.Linear:

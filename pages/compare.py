@@ -107,8 +107,8 @@ st.plotly_chart(accuracy_vs_operations(rows), width="stretch")
 st.caption("As on the lecture's 'Comparison' slide: the bigger the bubble, the more parameters.")
 
 metric_choices = {"params": ("Parameters", True), "gmacs": ("GMACs per image", True), "depth": ("Depth", False)}
-metric = st.segmented_control("Per architecture", list(metric_choices), default="params",
-                              format_func=lambda m: metric_choices[m][0]) or "params"
+metric = st.segmented_control("Per architecture", list(metric_choices), default="params", required=True,
+                              format_func=lambda m: metric_choices[m][0])
 st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stretch")
 
 st.subheader("Lecture claims, checked")

@@ -16,9 +16,11 @@ from cnnlab.registry import get_spec
 from pages.common import current_settings
 from pages.widgets import EMPTY, metric_row, panes
 
+CUSTOM = "Your own numbers"
 PRESETS = {
     "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
     "Lecture: 1x1 compression (64x64x100 to 64x64x20 with 20 1x1 filters)": LECTURE_COMPRESSION_EXAMPLE,
+    CUSTOM: None,
 }
 FIELDS = (  # setup field, label, slider max, number-input max
     ("height", "Height H", 256, 2048),
@@ -48,11 +50,20 @@ def _set_field(field: str, value: int, slider_max: int) -> None:
 
 def _apply_preset() -> None:
     setup = PRESETS[st.session_state["calc_preset"]]
+    if setup is None:
+        return
     for field, _label, slider_max, _number_max in FIELDS:
         value = getattr(setup, field)
         if value is not None:
             _set_field(field, value, slider_max)
     st.session_state["calc_reduce"] = setup.reduce_to is not None
+
+
+def _shows_preset(setup: ConvSetup) -> bool:
+    """Whether the inputs hold `setup`'s numbers (a field it leaves open may hold any)."""
+    if st.session_state.get("calc_reduce") != (setup.reduce_to is not None):
+        return False
+    return all(getattr(setup, field) in (None, st.session_state.get(_number_key(field))) for field, *_ in FIELDS)
 
 
 def _slider_moved(field: str) -> None:
@@ -125,6 +136,9 @@ def calculator() -> None:
     if _number_key("height") not in st.session_state:
         st.session_state["calc_preset"] = next(iter(PRESETS))
         _apply_preset()
+    preset = PRESETS[st.session_state["calc_preset"]]
+    if preset is not None and not _shows_preset(preset):
+        st.session_state["calc_preset"] = CUSTOM  # so that picking the lecture's example again restores it
     st.selectbox("Start from", list(PRESETS), key="calc_preset", on_change=_apply_preset)
     values = {}
     for field, label, slider_max, number_max in FIELDS:

@@ -184,7 +184,7 @@ def _weights_note(arch: str, options: dict[str, WeightsOption], choice: str, ini
 
 def weights_error(error: WeightsError) -> None:
     """A WeightsError as a one-line error, with the full message in an expander when it is longer."""
-    st.error(error.summary, icon=":material/cloud_off:")
+    st.error(error.summary, icon=":material/cloud_off:" if error.needs_download else ":material/error:")
     if error.summary != str(error):
         with st.expander("Details", icon=":material/info:"):
             st.markdown(str(error))

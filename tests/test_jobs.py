@@ -137,6 +137,7 @@ def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
     run = store.get(run_id)
     assert run.status == "succeeded", run.error
     assert [m["epoch"] for m in run.result["epochs"]] == list(range(1, epochs + 1))
+    assert run.result["train_time_s"] >= sum(m["time_s"] for m in run.result["epochs"]), "the time before counts"
     resumed_at = store.metrics(run_id, "start")[-1]["start_epoch"]
     assert resumed_at == saved  # continued from the checkpoint, not from scratch
     with pytest.raises(ValueError, match="only interrupted"):

@@ -211,7 +211,8 @@ def test_page_loads_an_uploaded_checkpoint_or_refuses_it(tmp_path):
     RunsCode.marker = tmp_path / "marker"
     evil = pickle.dumps({"classifier.weight": RunsCode(), "classifier.bias": torch.zeros(1000)})
     at.file_uploader(key="predict_weights_file").set_value(("evil.pth", evil, "")).run()
-    assert not at.exception and "pickled Python objects" in at.error[0].value
+    assert not at.exception and at.error[0].value.startswith("evil.pth holds pickled Python objects")
+    assert at.error[0].icon == ":material/error:", "not the icon of a missing download"
     assert not RunsCode.marker.exists()
 
 

@@ -476,6 +476,7 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
 
     at.number_input(key="calc_in_channels_number").set_value(240).run()
     assert not at.exception
+    assert at.selectbox(key="calc_preset").value == "Your own numbers", "no longer the lecture's example"
     halved = compare_reduction(ConvSetup(14, 14, 240, 48, 5, 16))
     assert halved.naive.formula in _calculator_text(at) and halved.total_formula in _calculator_text(at)
     assert at.slider(key="calc_in_channels_slider").value == 240
@@ -497,6 +498,10 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
     assert not at.exception
     assert "(64x64x20) x (1x1x100) = 8.2M" in _calculator_text(at)
     assert _metrics(at)["Output"] == "64x64x20"
+    at.number_input(key="calc_in_channels_number").set_value(256).run()
+    preset = at.selectbox(key="calc_preset")
+    preset.set_value(preset.options[0]).run()  # back to the slide, from wherever the inputs went
+    assert _metrics(at)["Naive MACs"] == "112.9M" and _metrics(at)["MACs with reduction"] == "5.3M"
 
 
 def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel():

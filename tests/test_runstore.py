@@ -102,3 +102,32 @@ def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
     assert store.get(run_id).status == "queued"
     with pytest.raises(ValueError, match="only interrupted"):
         store.requeue(run_id)
+
+
+def test_a_resumed_run_keeps_its_creation_time_and_queues_behind_the_others(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    resumed = store.submit({"n": 1})
+    store.claim_next("w")
+    store.finish(resumed, "cancelled", worker="w")
+    created = store.get(resumed).created_at
+    waiting = store.submit({"n": 2})
+    store.requeue(resumed)
+    run = store.get(resumed)
+    assert (run.created_at, run.started_at, run.duration_s) == (created, None, None), "no duration while queued"
+    assert store.claim_next("w").id == waiting, "queued before the resume: first"
+    assert store.claim_next("w").id == resumed
+
+
+def test_a_database_from_before_queued_at_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, request_key "
+                   "TEXT UNIQUE, created_at REAL NOT NULL, started_at REAL, finished_at REAL, worker TEXT, heartbeat_at "
+                   "REAL, cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT, checkpoint TEXT, "
+                   "checkpoint_at REAL)")
+        db.execute("INSERT INTO runs (id, config, status, created_at) VALUES ('old', '{}', 'queued', 1.0)")
+    store = RunStore(path)
+    fresh = store.submit({"n": 1})
+    assert [store.claim_next("w").id, store.claim_next("w").id] == ["old", fresh]

@@ -234,6 +234,12 @@ def test_checkpoint_whose_unpickling_runs_code_is_refused_and_runs_nothing(tmp_p
 def test_bad_weights_arguments_are_refused(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights("resnet18", str(tmp_path / "absent.pth"))
+    (tmp_path / "notes.pth").write_text("these are my notes, not weights")
+    with pytest.raises(WeightsError, match="^notes.pth is not a PyTorch weights file"):
+        load_weights("resnet18", str(tmp_path / "notes.pth"))
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"^other.pth does not fit LeNet-5 \(lenet5\): "):
+        load_weights("lenet5", str(tmp_path / "other.pth"))
     with pytest.raises(WeightsError, match="unknown weights 'imagenet'"):
         load_weights("resnet18", "imagenet")
     with pytest.raises(WeightsError, match="unknown weights 'shipped'"):
