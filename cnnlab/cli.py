@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict
 
@@ -429,12 +430,9 @@ def _cmd_export(args) -> None:
 def _cmd_mistakes(args) -> None:
     from pathlib import Path
 
-    from cnnlab.jobs import run_dir
     from cnnlab.mistakes import MistakesError, validation_mistakes
 
-    folder = Path(args.run)
-    if not folder.exists() and run_dir(args.run).is_dir():
-        folder = run_dir(args.run)  # a run id, as `cnnlab runs` lists them
+    folder = Path(run_folder(args.run))
     try:
         report = validation_mistakes(folder, limit=args.limit, device=args.device)
     except MistakesError as error:
@@ -647,14 +645,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_folder(text: str) -> str:
+    """A run id, as `cnnlab runs` lists it, stands for its folder (unless a file or folder here has that name);
+    a run of the store that kept no folder (a probe) is a UsageError saying so; anything else is left as it is."""
+    from pathlib import Path
+
+    from cnnlab.jobs import run_dir
+    from cnnlab.runstore import RunStore
+
+    if Path(text).exists() or not re.fullmatch(r"[0-9a-f]{12}", text):
+        return text
+    if run_dir(text).is_dir():
+        return str(run_dir(text))
+    try:
+        run = RunStore().get(text)
+    except KeyError:
+        return text
+    raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnlab` and `python -m cnnlab`."""
     try:
         args = build_parser().parse_args(argv)
+        for name in ("weights", "checkpoint"):  # a run id wherever a run folder is taken
+            if getattr(args, name, None):
+                setattr(args, name, run_folder(getattr(args, name)))
         args.func(args)
     except UsageError as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt as stop:
+        run_id = getattr(stop, "run_id", None)
+        print("\ncnnlab: interrupted" + (f"; `cnnlab resume {run_id}` continues run {run_id} from its last "
+                                         "checkpoint" if run_id else ""), file=sys.stderr)
+        return 130
     return 0

@@ -436,7 +436,8 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
     """Train `config` in this process (what `cnnlab train` does) as a run of the store, so that the dashboard
     lists it, shows it live and can cancel it, and marks it interrupted if this process dies (it can then be
     resumed by a worker). Returns the finished run; a failing run's error is recorded, then raised (a run refused
-    before it began, for its options or data, is not kept)."""
+    before it began, for its options or data, is not kept). Ctrl-C marks the run interrupted at once and raises
+    KeyboardInterrupt with the run's id as `run_id`."""
     from cnnlab.checkpoints import CheckpointError
     from cnnlab.data import DatasetError
     from cnnlab.training import ConfigError
@@ -456,6 +457,10 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
             if not store.metrics(run_id, "start"):  # refused before it began: not a run worth keeping
                 store.delete(run_id)
                 shutil.rmtree(run_dir(run_id), ignore_errors=True)
+            raise
+        except KeyboardInterrupt as stop:  # Ctrl-C in the terminal: resumable, like a worker that died
+            store.mark_interrupted([run_id], "Stopped with Ctrl-C in the terminal")
+            stop.run_id = run_id
             raise
         finally:
             heartbeat.stop()

@@ -209,8 +209,9 @@ class RunStore:
                 db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
             return row["status"]
 
-    def mark_interrupted(self, run_ids: list[str] | tuple[str, ...]) -> list[str]:
-        """Mark those of `run_ids` that are still running as interrupted (their worker is gone), naming the
+    def mark_interrupted(self, run_ids: list[str] | tuple[str, ...],
+                         why: str = "The worker stopped while the run was going") -> list[str]:
+        """Mark those of `run_ids` that are still running as interrupted (their worker is gone: `why`), naming the
         time of their last checkpoint; returns the ids that changed."""
         changed = []
         with self._write() as db:
@@ -221,7 +222,7 @@ class RunStore:
                 saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
                          if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")
                 db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ?",
-                           ("the worker stopped while the run was going" + saved, time.time(), run_id))
+                           (why + saved, time.time(), run_id))
                 changed.append(run_id)
         return changed
 

@@ -42,8 +42,13 @@ def mistakes_section(run_id: str, checkpoint: str) -> None:
         return
     looked = (f"{report.examined:,} of the {report.validation_size:,}" if report.examined < report.validation_size
               else f"all {report.validation_size:,}")
-    st.caption(f"{report.wrong:,} wrong among {looked} validation images ({report.accuracy:.1%} right). Shown: the "
-               f"{len(report.mistakes)} it was surest of, as true → predicted (the model's probability).")
+    if not report.wrong:
+        st.success(f"No mistakes: it classifies {looked} validation images right.", icon=":material/check:")
+        return
+    shown = ("all of them, surest first" if len(report.mistakes) == report.wrong
+             else f"the {len(report.mistakes)} it was surest of")
+    st.caption(f"{report.wrong:,} wrong among {looked} validation images ({report.accuracy:.1%} right). Shown: "
+               f"{shown}, as true → predicted (the model's probability).")
     grid = st.container(horizontal=True, gap="small")
     for mistake in report.mistakes:
         grid.image(fit_within(mistake.image, 112, min_side=96), width=112,

@@ -90,11 +90,14 @@ def run_examples(weights: str) -> dict[str, tuple[str, bytes]]:
 
 def image_picker(key: str, weights: str | None = None) -> PickedImage | None:
     """An upload widget plus 'use a sample'; the upload wins when there is one. With a run's folder as
-    `weights`, its validation images come first among the samples. None (with an error shown) when the upload
-    cannot be read."""
+    `weights`, its validation images come first among the samples, and choosing those weights picks the first.
+    None (with an error shown) when the upload cannot be read."""
     extra = run_examples(weights) if weights else {}
     samples = sample_images()
     choices = list(extra) + list(samples)
+    if extra and st.session_state.get(f"{key}_sample_weights") != weights:
+        st.session_state[f"{key}_sample"] = next(iter(extra))  # a run's model: start on an image of its own kind
+    st.session_state[f"{key}_sample_weights"] = weights
     start_at(f"{key}_sample", choices, choices[0])
     upload = st.file_uploader(
         "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,

@@ -210,6 +210,13 @@ def test_cli_train_is_a_run_of_the_store_with_its_result(capsys):
     assert [m["epoch"] for m in RunStore().metrics(run.id, "epoch")] == [1, 2]
     assert latest_checkpoint(jobs.run_dir(run.id)).epoch == 2 and run.checkpoint
     assert not list(jobs.data_dir().glob("train-*.lock")), "the command line's lock file is cleaned up"
+    assert main(["export", run.id, "--format", "torchscript"]) == 0, "a run id stands for its folder"
+    assert "match PyTorch" in capsys.readouterr().out
+    assert main(["predict", "assets/digit.png", "--weights", run.id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == str(jobs.run_dir(run.id))
+    probe = jobs.submit(make_config("probe", "tf_efficientnet_lite0", "digits"))
+    assert main(["mistakes", probe]) == 2
+    assert f"run {probe} (probe, queued) saved no model" in capsys.readouterr().err
 
 
 def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_killed():
@@ -251,3 +258,17 @@ def test_refused_input_leaves_no_run_behind(capsys, argv, message):
     assert message in capsys.readouterr().err
     runs = jobs.data_dir() / "runs"
     assert RunStore().runs() == [] and (not runs.exists() or not any(runs.iterdir()))
+
+
+def test_ctrl_c_on_cli_train_marks_the_run_interrupted_and_says_how_to_resume():
+    store = RunStore()
+    process = start_cli_train("--epochs", "200")
+    run_id = wait_for(lambda: [r.id for r in store.runs() if store.metrics(r.id, "epoch")], what="an epoch")[0]
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == (f"cnnlab: interrupted; `cnnlab resume {run_id}` continues run {run_id} "
+                                            "from its last checkpoint")
+    assert "Traceback" not in err
+    run = store.get(run_id)
+    assert run.status == "interrupted" and run.error.startswith("Stopped with Ctrl-C")

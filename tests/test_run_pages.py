@@ -291,6 +291,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     at.session_state["inside_weights_lenet5"] = str(jobs.run_dir(run_id))
     at.run()
     at.selectbox(key="inside_arch").set_value("lenet5").run()
+    assert at.selectbox(key="inside_image_sample").value == "val-0", "the run's weights bring its own images"
     at.selectbox(key="inside_image_sample").set_value("digit").run()
     assert not at.exception, at.exception
     assert any("Top prediction:** 3" in m.value for m in at.markdown), [m.value for m in at.markdown]
