@@ -179,14 +179,15 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
             figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
                              opacity=0.08, line_width=0)
         figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
-                              text=group["stage"].iloc[0], showarrow=False, yanchor="bottom", font={"size": 10})
+                              text=group["stage"].iloc[0], showarrow=False, yanchor="bottom", font={"size": 10},
+                              yshift=14 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
     figure.update_yaxes(title_text="Mean activation", row=1, col=1)
     figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
     figure.update_yaxes(title_text="Channels", type="log", dtick=1, row=3, col=1, secondary_y=False)
     figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
                         showgrid=False, row=3, col=1, secondary_y=True)
     figure.update_xaxes(title_text="Layer (in the order it runs)", row=3, col=1)
-    figure.update_layout(height=680, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.1})
+    figure.update_layout(height=680, margin={"t": 56, "b": 40}, legend={"orientation": "h", "y": -0.1})
     return figure
 
 
@@ -410,7 +411,7 @@ controls, preview = panes("inside", 3, 2)
 with controls:
     arch = arch_picker("inside_arch")
     weights = weights_picker(arch, "inside_weights")
-    picked = image_picker("inside_image", weights)
+    picked = image_picker("inside_image", weights, arch)
 if weights is None or picked is None:
     st.stop()
 result = run_look(arch, weights, picked)

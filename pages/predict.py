@@ -30,7 +30,7 @@ left, right = panes("predict", 2, 3)
 with left:
     arch = arch_picker("predict_arch")
     weights = weights_picker(arch, "predict_weights")
-    picked = image_picker("predict_image", weights)
+    picked = image_picker("predict_image", weights, arch)
     if picked is not None:
         show_image(picked)
 

@@ -183,12 +183,12 @@ def calculator() -> None:
                "channels than the k x k convolution can use cheaply.")
 
 
-FACTOR_FIELDS = (  # setup field, label, maximum, step
-    ("height", "Height H", 2048, 1),
-    ("width", "Width W", 2048, 1),
-    ("in_channels", "Input channels C_in", 8192, 1),
-    ("out_channels", "Output channels C_out", 8192, 1),
-    ("kernel", "Large kernel k (odd)", 31, 2),
+FACTOR_FIELDS = (  # setup field, label, help, maximum, step
+    ("height", "H", "Height of the input (and output) maps", 2048, 1),
+    ("width", "W", "Width of the input (and output) maps", 2048, 1),
+    ("in_channels", "C_in", "Input channels", 8192, 1),
+    ("out_channels", "C_out", "Output channels", 8192, 1),
+    ("kernel", "k (odd)", "The large kernel the chains replace: k x k", 31, 2),
 )
 FACTOR_KERNELS = (3, 5, 7, 9, 11)
 
@@ -222,8 +222,10 @@ def _factorization_block(result, title: str) -> None:
     st.markdown(f"`MACs of the chain = {result.formula}`  \n`Params of the chain = {result.params_formula}`")
     field = "x".join(map(str, result.receptive_field))
     row = metric_row()
-    row.metric(f"{title}: receptive field", f"{field} = {result.setup.kernel}x{result.setup.kernel}",
-               help="Each stride-1 kh x kw layer widens it by kh - 1 and kw - 1: n 3x3 layers see 1 + 2n.")
+    k = result.setup.kernel
+    row.metric(f"{title}: receptive field", field,
+               help=f"What the chain's last layer sees of the input, the same as one {k}x{k}: each stride-1 "
+                    "kh x kw layer widens it by kh - 1 and kw - 1, so n 3x3 layers see 1 + 2n.")
     row.metric(f"{title}: MACs of the chain", human(result.macs),
                delta=f"{-result.saving:.0%} of {human(result.single.macs)}", delta_color="inverse",
                help=f"One {result.single.label}: {result.single.formula}; the chain: {result.formula}")
@@ -259,8 +261,8 @@ def factorized_convolutions() -> None:
                "(H x W x C_out) x (kh x kw x C_in) per layer.")
     columns = st.columns(len(FACTOR_FIELDS))
     values = {field: int(column.number_input(label, 1, maximum, value=getattr(FACTORIZATION_EXAMPLE, field),
-                                             step=step, key=f"factor_{field}"))
-              for column, (field, label, maximum, step) in zip(columns, FACTOR_FIELDS)}
+                                             step=step, key=f"factor_{field}", help=help_text))
+              for column, (field, label, help_text, maximum, step) in zip(columns, FACTOR_FIELDS)}
     bias = st.checkbox("Count one bias per filter", value=True, key="factor_bias",
                        help="As in the calculator above. Without biases, and with C_in = C_out, the parameters "
                             "are exactly the C² counts below (two 3x3 = 18C², one 5x5 = 25C²).")
@@ -281,8 +283,14 @@ def factorized_convolutions() -> None:
                                 for c in ("k x k MACs", "3x3 stack MACs", "1xk + kx1 MACs")})
 
 
+MANY_MODULES = 16  # above this, one numbered pair of bars per module: names and roles would not fit
+
+
 def _module_chart(network) -> go.Figure:
-    """Per module, MACs as built next to MACs without reductions, each stacked by the convolutions' roles."""
+    """Per module, MACs as built next to MACs without reductions, each stacked by the convolutions' roles; for a
+    network of many modules (DenseNet's 58), numbered pairs of totals, with each module's name on hover."""
+    if len(network.modules) > MANY_MODULES:
+        return _many_modules_chart(network)
     present = {c.role for m in network.modules for c in m.convs}
     roles = [role for role in ROLE_DESCRIPTIONS if role in present]
     names = [m.path for m in network.modules]
@@ -299,6 +307,22 @@ def _module_chart(network) -> go.Figure:
     figure.update_layout(barmode="stack", height=480, margin={"t": 30}, yaxis_title="Multiply-accumulates",
                          legend_title_text="Convolution")
     figure.update_yaxes(**count_axis(totals))
+    return figure
+
+
+def _many_modules_chart(network) -> go.Figure:
+    numbers = list(range(1, len(network.modules) + 1))
+    names = [m.path for m in network.modules]
+    figure = go.Figure()
+    for label, color, values in (
+            ("as built", ROLE_COLORS[next(iter(ROLE_COLORS))], [m.built_macs for m in network.modules]),
+            ("without 1x1 reductions", PART_COLORS["naive"], [m.without_macs for m in network.modules])):
+        figure.add_bar(x=numbers, y=values, name=label, marker_color=color, customdata=names,
+                       hovertemplate="%{customdata}<br>%{y:,} MACs<extra>" + label + "</extra>")
+    figure.update_layout(barmode="group", height=420, margin={"t": 30}, yaxis_title="Multiply-accumulates",
+                         xaxis_title="Module, in the order it runs (hover for its name; the table lists them)",
+                         legend={"orientation": "h", "y": -0.25})
+    figure.update_yaxes(**count_axis([v for trace in figure.data for v in trace.y]))
     return figure
 
 
@@ -335,7 +359,7 @@ def real_modules() -> None:
     row.metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
                help="All of the network's MACs as built → with every module's reductions removed.")
     st.plotly_chart(_module_chart(network), key="modules_chart")
-    summary = pd.DataFrame([m.summary() for m in network.modules]).rename(columns={
+    summary = pd.DataFrame([{"#": i, **m.summary()} for i, m in enumerate(network.modules, 1)]).rename(columns={
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
         "macs_without": "MACs without", "ratio": "Saved (x)", "params": "Params", "params_without": "Params without"})

@@ -88,17 +88,30 @@ def run_examples(weights: str) -> dict[str, tuple[str, bytes]]:
             for i, (name, index, image) in enumerate(examples)}
 
 
-def image_picker(key: str, weights: str | None = None) -> PickedImage | None:
+def _suited_sample(arch: str | None, samples: dict) -> str:
+    """The sample to start `arch` on: the handwritten digit for a grayscale network (LeNet-5), else the cat."""
+    gray = arch is not None and get_spec(arch).input_size[0] == 1 and "digit" in samples
+    return "digit" if gray else next(iter(samples))
+
+
+def image_picker(key: str, weights: str | None = None, arch: str | None = None) -> PickedImage | None:
     """An upload widget plus 'use a sample'; the upload wins when there is one. With a run's folder as
-    `weights`, its validation images come first among the samples, and choosing those weights picks the first.
-    None (with an error shown) when the upload cannot be read."""
+    `weights`, its validation images come first among the samples, and choosing those weights picks the first;
+    with `arch`, a grayscale network starts on the handwritten digit (and a switch of network follows along while
+    the sample is still the last network's starting one). None (with an error shown) when the upload cannot be
+    read."""
     extra = run_examples(weights) if weights else {}
     samples = sample_images()
     choices = list(extra) + list(samples)
+    sample_key, suited = f"{key}_sample", _suited_sample(arch, samples)
     if extra and st.session_state.get(f"{key}_sample_weights") != weights:
-        st.session_state[f"{key}_sample"] = next(iter(extra))  # a run's model: start on an image of its own kind
-    st.session_state[f"{key}_sample_weights"] = weights
-    start_at(f"{key}_sample", choices, choices[0])
+        st.session_state[sample_key] = next(iter(extra))  # a run's model: start on an image of its own kind
+    elif st.session_state.get(f"{key}_sample_arch", arch) != arch and st.session_state.get(sample_key) in samples:
+        before = _suited_sample(st.session_state[f"{key}_sample_arch"], samples)
+        if st.session_state[sample_key] == before:  # still on the last network's starting sample: follow
+            st.session_state[sample_key] = suited
+    st.session_state[f"{key}_sample_weights"], st.session_state[f"{key}_sample_arch"] = weights, arch
+    start_at(sample_key, choices, next(iter(extra), suited))
     upload = st.file_uploader(
         "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "

@@ -245,3 +245,15 @@ def test_cli_predicts_with_a_run_folder_as_its_architecture(digits_run, capsys):
     assert output["arch"] == "lenet5" and output["predictions"][0]["label"] == "3"
     assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--arch", "alexnet"]) == 2
     assert "holds a trained lenet5, not alexnet" in capsys.readouterr().err
+
+
+def test_a_grayscale_network_starts_on_the_digit_and_a_chosen_photo_stays():
+    at = open_predict_page()
+    at.selectbox(key="predict_arch").set_value("lenet5").run()
+    assert at.selectbox(key="predict_image_sample").value == "digit", "LeNet-5 reads digits, not the cat"
+    at.selectbox(key="predict_arch").set_value("tf_efficientnet_lite0").run()
+    assert at.selectbox(key="predict_image_sample").value == "chelsea"
+    at.selectbox(key="predict_image_sample").set_value("coffee").run()
+    at.selectbox(key="predict_arch").set_value("lenet5").run()
+    assert at.selectbox(key="predict_image_sample").value == "coffee", "a photo the user picked is kept"
+    assert not at.exception

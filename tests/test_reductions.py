@@ -516,7 +516,7 @@ def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel(
     assert list(by_kernel["k"]) == [3, 5, 7, 9, 11] and list(by_kernel["3x3 layers"]) == [1, 2, 3, 4, 5]
     assert list(by_kernel["1xk + kx1: fewer (x)"]) == [1.5, 2.5, 3.5, 4.5, 5.5]
     metrics = _metrics(at)
-    assert metrics["VGG: receptive field"] == "5x5 = 5x5" and metrics["VGG: fewer MACs"] == "1.39x"
+    assert metrics["VGG: receptive field"] == "5x5" and metrics["VGG: fewer MACs"] == "1.39x"
     assert metrics["VGG: MACs of the chain"] == "520.2M" and metrics["Inception-v3: fewer MACs"] == "2.50x"
     assert metrics["Fewer MACs"] == "21.4x", "the calculator's metric keeps its own label"
     assert r"= 18\,C^2" in at.latex[0].value and r"= 25\,C^2" in at.latex[0].value
@@ -546,3 +546,11 @@ def test_page_real_modules_switch_network():
     assert not at.exception
     branches = at.dataframe[-2].value
     assert list(branches["Convolution"]) == ["conv1", "conv2", "conv3", "downsample.0"]
+    at.selectbox(key="reductions_arch").set_value("densenet121").run()
+    assert not at.exception
+    modules = next(d.value for d in at.dataframe if "Module" in d.value.columns)
+    assert list(modules["#"]) == list(range(1, 59)), "numbered as the chart numbers its 58 pairs of bars"
+    chart = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                 if spec["layout"].get("xaxis", {}).get("title", {}).get("text", "").startswith("Module"))
+    assert [trace["x"][:3] for trace in chart["data"]] == [[1, 2, 3], [1, 2, 3]]
+    assert chart["data"][0]["customdata"][0] == modules["Module"][0]
