@@ -11,6 +11,71 @@ from cnnlab.registry import arch_title
 from cnnlab.runstore import RunStore
 from pages.widgets import EMPTY, panes
 
+REFRESH = "3s"
+ACTIVE = ("queued", "running")
+
+
+def draw_comparison(chosen: list[str]) -> None:
+    """The chosen runs' table, accuracy against cost and curves, read afresh from the store: every few seconds
+    while some of them are still going."""
+    store = RunStore()
+    runs = {r.id: r for r in store.runs()}
+    chosen = [i for i in chosen if i in runs]
+    unfinished = [i for i in chosen if runs[i].status in ACTIVE]
+    if unfinished:
+        st.caption(f":material/sync: {len(unfinished)} of these runs {'is' if len(unfinished) == 1 else 'are'} "
+                   "still going: this page follows them.")
+
+    rows, histories = [], {}
+    colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
+    colors = {}
+    for run_id in chosen:
+        run = runs[run_id]
+        result = run.result or {}
+        strategy = run.config.get("strategy")
+        label = f"{run_id} · {strategy_label(strategy)} · {arch_title(run.config.get('arch'))}"
+        histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
+        colors[label] = colors_by_run[run_id]
+        rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
+                     "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
+                     "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
+                     "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
+                     "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
+
+    table = pd.DataFrame(rows)
+    table["strategy"] = table["strategy"].map(strategy_label)
+    st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
+                 column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
+                               "params_trainable", "params_frozen"],
+                 column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
+                                "dataset": "Dataset",
+                                "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
+                                "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
+                                "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),
+                                "params_frozen": st.column_config.NumberColumn("Frozen params", format="localized"),
+                                "total_gmacs": st.column_config.NumberColumn(
+                                    "Training GMACs", format="%.1f",
+                                    help="What the run computed in all, from its freeze plan: per training image, "
+                                         "forward + input gradients + weight gradients, times images and epochs, plus "
+                                         "the validation passes (Strategy III: one forward pass over every image)")})
+
+    finished = [r for r in rows if r["val_acc"] is not None and r["train_time_s"] is not None]
+    if finished:
+        st.subheader("Accuracy against compute")
+        costs = {"train_time_s": ("Training time (s)", False), "total_gmacs": ("Training compute (GMACs, log scale)", True)}
+        cost = st.segmented_control("Compute as", list(costs), default="train_time_s", required=True,
+                                    key="compare_cost", format_func=lambda c: costs[c][0].split(" (")[0])
+        shown = [r for r in finished if r[cost] is not None]
+        st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
+    if any(histories.values()):
+        st.subheader("Curves")
+        loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
+        loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
+        acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
+        st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "
+                   "so it appears in the table and the chart above only.")
+
+
 st.title("Compare runs")
 st.caption("Overlay the curves of several runs and put their accuracy beside what they cost. A strategy shootout "
            "(from the Launch page) runs I, II and III on the same data and backbone.")
@@ -33,57 +98,6 @@ if not chosen:
     st.info("Pick the runs to compare above: their curves, and their accuracy against what they cost.")
     st.stop()
 
-unfinished = [i for i in chosen if runs[i].status in ("queued", "running")]
-if unfinished:
-    st.info(f"{len(unfinished)} of these runs are still going; the Runs page shows them live.", icon=":material/sync:")
-    if st.button("Refresh", icon=":material/refresh:"):
-        st.rerun()
 
-rows, histories = [], {}
-colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
-colors = {}
-for run_id in chosen:
-    run = runs[run_id]
-    result = run.result or {}
-    strategy = run.config.get("strategy")
-    label = f"{run_id} · {strategy_label(strategy)} · {arch_title(run.config.get('arch'))}"
-    histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
-    colors[label] = colors_by_run[run_id]
-    rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
-                 "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
-                 "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
-                 "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
-                 "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
-
-table = pd.DataFrame(rows)
-table["strategy"] = table["strategy"].map(strategy_label)
-st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
-             column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
-                           "params_trainable", "params_frozen"],
-             column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
-                            "dataset": "Dataset",
-                            "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
-                            "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
-                            "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),
-                            "params_frozen": st.column_config.NumberColumn("Frozen params", format="localized"),
-                            "total_gmacs": st.column_config.NumberColumn(
-                                "Training GMACs", format="%.1f",
-                                help="What the run computed in all, from its freeze plan: per training image, "
-                                     "forward + input gradients + weight gradients, times images and epochs, plus "
-                                     "the validation passes (Strategy III: one forward pass over every image)")})
-
-finished = [r for r in rows if r["val_acc"] is not None and r["train_time_s"] is not None]
-if finished:
-    st.subheader("Accuracy against compute")
-    costs = {"train_time_s": ("Training time (s)", False), "total_gmacs": ("Training compute (GMACs, log scale)", True)}
-    cost = st.segmented_control("Compute as", list(costs), default="train_time_s", required=True,
-                                key="compare_cost", format_func=lambda c: costs[c][0].split(" (")[0])
-    shown = [r for r in finished if r[cost] is not None]
-    st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
-if any(histories.values()):
-    st.subheader("Curves")
-    loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
-    loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
-    acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
-    st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "
-               "so it appears in the table and the chart above only.")
+going = any(runs[i].status in ACTIVE for i in chosen)
+st.fragment(run_every=REFRESH if going else None)(draw_comparison)(chosen)

@@ -225,6 +225,10 @@ def test_compare_runs_overlays_finished_runs():
     at.segmented_control(key="compare_cost").set_value("total_gmacs").run()
     assert not at.exception, at.exception
     assert "GMACs" in at.get("plotly_chart")[0].proto.spec
+    waiting = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), store)
+    at.multiselect[0].set_value(ids + [waiting]).run()
+    assert not at.exception, at.exception
+    assert any("1 of these runs is still going: this page follows them" in c.value for c in at.caption)
 
 
 def test_shootout_queues_the_three_strategies_on_one_backbone():
