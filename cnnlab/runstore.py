@@ -238,6 +238,13 @@ class RunStore:
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, result = NULL, "
                        "started_at = NULL, finished_at = NULL, queued_at = ? WHERE id = ?", (time.time(), run_id))
 
+    def queue_position(self, run_id: str) -> tuple[int, int]:
+        """Where a queued run waits: (its place, counting from 1, the number of runs queued)."""
+        with self._connect() as db:
+            queued = [r["id"] for r in db.execute(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)")]
+        return queued.index(run_id) + 1 if run_id in queued else 0, len(queued)
+
     def get(self, run_id: str) -> Run:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

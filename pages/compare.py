@@ -112,7 +112,8 @@ metric = st.segmented_control("Per architecture", list(metric_choices), default=
 st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stretch")
 
 st.subheader("Lecture claims, checked")
-st.dataframe(claims_table(), hide_index=True, placeholder=EMPTY, width="stretch",
+claims = claims_table()
+st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
              column_config={"Agrees": st.column_config.CheckboxColumn(),
                             "Why": st.column_config.TextColumn(width="large"),
                             "Lecture says": st.column_config.NumberColumn(format="localized"),

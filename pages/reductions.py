@@ -171,7 +171,12 @@ def calculator() -> None:
     else:
         row.metric("MACs with reduction", human(result.total_macs),
                    delta=f"{human(result.total_macs - result.naive.macs)}", delta_color="inverse")
-        row.metric("Fewer MACs", f"{result.ratio:.1f}x")
+        if result.ratio >= 1:
+            row.metric("Fewer MACs", f"{result.ratio:.1f}x")
+        else:
+            row.metric("More MACs", f"{1 / result.ratio:.1f}x",
+                       help="The 1x1 keeps so many channels (C_red) that it and the k x k after it cost more than "
+                            "the k x k alone: a reduction pays only when C_red is well below C_in.")
         row.metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
                    help="Naive → with the reduction. " + " ; ".join(
                        c.params_formula for c in (result.naive, result.reduce, result.conv)))

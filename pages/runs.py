@@ -133,7 +133,8 @@ def draw_live(run_id: str, was_active: bool) -> None:
         fraction, text = progress_of(step)
         st.progress(fraction, text=text)
     elif current.status == "queued":
-        st.progress(0.0, text="waiting in the queue")
+        place, queued = live_store.queue_position(run_id)
+        st.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1 else "next in the queue")
     epochs = (current.result or {}).get("epochs") or live_store.metrics(run_id, "epoch")
     if epochs:
         loss_column, acc_column = panes("run-curves", 1, 1, min_width=360)

@@ -502,6 +502,9 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
     preset = at.selectbox(key="calc_preset")
     preset.set_value(preset.options[0]).run()  # back to the slide, from wherever the inputs went
     assert _metrics(at)["Naive MACs"] == "112.9M" and _metrics(at)["MACs with reduction"] == "5.3M"
+    at.number_input(key="calc_reduce_to_number").set_value(600).run()  # wider than the 480 input: no saving
+    wider = compare_reduction(ConvSetup(14, 14, 480, 48, 5, 600))
+    assert "Fewer MACs" not in _metrics(at) and _metrics(at)["More MACs"] == f"{1 / wider.ratio:.1f}x"
 
 
 def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel():

@@ -114,6 +114,7 @@ def test_a_resumed_run_keeps_its_creation_time_and_queues_behind_the_others(tmp_
     store.requeue(resumed)
     run = store.get(resumed)
     assert (run.created_at, run.started_at, run.duration_s) == (created, None, None), "no duration while queued"
+    assert store.queue_position(waiting) == (1, 2) and store.queue_position(resumed) == (2, 2)
     assert store.claim_next("w").id == waiting, "queued before the resume: first"
     assert store.claim_next("w").id == resumed
 
