@@ -76,20 +76,29 @@ def _check_size(features: torch.Tensor, images: int, tap: str) -> None:
                          "smaller input size, or average pooling")
 
 
+class _TapsCaptured(Exception):
+    """Raised by the last tap's hook to end a forward pass early."""
+
+
 def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps: list[str],
                      to_device: Callable, autocast: Callable, on_batch: Callable[[int, int], None] | None = None,
                      pooling: str = AVERAGE) -> dict[str, np.ndarray]:
     """One pass of `loader` through `model` (eval, no grad) capturing each tap as an (N, D) float32 array:
     feature maps averaged over their positions, or flattened whole with `pooling='flatten'` (FeatureSizeError
-    when that would pass MAX_FEATURE_BYTES)."""
+    when that would pass MAX_FEATURE_BYTES). Each forward pass stops once every tap is captured: an early tap
+    does not pay for the rest of the network."""
     captured: dict[str, list[torch.Tensor]] = {tap: [] for tap in taps}
     image_count = len(loader.dataset)
+    this_batch: set[str] = set()
 
     def keep(tap: str, tensor: torch.Tensor) -> None:
         features = _pool(tensor, pooling).cpu()
         if not captured[tap]:
             _check_size(features, image_count, tap)
         captured[tap].append(features)
+        this_batch.add(tap)
+        if len(this_batch) == len(taps):
+            raise _TapsCaptured  # the layers after the last tap would compute nothing that is kept
 
     handles = []
     for tap in taps:
@@ -104,8 +113,12 @@ def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps:
         with torch.inference_mode():
             for index, (images, labels) in enumerate(loader):
                 images, _ = to_device(images, labels)
-                with autocast():
-                    model(images)
+                this_batch.clear()
+                try:
+                    with autocast():
+                        model(images)
+                except _TapsCaptured:
+                    pass
                 if on_batch:
                     on_batch(index + 1, len(loader))
     finally:

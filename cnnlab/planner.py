@@ -78,9 +78,12 @@ class StagePlan:
     name: str
     params: int
     trainable_params: int
+    runs: bool = True  # False past Strategy III's tap: the forward pass stops there
 
     @property
     def state(self) -> str:
+        if not self.runs:
+            return "not run (after the tap)"
         if self.trainable_params == 0:
             return "frozen"
         return "trained" if self.trainable_params == self.params else "partly trained"
@@ -132,9 +135,11 @@ def _parts_by_order(model, spec) -> dict[str, str]:
     return parts
 
 
-def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None) -> FreezePlan:
+def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None,
+                tap: str = PENULTIMATE) -> FreezePlan:
     """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head; built on the meta
-    device, so nothing is allocated. For Strategy III the backbone is frozen and only the head trains."""
+    device, so nothing is allocated. For Strategy III the backbone is frozen and only the head trains, and the
+    forward pass stops at `tap`: what comes after it is not run and not counted."""
     from cnnlab.training import freeze_layers
 
     spec = get_spec(arch)
@@ -157,12 +162,19 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
             input_grad += row.macs
         if row.trainable_params:
             weight_grad += row.macs
+    forward_macs, unused = profile.macs, set()
     if strategy == "extract":
         input_grad = weight_grad = 0  # features are computed once; the head trains on them, not the network
-    parts = tuple(StagePlan(name, *counts) for name, counts in totals.items() if counts[0])
+        if tap != PENULTIMATE:
+            last = max(i for i, row in enumerate(profile.rows) if row.calls  # (modules never called come last)
+                       and (row.name == tap or row.name.startswith(tap + ".")))
+            forward_macs = sum(row.macs for row in profile.rows[:last + 1])
+            reached = {part_of.get(row.name, "after the last stage") for row in profile.rows[:last + 1]}
+            unused = set(totals) - reached
+    parts = tuple(StagePlan(name, *counts, runs=name not in unused) for name, counts in totals.items() if counts[0])
     parts = tuple(sorted(parts, key=lambda part: _part_rank(part.name)))
     return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params,
-                      profile.params - profile.trainable_params, profile.macs, input_grad, weight_grad)
+                      profile.params - profile.trainable_params, forward_macs, input_grad, weight_grad)
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,7 @@ def run_compute(config: dict, num_classes: int, train_images: int, val_images: i
     """What a finished run cost in multiply-accumulates, from its freeze plan: per training image, and in all
     (training steps and validation passes for I and II; one forward pass over every image for III)."""
     plan = freeze_plan(config["arch"], config["strategy"], config.get("freeze", "none"), num_classes,
-                       config.get("image_size"))
+                       config.get("image_size"), config.get("tap") or PENULTIMATE)
     if config["strategy"] == "extract":
         total = plan.forward_macs * (train_images + val_images)
     else:

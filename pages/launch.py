@@ -42,8 +42,8 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int):
-    return freeze_plan(arch, strategy, freeze, num_classes, image_size)
+def cached_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int, tap: str = PENULTIMATE):
+    return freeze_plan(arch, strategy, freeze, num_classes, image_size, tap)
 
 
 st.title("Launch a run")
@@ -179,7 +179,8 @@ with left:
 with right:
     st.subheader("What this run trains")
     classes = checked.num_classes if checked else None
-    plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size))
+    plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size),
+                       tap if strategy == "extract" else PENULTIMATE)
     rows = [{"Part": p.name, "Params": p.params,
              "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"} for p in plan.parts]
     if strategy == "extract":

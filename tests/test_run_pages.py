@@ -82,6 +82,20 @@ def test_plan_parts_name_the_modules_they_span():
     assert resnet[:2] == ["1. conv1 … relu", "2. maxpool … layer1"]
 
 
+def test_an_early_tap_counts_only_the_layers_that_run():
+    from cnnlab.profiling import profile_model
+    from cnnlab.registry import build_model, example_input, get_spec
+
+    whole = freeze_plan("tf_efficientnet_lite0", "extract", "body", 10, 96)
+    early = freeze_plan("tf_efficientnet_lite0", "extract", "body", 10, 96, tap="blocks.1")
+    rows = profile_model(build_model("tf_efficientnet_lite0", 10),
+                         example_input(get_spec("tf_efficientnet_lite0"), 96)).rows
+    last = max(i for i, row in enumerate(rows) if row.name.startswith("blocks.1.") and row.calls)
+    assert early.forward_macs == sum(row.macs for row in rows[:last + 1]) < whole.forward_macs / 3
+    assert [p.state for p in early.parts] == ["frozen", "frozen"] + ["not run (after the tap)"] * 4
+    assert all(p.runs for p in whole.parts)
+
+
 def test_training_macs_follow_the_formula():
     lenet = freeze_plan("lenet5", "scratch", "none", 10)
     # every layer trains: weight gradients cost one forward; input gradients are skipped for the first conv only

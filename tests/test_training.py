@@ -376,3 +376,27 @@ def test_cli_probe_json_and_missing_weights(tmp_path, capsys):
     assert "invalid choice: 'linear'" in capsys.readouterr().err
     assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--freeze", "body"]) == 2
     assert "unrecognized arguments: --freeze body" in capsys.readouterr().err
+
+
+def test_an_early_tap_stops_the_forward_pass_and_keeps_the_same_features():
+    from contextlib import nullcontext
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cnnlab.featurecache import extract_features
+    from cnnlab.registry import get_spec
+    from cnnlab.weights import create_model
+
+    model, spec = create_model(LITE0, "shipped"), get_spec(LITE0)
+    images = torch.randn(8, 3, 96, 96)
+    loader = DataLoader(TensorDataset(images, torch.zeros(8)), batch_size=4)
+    later_calls = []
+    handle = model.get_submodule("blocks.4").register_forward_hook(lambda *args: later_calls.append(1))
+    try:
+        early = extract_features(model, spec, loader, ["blocks.1"], lambda x, y: (x, y), nullcontext)["blocks.1"]
+        assert later_calls == [], "nothing after the tap ran"
+        both = extract_features(model, spec, loader, ["blocks.1", "blocks.4"], lambda x, y: (x, y), nullcontext)
+        assert len(later_calls) == 2  # one per batch, then stopped before the head
+    finally:
+        handle.remove()
+    assert np.allclose(early, both["blocks.1"]) and early.shape == (8, 24)
