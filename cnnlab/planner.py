@@ -83,7 +83,7 @@ class StagePlan:
     @property
     def state(self) -> str:
         if not self.runs:
-            return "not run (after the tap)"
+            return "not run"
         if self.trainable_params == 0:
             return "frozen"
         return "trained" if self.trainable_params == self.params else "partly trained"

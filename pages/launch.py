@@ -201,7 +201,7 @@ with right:
         where = "the classifier's input" if tap == PENULTIMATE else f"{tap}, {POOLING_LABELS[pooling]}"
         st.caption(f"The backbone runs forward once per image ({human(plan.forward_macs)} MACs), the features are "
                    f"cached on disk, and only the classifier learns: {features.formula} features per image "
-                   f"({where}).")
+                   f"({where})." + (" The layers after the tap are not run." if tap != PENULTIMATE else ""))
     else:
         row.metric("Trainable parameters", human(plan.params_trainable),
                    help=f"{plan.params_trainable:,} trainable, {plan.params_frozen:,} frozen")

@@ -181,9 +181,9 @@ def calculator() -> None:
                    help="Naive → with the reduction. " + " ; ".join(
                        c.params_formula for c in (result.naive, result.reduce, result.conv)))
     left, right = panes("calc-costs", 1, 1, min_width=360)
-    left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart")
-    right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart")
-    st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart")
+    left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart", width="stretch")
+    right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart", width="stretch")
+    st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart", width="stretch")
     st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                "channels than the k x k convolution can use cheaply.")
 
@@ -325,7 +325,7 @@ def _many_modules_chart(network) -> go.Figure:
         figure.add_bar(x=numbers, y=values, name=label, marker_color=color, customdata=names,
                        hovertemplate="%{customdata}<br>%{y:,} MACs<extra>" + label + "</extra>")
     figure.update_layout(barmode="group", height=420, margin={"t": 30}, yaxis_title="Multiply-accumulates",
-                         xaxis_title="Module, in the order it runs (hover for its name; the table lists them)",
+                         xaxis_title="Module, in the order it runs (hover for its name)",
                          legend={"orientation": "h", "y": -0.25})
     figure.update_yaxes(**count_axis([v for trace in figure.data for v in trace.y]))
     return figure
@@ -363,7 +363,7 @@ def real_modules() -> None:
     row.metric("Saved", f"{network.ratio:.2f}x")
     row.metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
                help="All of the network's MACs as built → with every module's reductions removed.")
-    st.plotly_chart(_module_chart(network), key="modules_chart")
+    st.plotly_chart(_module_chart(network), key="modules_chart", width="stretch")
     summary = pd.DataFrame([{"#": i, **m.summary()} for i, m in enumerate(network.modules, 1)]).rename(columns={
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
@@ -418,7 +418,7 @@ def global_average_pooling() -> None:
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="localized")
                                 for c in ("Model params", "Model params with the other head")})
-    st.plotly_chart(_head_chart(comparisons), key="gap_chart")
+    st.plotly_chart(_head_chart(comparisons), key="gap_chart", width="stretch")
 
 
 st.title("1x1 reductions")

@@ -92,7 +92,7 @@ def test_an_early_tap_counts_only_the_layers_that_run():
                          example_input(get_spec("tf_efficientnet_lite0"), 96)).rows
     last = max(i for i, row in enumerate(rows) if row.name.startswith("blocks.1.") and row.calls)
     assert early.forward_macs == sum(row.macs for row in rows[:last + 1]) < whole.forward_macs / 3
-    assert [p.state for p in early.parts] == ["frozen", "frozen"] + ["not run (after the tap)"] * 4
+    assert [p.state for p in early.parts] == ["frozen", "frozen"] + ["not run"] * 4
     assert all(p.runs for p in whole.parts)
 
 
