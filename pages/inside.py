@@ -192,7 +192,7 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
 
 
 @st.fragment
-def layer_browser(arch: str, result: Look) -> None:
+def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
     layer = layer_choice(arch, result.activations.layers)
     stats = result.statistics[layer.index]
@@ -217,14 +217,30 @@ def layer_browser(arch: str, result: Look) -> None:
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
                          f"{ORDER_LABELS[order].lower()}; each tile is labelled with its channel number.")
     with channel_col:
-        channel_view(layer, values, picture, result.view, colormap_name)
+        if layer.spatial is None:
+            vector_view(layer, values, names if layer.channels == len(names) else ())
+        else:
+            channel_view(layer, values, picture, result.view, colormap_name)
+
+
+VECTOR_TOP = 10
+
+
+def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) -> None:
+    """A layer that outputs a vector: its largest values as bars, named by class for the classifier's output."""
+    flat = np.ravel(values)
+    top = np.argsort(-flat, kind="stable")[:VECTOR_TOP][::-1]
+    labels = [f"{names[i]} ({i})" if names else f"unit {i}" for i in top]
+    figure = go.Figure(go.Bar(x=flat[top], y=labels, orientation="h", hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
+    figure.update_layout(height=60 + 30 * len(top), margin={"t": 10, "b": 40, "l": 10, "r": 10},
+                         xaxis_title="Logit (before softmax)" if names else "Value", yaxis={"type": "category"})
+    st.plotly_chart(figure, width="stretch", key=f"inside_vector_{layer.name}")
+    st.caption(f"{layer.name} outputs a vector of {layer.channels} values, not maps: the {len(top)} largest, "
+               + ("one per class." if names else "each tile on the left is one value."))
 
 
 def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray, colormap_name: str) -> None:
     """One channel of the layer, large and over the input."""
-    if layer.spatial is None:
-        st.info(f"{layer.name} outputs a vector of {layer.channels} values, not maps: each tile is one value.")
-        return
     means = channel_means(values)
     key = f"inside_channel_{layer.name}_{hashlib.sha256(means.tobytes()).hexdigest()[:12]}"  # new image: new labels
     channel = st.selectbox("Channel to see large", picture.channels, key=key,
@@ -431,7 +447,7 @@ if weights == NONE:
 tabs = st.tabs(["Layer browser", "Depth overview", "First-layer filters", "Class activation map", "Side by side"],
                key="inside_tabs")  # a stable key: the open tab stays open when the note above comes or goes
 with tabs[0]:
-    layer_browser(arch, result)
+    layer_browser(arch, result, label_set(loaded_model(arch, weights)).names)
 with tabs[1]:
     depth_overview(result)
 with tabs[2]:
