@@ -26,11 +26,11 @@ def profiles(depth: int, channels: int, batch_norm: bool, seed: int) -> dict[str
     return {v: asdict(p) for v, p in gradient_profiles(NetConfig(depth, channels, batch_norm, seed)).items()}
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def train_one(variant: str, depth: int, channels: int, batch_norm: bool, seed: int, epochs: int,
-              _on_epoch=None) -> list[dict]:
+              on_epoch=None) -> list[dict]:
+    """One variant's curve; not cached (it draws its progress as it goes), the last race is kept in the session."""
     curve = train_variant(NetConfig(depth, channels, batch_norm, seed), variant, TrainSettings(epochs=epochs),
-                          _on_epoch)
+                          on_epoch)
     return curves_as_histories({variant: curve})[variant]
 
 

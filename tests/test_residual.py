@@ -104,7 +104,7 @@ def test_page_shows_gradients_and_trains_both_on_demand():
     ids = _chart_ids(at)
     assert any("res_loss" in i for i in ids) and any("res_acc" in i for i in ids)
     assert any("Final training loss: plain" in str(c.value) for c in at.caption)
-    at.button(key="res_train").click().run()  # the same settings again: served from the cache
+    at.button(key="res_train").click().run()  # the same settings again: a second race
     assert not at.exception, at.exception
     assert any("res_loss" in i for i in _chart_ids(at)) and not at.warning
     at.toggle(key="res_bn").set_value(True).run()

@@ -42,7 +42,7 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     pick(page, "Architecture", "LeNet-5")
     expect(page.locator("[data-testid='stMetric']").filter(has_text="Trainable parameters")
            .locator("[data-testid='stMetricValue']")).to_have_text("61.7K", timeout=30_000)
-    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs = page.locator("input[aria-label='Epochs']:not([disabled])")  # not Strategy III's, still fading out
     epochs.fill("300")
     epochs.press("Enter")
     wait_for_app(page)
