@@ -157,14 +157,16 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
 
 
 def probe_figure(stages: list[dict]) -> go.Figure:
-    """A probe's accuracy per stage, stem to top: Strategy III's classifier on each stage's pooled features."""
+    """A probe's accuracy per stage, stem to top: Strategy III's classifier on each stage's pooled features. Each
+    validation label sits on the side away from the training line."""
     names = [f"{row['stage']}. {row['layer']}" for row in stages]
     figure = go.Figure()
     for key, label, dash in (("val_acc", "validation accuracy", "solid"), ("train_acc", "training accuracy", "dot")):
         figure.add_trace(go.Scatter(
             x=names, y=[row[key] for row in stages], name=label, mode="lines+markers+text" if key == "val_acc"
             else "lines+markers", line={"color": STRATEGY_COLORS["extract"], "dash": dash},
-            text=[f"{row[key]:.1%}" for row in stages], textposition="bottom center",
+            text=[f"{row[key]:.1%}" for row in stages],
+            textposition=["bottom center" if row["train_acc"] >= row["val_acc"] else "top center" for row in stages],
             customdata=[row["dim"] for row in stages],
             hovertemplate="%{x}: %{y:.1%} from %{customdata:,} features<extra>" + label + "</extra>"))
     low = min(min(row["val_acc"], row["train_acc"]) for row in stages)

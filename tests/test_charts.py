@@ -115,5 +115,6 @@ def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
     figure = probe_figure(stages)
     validation = next(t for t in figure.data if t.name == "validation accuracy")
     assert list(validation.x) == ["1. blocks.0", "5. bn2"] and list(validation.text) == ["68.0%", "97.0%"]
+    assert list(validation.textposition) == ["top center", "bottom center"], "away from the training line"
     low, high = figure.layout.yaxis.range
     assert 0.5 < low < 0.66 and high > 1.0
