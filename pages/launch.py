@@ -84,15 +84,18 @@ with left:
         st.caption("Strategy I starts from random weights.")
     else:
         pretrained = [o for o in weights_options(arch) if o.pretrained]
-        if not pretrained:
+        labels = {o.key: o.label + ("" if o.offline else " (download)") for o in pretrained}
+        labels |= {folder: f"Your run {label}" for folder, label in jobs.trained_models(arch).items()}
+        if not labels:
             st.error(f"{spec.title} has no pretrained weights; Strategy I (scratch) is the only choice for it.")
             weights = None
         else:
-            weights = st.selectbox("Pretrained weights", [o.key for o in pretrained], key=f"launch_weights_{arch}",
-                                   format_func=lambda k: next(o.label + ("" if o.offline else " (download)")
-                                                              for o in pretrained if o.key == k))
-            chosen = next(o for o in pretrained if o.key == weights)
-            if not chosen.offline and not downloadable(arch, weights):
+            weights = st.selectbox("Pretrained weights", list(labels), key=f"launch_weights_{arch}",
+                                   format_func=labels.get,
+                                   help="ImageNet weights, or the model one of your finished runs trained (with a "
+                                        "new head when your classes differ from its).")
+            chosen = next((o for o in pretrained if o.key == weights), None)
+            if chosen is not None and not chosen.offline and not downloadable(arch, weights):
                 st.warning(f"{chosen.label} weights need a download and cannot be fetched now: go online, or "
                            f"{download_source(arch, weights).copy_hint}.", icon=":material/cloud_off:")
                 weights = None

@@ -208,6 +208,15 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     table = compare.dataframe[0].value.set_index("Architecture")
     assert table.loc["LeNet-5", "Your best val acc"] == pytest.approx(RunStore().runs()[0].result["val_acc"])
 
+    again = open_page("pages/launch.py")  # Strategy II from the model that run trained
+    again.radio(key="launch_strategy").set_value("finetune").run()
+    again.selectbox(key="launch_arch").set_value("lenet5").run()
+    weights = again.selectbox(key="launch_weights_lenet5")
+    assert weights.value == str(jobs.run_dir(runs[0].id)) and weights.options[0].startswith(f"Your run {runs[0].id}")
+    next(b for b in again.button if b.label == "Launch").click().run()
+    assert not again.exception, again.exception
+    assert RunStore().runs()[0].config["weights"] == str(jobs.run_dir(runs[0].id))
+
 
 def test_runs_page_shows_a_running_run_and_cancels_it():
     store = RunStore()
