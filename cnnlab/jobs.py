@@ -5,7 +5,8 @@ boundaries.
 One worker per data directory (and per GPU with `gpu=N`) holds a lock file for its whole life, so a
 second one exits at once and the dashboard can tell whether one is alive. A worker that dies (kill -9,
 a power cut) leaves its runs 'running' with a dead process or a stale heartbeat: `recover_interrupted`
-marks them interrupted, and `resume` queues them again to continue from their last checkpoint.
+marks them interrupted, and `resume` queues them again to continue from their last checkpoint. A run that
+`cnnlab train` trains in a terminal (`run_here`) is a run of the same store, with a lock file of its own.
 """
 from __future__ import annotations
 
@@ -333,7 +334,8 @@ def execute(store: RunStore, run: Run, worker: str | None = None, callbacks: tup
         store.finish(run.id, status, result=_with_compute(store, run.id, config, result.to_json()), worker=worker)
     except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
         status = "cancelled"
-        store.finish(run.id, status, worker=worker)
+        store.finish(run.id, status, worker=worker,
+                     error="Cancelled while computing features: none were kept, so a resume computes them again.")
     except Exception as error:  # a failing run must not take the worker down
         store.log(run.id, traceback.format_exc().rstrip())
         store.finish(run.id, "failed", error=readable_error(error), worker=worker)
