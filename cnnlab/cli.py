@@ -265,19 +265,16 @@ def _run_training(config, out_dir=None, record: bool = False):
     is returned; else it writes to `out_dir` only and the engine's result is returned."""
     import warnings
 
-    from cnnlab.checkpoints import CheckpointError
-    from cnnlab.data import DatasetError
     from cnnlab.distributed import context_from_env
-    from cnnlab.jobs import run_here
-    from cnnlab.training import ConfigError, ConsoleProgress, run
-    from cnnlab.weights import WeightsError
+    from cnnlab.jobs import run_here, user_errors
+    from cnnlab.training import ConsoleProgress, run
 
     callbacks = [ConsoleProgress()] if context_from_env().is_main else []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
             return run_here(config, tuple(callbacks)) if record else run(config, callbacks, out_dir)
-    except (ConfigError, DatasetError, WeightsError, CheckpointError) as error:
+    except user_errors() as error:
         raise UsageError(str(error)) from None
 
 
@@ -299,21 +296,6 @@ def _make_run_config(strategy: str, args, **options):
 
 
 def _config_from_args(args):
-    """The run config the options describe, checked as far as it can be before the run (`training.preflight`)."""
-    from cnnlab.checkpoints import CheckpointError
-    from cnnlab.data import DatasetError
-    from cnnlab.training import ConfigError, preflight
-    from cnnlab.weights import WeightsError
-
-    config = _options_config(args)
-    try:
-        preflight(config)
-    except (ConfigError, DatasetError, WeightsError, CheckpointError) as error:
-        raise UsageError(str(error)) from None
-    return config
-
-
-def _options_config(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
@@ -336,9 +318,15 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_submit(args) -> None:
-    from cnnlab.jobs import submit, worker_alive
+    from cnnlab.jobs import submit, user_errors, worker_alive
+    from cnnlab.training import preflight
 
-    run_id = submit(_config_from_args(args))
+    config = _config_from_args(args)
+    try:
+        preflight(config)  # a queued run meets its data and weights only later, in the worker: check them now
+    except user_errors() as error:
+        raise UsageError(str(error)) from None
+    run_id = submit(config)
     if args.json:
         print_json({"run": run_id, "status": "queued", "worker_alive": worker_alive()})
         return

@@ -305,16 +305,27 @@ def _single_top_folder(root: Path) -> Path:
         root = children[0]
 
 
-def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation indices, each class split in the same proportion; the same seed gives the same split."""
+def require_two_per_class(targets: np.ndarray, classes: tuple[str, ...] = ()) -> None:
+    """DatasetError, naming them (by `classes` where given), when classes have a single image: a split needs one
+    for training and one for validation."""
+    lonely = [classes[i] if classes else str(i) for i in np.flatnonzero(np.bincount(np.asarray(targets)) == 1)]
+    if lonely:
+        raise DatasetError(f"every class needs at least 2 images to be split into train and validation; "
+                           f"{', '.join(lonely[:5])}{', ...' if len(lonely) > 5 else ''} "
+                           f"ha{'s' if len(lonely) == 1 else 've'} fewer")
+
+
+def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int = 0,
+                     classes: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices, each class split in the same proportion; the same seed gives the same split.
+    `classes` names the classes in the error for one with a single image."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < val_fraction < 1:
         raise DatasetError(f"the validation fraction must be between 0 and 1, not {val_fraction}")
     targets = np.asarray(targets)
+    require_two_per_class(targets, classes)
     counts = np.bincount(targets)
-    if counts[counts > 0].min() < 2:
-        raise DatasetError("every class needs at least 2 images to be split into train and validation")
     indices = np.arange(len(targets))
     n_classes = int((counts > 0).sum())
     val_size = max(n_classes, round(val_fraction * len(targets)))
@@ -444,10 +455,5 @@ def check_dataset(name: str) -> DatasetCheck:
         if host_reachable(TORCHVISION_URLS[kind]):
             return DatasetCheck(name, (), 0, download_from=TORCHVISION_URLS[kind])
         images = load_dataset(name)  # offline: raises the error a run would meet
-    counts = np.bincount(images.targets, minlength=len(images.classes))
-    too_few = [images.classes[i] for i in np.flatnonzero(counts < 2)]
-    if too_few:
-        raise DatasetError(f"every class needs at least 2 images to be split into train and validation; "
-                           f"{', '.join(too_few[:5])}{', ...' if len(too_few) > 5 else ''} "
-                           f"ha{'s' if len(too_few) == 1 else 've'} fewer")
+    require_two_per_class(images.targets, images.classes)
     return DatasetCheck(name, images.classes, len(images), images.skipped)

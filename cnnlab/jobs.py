@@ -297,18 +297,23 @@ class StoreReporter:
         self.store.log(self.run_id, f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s")
 
 
-def readable_error(error: BaseException) -> str:
-    """One line a user can act on, for an exception raised by a run."""
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors whose message is meant for the user as it is: bad options, data, weights or checkpoints."""
     from cnnlab.checkpoints import CheckpointError
     from cnnlab.data import DatasetError
     from cnnlab.training import ConfigError
     from cnnlab.weights import WeightsError
 
+    return ConfigError, DatasetError, WeightsError, CheckpointError
+
+
+def readable_error(error: BaseException) -> str:
+    """One line a user can act on, for an exception raised by a run."""
     import torch
 
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return "CUDA out of memory: try a smaller batch size or a smaller architecture"
-    if isinstance(error, (ConfigError, DatasetError, WeightsError, CheckpointError)):
+    if isinstance(error, user_errors()):
         return str(error)
     first_line = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
@@ -440,11 +445,6 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
     resumed by a worker). Returns the finished run; a failing run's error is recorded, then raised (a run refused
     before it began, for its options or data, is not kept). Ctrl-C marks the run interrupted at once and raises
     KeyboardInterrupt with the run's id as `run_id`."""
-    from cnnlab.checkpoints import CheckpointError
-    from cnnlab.data import DatasetError
-    from cnnlab.training import ConfigError
-    from cnnlab.weights import WeightsError
-
     store = store or RunStore()
     worker = _worker_id()
     with _hold_lock(_command_line_lock_path(), wait_s=0):
@@ -455,7 +455,7 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
         heartbeat.start()
         try:
             execute(store, store.get(run_id), worker, callbacks, reraise=True)
-        except (ConfigError, DatasetError, WeightsError, CheckpointError):
+        except user_errors():
             if not store.metrics(run_id, "start"):  # refused before it began: not a run worth keeping
                 store.delete(run_id)
                 shutil.rmtree(run_dir(run_id), ignore_errors=True)
@@ -490,6 +490,6 @@ def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
 
 
 __all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
-           "command_line_pids", "run_here",
+           "command_line_pids", "run_here", "user_errors",
            "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
            "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

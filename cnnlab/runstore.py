@@ -19,6 +19,7 @@ from cnnlab.paths import data_dir
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 BUSY_TIMEOUT_MS = 30_000
+QUEUE = "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)"  # oldest wait first
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -152,8 +153,7 @@ class RunStore:
         """Atomically move the oldest queued run to running for `worker`; None when the queue is empty."""
         now = time.time()
         with self._write() as db:
-            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at) "
-                             "LIMIT 1").fetchone()
+            row = db.execute(f"{QUEUE} LIMIT 1").fetchone()
             if row is None:
                 return None
             db.execute("UPDATE runs SET status = 'running', worker = ?, started_at = ?, heartbeat_at = ?, "
@@ -241,8 +241,7 @@ class RunStore:
     def queue_position(self, run_id: str) -> tuple[int, int]:
         """Where a queued run waits: (its place, counting from 1, the number of runs queued)."""
         with self._connect() as db:
-            queued = [r["id"] for r in db.execute(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)")]
+            queued = [r["id"] for r in db.execute(QUEUE)]
         return queued.index(run_id) + 1 if run_id in queued else 0, len(queued)
 
     def get(self, run_id: str) -> Run:

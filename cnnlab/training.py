@@ -630,7 +630,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     weights = resolve_weights(config)
     images = load_dataset(config.dataset)
     num_classes = len(images.classes)
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     train_set = TransformedSubset(images, train_idx, transforms_for(spec, True, config.image_size))
     val_set = TransformedSubset(images, distributed.shard(val_idx, runtime.dist),
                                 transforms_for(spec, False, config.image_size))
@@ -805,7 +805,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     stored_config = _run_dir_config(out_dir, config, images.classes, runtime.dist)
     features, cache = _features(model, spec, images, config, weights, runtime, [config.tap], callbacks)
     x = features[config.tap]
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
     head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
     params_frozen = sum(p.numel() for n, p in model.named_parameters() if not _inside(n.rsplit(".", 1)[0], spec.classifier))
@@ -886,7 +886,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     model, weights = _backbone(config, runtime)
     taps = list(spec.stages)
     features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
     rows = []
     for index, tap in enumerate(taps, start=1):
