@@ -13,7 +13,7 @@ from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freez
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
-from cnnlab.weights import NONE, download_source, downloadable, weights_options
+from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
@@ -225,13 +225,13 @@ def build_config(run_strategy: str, **overrides):
             options["freeze"] = freeze
         if run_strategy == "extract":
             options.update(classifier=classifier, tap=tap, tap_pooling=pooling)
-    if run_strategy == "scratch" or weights == NONE:
-        options["weights"] = None  # the strategy's default: random for I, pretrained for II and III
+    options["weights"] = None if run_strategy == "scratch" else pretrained_weights
     options.update(overrides)
     return make_config(run_strategy, arch, dataset, **options)
 
 
 ready = dataset is not None and weights is not None
+pretrained_weights = weights if weights not in (None, NONE) else ready_weights(arch)
 buttons = st.container(horizontal=True)
 if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
     try:
@@ -245,13 +245,14 @@ if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", dis
         st.session_state["selected_run"] = run_id
         st.switch_page("pages/runs.py")
 
-has_pretrained = any(o.pretrained for o in weights_options(arch))
+has_pretrained = pretrained_weights != NONE
 shootout_help = ("The same backbone and data with each strategy (defaults for the other two), to compare accuracy "
                  "against compute on the Compare runs page.")
-if not has_pretrained:
-    shootout_help += f" Needs pretrained weights for II and III; {get_spec(arch).title} has none."
+missing = "" if has_pretrained else f" Needs pretrained weights; {spec.title} " + (
+    "has them only as a download, which cannot be fetched now." if any(o.pretrained for o in weights_options(arch))
+    else "has none.")
 if buttons.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
-                  disabled=not (ready and has_pretrained), help=shootout_help):
+                  disabled=not (ready and has_pretrained), help=shootout_help + missing):
     try:
         configs = [build_config(s) for s in STRATEGY_INFO]
     except ConfigError as error:
@@ -268,7 +269,7 @@ probe_classifier = classifier if classifier in PROBE_CLASSIFIERS else "logreg"
 if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", disabled=not (ready and has_pretrained),
                   help="Strategy III at each stage of the frozen backbone, stem to top: validation accuracy per depth. "
                        "The lecture's claim, measured on your data: early features are general, late ones specific "
-                       f"to ImageNet. Classifier: {CLASSIFIER_LABELS[probe_classifier]}."):
+                       f"to ImageNet. Classifier: {CLASSIFIER_LABELS[probe_classifier]}." + missing):
     try:
         config = build_config("probe", classifier=probe_classifier)
     except ConfigError as error:

@@ -274,6 +274,27 @@ def test_shootout_queues_the_three_strategies_on_one_backbone():
         assert wait_status(run.id, ("cancelled", "succeeded", "failed")) in ("cancelled", "succeeded")
 
 
+def test_strategy_one_offers_the_shootout_only_where_pretrained_weights_can_load(monkeypatch):
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    at = open_page("pages/launch.py")
+    at.radio(key="launch_strategy").set_value("scratch").run()
+    at.selectbox(key="launch_arch").set_value("resnet18").run()
+    assert not at.exception, at.exception
+    for label in ("Strategy shootout: launch I, II and III", "Probe every stage"):
+        button = next(b for b in at.button if b.label == label)
+        assert button.disabled and "only as a download, which cannot be fetched now" in button.help
+    assert not next(b for b in at.button if b.label == "Launch").disabled  # Strategy I itself needs no weights
+    at.selectbox(key="launch_arch").set_value("tf_efficientnet_lite0").run()
+    next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
+    runs = RunStore().runs()
+    assert {r.config["strategy"]: r.config["weights"] for r in runs} == {
+        "scratch": "none", "finetune": "shipped", "extract": "shipped"}
+    for run in runs:
+        jobs.cancel(run.id)
+    for run in runs:
+        assert wait_status(run.id, ("cancelled", "succeeded", "failed")) in ("cancelled", "succeeded")
+
+
 def test_the_run_picker_switches_runs_and_a_link_opens_one():
     store = RunStore()
     first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store)
