@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import plotly.express as px
 import plotly.graph_objects as go
@@ -27,35 +28,101 @@ def stable_colors(keys: list[str]) -> dict[str, str]:
     return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
 
 
+def short_title(title: str) -> str:
+    """An architecture's title without its parenthesis ('GoogLeNet (Inception v1)' -> 'GoogLeNet'), for labels."""
+    return re.sub(r"\s*\(.*\)$", "", title)
+
+
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
-    """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters."""
-    points = [r for r in rows if r.get("top1") is not None]
+    """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters.
+    Each bubble is labelled with its architecture's short title on the side where the label covers least."""
+    points = [dict(r, label=short_title(r["title"])) for r in rows if r.get("top1") is not None]
+    size_max = 60
     figure = px.scatter(
-        points, x="gmacs", y="top1", size="params", color="family", text="title", log_x=True, size_max=60,
+        points, x="gmacs", y="top1", size="params", color="family", text="label", log_x=True, size_max=size_max,
         color_discrete_map=family_colors(rows),
-        hover_data={"params": ":,", "gmacs": ":.2f", "top1": ":.2f", "accuracy_source": True, "title": False},
+        hover_data={"title": True, "params": ":,", "gmacs": ":.2f", "top1": ":.2f", "accuracy_source": True,
+                    "label": False},
         labels={"gmacs": "Operations per image (GMACs, log scale)", "top1": "ImageNet top-1 accuracy (%)",
-                "params": "Parameters"},
+                "params": "Parameters", "title": "Architecture"},
     )
     figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False)
-    positions = label_positions([(math.log10(r["gmacs"]), r["top1"], r["title"]) for r in points])
+    x_range = [math.log10(min(r["gmacs"] for r in points) / 1.6), math.log10(max(r["gmacs"] for r in points) * 1.6)]
+    y_range = [min(r["top1"] for r in points) - 4, max(r["top1"] for r in points) + 4]
+    largest = max(r["params"] for r in points)
+    positions = place_labels([LabelledPoint(
+        (math.log10(r["gmacs"]) - x_range[0]) / (x_range[1] - x_range[0]),
+        (r["top1"] - y_range[0]) / (y_range[1] - y_range[0]), r["label"],
+        max(3.0, size_max / 2 * math.sqrt(r["params"] / largest))) for r in points])
     for trace in figure.data:
-        trace.textposition = [positions[title] for title in trace.text]
+        trace.textposition = [positions[label] for label in trace.text]
     figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},
                          legend={"orientation": "h", "y": -0.15, "yanchor": "top", "x": 0})
-    figure.update_xaxes(**log_axis([r["gmacs"] for r in points]))
+    figure.update_xaxes(**log_axis([r["gmacs"] for r in points]), range=x_range)
+    figure.update_yaxes(range=y_range)
     return figure
 
 
-def label_positions(points: list[tuple[float, float, str]], near_x: float = 0.16, near_y: float = 3.0) -> dict[str, str]:
-    """Text positions for labelled points (x, y, label): of two points within (`near_x`, `near_y`) of each other,
-    the higher one's label goes above it and the lower one's below, so close points do not print over each other."""
-    positions = {label: "top center" for _, _, label in points}
-    for x, y, label in sorted(points):
-        for other_x, other_y, other in points:
-            if other != label and abs(x - other_x) < near_x and abs(y - other_y) < near_y:
-                lower = label if (y, label) < (other_y, other) else other
-                positions[lower] = "bottom center"
+LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left",
+                   "top right", "top left", "bottom right", "bottom left")
+CHAR_PX, LINE_PX, GAP_PX = 6.6, 15.0, 3.0  # Plotly's 12 px sans-serif: average character width, line height
+
+
+@dataclass(frozen=True)
+class LabelledPoint:
+    """A marker to label, placed in a nominal plot area: x and y from 0 to 1 along the axes, radius in pixels."""
+    x: float
+    y: float
+    label: str
+    radius: float = 6.0
+
+
+def _label_box(point: LabelledPoint, position: str, width: float, height: float) -> tuple[float, ...]:
+    """The pixel box (left, bottom, right, top) a label at `position` takes, y upwards, the way Plotly sets text
+    beside a marker."""
+    x, y, r = point.x * width, point.y * height, point.radius
+    w = len(point.label) * CHAR_PX
+    vertical, horizontal = position.split()
+    bottom = {"top": y + r + GAP_PX, "bottom": y - r - GAP_PX - LINE_PX, "middle": y - LINE_PX / 2}[vertical]
+    side = r + GAP_PX if vertical == "middle" else r * 0.7
+    left = {"center": x - w / 2, "right": x + side, "left": x - side - w}[horizontal]
+    return left, bottom, left + w, bottom + LINE_PX
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(points: list[LabelledPoint], width: float = 520, height: float = 420) -> dict[str, str]:
+    """A Plotly text position for each point's label, so that labels print neither over each other nor over other
+    markers nor outside the plot, as far as they can in a `width` x `height` pixel plot (a narrow one: wider plots
+    only spread the points further). Crowded points choose first, each the position that covers least; ties go
+    to the first of LABEL_POSITIONS (above the marker)."""
+    markers = [(p.x * width - p.radius, p.y * height - p.radius, p.x * width + p.radius, p.y * height + p.radius)
+               for p in points]
+    frame = (0.0, 0.0, width, height)
+
+    def crowding(point: LabelledPoint) -> int:
+        return sum(abs(point.x - o.x) * width < 120 and abs(point.y - o.y) * height < 40 for o in points)
+
+    order = sorted(points, key=lambda p: (-crowding(p), p.label))
+    boxes: dict[str, tuple[float, ...]] = {}
+    positions: dict[str, str] = {}
+
+    def cost(point: LabelledPoint, position: str) -> float:
+        box = _label_box(point, position, width, height)
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        return (sum(_overlap(box, other) for label, other in boxes.items() if label != point.label) * 2
+                + sum(_overlap(box, m) for m, p in zip(markers, points) if p is not point)
+                + area - _overlap(box, frame))
+
+    for _ in range(3):  # the first sweep places labels greedily, the next ones move those still in the way
+        for point in order:
+            current = positions.get(point.label)
+            best = min(LABEL_POSITIONS, key=lambda position: cost(point, position))
+            if current is None or cost(point, best) < cost(point, current):
+                positions[point.label] = best
+                boxes[point.label] = _label_box(point, best, width, height)
     return positions
 
 
@@ -190,10 +257,16 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     low = max(0.0, min(accuracies, default=0.0) - 0.1)
     low = low if low > 0.3 else 0.0
     costs = [row[cost] for row in placed]
-    span = (math.log10(max(costs) * 6 / min(costs)) if log else max(costs) * 1.25) if costs else 1.0
-    positions = label_positions([((math.log10(r[cost] / min(costs)) if log else r[cost]) / (span or 1.0),
-                                  (r["val_acc"] - low) / (1.04 - low), r["run"]) for r in placed],
-                                near_x=0.15, near_y=0.08)
+    if log and costs:
+        x_range = [math.log10(min(costs) / 2), math.log10(max(costs) * 3)]
+    else:
+        x_range = [0, max(costs, default=0) * 1.25 or 1]
+
+    def along(value: float) -> float:
+        return (math.log10(value) - x_range[0]) / (x_range[1] - x_range[0]) if log else value / x_range[1]
+
+    positions = place_labels([LabelledPoint(along(r[cost]), (r["val_acc"] - low) / (1.04 - low), r["run"], 6.5)
+                              for r in placed], height=300)
     figure = go.Figure()
     grouped = sorted(placed, key=lambda r: list(STRATEGY_SYMBOLS).index(r["strategy"]))
     for i, row in enumerate(grouped):
@@ -212,8 +285,5 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%",
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
-    if log and costs:
-        figure.update_xaxes(**log_axis(costs), range=[math.log10(min(costs) / 2), math.log10(max(costs) * 3)])
-    elif costs:
-        figure.update_xaxes(range=[0, max(costs) * 1.25 or 1])
+    figure.update_xaxes(**(log_axis(costs) if log and costs else {}), range=x_range)
     return figure

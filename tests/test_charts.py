@@ -3,27 +3,39 @@ from __future__ import annotations
 
 import math
 
-from cnnlab.charts import (accuracy_vs_cost, accuracy_vs_operations, confusion_figure, count_axis, label_positions,
-                           log_axis, metric_bars, probe_figure, run_curves)
+from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_vs_cost, accuracy_vs_operations,
+                           confusion_figure, count_axis, log_axis, metric_bars, place_labels, probe_figure, run_curves,
+                           short_title)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
 
 
-def test_accuracy_chart_keeps_close_labels_apart():
+def test_accuracy_chart_labels_cover_no_other_label_or_bubble_at_a_narrow_width():
     rows = architecture_rows()
     figure = accuracy_vs_operations(rows)
-    shown = {title: (x, y, position) for trace in figure.data
-             for title, x, y, position in zip(trace.text, trace.x, trace.y, trace.textposition)}
-    assert set(shown) == {r["title"] for r in rows if r["top1"] is not None}
-    for a, (xa, ya, pa) in shown.items():
-        for b, (xb, yb, pb) in shown.items():
-            close = a < b and abs(math.log10(xa / xb)) < 0.1 and abs(ya - yb) < 1
-            assert not close or pa != pb, f"{a} and {b} print their labels on top of each other"
+    shown = {label: position for trace in figure.data for label, position in zip(trace.text, trace.textposition)}
+    assert set(shown) == {short_title(r["title"]) for r in rows if r["top1"] is not None}
+    assert "GoogLeNet" in shown and "Inception v3" in shown  # the parenthesis is left to the hover
+    x_low, x_high = figure.layout.xaxis.range
+    y_low, y_high = figure.layout.yaxis.range
+    largest = max(r["params"] for r in rows if r["top1"] is not None)
+    points = [LabelledPoint((math.log10(r["gmacs"]) - x_low) / (x_high - x_low), (r["top1"] - y_low) / (y_high - y_low),
+                            short_title(r["title"]), max(3.0, 30 * math.sqrt(r["params"] / largest)))
+              for r in rows if r["top1"] is not None]
+    boxes = {p.label: _label_box(p, shown[p.label], 520, 420) for p in points}
+    clashes = [(a, b) for a in boxes for b in boxes if a < b and _overlap(boxes[a], boxes[b]) > 0]
+    assert clashes == []
 
 
-def test_label_positions_alternate_only_when_crowded():
-    positions = label_positions([(0.0, 70.0, "a"), (0.05, 70.5, "b"), (2.0, 70.0, "c")])
-    assert positions == {"a": "bottom center", "b": "top center", "c": "top center"}  # the higher one's above
+def test_labels_move_aside_only_when_crowded():
+    alone = place_labels([LabelledPoint(0.2, 0.5, "a"), LabelledPoint(0.8, 0.5, "b")])
+    assert alone == {"a": "top center", "b": "top center"}
+    crowded = place_labels([LabelledPoint(0.5, 0.5, "first label"), LabelledPoint(0.52, 0.52, "second label")])
+    boxes = [_label_box(p, crowded[p.label], 520, 420) for p in
+             (LabelledPoint(0.5, 0.5, "first label"), LabelledPoint(0.52, 0.52, "second label"))]
+    assert _overlap(*boxes) == 0
+    edge = place_labels([LabelledPoint(0.5, 0.99, "at the top")])
+    assert edge == {"at the top": "bottom center"}  # not outside the plot
 
 
 def test_accuracy_vs_cost_leaves_room_for_the_rightmost_label():
