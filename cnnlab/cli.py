@@ -199,12 +199,12 @@ def _cmd_reduce(args) -> None:
         _print_reduction(result)
 
 
-def _image_arch(args) -> str:
+def _arch_of(args) -> str:
     """--arch, else the run's architecture when --weights is a run folder, else the default architecture."""
     from cnnlab.registry import DEFAULT_ARCH
     from cnnlab.weights import trained_arch
 
-    return args.arch or trained_arch(args.weights) or DEFAULT_ARCH
+    return args.arch or (args.weights and trained_arch(args.weights)) or DEFAULT_ARCH
 
 
 def _cmd_predict(args) -> None:
@@ -217,7 +217,7 @@ def _cmd_predict(args) -> None:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
-            result = predict_image(args.image, _image_arch(args), args.weights, args.top)
+            result = predict_image(args.image, _arch_of(args), args.weights, args.top)
     except (ImageInputError, WeightsError) as error:
         raise UsageError(str(error)) from None
     rows = [{"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 4)}
@@ -290,7 +290,7 @@ def _make_run_config(strategy: str, args, **options):
     from cnnlab.training import ConfigError, make_config
 
     try:
-        return make_config(strategy, args.arch, args.dataset, **options)
+        return make_config(strategy, _arch_of(args), args.dataset, **options)
     except ConfigError as error:
         raise UsageError(str(error)) from None
 
@@ -447,7 +447,7 @@ def _cmd_features(args) -> None:
         raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
-    args.arch = _image_arch(args)
+    args.arch = _arch_of(args)
     spec = get_spec(args.arch)
     try:
         loaded = load_weights(args.arch, args.weights)
@@ -489,7 +489,9 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     """The options of a run; with `strategies`, a required --strategy among them, else the probe's options."""
     if strategies:
         parser.add_argument("--strategy", required=True, choices=strategies)
-    parser.add_argument("--arch", required=True, type=arch_choice, help="an architecture (see cnnlab models)")
+    parser.add_argument("--arch", type=arch_choice,
+                        help="an architecture (see cnnlab models); default: the run's when --weights is a run "
+                             "folder, else tf_efficientnet_lite0")
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "

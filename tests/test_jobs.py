@@ -175,6 +175,19 @@ def test_cli_submit_queues_a_probe_with_its_options(capsys):
     assert "invalid choice: 'probe'" in capsys.readouterr().err
 
 
+def test_cli_runs_take_the_default_architecture_or_the_one_of_the_run_they_start_from(capsys):
+    from cnnlab.cli import main
+
+    assert main(["submit", "--strategy", "extract", "--dataset", "digits", "--json"]) == 0
+    assert RunStore().get(json.loads(capsys.readouterr().out)["run"]).config["arch"] == "tf_efficientnet_lite0"
+    assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1",
+                 "--json"]) == 0
+    lenet_run = json.loads(capsys.readouterr().out)["run"]
+    assert main(["submit", "--strategy", "finetune", "--dataset", "digits", "--weights", lenet_run, "--json"]) == 0
+    config = RunStore().get(json.loads(capsys.readouterr().out)["run"]).config
+    assert config["arch"] == "lenet5" and config["weights"].endswith(lenet_run)
+
+
 def test_a_gpu_worker_sees_only_its_gpu_counted_among_the_visible_ones():
     assert jobs.gpu_visibility(1, None) == "1"
     assert jobs.gpu_visibility(1, "3,5") == "5"  # GPU 1 of the two this shell shows
