@@ -68,6 +68,7 @@ table = table.drop(columns=unmeasured + ([] if yours else ["Your best val acc", 
 st.dataframe(
     table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
+        "Architecture": st.column_config.TextColumn(pinned=True),
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
         "GMACs": st.column_config.NumberColumn(format="%.3g"),
         "Top-1 %": st.column_config.NumberColumn(format="%.1f"),

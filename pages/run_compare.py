@@ -47,7 +47,7 @@ def draw_comparison(chosen: list[str]) -> None:
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
                                "params_trainable", "params_frozen"],
-                 column_config={"run": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
+                 column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
                                 "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),

@@ -81,7 +81,7 @@ def draw_table() -> None:
     summaries["arch"] = summaries["arch"].map(arch_title)
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "strategy", "arch", "dataset", "duration_s", "created"],
-                 column_config={"id": "Run", "status": "Status", "strategy": "Strategy", "arch": "Architecture",
+                 column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset", "created": "Created",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
                                 "duration_s": st.column_config.NumberColumn(
