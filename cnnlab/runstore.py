@@ -18,6 +18,7 @@ from cnnlab.paths import data_dir
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE = ("queued", "running")
 BUSY_TIMEOUT_MS = 30_000
 QUEUE = "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)"  # oldest wait first
 
@@ -58,7 +59,8 @@ CREATE INDEX IF NOT EXISTS logs_by_run ON logs(run_id, at);
 
 @dataclass(frozen=True)
 class Run:
-    """One row of the runs table, with its JSON columns decoded."""
+    """One row of the runs table, with its JSON columns decoded; `result` is what the run last ended with (none
+    while it is queued or running)."""
 
     id: str
     config: dict
@@ -186,12 +188,14 @@ class RunStore:
     def finish(self, run_id: str, status: str, result: dict | None = None, error: str | None = None,
                worker: str | None = None) -> bool:
         """Close a run as succeeded, failed or cancelled. With `worker`, only if that worker still runs it (a run
-        marked interrupted and resumed elsewhere is not overwritten); returns whether the run was closed."""
+        marked interrupted and resumed elsewhere is not overwritten); returns whether the run was closed. Without
+        `result` the run keeps the one it had, if any (a resumed run that fails again keeps its earlier result)."""
         if status not in FINISHED:
             raise ValueError(f"a run finishes as one of {sorted(FINISHED)}, not {status!r}")
         owned = " AND status = 'running' AND worker = ?" if worker is not None else ""
         with self._write() as db:
-            changed = db.execute(f"UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?{owned}",
+            changed = db.execute("UPDATE runs SET status = ?, result = COALESCE(?, result), error = ?, finished_at = ? "
+                                 f"WHERE id = ?{owned}",
                                  (status, json.dumps(result) if result is not None else None, error, time.time(), run_id,
                                   *([worker] if worker is not None else []))).rowcount
         return changed == 1
@@ -228,14 +232,15 @@ class RunStore:
 
     def requeue(self, run_id: str) -> None:
         """Put an interrupted, failed or cancelled run back at the end of the queue (it resumes from its checkpoint);
-        it keeps its creation time, and its duration starts again when a worker takes it."""
+        it keeps its creation time, and its duration starts again when a worker takes it. Its earlier result is
+        kept, unseen while the run is queued or running, for the case that it ends again without a new one."""
         with self._write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no run {run_id!r}")
             if row["status"] not in ("interrupted", "failed", "cancelled"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
-            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, result = NULL, "
+            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, "
                        "started_at = NULL, finished_at = NULL, queued_at = ? WHERE id = ?", (time.time(), run_id))
 
     def queue_position(self, run_id: str) -> tuple[int, int]:
@@ -286,6 +291,7 @@ def _run(row: sqlite3.Row) -> Run:
         id=row["id"], config=json.loads(row["config"]), status=row["status"], created_at=row["created_at"],
         started_at=row["started_at"], finished_at=row["finished_at"], worker=row["worker"],
         heartbeat_at=row["heartbeat_at"], cancel_requested=bool(row["cancel_requested"]), error=row["error"],
-        result=json.loads(row["result"]) if row["result"] else None, checkpoint=row["checkpoint"],
+        result=json.loads(row["result"]) if row["result"] and row["status"] not in ACTIVE else None,
+        checkpoint=row["checkpoint"],
         checkpoint_at=row["checkpoint_at"],
     )

@@ -8,11 +8,10 @@ from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
 from cnnlab.data import dataset_label
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
-from cnnlab.runstore import RunStore
+from cnnlab.runstore import ACTIVE, RunStore
 from pages.widgets import EMPTY, panes
 
 REFRESH = "3s"
-ACTIVE = ("queued", "running")
 
 
 def draw_comparison(chosen: list[str]) -> None:

@@ -12,12 +12,11 @@ from cnnlab.images import fit_within
 from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
-from cnnlab.runstore import RunStore
+from cnnlab.runstore import ACTIVE, RunStore
 from pages.common import current_settings
 from pages.widgets import EMPTY, metric_row, panes
 
 REFRESH = "2s"
-ACTIVE = ("queued", "running")
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
                  "interrupted": "violet"}
 
@@ -194,6 +193,8 @@ if checkpoint and run.status == "succeeded":
 result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")
+    if run.status != "succeeded":
+        st.caption("The run stopped before it finished: these results are of its model as it stood then.")
     row = metric_row()
     row.metric("Validation accuracy", f"{result['val_acc']:.1%}")
     row.metric("Training time", f"{result['train_time_s']:.1f} s")

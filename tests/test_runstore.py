@@ -88,6 +88,22 @@ def test_only_the_owning_worker_closes_a_run_and_a_resume_starts_clean(tmp_path)
     assert store.last_metric(run_id, "step")["step_seen"] == 1
 
 
+def test_a_resumed_run_that_ends_without_a_new_result_shows_its_earlier_one(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = store.submit({"n": 1})
+    store.claim_next("w")
+    store.finish(run_id, "cancelled", result={"val_acc": 0.5}, worker="w")
+    store.requeue(run_id)
+    assert store.get(run_id).result is None
+    assert store.request_cancel(run_id) == "cancelled"  # cancelled again before a worker took it
+    assert store.get(run_id).result == {"val_acc": 0.5}
+    store.requeue(run_id)
+    store.claim_next("w")
+    store.finish(run_id, "failed", error="out of memory", worker="w")
+    run = store.get(run_id)
+    assert (run.status, run.error, run.result) == ("failed", "out of memory", {"val_acc": 0.5})
+
+
 def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite3")
     run_id = store.submit({"n": 1})
