@@ -255,6 +255,7 @@ class StoreReporter:
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
+        self._loss = None
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
@@ -266,6 +267,10 @@ class StoreReporter:
             raise self._stop_run()  # marked interrupted (and perhaps resumed elsewhere): this worker lets go
 
     def on_run_start(self, event) -> None:
+        if self.store.metrics(self.run_id, "start"):
+            self.store.log(self.run_id, f"resumed from the checkpoint saved after epoch {event.start_epoch}: an epoch "
+                                        "left unfinished is trained again" if event.start_epoch else
+                           "resumed with no finished epoch to go on from: training starts again at epoch 1")
         self.store.log(self.run_id, event.summary())
         self.store.add_metrics(self.run_id, "start", event.start_epoch, {
             "device": event.device, "classes": list(event.classes), "train_size": event.train_size,
@@ -274,13 +279,14 @@ class StoreReporter:
 
     def on_step(self, event) -> None:
         self._steps += 1
+        self._loss = event.loss if event.loss is not None else self._loss
         now = time.monotonic()
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
         self._last_report = now
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
-            "steps": event.steps, "loss": event.loss, "lr": event.lr})
+            "steps": event.steps, "loss": self._loss if event.phase == "train" else event.loss, "lr": event.lr})
         self._check_cancel()
 
     def on_epoch_end(self, metrics) -> None:

@@ -271,11 +271,12 @@ class RunStore:
                               (run_id, kind)).fetchall()
         return [{"step": r["step"], **json.loads(r["data"])} for r in rows]
 
-    def last_metric(self, run_id: str, kind: str = "step") -> dict | None:
-        """The metric row of one kind written last (the live progress of a run), or None."""
+    def last_metric(self, run_id: str, kind: str = "step", since: float | None = None) -> dict | None:
+        """The metric row of one kind written last (the live progress of a run), or None; with `since` (a time),
+        only a row written then or later (a resumed run's own, not its earlier attempt's)."""
         with self._connect() as db:
-            row = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? ORDER BY rowid DESC LIMIT 1",
-                             (run_id, kind)).fetchone()
+            row = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? AND at >= ? "
+                             "ORDER BY rowid DESC LIMIT 1", (run_id, kind, since or 0.0)).fetchone()
         return {"step": row["step"], **json.loads(row["data"])} if row else None
 
     def logs(self, run_id: str, limit: int = 200) -> list[str]:

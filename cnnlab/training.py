@@ -190,7 +190,7 @@ class RunStart:
         c = self.config
         resumed = f", resuming after epoch {self.start_epoch}" if self.start_epoch else ""
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
-        return (f"{c.strategy} {c.arch} ({c.weights} weights) on {c.dataset}: {len(self.classes)} classes, "
+        return (f"{c.strategy} {c.arch} ({resolve_weights(c)} weights) on {c.dataset}: {len(self.classes)} classes, "
                 f"{self.train_size} train / {self.val_size} val images, {self.device}{ranks}; parameters: "
                 f"{self.params_trainable:,} trainable, {self.params_frozen:,} frozen{resumed}")
 

@@ -127,7 +127,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
     st.markdown(f":{color}-badge[{current.status}] **{jobs.run_label(current)}**{elapsed}")
     if current.error:
         (st.error if current.status == "failed" else st.warning)(current.error)
-    step = live_store.last_metric(run_id, "step")
+    step = live_store.last_metric(run_id, "step", since=current.started_at)
     if current.status == "running" and step:
         fraction, text = progress_of(step)
         st.progress(fraction, text=text)

@@ -140,6 +140,8 @@ def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
     assert run.result["train_time_s"] >= sum(m["time_s"] for m in run.result["epochs"]), "the time before counts"
     resumed_at = store.metrics(run_id, "start")[-1]["start_epoch"]
     assert resumed_at == saved  # continued from the checkpoint, not from scratch
+    assert f"resumed from the checkpoint saved after epoch {saved}" in "\n".join(store.logs(run_id))
+    assert all(row["loss"] is not None for row in store.metrics(run_id, "step") if row["phase"] == "train")
     with pytest.raises(ValueError, match="only interrupted"):
         jobs.resume(run_id, store)
 

@@ -86,6 +86,7 @@ def test_only_the_owning_worker_closes_a_run_and_a_resume_starts_clean(tmp_path)
     for step in (5, 1):  # a resumed run counts its steps from 1 again: the latest row is the last written
         store.add_metrics(run_id, "step", step, {"step_seen": step})
     assert store.last_metric(run_id, "step")["step_seen"] == 1
+    assert store.last_metric(run_id, "step", since=time.time() + 1) is None  # nothing since a later (re)start
 
 
 def test_a_resumed_run_that_ends_without_a_new_result_shows_its_earlier_one(tmp_path):
