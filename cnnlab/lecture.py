@@ -11,7 +11,7 @@ from cnnlab.registry import get_spec
 
 @dataclass(frozen=True)
 class Claim:
-    """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top5_error', 'conv_layers',
+    """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top1_error', 'top5_error', 'conv_layers',
     'pool_layers', 'dense_layers', 'dropout_layers' or 'first_conv_filters'."""
 
     arch: str
@@ -50,6 +50,12 @@ CLAIMS = (
     Claim("alexnet", "dropout_layers", 3, "using a Dropout layer after every FC layer",
           "Dropout is used in the first two fully connected layers only (paper, section 4.2); the output layer "
           "has none.", tolerance=0.0),
+    Claim("alexnet", "top1_error", 39.7, "On the test data, we achieved top-1 and top-5 error rates of 39.7% and 18.9%",
+          "The paper's numbers are for the LSVRC-2010 test set; torchvision's weights (the single-GPU 'one weird "
+          "trick' variant) are measured on the ILSVRC-2012 validation set, one centre crop.", tolerance=0.02),
+    Claim("alexnet", "top5_error", 18.9, "On the test data, we achieved top-1 and top-5 error rates of 39.7% and 18.9%",
+          "As for top-1: LSVRC-2010 test set in the paper, ILSVRC-2012 validation (one crop) for torchvision's "
+          "weights.", tolerance=0.02),
     Claim("vgg16", "params", 138_000_000, "VGGNet ... Parameters Learned: 138 Million",
           "Exact for VGG-16 (138,357,544); VGG-19 has 143.7M.", tolerance=0.01),
     Claim("googlenet", "params", 4_000_000,
@@ -90,8 +96,9 @@ def measure(claim: Claim) -> ClaimCheck:
     if claim.quantity == "first_conv_filters":
         first = next(row for row in profile.rows if row.type == nn.Conv2d.__name__)
         return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")
-    if claim.quantity == "top5_error":
-        return ClaimCheck(claim, round(100 - spec.accuracy.top5, 2), spec.accuracy.source)
+    if claim.quantity in ("top1_error", "top5_error"):
+        accuracy = spec.accuracy.top1 if claim.quantity == "top1_error" else spec.accuracy.top5
+        return ClaimCheck(claim, round(100 - accuracy, 2), spec.accuracy.source)
     raise ValueError(f"unknown quantity {claim.quantity!r}")
 
 

@@ -41,6 +41,7 @@ dense layers) whose convolutions are counted."""
 
 REDUCTION = "reduction"
 OWN_BRANCH = "own branch"
+SHORTCUT = "projection shortcut"
 POOL_PROJECTION = "pool projection"
 EXPANSION = "expansion"
 PROJECTION = "projection"
@@ -53,7 +54,9 @@ ROLE_DESCRIPTIONS = {
                "it has more output channels than input, as in DenseNet's first layers, it widens and costs more "
                "than it saves)",
     OWN_BRANCH: "1x1 branch of its own: its output goes to the module's output, not into a larger convolution "
-                "(the 1x1 branch, ResNet's projection shortcut)",
+                "(Inception's 1x1 branch)",
+    SHORTCUT: "1x1 on a residual block's shortcut: it matches the input's channels and size to the block's output "
+              "so that the two can be added (ResNet's y = F(x) + Wx); not a branch of the block's own work",
     POOL_PROJECTION: "1x1 after the pooling branch's pool, setting that branch's width",
     EXPANSION: "1x1 on the branches' outputs that widens them again (ResNet's last 1x1, Inception-ResNet's "
                "1x1 before the residual addition)",
@@ -568,7 +571,9 @@ def _analyse_module(path: str, module: nn.Module, trace: _Trace,
             if fed == {_INPUT}:
                 feeds_larger = any(convs[c].kernel_size != (1, 1) for c in consumers[name])
                 is_reduction = feeds_larger and name not in reaches_output and conv.groups == 1
-                return REDUCTION if is_reduction else OWN_BRANCH
+                if is_reduction:
+                    return REDUCTION
+                return SHORTCUT if any(word in name for word in ("downsample", "shortcut")) else OWN_BRANCH
             return EXPANSION if conv.out_channels > conv.in_channels // conv.groups else PROJECTION
         if fed == {_INPUT}:
             return FULL_INPUT

@@ -222,9 +222,9 @@ def _specs() -> tuple[ArchSpec, ...]:
             ),
         ),
         ArchSpec(
-            name="lecture_cnn", title="Lecture CNN (Keras Sequential)", family="Plain CNN", year=2024,
-            paper=_paper("Lecture 4: Transfer Learning and Pre-Trained ConvNets (slide 'Training a CNN Model from "
-                         "Scratch'); the Keras model follows Chollet's Deep Learning with Python, ch. 5", "Irfan", 2024,
+            name="lecture_cnn", title="Lecture CNN (Keras Sequential)", family="Plain CNN", year=2017,
+            paper=_paper("Deep Learning with Python, ch. 5 (Chollet's cats-vs-dogs convnet, the lecture's slide "
+                         "'Training a CNN Model from Scratch')", "Chollet", 2017,
                          "https://keras.io/guides/sequential_model/"),
             source=CNNLAB, builder="cnnlab.archs.lecture_cnn", input_size=(3, 150, 150), num_classes=1,
             fixed_input_size=True, min_input_size=150,
@@ -250,7 +250,13 @@ def _specs() -> tuple[ArchSpec, ...]:
                 "The paper splits the network across two GPUs (grouped connections in conv2, conv4, conv5); "
                 "torchvision uses one.",
                 "The paper's input is 224x224 (227x227 in the lecture and Caffe, which makes the arithmetic of "
-                "the 11x11 stride-4 conv work); torchvision pads by 2 and takes 224.",
+                "the 11x11 stride-4 conv work); torchvision pads by 2 and takes 224, so a 227 input gives 56x56 "
+                "maps after the first conv, not 55x55.",
+                "The lecture's '15 million high-resolution images' is the whole of ImageNet at the time; AlexNet was "
+                "trained on the 1.2 million images of its ILSVRC subset (the abstract on the same slide: 1.3 million "
+                "in LSVRC-2010).",
+                "Its published 39.7% / 18.9% top-1 / top-5 errors are on the LSVRC-2010 test set; the accuracy shown "
+                "here (56.5% / 79.1%) is torchvision's, on the ILSVRC-2012 validation set.",
             ),
         ),
         _torchvision_spec(
@@ -393,7 +399,8 @@ def _specs() -> tuple[ArchSpec, ...]:
 
 @cache
 def registry() -> dict[str, ArchSpec]:
-    """All architectures by name, in the order the lab presents them (roughly by year)."""
+    """All architectures by name, in the order the lab presents them: the two small CNNs one trains from scratch
+    (LeNet-5, the lecture's Keras CNN) first, then the ImageNet networks roughly by year."""
     specs = _specs()
     return {spec.name: spec for spec in specs}
 

@@ -41,8 +41,15 @@ def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
         "Architecture": get_spec(c.claim.arch).title, "What": c.claim.quantity.replace("_", " "),
         "Lecture says": c.claim.stated, "cnnlab measures": c.measured, "Agrees": c.agrees,
-        "Slide": c.claim.quote, "Why": c.claim.note,
     } for c in check_claims()])
+
+
+def claim_notes() -> str:
+    """Each claim's slide quote and why the lab's number differs (or agrees only roughly): the disagreements first."""
+    checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: c.agrees)
+    return "\n".join(f"- {'' if c.agrees else ':red[**differs**] '}**{get_spec(c.claim.arch).title}, "
+                     f"{c.claim.quantity.replace('_', ' ')}**: slide *\"{c.claim.quote}\"*. {c.claim.note}"
+                     for c in checks)
 
 
 try:
@@ -116,9 +123,10 @@ st.subheader("Lecture claims, checked")
 claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
              column_config={"Agrees": st.column_config.CheckboxColumn(),
-                            "Why": st.column_config.TextColumn(width="large"),
                             "Lecture says": st.column_config.NumberColumn(format="localized"),
                             "cnnlab measures": st.column_config.NumberColumn(format="localized")})
+st.markdown("**Why the numbers differ**")
+st.markdown(claim_notes())
 
 st.subheader("Inside one architecture")
 arch = arch_picker("compare_arch")

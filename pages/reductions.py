@@ -87,7 +87,11 @@ def _linked_input(field: str, label: str, slider_max: int, number_max: int, disa
 def _cost_bars(result, metric: str, title: str) -> go.Figure:
     """Naive against reduced, the reduced bar stacked from its 1x1 and k x k parts."""
     figure = go.Figure()
-    parts = [("naive", "naive", result.naive)]
+    if result.reduce is None:
+        k = result.setup.kernel
+        parts = [(f"{k}x{k} convolution", "naive", result.naive)]
+    else:
+        parts = [("naive", "naive", result.naive)]
     if result.reduce is not None:
         parts += [("with 1x1 reduction", "1x1 reduction", result.reduce),
                   ("with 1x1 reduction", "k x k convolution", result.conv)]
@@ -154,7 +158,7 @@ def calculator() -> None:
     k = f"{setup.kernel}x{setup.kernel}"
     lines = [f"Input {setup.height}x{setup.width}x{setup.in_channels}, output "
              f"{setup.height}x{setup.width}x{setup.out_channels}.",
-             f"Number of operations (naive {k}) = {result.naive.formula}"]
+             f"Number of operations ({'naive ' if result.reduce is not None else ''}{k}) = {result.naive.formula}"]
     if result.reduce is not None:
         lines += [f"Number of operations for 1x1 = {result.reduce.formula}",
                   f"Number of operations for {k} = {result.conv.formula}",
@@ -162,7 +166,7 @@ def calculator() -> None:
     st.markdown("  \n".join(f"`{line}`" if "=" in line else line for line in lines))
 
     row = metric_row()
-    row.metric("Naive MACs", human(result.naive.macs))
+    row.metric("Naive MACs" if result.reduce is not None else "MACs", human(result.naive.macs))
     if result.reduce is None:
         row.metric("Output", f"{setup.height}x{setup.width}x{setup.out_channels}")
         row.metric("Parameters", human(result.naive.params), help=result.naive.params_formula)
@@ -183,9 +187,15 @@ def calculator() -> None:
     left, right = panes("calc-costs", 1, 1, min_width=360)
     left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart", width="stretch")
     right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart", width="stretch")
-    st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart", width="stretch")
-    st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
-               "channels than the k x k convolution can use cheaply.")
+    if setup.kernel == 1 and result.reduce is None:
+        st.caption("A 1x1 convolution sees one position at a time: at each pixel it takes a weighted sum of the "
+                   "C_in channels, once per filter. It compresses depth (here 100 channels to 20), not space, and "
+                   "finds no spatial pattern: where the slide says it 'can extract spatial information', read "
+                   "'combines the channels at each position'.")
+    if result.reduce is not None:
+        st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart", width="stretch")
+        st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
+                   "channels than the k x k convolution can use cheaply.")
 
 
 FACTOR_FIELDS = (  # setup field, label, help, maximum, step
@@ -376,8 +386,9 @@ def real_modules() -> None:
                    "then 48 filters). torchvision's GoogLeNet uses 3x3 where the paper has 5x5 in that branch, "
                    "so its numbers here are smaller than the slide's; the calculator shows the paper's 5x5.")
     if any(m.ratio < 1 for m in network.modules):
-        st.caption("A 'saved' below 1 means the module's 1x1 widens instead of narrowing (DenseNet's first "
-                   "layers, ResNet's first block): there the reduction costs more than it saves.")
+        st.caption("A 'saved' below 1 means the module's 1x1 does not narrow: it keeps the width (ResNet-50's first "
+                   "block, 64 channels in and 64 out) or widens it (DenseNet's first layers), so there the 1x1 costs "
+                   "more than it saves.")
     module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module")
     module = next(m for m in network.modules if m.path == module_path)
     st.dataframe(_conv_table(module), hide_index=True, placeholder=EMPTY, width="stretch",

@@ -17,6 +17,9 @@ def test_lecture_claims_are_checked_against_measurements():
     assert checks[("alexnet", "conv_layers")].agrees and not checks[("alexnet", "pool_layers")].agrees
     assert checks[("alexnet", "pool_layers")].measured == 3 and checks[("alexnet", "dropout_layers")].measured == 2
     assert checks[("googlenet", "top5_error")].measured == pytest.approx(10.47)
+    alexnet_top1, alexnet_top5 = checks[("alexnet", "top1_error")], checks[("alexnet", "top5_error")]
+    assert (alexnet_top1.measured, alexnet_top5.measured) == (pytest.approx(43.48), pytest.approx(20.93))
+    assert not alexnet_top1.agrees and "LSVRC-2010" in alexnet_top1.claim.note  # another test set, said so
     assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
 
 

@@ -13,7 +13,7 @@ from cnnlab.cli import main
 from cnnlab.profiling import human, profile_arch, profile_model
 from cnnlab.reductions import (
     AFTER_REDUCTION, EXPANSION, FACTORIZATION_EXAMPLE, GAP, FLATTEN, LECTURE_COMPRESSION_EXAMPLE,
-    LECTURE_INCEPTION_EXAMPLE, OWN_BRANCH, POOL_PROJECTION, REDUCTION, ConvSetup, FactorizationSetup,
+    LECTURE_INCEPTION_EXAMPLE, OWN_BRANCH, POOL_PROJECTION, REDUCTION, SHORTCUT, ConvSetup, FactorizationSetup,
     asymmetric_factorization, compare_reduction, factorizations, head_comparisons, network_reductions,
     receptive_field, reduction_archs, reduction_sweep, vgg_stack)
 from cnnlab.registry import arch_names, build_model
@@ -313,7 +313,7 @@ def test_roles_follow_the_data_flow():
 
     first_block = _module(network_reductions("resnet50"), "layer2.0")
     roles = {c.path: c.role for c in first_block.convs}
-    assert roles == {"conv1": REDUCTION, "conv2": AFTER_REDUCTION, "conv3": EXPANSION, "downsample.0": OWN_BRANCH}
+    assert roles == {"conv1": REDUCTION, "conv2": AFTER_REDUCTION, "conv3": EXPANSION, "downsample.0": SHORTCUT}
     assert first_block.convs[1].built.stride == (2, 2)
 
 
@@ -497,7 +497,9 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
     preset.set_value(preset.options[1]).run()
     assert not at.exception
     assert "(64x64x20) x (1x1x100) = 8.2M" in _calculator_text(at)
-    assert _metrics(at)["Output"] == "64x64x20"
+    assert _metrics(at)["Output"] == "64x64x20" and _metrics(at)["MACs"] == "8.2M"
+    assert "calc_sweep_chart" not in str(at.get("plotly_chart"))  # no reduction: no chart of its width
+    assert any("compresses depth (here 100 channels to 20), not space" in c.value for c in at.caption)
     at.number_input(key="calc_in_channels_number").set_value(256).run()
     preset = at.selectbox(key="calc_preset")
     preset.set_value(preset.options[0]).run()  # back to the slide, from wherever the inputs went
