@@ -306,13 +306,16 @@ def _cmd_train(args) -> None:
     from pathlib import Path
 
     from cnnlab.distributed import context_from_env
-    from cnnlab.training import default_run_dir
+    from cnnlab.mistakes import NO_MODEL
+    from cnnlab.training import default_run_dir, keeps_model
 
     config = _config_from_args(args)
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
         result = _run_training(config, Path(args.out) if args.out else default_run_dir(config)).to_json()
     else:
         result = _recorded_result(_run_training(config, record=True))
+    if not keeps_model(config.strategy, config.classifier, config.tap, config.tap_pooling):
+        print(f"note: this run {NO_MODEL}", file=sys.stderr)
     if args.json and context_from_env().is_main:
         print_json(result)
 

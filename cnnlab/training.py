@@ -731,6 +731,15 @@ def resolve_weights(config: RunConfig) -> str:
     return default_weights(config.arch, pretrained=True)
 
 
+def keeps_model(strategy: str, classifier: str | None = None, tap: str = PENULTIMATE, pooling: str = AVERAGE) -> bool:
+    """Whether a run saves a whole model, to predict with, export and look inside: Strategies I and II always;
+    Strategy III only with a linear classifier (logreg or linear) on the averaged features of the classifier's
+    input, which become the network's new head; a probe never."""
+    if strategy in ("scratch", "finetune"):
+        return True
+    return strategy == "extract" and classifier in ("logreg", "linear") and tap == PENULTIMATE and pooling == AVERAGE
+
+
 def preflight(config: RunConfig):
     """What can be checked before a run starts, the way the run would meet it: its dataset (`data.DatasetCheck`,
     returned) and its weights (WeightsError, ConfigError or DatasetError otherwise). Nothing is downloaded."""
@@ -824,7 +833,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
     saved = None
-    if head is not None and config.tap == PENULTIMATE and config.tap_pooling == AVERAGE and out_dir is not None:
+    if keeps_model(config.strategy, config.classifier, config.tap, config.tap_pooling) and out_dir is not None:
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,

@@ -12,7 +12,7 @@ from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOL
 from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
-from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, make_config
+from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
@@ -161,6 +161,12 @@ with left:
                                             "25,088 features).")
         if tap == PENULTIMATE:
             pooling = AVERAGE
+        if not keeps_model(strategy, classifier, tap, pooling):
+            why = ("an SVM or k-NN keeps training examples, not a layer" if classifier in ("svm", "knn") else
+                   "features read before the classifier's input, or flattened, do not fit the network's head")
+            st.info(f"This run will report its accuracy and confusion matrix but keep no model to predict with, "
+                    f"export or look inside: {why}. For a model, choose logistic regression or the linear layer on "
+                    "the classifier's input, averaged.", icon=":material/info:")
 
     image_size = st.number_input(
         "Input size (pixels)", spec.min_input_size, 1024, spec.image_size, step=16, key=f"launch_size_{arch}",

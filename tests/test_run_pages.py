@@ -146,9 +146,18 @@ def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does()
     assert not at.exception, at.exception
     assert metric(at, "Trainable parameters") == "51.2K"  # (1280 x 2 x 2 + 1) x 10 digits
     assert any("1280 x 2 x 2 = 5,120 features per image (bn2, flattened)" in c.value for c in at.caption)
+    assert any("keep no model" in i.value and "flattened, do not fit" in i.value for i in at.info)
     next(b for b in at.button if b.label == "Launch").click().run()
     config = RunStore().runs()[0].config
     assert (config["strategy"], config["tap"], config["tap_pooling"]) == ("extract", "bn2", "flatten")
+
+
+def test_launch_says_before_the_run_which_strategy_iii_classifiers_keep_no_model():
+    at = open_page("pages/launch.py")
+    assert at.selectbox(key="launch_classifier").value == "logreg"
+    assert not any("keep no model" in i.value for i in at.info)
+    at.selectbox(key="launch_classifier").set_value("svm").run()
+    assert any("keep no model" in i.value and "an SVM or k-NN keeps training examples" in i.value for i in at.info)
 
 
 def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():

@@ -16,7 +16,7 @@ from cnnlab.data import TransformedSubset, load_dataset, stratified_split, trans
 from cnnlab.paths import data_dir
 from cnnlab.registry import build_model, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
-                             count_params, freeze_layers, make_config, parse_freeze, run)
+                             count_params, freeze_layers, keeps_model, make_config, parse_freeze, run)
 from cnnlab.weights import create_model
 
 LITE0 = "tf_efficientnet_lite0"
@@ -207,9 +207,11 @@ def test_every_classifier_and_a_stage_tap(tmp_path):
     accuracies = {}
     for classifier in ("logreg", "svm", "knn", "linear"):
         result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier=classifier,
-                                 epochs=20, device="cpu"))
+                                 epochs=20, device="cpu"), out_dir=tmp_path / classifier)
         accuracies[classifier] = result.val_acc
         assert result.feature_cache == ("miss" if classifier == "logreg" else "hit")
+        assert (result.checkpoint is not None) == keeps_model("extract", classifier) == (classifier in ("logreg",
+                                                                                                     "linear"))
     assert min(accuracies.values()) >= 0.6, accuracies
     tapped = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, tap="blocks.4", device="cpu"),
                  out_dir=tmp_path / "tap")
@@ -353,8 +355,10 @@ def test_cli_extracts_flattened_features_at_a_smaller_input(tmp_path, capsys):
     root = digit_folder(tmp_path / "digits", per_class=10)
     assert main(["train", "--strategy", "extract", "--arch", LITE0, "--dataset", f"folder:{root}", "--tap", "bn2",
                  "--tap-pooling", "flatten", "--input-size", "64", "--device", "cpu", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
     assert result["params_trainable"] == (1280 * 2 * 2 + 1) * 10 and result["val_acc"] >= 0.6
+    assert "note: this run kept no whole model" in printed.err and result["checkpoint"] is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
