@@ -289,6 +289,9 @@ class StoreReporter:
             "steps": event.steps, "loss": self._loss if event.phase == "train" else event.loss, "lr": event.lr})
         self._check_cancel()
 
+    def on_message(self, text: str) -> None:
+        self.store.log(self.run_id, text)
+
     def on_epoch_end(self, metrics) -> None:
         self.store.add_metrics(self.run_id, "epoch", metrics.epoch, asdict(metrics))
         self.store.log(self.run_id, metrics.keras_line())

@@ -301,6 +301,9 @@ class Callback:
     def on_step(self, event: StepEvent) -> None:
         pass
 
+    def on_message(self, text: str) -> None:
+        """A line for the user on what the run is doing (loading, reading features from the cache)."""
+
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         pass
 
@@ -340,6 +343,9 @@ class ConsoleProgress(Callback):
         loss = f" - loss: {event.loss:.4f}" if event.loss is not None else ""
         label = f"{event.phase} {event.epoch}/{event.epochs}" if event.phase != "features" else "features"
         self._write(f"\r{label} {event.step}/{event.steps} [{'=' * done}{'.' * (width - done)}]{loss}\033[K")
+
+    def on_message(self, text: str) -> None:
+        self._write(("\r\033[K" if self.bar else "") + text + "\n")
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         self._write(("\r\033[K" if self.bar else "") + metrics.keras_line() + "\n")
@@ -769,6 +775,13 @@ def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunCon
     found = {tap: load_cached(key) for tap, key in keys.items()}
     found = {tap: f for tap, f in found.items() if f is not None and len(f) == len(images)}
     missing = [tap for tap in taps if tap not in found]
+    stages = f" at {len(missing)} stages" if len(taps) > 1 else ""
+    cached = f" (the other {len(found)} stages' come from the cache)" if found else ""
+    _emit(callbacks, "on_message",
+          f"features of all {len(images):,} images from the cache (an earlier run computed them with the same "
+          "backbone, weights and images): no forward pass needed" if not missing else
+          f"computing the features of {len(images):,} images{stages}, one forward pass each{cached}; they are "
+          "cached for later runs")
     if missing:
         dataset = TransformedSubset(images, np.arange(len(images)), transforms_for(spec, False, config.image_size))
         workers = config.workers if config.workers is not None else worker_count(images, runtime.cuda)
@@ -803,6 +816,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     runtime = make_runtime(config.device, inference=True)
     torch.manual_seed(config.seed)
     spec = get_spec(config.arch)
+    _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
     num_classes = len(images.classes)
     out_dir = Path(out_dir) if out_dir else None
@@ -891,6 +905,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     callbacks = list(callbacks)
     runtime = make_runtime(config.device, inference=True)
     spec = get_spec(config.arch)
+    _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
     model, weights = _backbone(config, runtime)
     taps = list(spec.stages)

@@ -11,6 +11,8 @@ from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.widgets import EMPTY, panes
 
+FEATURE_SOURCES = {"hit": "from the cache", "partial": "partly cached", "miss": "computed"}
+
 REFRESH = "3s"
 
 
@@ -39,15 +41,19 @@ def draw_comparison(chosen: list[str]) -> None:
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
                      "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
                      "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
-                     "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None})
+                     "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None,
+                     "features": FEATURE_SOURCES.get(result.get("feature_cache"))})
 
     table = pd.DataFrame(rows)
     table["strategy"] = table["strategy"].map(strategy_label)
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
-                               "params_trainable", "params_frozen"],
+                               "params_trainable", "params_frozen", "features"],
                  column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset",
+                                "features": st.column_config.TextColumn(
+                                    "Features", help="Strategy III: computed by the run, or read from the cache an "
+                                                     "earlier run filled (then its training time is far shorter)"),
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
                                 "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
                                 "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),

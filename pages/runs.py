@@ -200,6 +200,10 @@ if result and "confusion_matrix" in result:
     row.metric("Training time", f"{result['train_time_s']:.1f} s")
     row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
+    if result.get("feature_cache") in ("hit", "partial"):
+        st.caption(f"The backbone's features came {'' if result['feature_cache'] == 'hit' else 'partly '}from the "
+                   "cache an earlier run with the same backbone, weights and images filled: the training time counts "
+                   "little more than the classifier.")
     matrix_column, classes_column = panes("run-classes", 1, 1, min_width=360)
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")

@@ -104,7 +104,12 @@ def test_cancel_while_running_stops_at_a_step():
     assert run.status == "cancelled" and run.error.startswith("Cancelled while computing features: none were kept")
     last = store.last_metric(run_id, "step")
     assert last["phase"] == "features" and last["step"] < last["steps"], "stopped in the middle of the pass"
-    assert any("cancel requested" in line for line in store.logs(run_id))
+    log = store.logs(run_id)
+    assert any("cancel requested" in line for line in log)
+    reading, computing = (next(i for i, line in enumerate(log) if words in line)
+                          for words in ("reading digits and loading tf_efficientnet_lite0", "computing the features of "
+                                                                                          "1,797 images"))
+    assert reading < computing  # the log tells what happens before the first step's progress
 
 
 def test_cancelling_a_run_whose_worker_died_cancels_it():

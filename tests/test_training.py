@@ -1,5 +1,6 @@
 """The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI; and the
 CUDA runtime's options (channels_last, bf16 autocast, fused AdamW, torch.compile) exercised on the CPU."""
+from dataclasses import dataclass
 import functools
 import json
 
@@ -202,14 +203,26 @@ def test_extract_caches_features_and_saves_a_whole_model(tmp_path):
     assert changed.feature_cache == "miss"
 
 
+@dataclass
+class Messages(Callback):
+    """Keeps the run's messages, the last one that is not about loading at the end."""
+    kept: list
+
+    def on_message(self, text: str) -> None:
+        if not text.startswith("reading"):
+            self.kept.append(text)
+
+
 def test_every_classifier_and_a_stage_tap(tmp_path):
     root = digit_folder(tmp_path / "digits", per_class=20)
-    accuracies = {}
+    accuracies, messages = {}, []
     for classifier in ("logreg", "svm", "knn", "linear"):
         result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier=classifier,
-                                 epochs=20, device="cpu"), out_dir=tmp_path / classifier)
+                                 epochs=20, device="cpu"), [Messages(messages)], out_dir=tmp_path / classifier)
         accuracies[classifier] = result.val_acc
         assert result.feature_cache == ("miss" if classifier == "logreg" else "hit")
+        assert messages.pop().startswith("computing the features" if classifier == "logreg" else
+                                          "features of all 200 images from the cache")
         assert (result.checkpoint is not None) == keeps_model("extract", classifier) == (classifier in ("logreg",
                                                                                                      "linear"))
     assert min(accuracies.values()) >= 0.6, accuracies
