@@ -295,11 +295,24 @@ def _make_run_config(strategy: str, args, **options):
         raise UsageError(str(error)) from None
 
 
+def _input_size(args) -> int | None:
+    """--input-size, else the size the dashboard starts from: None (the network's own) but for the built-in
+    datasets of tiny images (see data.suggested_input_size)."""
+    from cnnlab.data import suggested_input_size
+    from cnnlab.registry import get_spec
+
+    if args.input_size is not None:
+        return args.input_size
+    spec = get_spec(_arch_of(args))
+    suggested = suggested_input_size(args.dataset, spec.image_size, spec.min_input_size, spec.fixed_input_size)
+    return None if suggested == spec.image_size else suggested
+
+
 def _config_from_args(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
-                            image_size=args.input_size, device=args.device, seed=args.seed)
+                            image_size=_input_size(args), device=args.device, seed=args.seed)
 
 
 def _cmd_train(args) -> None:
@@ -502,8 +515,9 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                                           "model a run trained)")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
     parser.add_argument("--input-size", type=positive_int,
-                        help="square input size in pixels (default: the architecture's own, e.g. 224); smaller "
-                             "trains faster, and small images such as the 8x8 digits lose little at 96")
+                        help="square input size in pixels (default: the architecture's own, e.g. 224, but 128 "
+                             "for the tiny images of digits, mnist and cifar10, as on the dashboard); smaller trains "
+                             "faster")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="fixes the train/validation split, the initial weights and the data order")

@@ -416,6 +416,18 @@ def dataset_label(name: str) -> str:
     return name
 
 
+SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of the built-in datasets' images
+SMALL_IMAGE_INPUT = 128
+
+
+def suggested_input_size(dataset: str, native: int, smallest: int, fixed: bool = False) -> int:
+    """The input size a run should start from: the network's `native` one, but SMALL_IMAGE_INPUT (or the network's
+    `smallest`) for the built-in datasets of tiny images, which lose little there and train several times faster."""
+    if fixed or dataset.partition(":")[0] not in SMALL_IMAGES:
+        return native
+    return min(native, max(SMALL_IMAGE_INPUT, smallest))
+
+
 @dataclass(frozen=True)
 class DatasetCheck:
     """What a run will find in a dataset, known before it starts: classes and image count, or, for MNIST and

@@ -186,7 +186,10 @@ def test_cli_runs_take_the_default_architecture_or_the_one_of_the_run_they_start
     from cnnlab.cli import main
 
     assert main(["submit", "--strategy", "extract", "--dataset", "digits", "--json"]) == 0
-    assert RunStore().get(json.loads(capsys.readouterr().out)["run"]).config["arch"] == "tf_efficientnet_lite0"
+    config = RunStore().get(json.loads(capsys.readouterr().out)["run"]).config
+    assert (config["arch"], config["image_size"]) == ("tf_efficientnet_lite0", 128)  # the 8x8 digits, as on Launch
+    assert main(["submit", "--strategy", "extract", "--dataset", "digits", "--input-size", "224", "--json"]) == 0
+    assert RunStore().get(json.loads(capsys.readouterr().out)["run"]).config["image_size"] == 224  # as asked
     assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1",
                  "--json"]) == 0
     lenet_run = json.loads(capsys.readouterr().out)["run"]

@@ -139,7 +139,7 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
 
 def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does():
     at = open_page("pages/launch.py")
-    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    at.number_input(key="launch_size_tf_efficientnet_lite0_small").set_value(64).run()
     assert at.radio(key="launch_pooling_tf_efficientnet_lite0").disabled  # the classifier's input is a vector
     at.selectbox(key="launch_tap_tf_efficientnet_lite0").set_value("bn2").run()
     at.radio(key="launch_pooling_tf_efficientnet_lite0").set_value("flatten").run()
@@ -152,6 +152,17 @@ def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does()
     assert (config["strategy"], config["tap"], config["tap_pooling"]) == ("extract", "bn2", "flatten")
 
 
+def test_launch_starts_the_tiny_images_of_the_digits_at_a_smaller_input_size():
+    at = open_page("pages/launch.py")
+    assert at.number_input(key="launch_size_tf_efficientnet_lite0_small").value == 128  # 8x8 digits: not 224
+    at.selectbox(key="launch_dataset").set_value("folder").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="launch_size_tf_efficientnet_lite0").value == 224  # photos: the network's own size
+    at.selectbox(key="launch_dataset").set_value("digits").run()
+    at.selectbox(key="launch_arch").set_value("lenet5").run()
+    assert at.number_input(key="launch_size_lenet5_small").value == 32  # a fixed input stays as it is
+
+
 def test_launch_says_before_the_run_which_strategy_iii_classifiers_keep_no_model():
     at = open_page("pages/launch.py")
     assert at.selectbox(key="launch_classifier").value == "logreg"
@@ -162,7 +173,7 @@ def test_launch_says_before_the_run_which_strategy_iii_classifiers_keep_no_model
 
 def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     at = open_page("pages/launch.py")
-    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    at.number_input(key="launch_size_tf_efficientnet_lite0_small").set_value(64).run()
     at.selectbox(key="launch_classifier").set_value("linear").run()  # the probe fits scikit-learn's per stage
     next(b for b in at.button if b.label == "Probe every stage").click().run()
     assert not at.exception, at.exception
@@ -265,7 +276,7 @@ def test_compare_runs_overlays_finished_runs():
 
 def test_shootout_queues_the_three_strategies_on_one_backbone():
     at = open_page("pages/launch.py")
-    at.number_input(key="launch_size_tf_efficientnet_lite0").set_value(64).run()
+    at.number_input(key="launch_size_tf_efficientnet_lite0_small").set_value(64).run()
     assert metric(at, "MACs per image, once") != "383.9M"  # the planner follows the input size
     next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
     assert not at.exception, at.exception
