@@ -206,8 +206,9 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
     """The confusion matrix as a heatmap: rows are true classes, columns predicted, counts in the cells."""
     figure = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", text=matrix,
                                   texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    figure.update_layout(height=140 + 28 * len(classes), margin={"t": 30}, xaxis_title="Predicted",
-                         yaxis_title="True", yaxis_autorange="reversed")
+    figure.update_layout(height=170 + 28 * len(classes), margin={"t": 50}, xaxis_title="Predicted",
+                         yaxis_title="True", yaxis_autorange="reversed",
+                         title="Confusion matrix (validation images; the diagonal is right)")
     figure.update_xaxes(type="category")
     figure.update_yaxes(type="category")
     return figure
@@ -216,9 +217,11 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
 def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     """Validation accuracy of each class."""
     figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
-                              hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
-    figure.update_layout(height=300, margin={"t": 30}, xaxis_title="Class", yaxis_title="Validation accuracy",
-                         yaxis_range=[0, 1.02], yaxis_tickformat=".0%")
+                              text=[f"{v:.0%}" for v in per_class_acc.values()], textposition="inside",
+                              hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
+    figure.update_layout(height=330, margin={"t": 50}, xaxis_title="Class", yaxis_title="Validation accuracy",
+                         yaxis_range=[0, 1.02], yaxis_tickformat=".0%", title="Accuracy per class",
+                         uniformtext={"minsize": 9, "mode": "hide"})
     figure.update_xaxes(type="category")
     return figure
 

@@ -33,6 +33,7 @@ STALE_AFTER_S = 30.0
 LONG_STALE_S = 600.0
 STEP_REPORT_S = 0.5
 IDLE_POLL_S = 0.5
+WORKER_IDLE_EXIT_S = 600.0  # a worker the dashboard starts leaves after this long with nothing queued
 
 
 def run_dir(run_id: str) -> Path:
@@ -482,7 +483,7 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
 _started: dict[Path, subprocess.Popen] = {}
 
 
-def start_worker(idle_exit_s: float = 600.0) -> subprocess.Popen | None:
+def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | None:
     """Start a background worker (`python -m cnnlab worker`) unless one is alive, or one this process started
     is still starting up; it outlives the caller and exits after `idle_exit_s` with nothing to do. Returns the
     process, or None when no new one was needed."""

@@ -12,7 +12,7 @@ from cnnlab.planner import strategy_label
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
-from pages.widgets import EMPTY, arch_picker, metric_row, panes
+from pages.widgets import EMPTY, PERCENT, arch_picker, metric_row, panes
 
 LATENCY_BATCHES = (1, 8)
 TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
@@ -64,7 +64,7 @@ table = pd.DataFrame([{
     "Top-1 %": r["top1"], "Top-5 %": r["top5"],
     **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
-    "Your best val acc": yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    "Your best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Your run": (f"{strategy_label(yours[r['name']]['strategy'])} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
@@ -82,7 +82,7 @@ st.dataframe(
         "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
         **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
-        "Your best val acc": st.column_config.NumberColumn(format="percent", help="Your transfer results: the best "
+        "Your best val acc": st.column_config.NumberColumn(format=PERCENT, help="Your transfer results: the best "
                                                            "finished run of this architecture (Runs page)"),
     },
 )

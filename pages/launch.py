@@ -130,7 +130,8 @@ with left:
         else:
             st.caption(checked.describe())
             if checked.skipped:
-                st.warning(f"{len(checked.skipped)} files are not readable images and will be skipped: "
+                st.warning(("1 file is not a readable image and will be skipped: " if len(checked.skipped) == 1 else
+                            f"{len(checked.skipped)} files are not readable images and will be skipped: ")
                            + ", ".join(checked.skipped[:10]) + (", ..." if len(checked.skipped) > 10 else ""))
 
     freeze, classifier, tap, pooling = "none", None, PENULTIMATE, AVERAGE

@@ -9,7 +9,7 @@ from cnnlab.data import dataset_label
 from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
-from pages.widgets import EMPTY, panes
+from pages.widgets import EMPTY, PERCENT, in_percent, panes
 
 FEATURE_SOURCES = {"hit": "from the cache", "partial": "partly cached", "miss": "computed"}
 
@@ -45,6 +45,7 @@ def draw_comparison(chosen: list[str]) -> None:
                      "features": FEATURE_SOURCES.get(result.get("feature_cache"))})
 
     table = pd.DataFrame(rows)
+    table["val_acc"] = in_percent(table["val_acc"])
     table["strategy"] = table["strategy"].map(strategy_label)
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
@@ -54,7 +55,7 @@ def draw_comparison(chosen: list[str]) -> None:
                                 "features": st.column_config.TextColumn(
                                     "Features", help="Strategy III: computed by the run, or read from the cache an "
                                                      "earlier run filled (then its training time is far shorter)"),
-                                "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
+                                "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
                                 "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
                                 "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),
                                 "params_frozen": st.column_config.NumberColumn("Frozen params", format="localized"),

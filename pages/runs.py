@@ -14,9 +14,10 @@ from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.common import current_settings
-from pages.widgets import EMPTY, metric_row, panes
+from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
 
 REFRESH = "2s"
+SMALL_VALIDATION = 50  # fewer validation images than this: the accuracy comes with a warning
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
                  "interrupted": "violet"}
 
@@ -61,7 +62,10 @@ runs = store.runs()
 if any(r.status == "queued" for r in runs) and jobs.start_worker() is not None:
     st.toast("Started a background worker for the queued runs.", icon=":material/engineering:")
 in_terminals = len(jobs.command_line_pids())
-st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (one starts when a run is queued)'}"
+busy = any(r.status == "running" for r in runs)
+worker = ("training" if busy else f"waiting for runs (it leaves after {jobs.WORKER_IDLE_EXIT_S / 60:.0f} idle minutes)") if jobs.worker_alive() else \
+    "none now (one starts when a run is queued)"
+st.caption(f"Worker: {worker}"
            + (f"; {in_terminals} run{'s' if in_terminals > 1 else ''} training from the command line (`cnnlab train`)"
               if in_terminals else "")
            + f". Runs are kept in `{store.path}`; they go on when you close this tab.")
@@ -78,11 +82,12 @@ def draw_table() -> None:
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
     summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
+    summaries["val_acc"] = in_percent(summaries["val_acc"])
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "strategy", "arch", "dataset", "duration_s", "created"],
                  column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
                                 "dataset": "Dataset", "created": "Created",
-                                "val_acc": st.column_config.NumberColumn("Val accuracy", format="percent"),
+                                "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f",
                                     help="Wall time from start to end, loading data and models included; the run's "
@@ -200,6 +205,10 @@ if result and "confusion_matrix" in result:
     row.metric("Training time", f"{result['train_time_s']:.1f} s")
     row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
+    validated = sum(map(sum, result["confusion_matrix"]))
+    if validated < SMALL_VALIDATION:
+        st.warning(f"Only {validated} validation images: each one moves the accuracy by {1 / validated:.1%}, so "
+                   "this number is rough. More images per class give a steadier one.", icon=":material/warning:")
     if result.get("feature_cache") in ("hit", "partial"):
         st.caption(f"The backbone's features came {'' if result['feature_cache'] == 'hit' else 'partly '}from the "
                    "cache an earlier run with the same backbone, weights and images filled: the training time counts "
@@ -208,8 +217,13 @@ if result and "confusion_matrix" in result:
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
     if result.get("skipped"):
-        st.warning(f"{len(result['skipped'])} unreadable files were skipped: " + ", ".join(result["skipped"][:20]))
+        count = len(result["skipped"])
+        st.warning(f"{count} unreadable file{'s were' if count > 1 else ' was'} skipped: "
+                   + ", ".join(result["skipped"][:20]))
     if checkpoint and run.status == "succeeded":
+        st.caption(f"Use the model: **Predict with it** above, `cnnlab predict IMAGE --weights {run_id}` in a "
+                   f"terminal, `--weights {run_id}` to start another run from it, or **Export** it to ONNX or "
+                   "TorchScript for use outside cnnlab.")
         mistakes_section(run_id, checkpoint)
     elif run.status == "succeeded" and not run.checkpoint:
         st.caption(f"This run {NO_MODEL}, so its mistakes and predictions cannot be shown here.")
@@ -221,11 +235,13 @@ elif result and "stages" in result:
                f"is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}): where the accuracy peaks before the top, "
                "the last stages are too specific to ImageNet for these data (the lecture's general-to-specific "
                "claim); where it climbs to the top, the data are like ImageNet.")
-    st.dataframe(pd.DataFrame(result["stages"]), hide_index=True, placeholder=EMPTY, width="stretch",
+    stages = pd.DataFrame(result["stages"])
+    stages["train_acc"], stages["val_acc"] = in_percent(stages["train_acc"]), in_percent(stages["val_acc"])
+    st.dataframe(stages, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"stage": "Stage", "layer": "Layer", "dim": st.column_config.NumberColumn(
                      "Features", format="localized"), "train_acc": st.column_config.NumberColumn(
-                     "Train accuracy", format="percent"), "val_acc": st.column_config.NumberColumn(
-                     "Val accuracy", format="percent")})
+                     "Train accuracy", format=PERCENT), "val_acc": st.column_config.NumberColumn(
+                     "Val accuracy", format=PERCENT)})
 
 with st.expander("Configuration"):
     st.json(run.config)

@@ -21,6 +21,14 @@ from cnnlab.weights import (NONE, WEIGHTS_FILE_SUFFIXES, LoadedModel, WeightsErr
                             download_source, ready_weights, save_uploaded_weights, trained_arch, weights_options)
 
 EMPTY = "—"  # what a table shows for a missing number, instead of Streamlit's grey "None"
+PERCENT = "%.1f%%"  # accuracies in tables, given in percent: '95.0%' as the metrics write them, not '94.99%'
+
+
+def in_percent(fractions):
+    """A table column of fractions (0.9499, or None where there is none yet) in percent, for PERCENT."""
+    import pandas as pd
+
+    return pd.to_numeric(fractions, errors="coerce") * 100
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
 MIN_DISPLAY_SIDE = 256

@@ -188,7 +188,7 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
     assert any("The best stage here is" in c.value for c in page.caption)
-    assert page.dataframe[0].value["val_acc"].iloc[0] == max(s["val_acc"] for s in stages)  # the best stage's
+    assert page.dataframe[0].value["val_acc"].iloc[0] == pytest.approx(100 * max(s["val_acc"] for s in stages))  # in %
 
 
 def test_launch_refuses_weights_it_cannot_download(monkeypatch):
@@ -226,7 +226,7 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
 
     compare = open_page("pages/compare.py")
     table = compare.dataframe[0].value.set_index("Architecture")
-    assert table.loc["LeNet-5", "Your best val acc"] == pytest.approx(RunStore().runs()[0].result["val_acc"])
+    assert table.loc["LeNet-5", "Your best val acc"] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
 
     again = open_page("pages/launch.py")  # Strategy II from the model that run trained
     again.radio(key="launch_strategy").set_value("finetune").run()
@@ -335,6 +335,8 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=6, device="cpu"), store)
     jobs.work(store, once=True)
     at = open_run(run_id)
+    assert any(f"`cnnlab predict IMAGE --weights {run_id}`" in c.value for c in at.caption)
+    assert not any("validation images: each one moves" in w.value for w in at.warning)  # 359 of them
     next(b for b in at.button if b.label == "Predict with it").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Predict"
@@ -442,6 +444,10 @@ def test_launch_checks_an_uploaded_zip_before_anything_is_queued():
     launch().click().run()
     run = RunStore().runs()[0]
     assert jobs.run_label(run).endswith("· III: extract · EfficientNet-Lite0 on three.zip")
+    assert wait_status(run.id, ("succeeded", "failed")) == "succeeded", RunStore().get(run.id).error
+    page = open_run(run.id)
+    assert any(w.value.startswith("Only 4 validation images: each one moves the accuracy by 25.0%")
+               for w in page.warning), [w.value for w in page.warning]
 
 
 @pytest.mark.parametrize("online", [False, True])
