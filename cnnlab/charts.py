@@ -13,6 +13,7 @@ from cnnlab.profiling import human
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
 STRATEGY_COLORS = {"scratch": "#CC6677", "finetune": "#3366CC", "extract": "#117733", "probe": "#888888"}
+TRAINING_COLOR = "#666666"  # one run's training curves, beside its validation curves in the run's colour
 STRATEGY_SYMBOLS = {"scratch": "circle", "finetune": "diamond", "extract": "square", "probe": "triangle-up"}
 
 
@@ -177,8 +178,8 @@ CURVE_NAMES = {"loss": "training loss", "val_loss": "validation loss", "acc": "t
 
 def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss"),
                colors: dict[str, str] | None = None) -> go.Figure:
-    """Per-epoch curves of several runs overlaid: one line per (run, metric), dotted for training metrics, in
-    `colors` (by run label) where given."""
+    """Per-epoch curves of several runs overlaid: one line per (run, metric), in `colors` (by run label) where
+    given; training metrics dotted with open markers (and in grey when there is one run), validation solid."""
     figure = go.Figure()
     colors = colors or stable_colors(list(histories))
     for label, epochs in histories.items():
@@ -187,10 +188,13 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
             if not points:
                 continue
             x, y = zip(*points)
+            validation = metric.startswith("val")
+            color = colors[label] if validation or len(histories) > 1 else TRAINING_COLOR
             figure.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers", name=f"{label} {CURVE_NAMES.get(metric, metric)}"
                 if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
-                line={"color": colors[label], "dash": "solid" if metric.startswith("val") else "dot"}))
+                line={"color": color, "dash": "solid" if validation else "dot"},
+                marker={"symbol": "circle" if validation else "circle-open", "size": 8 if validation else 9}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
     figure.update_layout(height=340, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
                          legend={"orientation": "h", "y": -0.28, "yanchor": "top", "x": 0})

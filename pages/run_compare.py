@@ -30,11 +30,15 @@ def draw_comparison(chosen: list[str]) -> None:
     rows, histories = [], {}
     colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
     colors = {}
+    mixed = len({(runs[i].config.get("dataset"), runs[i].config.get("image_size")) for i in chosen}) > 1
     for run_id in chosen:
         run = runs[run_id]
         result = run.result or {}
         strategy = run.config.get("strategy")
         label = f"{run_id} · {strategy_label(strategy)} · {arch_title(run.config.get('arch'))}"
+        if mixed:  # runs on other data or at other sizes: say which, or the comparison misleads
+            size = run.config.get("image_size")
+            label += f" · {dataset_label(run.config.get('dataset', ''))}" + (f" at {size}" if size else "")
         histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
         colors[label] = colors_by_run[run_id]
         rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
@@ -97,8 +101,10 @@ if not runs:
 shootout = [i for i in st.session_state.pop("compare_runs", []) if i in runs]
 if shootout:
     st.session_state["compare_selected"] = shootout
-st.session_state.setdefault("compare_selected", [i for i, r in runs.items() if r.status == "succeeded"
-                                                 and r.config.get("strategy") != "probe"][:4])
+finished = [i for i, r in runs.items() if r.status == "succeeded" and r.config.get("strategy") != "probe"]
+newest_data = runs[finished[0]].config.get("dataset") if finished else None
+st.session_state.setdefault("compare_selected",  # the newest finished runs on the data of the newest one
+                            [i for i in finished if runs[i].config.get("dataset") == newest_data][:4])
 chosen = st.multiselect("Runs", list(runs), key="compare_selected", format_func=lambda i: jobs.run_label(runs[i]))
 if not chosen:
     st.info("Pick the runs to compare above: their curves, and their accuracy against what they cost.")

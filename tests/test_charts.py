@@ -77,8 +77,8 @@ def test_accuracy_vs_cost_labels_runs_by_id_and_keeps_twins_apart():
 def test_run_curves_take_each_runs_own_colour():
     history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.0 / e} for e in range(1, 16)]
     colors = {"r1": "#111111", "r2": "#222222"}
-    figure = run_curves({"r2": history}, ("loss",), colors)
-    assert figure.data[0].line.color == "#222222"
+    figure = run_curves({"r1": history, "r2": history}, ("loss", "val_loss"), colors)
+    assert [trace.line.color for trace in figure.data] == ["#111111", "#111111", "#222222", "#222222"]
     assert figure.layout.xaxis.dtick == 2, "15 epochs: a tick every second epoch, not fifteen crammed ticks"
     single = run_curves({"r1": history[:1]}, ("loss",), colors)
     low, high = single.layout.xaxis.range
@@ -89,8 +89,10 @@ def test_run_curves_dot_training_and_draw_validation_solid():
     history = {"run": [{"epoch": 1, "loss": 2.0, "val_loss": 1.5, "acc": 0.3, "val_acc": 0.5},
                        {"epoch": 2, "loss": 1.0, "val_loss": 0.9, "acc": 0.7, "val_acc": 0.8}]}
     figure = run_curves(history, ("acc", "val_acc"))
-    styles = {trace.name: trace.line.dash for trace in figure.data}
-    assert styles == {"training accuracy": "dot", "validation accuracy": "solid"}
+    styles = {trace.name: (trace.line.dash, trace.marker.symbol) for trace in figure.data}
+    assert styles == {"training accuracy": ("dot", "circle-open"), "validation accuracy": ("solid", "circle")}
+    training, validation = figure.data
+    assert training.line.color != validation.line.color, "one run: its two curves told apart by colour too"
     assert list(figure.layout.yaxis.range) == [0, 1.02]
 
 
