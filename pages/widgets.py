@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from cnnlab.images import (ACCEPTED_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
+from cnnlab.images import (MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
                            png_bytes, read_image, sample_images)
 from cnnlab.jobs import trained_models
 from cnnlab.mistakes import MistakesError, validation_examples
@@ -121,7 +121,8 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
     st.session_state[f"{key}_sample_weights"], st.session_state[f"{key}_sample_arch"] = weights, arch
     start_at(sample_key, choices, next(iter(extra), suited))
     upload = st.file_uploader(
-        "Upload an image", type=list(ACCEPTED_SUFFIXES), key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,
+        "Upload an image", key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,  # any file type: a wrong
+        # one gets the page's own error message, not only a red mark on the uploader's chip
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
              f"{MAX_PIXELS / 1e6:.0f} megapixels.")
     sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample", disabled=upload is not None,

@@ -155,6 +155,7 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
                         "image/webp")).run()
     assert top_class(at) == "espresso"
     for name, data, expected in [("notes.jpg", b"not a picture", "not an image"),
+                                 ("notes.txt", b"a text file", "notes.txt is not an image cnnlab can read"),
                                  ("huge.png", png_header_only(30000, 30000), "decompression bomb"),
                                  ("empty.png", b"", "is empty")]:
         at.file_uploader(key="predict_image_upload").set_value((name, data, "image/png")).run()
