@@ -13,7 +13,8 @@ navigation = st.navigation(pages)
 current = next(info for info, page in zip(PAGES, pages) if page is navigation)
 st.set_page_config(page_title=f"{current.title} · cnnlab")  # the browser tab names the page
 
-from pages.common import sidebar_settings  # noqa: E402  (loads PyTorch: after the menu is drawn)
+with st.spinner("Starting up: loading PyTorch (only on the first visit after the server starts)..."):
+    from pages.common import sidebar_settings  # noqa: E402  (loads PyTorch: after the menu is drawn)
 
 sidebar_settings()
 navigation.run()
