@@ -2,7 +2,7 @@
 
 - scratch (Strategy I): the architecture with random weights, every layer trained;
 - finetune (Strategy II): pretrained weights, a new head for the dataset's classes, early layers frozen
-  ("stage:K" freezes the stem through stage K, "all-but:N" the lecture's "all but the last N layers");
+  ("stage:K" freezes every layer through stage K, "all-but:N" the lecture's "all but the last N layers");
 - extract (Strategy III): a frozen pretrained backbone's features, computed once and cached, fed to a
   classifier (logreg, svm, knn from scikit-learn, or a linear head trained in torch);
 - probe: Strategy III at every stage, accuracy per depth.
@@ -127,7 +127,10 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     if transfer and weights == "none":
         raise ConfigError(f"{strategy} needs pretrained weights; 'none' is --strategy scratch")
     options.setdefault("lr", DEFAULT_LR[strategy])
-    options.setdefault("freeze", f"stage:{max(1, len(spec.stages) // 2)}" if strategy == "finetune" else "none")
+    if "freeze" not in options:
+        from cnnlab.planner import default_freeze
+
+        options["freeze"] = default_freeze(arch) if strategy == "finetune" else "none"
     options.setdefault("epochs", DEFAULT_EPOCHS["linear" if options.get("classifier") == "linear" else strategy])
     config = RunConfig(strategy=strategy, arch=arch, dataset=dataset, **options)
     _check_values(config, spec)

@@ -73,6 +73,11 @@ class WeightsOption:
     pretrained: bool
     offline: bool
 
+    @property
+    def menu_label(self) -> str:
+        """The label with what choosing it means: 'ImageNet (torchvision), to download' when not here yet."""
+        return self.label + ("" if self.offline else ", to download")
+
 
 @dataclass(frozen=True)
 class LoadedModel:

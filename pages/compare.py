@@ -152,8 +152,10 @@ st.dataframe(layer_table(arch), hide_index=True, placeholder=EMPTY, width="stret
                             "params": st.column_config.NumberColumn(format="localized"),
                             "trainable": st.column_config.NumberColumn(format="localized"),
                             "MACs": st.column_config.NumberColumn(format="localized", width=120),
-                            "formula": st.column_config.TextColumn("MACs = (H x W x Cout) x (k x k x Cin)",
-                                                                   width="large")})
+                            "formula": st.column_config.TextColumn(
+                                "How the MACs are counted", width="large",
+                                help="Convolutions: (H x W x Cout) x (k x k x Cin), the lecture's form; linear "
+                                     "layers: Cout x Cin")})
 st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image. A module "
            "that runs several times (torchvision ResNet's one ReLU per block) is one row, at its first run, with "
            "the output of its last.")

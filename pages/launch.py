@@ -9,7 +9,8 @@ from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
                          image_folders_root, save_uploaded_archive, server_folders, suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
-from cnnlab.planner import STRATEGY_INFO, describe_freeze, freeze_choices, freeze_plan, suggest_strategy, tap_features
+from cnnlab.planner import (STRATEGY_INFO, default_freeze, describe_freeze, freeze_choices, freeze_plan,
+                            suggest_strategy, tap_features)
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config
@@ -84,7 +85,7 @@ with left:
         st.caption("Strategy I starts from random weights.")
     else:
         pretrained = [o for o in weights_options(arch) if o.pretrained]
-        labels = {o.key: o.label + ("" if o.offline else " (download)") for o in pretrained}
+        labels = {o.key: o.menu_label for o in pretrained}
         labels |= {folder: f"Your run {label}" for folder, label in jobs.trained_models(arch).items()}
         if not labels:
             st.error(f"{spec.title} has no pretrained weights; Strategy I (scratch) is the only choice for it.")
@@ -138,13 +139,14 @@ with left:
     if strategy == "finetune":
         choices = freeze_choices(arch)
         suggested = st.session_state.pop("launch_freeze_suggested", None)
-        st.session_state.setdefault(f"launch_freeze_{arch}", f"stage:{max(1, len(spec.stages) // 2)}")
+        st.session_state.setdefault(f"launch_freeze_{arch}", default_freeze(arch))
         if suggested in choices:
             st.session_state[f"launch_freeze_{arch}"] = suggested
         freeze = st.selectbox("Freeze", choices, key=f"launch_freeze_{arch}",
                               format_func=lambda f: describe_freeze(arch, f)[0].upper() + describe_freeze(arch, f)[1:],
-                              help="cnnlab train --freeze takes the same choices: none, stage:K (the stem through "
-                                   "stage K), body (everything but the head) or all-but:N (the last N layers train).")
+                              help="cnnlab train --freeze takes the same choices: none, stage:K (every layer "
+                                   "through stage K), body (everything but the head), and also all-but:N (only the "
+                                   "last N layers train).")
     elif strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
                                   format_func=CLASSIFIER_LABELS.get)

@@ -170,7 +170,7 @@ def weights_picker(arch: str, key: str) -> str | None:
             return "Upload a weights file"
         if k in runs:
             return f"Your run {runs[k]}"
-        return options[k].label + ("" if options[k].offline else " (download)")
+        return options[k].menu_label
 
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")

@@ -15,6 +15,7 @@ from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
 from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
+from cnnlab.planner import describe_freeze
 from cnnlab.registry import build_model, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
                              count_params, freeze_layers, keeps_model, make_config, parse_freeze, run)
@@ -45,6 +46,8 @@ def test_configs_take_strategy_defaults_and_refuse_nonsense():
     assert (scratch.weights, scratch.freeze) == ("none", "none")
     finetune = make_config("finetune", LITE0, "digits")
     assert (finetune.weights, finetune.freeze) == ("default", "stage:2")
+    vgg = make_config("finetune", "vgg16", "digits")
+    assert vgg.freeze == "stage:4" and "vgg_conv.layers[:-4]" in describe_freeze("vgg16", vgg.freeze)  # the slide's
     assert RunConfig.from_dict(json.loads(json.dumps(finetune.to_dict()))) == finetune
     assert finetune.same_run(make_config("finetune", LITE0, "digits", epochs=30, device="cpu"))
     assert not finetune.same_run(make_config("finetune", LITE0, "digits", lr=0.1))
