@@ -297,6 +297,9 @@ def _specs() -> tuple[ArchSpec, ...]:
             accuracy=Accuracy("ImageNet-1K val", "Ioffe & Szegedy 2015, Figure 3 (BN-x30, single crop)",
                               BN_PAPER.url, top1=74.8),
             notes=(
+                "The name: the lecture, like Google's later papers, calls this network Inception v2; the "
+                "Inception-v3 paper instead gives 'Inception-v2' to a factorized network of its own (its Table 1), "
+                "of which Inception v3 is the version trained with all of its improvements.",
                 "GoogLeNet with batch normalization after every convolution, each 5x5 replaced by two 3x3, "
                 "3a-3b-3c/4a-4e/5a-5b as in the paper's Figure 5; 3c and 4e reduce the grid with stride-2 "
                 "branches and a max-pool pass-through.",
