@@ -61,9 +61,14 @@ class LayerInfo:
         return tuple(self.shape[-2:]) if len(self.shape) == 3 else None
 
     @property
+    def stage_label(self) -> str:
+        """'stage 3 (blocks.2)', numbered from 1 as Launch's freeze plans and taps number them, or 'head'."""
+        return HEAD if self.stage == HEAD else f"stage {self.stage_index + 1} ({self.stage})"
+
+    @property
     def label(self) -> str:
         shape = "x".join(map(str, self.shape))
-        return f"{self.index:>3} · {self.stage} · {self.name} ({self.type}) {shape}"
+        return f"{self.index:>3} · {self.stage_label} · {self.name} ({self.type}) {shape}"
 
 
 @dataclass(frozen=True)

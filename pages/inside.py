@@ -162,7 +162,9 @@ def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TIL
 def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
     """Per-layer statistics from input to output, with the stages shaded."""
     frame = pd.DataFrame(statistics)
-    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>stage {r.stage}" for r in frame.itertuples()]
+    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>" + ("head" if r.stage == "head" else
+                                                          f"stage {r.stage_index + 1} ({r.stage})")
+             for r in frame.itertuples()]
     figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.25, 0.35],
                            specs=[[{}], [{}], [{"secondary_y": True}]])
     lines = ((1, False, "mean", "Mean activation", "#1f77b4", "lines+markers"),
@@ -197,7 +199,7 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     layer = layer_choice(arch, result.activations.layers)
     stats = result.statistics[layer.index]
     row = metric_row()
-    row.metric("Stage", layer.stage)
+    row.metric("Stage", layer.stage_label)
     row.metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
     row.metric("Mean activation", f"{stats['mean']:.3g}")
     row.metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
@@ -396,7 +398,7 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
         for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
             stages = found.activations.stage_outputs()
             if k < len(stages):
-                stage_cell(col, k, stages[k], found)
+                stage_cell(col, stages[k], found)
     for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
         spec = get_spec(name)
         layer = default_cam_layer(spec)
@@ -406,16 +408,16 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
                   caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
 
 
-def stage_cell(col, k: int, layer: LayerInfo, found: Look) -> None:
+def stage_cell(col, layer: LayerInfo, found: Look) -> None:
     shape = "x".join(map(str, layer.shape))
     if layer.spatial is None:
-        col.caption(f"stage {k + 1}: {layer.name}, a vector of {layer.channels}")
+        col.caption(f"{layer.stage_label}, a vector of {layer.channels}")
         return
     values = found.activations.maps[layer.name]
     picture, channel = representative(values, "viridis")
     left, right = col.columns(2)
     left.image(picture, width="stretch", output_format="PNG",
-               caption=f"stage {k + 1}: {layer.name}, {shape}, channel {channel}")
+               caption=f"{layer.stage_label}, {shape}, channel {channel}")
     right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch")
 
 

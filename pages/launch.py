@@ -154,7 +154,7 @@ with left:
         taps = [PENULTIMATE, *spec.stages]
         tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}",
                                    format_func=lambda t: "the classifier's input" if t == PENULTIMATE
-                                   else f"stage {taps.index(t)}: {t}",
+                                   else f"stage {taps.index(t)} ({t})",
                                    help="Where the frozen backbone's features are read. Earlier stages are more "
                                         "general, later ones more specific to ImageNet (the Probe measures each).")
         pooling = pooling_column.radio("Feature maps", POOLINGS, key=f"launch_pooling_{arch}", horizontal=True,

@@ -61,7 +61,7 @@ def test_changing_the_layer_by_list_or_slider_updates_the_browser(page):
     layer_list(page).set_value(24).run()
     assert not page.exception
     assert page.slider(key=slider).value == 24 and layer_list(page).value == 24
-    assert metrics(page)["Stage"] == "blocks.2"
+    assert metrics(page)["Stage"] == "stage 3 (blocks.2)"  # numbered as Launch numbers the stages
     page.slider(key=slider).set_value(len(layer_list(page).options) - 1).run()
     assert not page.exception
     assert layer_list(page).value == len(layer_list(page).options) - 1
@@ -106,7 +106,7 @@ def test_slider_steps_are_not_undone_by_a_stale_layer_list(page, list_first):
 def test_a_stale_layer_label_from_the_browser_is_ignored(page):
     """After the weights change the layers' shapes (a run trained at 64 px), the browser sent the list's old
     label instead of its index, which reached the slider and crashed the page."""
-    stale = layer_list(page).options[0]  # '0 · blocks.0 · conv_stem (Conv2dSame) 32x112x112'
+    stale = layer_list(page).options[0]  # '0 · stage 1 (blocks.0) · conv_stem (Conv2dSame) 32x112x112'
     page.session_state[f"inside_layer_moves_{LITE0}"] = {f"inside_layer_{LITE0}": stale}
     page.run()
     assert not page.exception, page.exception
@@ -180,9 +180,9 @@ def test_side_by_side_shows_each_network_stage_by_stage(page):
     assert any("LeNet-5** (random weights)" in h for h in headers)
     assert any(c.startswith("HiResCAM for") and c.endswith("at layer4 (random weights)") for c in captions(page))
     shown = captions(page)
-    assert any(c.startswith("stage 5: layer4, 512x7x7") for c in shown)
-    assert any(c.startswith("stage 5: bn2, 1280x7x7") for c in shown)
-    assert any(c.startswith("stage 1: c1, 6x28x28") for c in shown)
+    assert any(c.startswith("stage 5 (layer4), 512x7x7") for c in shown)
+    assert any(c.startswith("stage 5 (bn2), 1280x7x7") for c in shown)
+    assert any(c.startswith("stage 1 (c1), 6x28x28") for c in shown)
 
 
 @pytest.mark.parametrize("arch, stage", [("lenet5", "c1"), ("lecture_cnn", "maxpool_1")])
