@@ -54,8 +54,8 @@ def draw_comparison(chosen: list[str]) -> None:
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
                                "params_trainable", "params_frozen", "features"],
-                 column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
-                                "dataset": "Dataset",
+                 column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
+                                "strategy": "Strategy", "arch": "Architecture", "dataset": "Dataset",
                                 "features": st.column_config.TextColumn(
                                     "Features", help="Strategy III: computed by the run, or read from the cache an "
                                                      "earlier run filled (then its training time is far shorter)"),

@@ -62,9 +62,12 @@ runs = store.runs()
 if any(r.status == "queued" for r in runs) and jobs.start_worker() is not None:
     st.toast("Started a background worker for the queued runs.", icon=":material/engineering:")
 in_terminals = len(jobs.command_line_pids())
-busy = any(r.status == "running" for r in runs)
-worker = ("training" if busy else f"waiting for runs (it leaves after {jobs.WORKER_IDLE_EXIT_S / 60:.0f} idle minutes)") if jobs.worker_alive() else \
-    "none now (one starts when a run is queued)"
+if not jobs.worker_alive():
+    worker = "none now (one starts when a run is queued)"
+elif any(r.status == "running" for r in runs):
+    worker = "training"
+else:
+    worker = f"waiting for runs (it leaves after {jobs.WORKER_IDLE_EXIT_S / 60:.0f} idle minutes)"
 st.caption(f"Worker: {worker}"
            + (f"; {in_terminals} run{'s' if in_terminals > 1 else ''} training from the command line (`cnnlab train`)"
               if in_terminals else "")
@@ -85,8 +88,9 @@ def draw_table() -> None:
     summaries["val_acc"] = in_percent(summaries["val_acc"])
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "strategy", "arch", "dataset", "duration_s", "created"],
-                 column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status", "strategy": "Strategy", "arch": "Architecture",
-                                "dataset": "Dataset", "created": "Created",
+                 column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
+                                "strategy": "Strategy", "arch": "Architecture", "dataset": "Dataset",
+                                "created": "Created",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f",

@@ -291,7 +291,8 @@ def test_compare_runs_names_the_data_of_runs_on_different_data(tmp_path):
     at.multiselect[0].set_value(ids).run()
     assert not at.exception, at.exception
     names = " | ".join(trace["name"] for trace in json.loads(at.get("plotly_chart")[1].proto.spec)["data"])
-    assert f"{ids[0]} · I: scratch · LeNet-5 · digits" in names and f"{ids[1]} · I: scratch · LeNet-5 · three/" in names
+    assert f"{ids[0]} · I: scratch · LeNet-5 · digits" in names
+    assert f"{ids[1]} · I: scratch · LeNet-5 · three/" in names
 
 
 def test_shootout_queues_the_three_strategies_on_one_backbone():
