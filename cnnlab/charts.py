@@ -206,6 +206,19 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
     return figure
 
 
+def step_loss_figure(steps: list[dict]) -> go.Figure:
+    """A running run's training loss as its steps report it, against epochs done (fractional): the curve to watch
+    before the first epoch ends."""
+    points = [((row["epoch"] - 1) + row["step"] / row["steps"], row["loss"]) for row in steps
+              if row.get("phase") == "train" and row.get("loss") is not None]
+    figure = go.Figure(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers",
+                                  marker={"size": 5}, line={"color": TRAINING_COLOR},
+                                  hovertemplate="epoch %{x:.2f}: loss %{y:.4f}<extra></extra>"))
+    figure.update_layout(height=260, margin={"t": 40, "b": 40}, title="Training loss, step by step (live)",
+                         xaxis_title="Epochs done", yaxis_title="Loss")
+    return figure
+
+
 def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
     """The confusion matrix as a heatmap: rows are true classes, columns predicted, counts in the cells."""
     figure = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", text=matrix,

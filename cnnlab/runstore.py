@@ -264,11 +264,12 @@ class RunStore:
                               statuses).fetchall()
         return [_run(r) for r in rows]
 
-    def metrics(self, run_id: str, kind: str = "epoch") -> list[dict]:
-        """Metric rows of one kind, in step order, each with its 'step'."""
+    def metrics(self, run_id: str, kind: str = "epoch", since: float | None = None) -> list[dict]:
+        """Metric rows of one kind, in step order, each with its 'step'; with `since`, only those written then or
+        later."""
         with self._connect() as db:
-            rows = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? ORDER BY step, rowid",
-                              (run_id, kind)).fetchall()
+            rows = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? AND at >= ? "
+                              "ORDER BY step, rowid", (run_id, kind, since or 0.0)).fetchall()
         return [{"step": r["step"], **json.loads(r["data"])} for r in rows]
 
     def last_metric(self, run_id: str, kind: str = "step", since: float | None = None) -> dict | None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves
+from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.images import fit_within
 from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
@@ -140,6 +140,9 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "running" and step:
         fraction, text = progress_of(step)
         st.progress(fraction, text=text)
+        steps = live_store.metrics(run_id, "step", since=current.started_at)
+        if sum(1 for row in steps if row.get("phase") == "train" and row.get("loss") is not None) > 1:
+            st.plotly_chart(step_loss_figure(steps), width="stretch", key=f"steps_{run_id}")
     elif current.status == "queued":
         place, queued = live_store.queue_position(run_id)
         st.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1 else "next in the queue")

@@ -5,7 +5,7 @@ import math
 
 from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_vs_cost, accuracy_vs_operations,
                            confusion_figure, count_axis, log_axis, metric_bars, place_labels, probe_figure, run_curves,
-                           short_title)
+                           short_title, step_loss_figure)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
 
@@ -94,6 +94,14 @@ def test_run_curves_dot_training_and_draw_validation_solid():
     training, validation = figure.data
     assert training.line.color != validation.line.color, "one run: its two curves told apart by colour too"
     assert list(figure.layout.yaxis.range) == [0, 1.02]
+
+
+def test_step_loss_follows_the_training_steps_in_epochs_done():
+    steps = [{"phase": "train", "epoch": 1, "epochs": 2, "step": 5, "steps": 10, "loss": 2.0},
+             {"phase": "eval", "epoch": 1, "epochs": 2, "step": 3, "steps": 3, "loss": None},
+             {"phase": "train", "epoch": 2, "epochs": 2, "step": 10, "steps": 10, "loss": 1.0}]
+    trace = step_loss_figure(steps).data[0]
+    assert list(trace.x) == [0.5, 2.0] and list(trace.y) == [2.0, 1.0]
 
 
 def test_confusion_matrix_rows_are_true_classes():

@@ -245,11 +245,12 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     jobs.start_worker()
     wait_status(run_id, ("running",))
     deadline = time.time() + 60
-    while not store.metrics(run_id, "step") and time.time() < deadline:
+    while len([r for r in store.metrics(run_id, "step") if r["loss"] is not None]) < 2 and time.time() < deadline:
         time.sleep(0.3)
     at = open_page("pages/runs.py")
     assert any(":blue-badge[running]" in str(m.value) for m in at.markdown)
     assert at.get("progress"), "a running run shows its progress"
+    assert any("Training loss, step by step" in c.proto.spec for c in at.get("plotly_chart")), "before any epoch ends"
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
     at = open_page("pages/runs.py")
