@@ -286,7 +286,10 @@ def filters_section(arch: str, weights: str) -> None:
     st.caption(f"{name}: {out_channels} filters of {kh}x{kw}x{in_channels}"
                f"{', shown as RGB' if in_channels == 3 else ''}; each stretched from its own minimum (dark) to "
                "maximum (bright). Pretrained first layers learn edge, colour-blob and grating detectors; "
-               "random weights show noise.")
+               "random weights show noise." + (
+                   f" At {kh}x{kw} each filter has only {kh * kw} pixels per channel, so the patterns are hard to see;"
+                   " AlexNet's 11x11 and ResNet's 7x7 filters show them best (their ImageNet weights are a download)."
+                   if max(kh, kw) <= 3 else ""))
 
 
 def cam_overlay(result_cam: ClassActivationMap, view: np.ndarray) -> np.ndarray:

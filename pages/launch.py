@@ -18,9 +18,9 @@ from cnnlab.weights import NONE, download_source, downloadable, ready_weights, w
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
-DATASETS = {"digits": "Handwritten digits (scikit-learn, 1,797 images, offline)",
-            "mnist": "MNIST (downloaded, or a local copy in the data directory)",
-            "cifar10": "CIFAR-10 (downloaded, or a local copy in the data directory)",
+DATASETS = {"digits": "Handwritten digits (scikit-learn: 1,797 images of 8x8, offline; a small stand-in for MNIST)",
+            "mnist": "MNIST (70,000 digits of 28x28; a 12 MB download, or a local copy in the data directory)",
+            "cifar10": "CIFAR-10 (60,000 colour photos of 32x32 in 10 classes; a 170 MB download, or a local copy)",
             "folder": "A folder on the server (one sub-folder per class)",
             "zip": "Upload a zip archive (one folder per class)"}
 POOLING_LABELS = {AVERAGE: "averaged", FLATTEN: "flattened"}

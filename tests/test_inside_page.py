@@ -51,7 +51,8 @@ def test_sample_photo_shows_predictions_maps_filters_and_cam(page):
     assert any(c.startswith("32 of 32 channels of conv_stem") for c in shown)
     assert any(c.startswith("bn2: channel") and "of 1280, 7x7" in c for c in shown), "depth overview, last stage"
     assert any("HiResCAM for 'tiger cat'" in c and "at bn2" in c for c in shown)
-    assert any("conv_stem: 32 filters of 3x3x3" in c.value for c in page.caption)
+    assert any("conv_stem: 32 filters of 3x3x3" in c.value and "only 9 pixels per channel" in c.value
+               for c in page.caption)
     assert len(page.get("plotly_chart")) >= 1
 
 
