@@ -234,7 +234,7 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
 def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     """Validation accuracy of each class."""
     figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
-                              text=[f"{v:.0%}" for v in per_class_acc.values()], textposition="inside",
+                              text=[f"{v:.0%}" for v in per_class_acc.values()], textposition="inside", textangle=0,
                               hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
     figure.update_layout(height=330, margin={"t": 50}, xaxis_title="Class", yaxis_title="Validation accuracy",
                          yaxis_range=[0, 1.02], yaxis_tickformat=".0%", title="Accuracy per class",

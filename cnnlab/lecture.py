@@ -21,6 +21,12 @@ class Claim:
     note: str
     tolerance: float = 0.1
 
+    @property
+    def what(self) -> str:
+        """The quantity in words: 'top-5 error (%)', 'dropout layers'."""
+        return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)"}.get(
+            self.quantity, self.quantity.replace("_", " "))
+
 
 @dataclass(frozen=True)
 class ClaimCheck:

@@ -39,7 +39,7 @@ def layer_table(arch: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
-        "Architecture": get_spec(c.claim.arch).title, "What": c.claim.quantity.replace("_", " "),
+        "Architecture": get_spec(c.claim.arch).title, "What": c.claim.what,
         "Lecture says": c.claim.stated, "cnnlab measures": c.measured, "Agrees": c.agrees,
     } for c in check_claims()])
 
@@ -48,7 +48,7 @@ def claim_notes() -> str:
     """Each claim's slide quote and why the lab's number differs (or agrees only roughly): the disagreements first."""
     checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: c.agrees)
     return "\n".join(f"- {'' if c.agrees else ':red[**differs**] '}**{get_spec(c.claim.arch).title}, "
-                     f"{c.claim.quantity.replace('_', ' ')}**: slide *\"{c.claim.quote}\"*. {c.claim.note}"
+                     f"{c.claim.what}**: slide *\"{c.claim.quote}\"*. {c.claim.note}"
                      for c in checks)
 
 

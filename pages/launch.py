@@ -18,9 +18,9 @@ from cnnlab.weights import NONE, download_source, downloadable, ready_weights, w
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
-DATASETS = {"digits": "Handwritten digits (scikit-learn: 1,797 images of 8x8, offline; a small stand-in for MNIST)",
-            "mnist": "MNIST (70,000 digits of 28x28; a 12 MB download, or a local copy in the data directory)",
-            "cifar10": "CIFAR-10 (60,000 colour photos of 32x32 in 10 classes; a 170 MB download, or a local copy)",
+DATASETS = {"digits": "Handwritten digits (1,797 of 8x8, offline)",
+            "mnist": "MNIST (70,000 digits of 28x28: a 12 MB download)",
+            "cifar10": "CIFAR-10 (60,000 photos of 32x32: a 170 MB download)",
             "folder": "A folder on the server (one sub-folder per class)",
             "zip": "Upload a zip archive (one folder per class)"}
 POOLING_LABELS = {AVERAGE: "averaged", FLATTEN: "flattened"}
@@ -101,7 +101,10 @@ with left:
                            f"{download_source(arch, weights).copy_hint}.", icon=":material/cloud_off:")
                 weights = None
 
-    kind = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="launch_dataset")
+    kind = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="launch_dataset",
+                        help="The digits are scikit-learn's, shipped with it: a small offline stand-in for MNIST, so "
+                             "the lecture's MNIST numbers differ. MNIST and CIFAR-10 download once, or read a local "
+                             "copy from the data directory.")
     dataset = kind
     if kind == "folder":
         folders = server_folders()
