@@ -86,12 +86,16 @@ def class_activation_map(model: nn.Module, batch: torch.Tensor, spec: ArchSpec, 
     """The class activation map of `class_index` (the top prediction when None) at `layer` (the spec's
     default when None) for the first image of `batch`. See the module docstring for the methods.
 
-    ValueError for a model in training mode, an unknown layer or method, a layer without spatial maps or a
-    class index out of range."""
+    ValueError for a model in training mode, an unknown layer or method, a layer without spatial maps, a class
+    index out of range or a head without a gradient (k nearest neighbours)."""
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose from: {', '.join(METHODS)}")
     if model.training:
         raise ValueError("class_activation_map needs a model in eval mode; it never switches a model's mode")
+    head = model.get_submodule(spec.classifier)
+    if not getattr(head, "differentiable", True):
+        raise ValueError(f"this model's {type(head).__name__} head votes among its nearest training examples: its "
+                         "scores have no gradient, so there is no class activation map to draw")
     layer = layer or default_cam_layer(spec)
     try:
         target = model.get_submodule(layer)

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
+
+from cnnlab.heads import KERNEL_HEADS, empty_head
 
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
@@ -208,7 +211,22 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
     checkpoint = require_checkpoint(path)
     config = checkpoint.config
     model = build_model(config["arch"], num_classes=len(config["classes"]))
+    if config.get("strategy") == "extract" and config.get("classifier") in KERNEL_HEADS:
+        _fit_kernel_head(model, checkpoint, config["classifier"])
     return load_weights(model, checkpoint).eval(), checkpoint
+
+
+def _fit_kernel_head(model: nn.Module, checkpoint: Checkpoint, kind: str) -> None:
+    """Put a head of `kind` (an SVM or k-NN) shaped for the checkpoint's saved examples where the classifier is."""
+    from cnnlab.registry import get_spec
+
+    prefix = get_spec(checkpoint.config["arch"]).classifier + "."
+    with safe_open(checkpoint.model_file, "pt") as saved:
+        state = {key[len(prefix):]: saved.get_tensor(key) for key in saved.keys() if key.startswith(prefix)}
+    try:
+        model.set_submodule(prefix[:-1], empty_head(kind, state))
+    except KeyError as error:
+        raise CheckpointError(f"{checkpoint.model_file} holds no {kind} head: {error} is missing") from None
 
 
 @dataclass(frozen=True)

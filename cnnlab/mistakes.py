@@ -23,8 +23,8 @@ from cnnlab.images import fit_within
 from cnnlab.registry import get_spec
 from cnnlab.training import RunConfig, resolve_device
 
-NO_MODEL = ("kept no whole model: Strategy III saves one only with logistic regression or the linear layer on the "
-            "averaged features of the classifier's input (an SVM or k-NN keeps training examples, not a layer)")
+NO_MODEL = ("kept no whole model: Strategy III saves one only when its classifier reads the classifier's input, "
+            "averaged (not an earlier stage's features, nor flattened ones)")
 
 
 SHOWN_SIDE = 256

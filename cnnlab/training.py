@@ -36,8 +36,9 @@ from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, stratified_s
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
-                                 cache_key, check_tap, extract_features, linear_from, load_cached, logreg_as_linear,
+                                 cache_key, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
+from cnnlab.heads import classifier_as_head
 from cnnlab.registry import ArchSpec, arch_names, get_spec
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
@@ -742,11 +743,11 @@ def resolve_weights(config: RunConfig) -> str:
 
 def keeps_model(strategy: str, classifier: str | None = None, tap: str = PENULTIMATE, pooling: str = AVERAGE) -> bool:
     """Whether a run saves a whole model, to predict with, export and look inside: Strategies I and II always;
-    Strategy III only with a linear classifier (logreg or linear) on the averaged features of the classifier's
-    input, which become the network's new head; a probe never."""
+    Strategy III when its classifier reads the averaged features of the classifier's input, where it becomes the
+    network's new head (`heads`); a probe never."""
     if strategy in ("scratch", "finetune"):
         return True
-    return strategy == "extract" and classifier in ("logreg", "linear") and tap == PENULTIMATE and pooling == AVERAGE
+    return strategy == "extract" and tap == PENULTIMATE and pooling == AVERAGE
 
 
 def preflight(config: RunConfig):
@@ -846,7 +847,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     else:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
         predictions = pipeline.predict(x[val_idx])
-        head = logreg_as_linear(pipeline, num_classes) if config.classifier == "logreg" else None
+        head = classifier_as_head(pipeline, config.classifier, num_classes, x[train_idx], y[train_idx])
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
     saved = None
@@ -894,11 +895,10 @@ def _predict_linear(head: nn.Linear, x: np.ndarray) -> np.ndarray:
         return head(torch.from_numpy(x).float()).argmax(1).numpy()
 
 
-def _save_with_head(model: nn.Module, spec: ArchSpec, head: nn.Linear, out_dir: Path, epochs: int,
+def _save_with_head(model: nn.Module, spec: ArchSpec, head: nn.Module, out_dir: Path, epochs: int,
                     stored_config: dict, history: tuple[EpochMetrics, ...]) -> str:
     """Save the backbone with `head` as its classifier: a whole model that `cnnlab export` can take."""
-    parent_path, _, attr = spec.classifier.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, attr, head.to(next(model.parameters()).device))
+    model.set_submodule(spec.classifier, head.to(next(model.parameters()).device))
     return str(save_checkpoint(out_dir, epochs, model, stored_config, {"history": [asdict(m) for m in history]}).path)
 
 

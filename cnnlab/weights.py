@@ -530,9 +530,14 @@ def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = No
     choices = [o.key for o in weights_options(name)]
     if weights not in choices and _is_run_folder(weights):
         trained = _load_run(name, weights)
-        if num_classes in (None, trained.num_classes):
+        head = trained.model.get_submodule(spec.classifier)
+        linear = isinstance(head, nn.Linear)
+        if num_classes is None or (num_classes == trained.num_classes and linear):
             return trained
         model, notes = trained.model, trained.notes
+        if not linear:  # an SVM or k-NN head holds examples, nothing to train: a run goes on with a fresh layer
+            replace_classifier(model, spec.classifier, num_classes)
+            notes += (f"Its {type(head).__name__} head is replaced by a fresh {num_classes}-class layer to train.",)
     elif weights == SHIPPED and SHIPPED in choices:
         model = load_shipped(build_model(name), name)
     elif weights == TORCHVISION and TORCHVISION in choices:
@@ -593,11 +598,11 @@ def save_uploaded_weights(data: bytes, filename: str) -> Path:
 
 
 def replace_classifier(model: nn.Module, path: str, num_classes: int) -> nn.Linear:
-    """Swap the linear layer at `path` for a freshly initialised one with `num_classes` outputs."""
+    """Swap the head at `path` (a linear layer, or an SVM or k-NN head) for a freshly initialised linear layer
+    with `num_classes` outputs."""
     old = model.get_submodule(path)
-    if not isinstance(old, nn.Linear):
+    if not hasattr(old, "in_features"):
         raise TypeError(f"classifier {path} is a {type(old).__name__}, not a Linear layer")
     new = nn.Linear(old.in_features, num_classes)
-    parent_path, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)
+    model.set_submodule(path, new)
     return new

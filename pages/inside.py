@@ -341,9 +341,13 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method",
                            horizontal=True, help="HiResCAM multiplies gradient and maps position by position "
                            "(faithful to the model); Grad-CAM averages the gradient over each map first.")
-    with st.spinner("Computing the class activation map..."):
-        result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)
-        other = cam(arch, weights, digest, choice, layer, next(m for m in METHODS if m != method), picked.image)
+    try:
+        with st.spinner("Computing the class activation map..."):
+            result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)
+            other = cam(arch, weights, digest, choice, layer, next(m for m in METHODS if m != method), picked.image)
+    except ValueError as error:
+        st.info(str(error)[0].upper() + str(error)[1:] + ".", icon=":material/info:")
+        return
     left, right = panes("inside-cam", 3, 2)
     left.image(cam_overlay(result_cam, result.view), width="stretch",
                caption=f"{METHODS[method]} for '{names[result_cam.class_index]}' (class {result_cam.class_index}, "

@@ -168,11 +168,9 @@ with left:
         if tap == PENULTIMATE:
             pooling = AVERAGE
         if not keeps_model(strategy, classifier, tap, pooling):
-            why = ("an SVM or k-NN keeps training examples, not a layer" if classifier in ("svm", "knn") else
-                   "features read before the classifier's input, or flattened, do not fit the network's head")
-            st.info(f"This run will report its accuracy and confusion matrix but keep no model to predict with, "
-                    f"export or look inside: {why}. For a model, choose logistic regression or the linear layer on "
-                    "the classifier's input, averaged.", icon=":material/info:")
+            st.info("This run will report its accuracy and confusion matrix but keep no model to predict with, "
+                    "export or look inside: features read before the classifier's input, or flattened, do not fit "
+                    "the network's head. For a model, read the classifier's input.", icon=":material/info:")
 
     small = kind in SMALL_IMAGES
     image_size = st.number_input(

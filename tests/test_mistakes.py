@@ -41,10 +41,13 @@ def test_a_feature_extractor_with_its_head_saved_and_one_without(tmp_path):
     full = validation_mistakes(tmp_path / "logreg")
     assert abs(full.wrong - off_diagonal(result.confusion)) <= 1  # logistic regression folded into a linear head
     assert dataset_image(run_dataset(f"folder:{root}"), 0).mode == "RGB"
-    run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", device="cpu"),
-        out_dir=tmp_path / "knn")
-    with pytest.raises(MistakesError, match="knn kept no whole model: Strategy III saves one only with logistic"):
-        validation_mistakes(tmp_path / "knn")
+    knn = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", device="cpu"),
+              out_dir=tmp_path / "knn")
+    assert abs(validation_mistakes(tmp_path / "knn").wrong - off_diagonal(knn.confusion)) <= 1  # k-NN as a layer
+    run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", tap="blocks.4",
+                    device="cpu"), out_dir=tmp_path / "stage")
+    with pytest.raises(MistakesError, match="stage kept no whole model: Strategy III saves one only when"):
+        validation_mistakes(tmp_path / "stage")
 
 
 def test_a_run_whose_data_are_gone_says_so(tmp_path):

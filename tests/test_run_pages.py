@@ -164,12 +164,14 @@ def test_launch_starts_the_tiny_images_of_the_digits_at_a_smaller_input_size():
     assert at.number_input(key="launch_size_lenet5_small").value == 32  # a fixed input stays as it is
 
 
-def test_launch_says_before_the_run_which_strategy_iii_classifiers_keep_no_model():
+def test_launch_says_before_the_run_when_strategy_iii_keeps_no_model():
     at = open_page("pages/launch.py")
     assert at.selectbox(key="launch_classifier").value == "logreg"
-    assert not any("keep no model" in i.value for i in at.info)
     at.selectbox(key="launch_classifier").set_value("svm").run()
-    assert any("keep no model" in i.value and "an SVM or k-NN keeps training examples" in i.value for i in at.info)
+    assert not any("keep no model" in i.value for i in at.info), "an SVM on the classifier's input is a whole model"
+    at.selectbox(key="launch_tap_tf_efficientnet_lite0").set_value("blocks.4").run()
+    assert any("keep no model" in i.value and "features read before the classifier's input" in i.value
+               for i in at.info)
 
 
 def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
@@ -407,7 +409,7 @@ def test_a_finished_run_shows_its_mistakes_on_request():
 def test_a_run_that_kept_no_model_says_why_it_shows_no_mistakes():
     store = RunStore()
     run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", classifier="knn", image_size=48,
-                                     device="cpu"), store)
+                                     tap="blocks.4", device="cpu"), store)
     jobs.work(store, once=True)
     at = open_run(run_id)
     assert not at.exception, at.exception
