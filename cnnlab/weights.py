@@ -488,6 +488,9 @@ def _load_run(name: str, path: str) -> LoadedModel:
     after = f", saved after epoch {checkpoint.epoch}" if checkpoint.epoch else ""
     note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({strategy_label(config.get('strategy'))}) "
             f"on {dataset_label(config.get('dataset', ''))} ({len(classes)} classes){after}.")
+    if config.get("classifier") == "svm" and config.get("strategy") == "extract":
+        note += (" Its head is an SVM: the probabilities are the softmax of its one-vs-rest vote scores, which rank "
+                 "the classes but are not calibrated.")
     return LoadedModel(model, name, str(path), len(classes), (note,), classes, config.get("image_size"))
 
 

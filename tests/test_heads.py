@@ -77,6 +77,7 @@ def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_p
         assert class_activation_map(model, batch, get_spec(LITE0)).heatmap.shape == (64, 64)
     loaded = load_weights(LITE0, str(tmp_path / "svm"))
     assert loaded.class_names == tuple(str(c) for c in range(10)) and loaded.image_size == 64
+    assert ("probabilities are the softmax of its one-vs-rest vote scores" in loaded.notes[0]) == (kind == "svm")
     three = next((root / "3").iterdir())
     assert predict_image(three, LITE0, str(tmp_path / "svm")).predictions[0].label == "3"
     exported = export_checkpoint(tmp_path / "svm", "onnx")
