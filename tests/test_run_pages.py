@@ -406,6 +406,20 @@ def test_a_finished_run_shows_its_mistakes_on_request():
     assert len(captions) == min(wrong, 24) and all(" → " in c and c.endswith("%)") for c in captions)
 
 
+def test_a_knn_run_is_a_model_to_look_inside_without_a_class_activation_map():
+    store = RunStore()
+    run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", classifier="knn", image_size=48,
+                                     device="cpu"), store)
+    jobs.work(store, once=True)
+    at = open_run(run_id)
+    assert any(b.label == "Predict with it" for b in at.button), "k-NN on the classifier's input: a whole model"
+    at.switch_page("pages/inside.py")
+    at.run()
+    at.selectbox(key="inside_weights_tf_efficientnet_lite0").set_value(str(jobs.run_dir(run_id))).run()
+    assert not at.exception, at.exception
+    assert any("votes among its nearest training examples" in i.value for i in at.info)
+
+
 def test_a_run_that_kept_no_model_says_why_it_shows_no_mistakes():
     store = RunStore()
     run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", classifier="knn", image_size=48,
