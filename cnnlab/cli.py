@@ -327,7 +327,7 @@ def _cmd_train(args) -> None:
         result = _run_training(config, Path(args.out) if args.out else default_run_dir(config)).to_json()
     else:
         result = _recorded_result(_run_training(config, record=True))
-    if not keeps_model(config.strategy, config.classifier, config.tap, config.tap_pooling):
+    if not keeps_model(config.strategy, config.tap, config.tap_pooling):
         print(f"note: this run {NO_MODEL}", file=sys.stderr)
     if args.json and context_from_env().is_main:
         print_json(result)

@@ -741,10 +741,10 @@ def resolve_weights(config: RunConfig) -> str:
     return default_weights(config.arch, pretrained=True)
 
 
-def keeps_model(strategy: str, classifier: str | None = None, tap: str = PENULTIMATE, pooling: str = AVERAGE) -> bool:
+def keeps_model(strategy: str, tap: str = PENULTIMATE, pooling: str = AVERAGE) -> bool:
     """Whether a run saves a whole model, to predict with, export and look inside: Strategies I and II always;
-    Strategy III when its classifier reads the averaged features of the classifier's input, where it becomes the
-    network's new head (`heads`); a probe never."""
+    Strategy III, whatever its classifier, when it reads the averaged features of the classifier's input, where
+    the classifier becomes the network's new head (`heads`); a probe never."""
     if strategy in ("scratch", "finetune"):
         return True
     return strategy == "extract" and tap == PENULTIMATE and pooling == AVERAGE
@@ -851,7 +851,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
     saved = None
-    if keeps_model(config.strategy, config.classifier, config.tap, config.tap_pooling) and out_dir is not None:
+    if keeps_model(config.strategy, config.tap, config.tap_pooling) and out_dir is not None:
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,

@@ -167,7 +167,7 @@ with left:
                                             "25,088 features).")
         if tap == PENULTIMATE:
             pooling = AVERAGE
-        if not keeps_model(strategy, classifier, tap, pooling):
+        if not keeps_model(strategy, tap, pooling):
             st.info("This run will report its accuracy and confusion matrix but keep no model to predict with, "
                     "export or look inside: features read before the classifier's input, or flattened, do not fit "
                     "the network's head. For a model, read the classifier's input.", icon=":material/info:")

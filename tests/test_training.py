@@ -226,7 +226,7 @@ def test_every_classifier_and_a_stage_tap(tmp_path):
         assert result.feature_cache == ("miss" if classifier == "logreg" else "hit")
         assert messages.pop().startswith("computing the features" if classifier == "logreg" else
                                           "features of all 200 images from the cache")
-        assert result.checkpoint is not None and keeps_model("extract", classifier)  # every classifier: a model
+        assert result.checkpoint is not None and keeps_model("extract")  # every classifier: a model
     assert min(accuracies.values()) >= 0.6, accuracies
     tapped = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, tap="blocks.4", device="cpu"),
                  out_dir=tmp_path / "tap")
