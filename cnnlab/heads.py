@@ -42,22 +42,32 @@ def _classes_from_pairs(pair_count: int) -> int:
     return int(round((1 + (1 + 8 * pair_count) ** 0.5) / 2))
 
 
-class KernelSVMHead(nn.Module):
-    """A fitted StandardScaler + RBF `SVC` as a layer (see the module docstring)."""
+class _ExamplesHead(nn.Module):
+    """A head that standardizes its input as the pipeline's StandardScaler did and keeps its tensors as float
+    buffers (saved with the model's weights)."""
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, support: torch.Tensor, coef: torch.Tensor,
-                 intercept: torch.Tensor, gamma: torch.Tensor):
+    def __init__(self, **buffers: torch.Tensor):
         super().__init__()
-        for name, value in (("mean", mean), ("scale", scale), ("support", support), ("coef", coef),
-                            ("intercept", intercept), ("gamma", gamma)):
+        for name, value in buffers.items():
             self.register_buffer(name, value.float())
-        first, second = _pair_matrices(_classes_from_pairs(len(intercept)))
-        self.register_buffer("first", first, persistent=False)
-        self.register_buffer("second", second, persistent=False)
 
     @property
     def in_features(self) -> int:
         return self.mean.shape[0]
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.scale
+
+
+class KernelSVMHead(_ExamplesHead):
+    """A fitted StandardScaler + RBF `SVC` as a layer (see the module docstring)."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, support: torch.Tensor, coef: torch.Tensor,
+                 intercept: torch.Tensor, gamma: torch.Tensor):
+        super().__init__(mean=mean, scale=scale, support=support, coef=coef, intercept=intercept, gamma=gamma)
+        first, second = _pair_matrices(_classes_from_pairs(len(intercept)))
+        self.register_buffer("first", first, persistent=False)
+        self.register_buffer("second", second, persistent=False)
 
     @property
     def out_features(self) -> int:
@@ -73,7 +83,7 @@ class KernelSVMHead(nn.Module):
         all_pairs = {(i, j): p for p, (i, j) in enumerate(
             (i, j) for i in range(num_classes) for j in range(i + 1, num_classes))}
         coef = np.zeros((len(svc.support_vectors_), len(all_pairs)))
-        intercept = np.full(len(all_pairs), 0.0)
+        intercept = np.zeros(len(all_pairs))
         sign = -1.0 if len(classes) == 2 else 1.0  # scikit-learn flips a binary SVC's sign: positive means the second
         for fitted, (a, b) in enumerate(fitted_pairs):
             p = all_pairs[(classes[a], classes[b])]
@@ -84,15 +94,15 @@ class KernelSVMHead(nn.Module):
             scaler.mean_, scaler.scale_, svc.support_vectors_, coef, intercept, svc._gamma)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x.float() - self.mean) / self.scale
-        decision = torch.exp(-self.gamma * _squared_distances(z, self.support)) @ self.coef + self.intercept
+        decision = torch.exp(-self.gamma * _squared_distances(self.standardize(x), self.support)) @ self.coef \
+            + self.intercept
         wins = (decision > 0).float()
         votes = wins @ self.first + (1 - wins) @ self.second
         confidence = decision @ (self.first - self.second)
         return votes + confidence / (3 * (confidence.abs() + 1))
 
 
-class NearestNeighboursHead(nn.Module):
+class NearestNeighboursHead(_ExamplesHead):
     """A fitted StandardScaler + `KNeighborsClassifier` as a layer (see the module docstring). Its votes have no
     gradient, so no class activation map can be taken through it."""
 
@@ -100,14 +110,8 @@ class NearestNeighboursHead(nn.Module):
 
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor, examples: torch.Tensor, votes: torch.Tensor,
                  k: torch.Tensor):
-        super().__init__()
-        for name, value in (("mean", mean), ("scale", scale), ("examples", examples), ("votes", votes)):
-            self.register_buffer(name, value.float())
+        super().__init__(mean=mean, scale=scale, examples=examples, votes=votes)
         self.register_buffer("k", k.long())
-
-    @property
-    def in_features(self) -> int:
-        return self.mean.shape[0]
 
     @property
     def out_features(self) -> int:
@@ -124,9 +128,8 @@ class NearestNeighboursHead(nn.Module):
                    torch.tensor(knn.n_neighbors))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x.float() - self.mean) / self.scale
         k = int(self.k)
-        nearest = _squared_distances(z, self.examples).topk(k, dim=1, largest=False).indices
+        nearest = _squared_distances(self.standardize(x), self.examples).topk(k, dim=1, largest=False).indices
         fractions = self.votes[nearest].sum(1) / k
         return fractions.clamp_min(1e-6).log()
 
@@ -150,6 +153,5 @@ def empty_head(kind: str, state: dict[str, torch.Tensor]) -> nn.Module:
     if kind == "svm":
         return KernelSVMHead(*(shaped[n] for n in ("mean", "scale", "support", "coef", "intercept", "gamma")))
     if kind == "knn":
-        return NearestNeighboursHead(*(shaped[n] for n in ("mean", "scale", "examples", "votes")),
-                                     torch.tensor(1))
+        return NearestNeighboursHead(*(shaped[n] for n in ("mean", "scale", "examples", "votes", "k")))
     raise ValueError(f"no kernel head {kind!r}")

@@ -847,11 +847,13 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     else:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
         predictions = pipeline.predict(x[val_idx])
-        head = classifier_as_head(pipeline, config.classifier, num_classes, x[train_idx], y[train_idx])
+        head = None  # made from the pipeline only when it is saved
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
     saved = None
     if keeps_model(config.strategy, config.tap, config.tap_pooling) and out_dir is not None:
+        if head is None:
+            head = classifier_as_head(pipeline, config.classifier, num_classes, x[train_idx], y[train_idx])
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,

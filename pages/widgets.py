@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
@@ -26,8 +27,6 @@ PERCENT = "%.1f%%"  # accuracies in tables, given in percent: '95.0%' as the met
 
 def in_percent(fractions):
     """A table column of fractions (0.9499, or None where there is none yet) in percent, for PERCENT."""
-    import pandas as pd
-
     return pd.to_numeric(fractions, errors="coerce") * 100
 UPLOAD = "upload"
 DISPLAY_SIDE = 1024
