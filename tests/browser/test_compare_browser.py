@@ -7,13 +7,11 @@ def test_compare_page_draws_table_bubble_chart_and_layers(page, dashboard_url):
     page.get_by_role("heading", name="Compare architectures").wait_for()
     page.get_by_text("Paper vs implementation").wait_for(timeout=60_000)
     tables = page.locator("[data-testid='stDataFrame']")
-    tables.first.wait_for()
-    assert tables.count() >= 3
+    tables.nth(2).wait_for(timeout=60_000)
     charts = page.locator("[data-testid='stPlotlyChart']")
     charts.first.wait_for()
     bubbles = page.locator("[data-testid='stPlotlyChart'] .scatterlayer .point")
-    bubbles.first.wait_for(timeout=30_000)
-    assert bubbles.count() >= 14
+    bubbles.nth(13).wait_for(timeout=30_000)
     screenshot(page, "compare")
 
 

@@ -38,7 +38,7 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     wait_for_app(page)
     page.wait_for_function(IMAGES_LOADED, arg="32 of 32 channels of conv_stem", timeout=60_000)
     page.wait_for_function(IMAGES_LOADED, arg="Channel ", timeout=60_000)
-    assert page.get_by_text("Top prediction:").count() >= 1
+    page.get_by_text("Top prediction:").first.wait_for(timeout=60_000)
 
     slider = page.locator("[data-testid='stSlider'] input[type='range']").first
     slider.focus()

@@ -20,8 +20,7 @@ def test_predict_page_classifies_samples_and_uploads_offline(page, dashboard_url
     page.get_by_role("heading", name="Predict").wait_for()
     assert top_class(page) in CAT_LABELS
     bars = page.locator("[data-testid='stPlotlyChart'] .barlayer .point")
-    bars.first.wait_for(timeout=30_000)
-    assert bars.count() == 5
+    expect(bars).to_have_count(5, timeout=30_000)
     screenshot(page, "predict")
 
     page.locator("[data-testid='stSelectbox']").filter(has_text="use a sample photo").click()
