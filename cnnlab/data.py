@@ -17,6 +17,7 @@ import stat
 import tempfile
 import urllib.error
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -286,12 +287,16 @@ def _copy_entry(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, limit
         raise DatasetError(f"archive expands to more than {limits.max_total_bytes} bytes; it is too large")
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with zf.open(entry) as source, open(target, "wb") as sink:
-        while chunk := source.read(1 << 20):
-            written += len(chunk)
-            if written > cap:
-                raise DatasetError(f"archive entry {entry.filename!r} holds more data than its header declares")
-            sink.write(chunk)
+    try:
+        with zf.open(entry) as source, open(target, "wb") as sink:
+            while chunk := source.read(1 << 20):
+                written += len(chunk)
+                if written > cap:
+                    raise DatasetError(f"archive entry {entry.filename!r} holds more data than its header declares")
+                sink.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as error:
+        raise DatasetError(f"archive entry {entry.filename!r} cannot be extracted: {error} (a damaged, "
+                           "encrypted or unusually compressed archive; zip the folder again)") from None
     return written
 
 

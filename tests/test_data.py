@@ -205,6 +205,28 @@ def test_zip_caps_on_entries_and_total_size(tmp_path):
         extract_zip(tmp_path / "junk.zip", dest_root=tmp_path / "out")
 
 
+def test_damaged_or_encrypted_zip_entries_are_a_clear_error(tmp_path):
+    good = png_bytes(7)
+    archive = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a/0.png", good)
+    data = archive.read_bytes()
+    at = data.index(good) + len(good) // 2
+    archive.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+    with pytest.raises(DatasetError, match="'a/0.png' cannot be extracted: Bad CRC"):
+        extract_zip(archive, dest_root=tmp_path / "out")
+
+    locked = tmp_path / "locked.zip"
+    with zipfile.ZipFile(locked, "w") as zf:
+        zf.writestr("a/0.png", good)
+    data = bytearray(locked.read_bytes())
+    for header, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central: "encrypted"
+        data[data.index(header) + flags_at] |= 0x1
+    locked.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="encrypted"):
+        extract_zip(locked, dest_root=tmp_path / "out2")
+
+
 def write_idx(path, array: np.ndarray) -> None:
     code = {1: 0x0801, 3: 0x0803}[array.ndim]
     path.write_bytes(struct.pack(">I", code) + struct.pack(f">{array.ndim}I", *array.shape)
