@@ -155,7 +155,8 @@ def recover_interrupted(store: RunStore) -> list[str]:
     if not running:
         return []
     now, running_pids = time.time(), set(worker_pids() + command_line_pids())
-    return store.mark_interrupted([r.id for r in running if _worker_gone(r, now, running_pids)])
+    gone = [r for r in running if _worker_gone(r, now, running_pids)]
+    return store.mark_interrupted([r.id for r in gone], started_at={r.id: r.started_at for r in gone})
 
 
 def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:
@@ -457,7 +458,10 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
     KeyboardInterrupt with the run's id as `run_id`."""
     store = store or RunStore()
     worker = _worker_id()
-    with _hold_lock(_command_line_lock_path(), wait_s=0):
+    lock = _command_line_lock_path()
+    with _hold_lock(lock) as locked:
+        if not locked:
+            raise RuntimeError(f"{lock} is held by another process")
         run_id = store.start(config.to_dict(), worker)
         store.log(run_id, f"started from the command line (process {os.getpid()})")
         heartbeat = _Heartbeat(store)
@@ -476,7 +480,7 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
             raise
         finally:
             heartbeat.stop()
-    _command_line_lock_path().unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)  # this process's own lock file: gone however the run ends
     return store.get(run_id)
 
 

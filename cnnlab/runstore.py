@@ -214,14 +214,19 @@ class RunStore:
             return row["status"]
 
     def mark_interrupted(self, run_ids: list[str] | tuple[str, ...],
-                         why: str = "The worker stopped while the run was going") -> list[str]:
+                         why: str = "The worker stopped while the run was going",
+                         started_at: dict[str, float] | None = None) -> list[str]:
         """Mark those of `run_ids` that are still running as interrupted (their worker is gone: `why`), naming the
-        time of their last checkpoint; returns the ids that changed."""
+        time of their last checkpoint; returns the ids that changed. With `started_at` (run id: the start time seen
+        when the worker was found gone), a run resumed and taken by another worker since is left alone."""
         changed = []
         with self._write() as db:
             for run_id in run_ids:
-                row = db.execute("SELECT status, checkpoint_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+                row = db.execute("SELECT status, started_at, checkpoint_at FROM runs WHERE id = ?",
+                                 (run_id,)).fetchone()
                 if row is None or row["status"] != "running":
+                    continue
+                if started_at is not None and row["started_at"] != started_at.get(run_id):
                     continue
                 saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
                          if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")

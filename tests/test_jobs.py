@@ -281,6 +281,7 @@ def test_refused_input_leaves_no_run_behind(capsys, argv, message):
     assert message in capsys.readouterr().err
     runs = jobs.data_dir() / "runs"
     assert RunStore().runs() == [] and (not runs.exists() or not any(runs.iterdir()))
+    assert not list(jobs.data_dir().glob("train-*.lock")), "no lock file is left behind"
 
 
 def test_ctrl_c_on_cli_train_marks_the_run_interrupted_and_says_how_to_resume():

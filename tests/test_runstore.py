@@ -110,6 +110,7 @@ def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
     run_id = store.submit({"n": 1})
     store.claim_next("w")
     store.set_checkpoint(run_id, "/tmp/ckpt")
+    first_attempt = {run_id: store.get(run_id).started_at}
     assert store.mark_interrupted(["not-a-run"]) == []
     assert store.mark_interrupted([run_id]) == [run_id]
     assert store.mark_interrupted([run_id]) == []  # only running runs change
@@ -119,6 +120,9 @@ def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
     assert store.get(run_id).status == "queued"
     with pytest.raises(ValueError, match="only interrupted"):
         store.requeue(run_id)
+    store.claim_next("w2")  # resumed by another worker after the first one was found gone
+    assert store.mark_interrupted([run_id], started_at=first_attempt) == []
+    assert store.get(run_id).status == "running"
 
 
 def test_a_resumed_run_keeps_its_creation_time_and_queues_behind_the_others(tmp_path):
