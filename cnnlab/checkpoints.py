@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from cnnlab.heads import KERNEL_HEADS, empty_head
+from cnnlab.paths import atomic_write_bytes, fsync_dir
 
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
@@ -31,38 +32,11 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_PATTERN = re.compile(r"ckpt-(\d{4,})")
 EXPORT_FORMATS = ("onnx", "torchscript")
-FILE_MODE, DIR_MODE = 0o644, 0o755
+DIR_MODE = 0o755
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or does not fit its model."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` all-or-nothing: a temporary file beside it, fsync, rename, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def atomic_write_json(path: Path, data) -> Path:
@@ -132,7 +106,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for old in _checkpoint_dirs(parent)[:-keep]:

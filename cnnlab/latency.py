@@ -1,6 +1,7 @@
 """Measured forward latency: median of repeated runs after warm-up, cached on disk per device and threads."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import statistics
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.paths import data_dir
+from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import build_model, example_input, get_spec
 
 
@@ -98,12 +99,12 @@ class LatencyCache:
             return {}
 
     def save(self, result: Latency) -> None:
-        """Add or replace one measurement, writing atomically."""
-        entries = {k: asdict(v) for k, v in self.load().items()}
-        entries[self.key(result.arch, result.device_name, result.threads, result.batch)] = asdict(result)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(entries, indent=1))
-        temporary.replace(self.path)
+        """Add or replace one measurement, writing atomically; two sessions saving at once both keep theirs."""
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = {k: asdict(v) for k, v in self.load().items()}
+            entries[self.key(result.arch, result.device_name, result.threads, result.batch)] = asdict(result)
+            atomic_write_bytes(self.path, json.dumps(entries, indent=1).encode())
 
     def for_device(self, device: str = "auto") -> dict[tuple[str, int], Latency]:
         """Measurements on this machine's `device` with the current thread count, by (arch, batch)."""

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+FILE_MODE = 0o644
 
 
 def data_dir() -> Path:
@@ -29,7 +32,33 @@ def keep_upload(data: bytes, folder: str, suffix: str, name: str | None = None) 
     target.mkdir(parents=True, exist_ok=True)
     path = target / file_name
     if not path.is_file():
-        partial = path.with_suffix(path.suffix + ".part")
-        partial.write_bytes(data)
-        partial.replace(path)
+        atomic_write_bytes(path, data)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` all-or-nothing: a temporary file beside it, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return path

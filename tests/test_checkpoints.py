@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cnnlab.checkpoints import (CheckpointError, atomic_write_bytes, export_checkpoint, latest_checkpoint,
+from cnnlab.paths import atomic_write_bytes
+from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint,
                                 load_trainer_state, load_weights, model_from_checkpoint, require_checkpoint,
                                 save_checkpoint)
 from cnnlab.registry import build_model

@@ -33,6 +33,17 @@ def test_latency_measures_and_caches(isolated_data_dir):
     assert len(stored) == 1
 
 
+def test_measurements_saved_at_once_are_all_kept(isolated_data_dir):
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    measured = measure_latency("lenet5", batch=1, device="cpu", warmup=1, repeats=2)
+    results = [replace(measured, batch=batch) for batch in range(1, 25)]
+    with ThreadPoolExecutor(8) as pool:  # two dashboard sessions clicking Measure together, many times over
+        list(pool.map(LatencyCache().save, results))
+    assert sorted(r.batch for r in LatencyCache().load().values()) == list(range(1, 25))
+
+
 def test_latency_cache_survives_a_corrupt_file(isolated_data_dir):
     isolated_data_dir.mkdir(parents=True, exist_ok=True)
     (isolated_data_dir / "latency.json").write_text("{not json")
