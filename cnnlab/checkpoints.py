@@ -232,7 +232,11 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
     with torch.no_grad():
         expected = model(example).numpy()
     out = Path(out) if out else checkpoint.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    actual = _export_onnx(model, example, out) if fmt == "onnx" else _export_torchscript(model, example, out)
+    try:
+        actual = _export_onnx(model, example, out) if fmt == "onnx" else _export_torchscript(model, example, out)
+    except Exception as error:  # the exporters raise anything from ImportError to their own error types
+        raise CheckpointError(f"exporting {spec.title} to {fmt} failed: {type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}") from error
     diff = float(np.abs(actual - expected).max())
     scale = max(1.0, float(np.abs(expected).max()))
     return ExportResult(out, fmt, diff, diff <= atol * scale)

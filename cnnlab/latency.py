@@ -62,22 +62,34 @@ def _synchronize(device: torch.device) -> None:
 
 
 def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int = 3, repeats: int = 10) -> Latency:
-    """Time `repeats` forward passes of a randomly initialised `arch` (weights do not change the speed)."""
+    """Time `repeats` forward passes of a randomly initialised `arch` (weights do not change the speed); a batch
+    too large for the GPU's memory is a ValueError."""
     spec = get_spec(arch)
     target = resolve_device(device)
-    model = build_model(arch).to(target)
-    x = torch.randn_like(example_input(spec, batch=batch, device=target))
-    times = []
-    with torch.inference_mode():
-        for index in range(warmup + repeats):
-            _synchronize(target)
-            start = time.perf_counter()
-            model(x)
-            _synchronize(target)
-            if index >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
+    try:
+        times = _forward_times(build_model(arch).to(target), example_input(spec, batch=batch, device=target),
+                               warmup, repeats)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise ValueError(f"{spec.title} at batch {batch} does not fit in the memory of {device_name(target)}; "
+                         "measure a smaller batch") from None
     return Latency(arch, target.type, device_name(target), torch.get_num_threads(), batch,
                    statistics.median(times), min(times), repeats, torch.__version__, time.time())
+
+
+def _forward_times(model: torch.nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of `repeats` forward passes of `model` on random data, after `warmup` untimed ones."""
+    x = torch.randn_like(example)
+    device, times = example.device, []
+    with torch.inference_mode():
+        for index in range(warmup + repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            _synchronize(device)
+            if index >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return times
 
 
 class LatencyCache:

@@ -398,6 +398,8 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
         found = run_look(name, weights, picked)
         if found is not None:
             results[name] = (weights, found)
+    if not results:
+        return  # each one's error is shown above
     for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
         col.markdown(network_header(name, weights, found.predictions[0]))
     depth = max(len(found.activations.stage_outputs()) for _, found in results.values())

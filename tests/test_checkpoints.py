@@ -12,10 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint, load_trainer_state,
+                                load_weights, model_from_checkpoint, require_checkpoint, save_checkpoint)
 from cnnlab.paths import atomic_write_bytes
-from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint,
-                                load_trainer_state, load_weights, model_from_checkpoint, require_checkpoint,
-                                save_checkpoint)
 from cnnlab.registry import build_model
 
 
@@ -152,6 +151,12 @@ def test_exported_models_give_pytorch_outputs(lenet_run, fmt):
     else:
         actual = torch.jit.load(str(result.path))(batch).detach().numpy()
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_an_export_that_fails_is_a_checkpoint_error(lenet_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: the ONNX file cannot be checked
+    with pytest.raises(CheckpointError, match="exporting LeNet-5 to onnx failed: ModuleNotFoundError"):
+        export_checkpoint(lenet_run, "onnx")
 
 
 def test_export_of_a_pretrained_network_at_its_trained_size(tmp_path):
