@@ -86,9 +86,11 @@ st.dataframe(
                                                            "finished run of this architecture (Runs page)"),
     },
 )
+not_imagenet = [f"{r['title']}'s published result is a {r['error']}% error on {r['accuracy_dataset']}"
+                for r in rows if r["error"] is not None]
+not_imagenet += [f"{r['title']} has no published accuracy" for r in rows if r["top1"] is None and r["error"] is None]
 st.caption("Click a column header to sort. Latency columns appear once measured (below), yours once a run has "
-           "finished. LeNet-5's published result is on MNIST "
-           f"({rows[0]['error']}% test error); the lecture CNN is a binary classifier with no published accuracy.")
+           f"finished. {'; '.join(not_imagenet)}.")
 
 with st.expander("Measure latency on this machine", icon=":material/timer:"):
     st.write("Forward time of each network with random weights: median of 10 runs after 3 warm-up runs, "

@@ -40,6 +40,7 @@ def test_compare_page_tables_and_layer_table_follow_the_selection():
     assert len(at.dataframe) == 3
     summary = at.dataframe[0].value
     assert list(summary["Architecture"]) == [get_spec(name).title for name in arch_names()]
+    assert any("LeNet-5's published result is a 0.95% error on MNIST test" in c.value for c in at.caption)
     at.selectbox(key="compare_arch").set_value("vgg16").run()
     assert not at.exception
     layers = at.dataframe[2].value

@@ -43,16 +43,6 @@ def test_parameter_count_matches_reference(name):
     assert count_params(model) == get_spec(name).reference_params
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).torchvision_weights])
-def test_torchvision_reference_is_the_published_meta(name):
-    import torchvision
-
-    enum_name, member = get_spec(name).torchvision_weights.split(".")
-    meta = getattr(getattr(torchvision.models, enum_name), member).meta
-    assert get_spec(name).reference_params == meta["num_params"]
-    assert get_spec(name).accuracy.top1 == meta["_metrics"]["ImageNet-1K"]["acc@1"]
-
-
 @pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).source == "timm"])
 def test_timm_reference_is_timms_own_model(name):
     import timm
