@@ -453,7 +453,7 @@ def _cmd_mistakes(args) -> None:
 
 def _cmd_features(args) -> None:
     from cnnlab.activations import extract
-    from cnnlab.images import ImageInputError, image_input
+    from cnnlab.images import ImageInputError, read_image
     from cnnlab.mosaic import COLORMAPS, write_layer_pictures
     from cnnlab.registry import get_spec
     from cnnlab.weights import WeightsError, load_weights
@@ -467,7 +467,7 @@ def _cmd_features(args) -> None:
     spec = get_spec(args.arch)
     try:
         loaded = load_weights(args.arch, args.weights)
-        batch = image_input(args.image, spec, image_size=loaded.image_size).tensor
+        batch = loaded.batch_for(read_image(args.image))
         activations = extract(loaded.model, batch, spec, None if listing else [args.layer])
     except (ImageInputError, WeightsError, ValueError) as error:
         raise UsageError(str(error)) from None

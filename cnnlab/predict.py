@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+from PIL import Image
 from torch import nn
 
-from cnnlab.images import preprocess, read_image
+from cnnlab.images import read_image
 from cnnlab.registry import DEFAULT_ARCH, get_spec
 from cnnlab.weights import DEFAULT, LoadedModel, default_weights, load_weights
 
@@ -105,9 +106,12 @@ def predict_image(source: bytes | str | os.PathLike, arch: str = DEFAULT_ARCH, w
     ImageInputError for an unreadable image, WeightsError for weights that cannot be loaded."""
     image = read_image(source)
     loaded = load_for_prediction(arch, weights)
-    batch = preprocess(image, get_spec(arch), loaded.image_size).unsqueeze(0)
     notes = loaded.notes
     if loaded.weights == "none":
         notes += ("Random weights: these predictions are noise.",)
-    names = label_set(loaded).names
-    return PredictionResult(arch, loaded.weights, predict(loaded.model, batch, top, names), notes)
+    return PredictionResult(arch, loaded.weights, predict_loaded(loaded, image, top), notes)
+
+
+def predict_loaded(loaded: LoadedModel, image: Image.Image, top: int = 5) -> tuple[Prediction, ...]:
+    """The `top` most probable classes of a loaded model for an RGB image, named by its labels (see `label_set`)."""
+    return predict(loaded.model, loaded.batch_for(image), top, label_set(loaded).names)

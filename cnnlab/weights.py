@@ -33,9 +33,11 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import torch
+from PIL import Image
 from safetensors import SafetensorError
 from torch import nn
 
+from cnnlab.images import preprocess
 from cnnlab.paths import keep_upload
 from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
@@ -92,6 +94,11 @@ class LoadedModel:
     notes: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     image_size: int | None = None
+
+    def batch_for(self, image: Image.Image) -> torch.Tensor:
+        """The model's input for an RGB image: its architecture's preprocessing at the size it was trained at,
+        as a batch of one (1 x C x H x W)."""
+        return preprocess(image, get_spec(self.arch), self.image_size).unsqueeze(0)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from PIL import Image
 
 from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
-from cnnlab.images import preprocess
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
-from cnnlab.predict import Prediction, label_set, predict
+from cnnlab.predict import Prediction, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
@@ -61,22 +60,18 @@ def look(arch: str, weights: str, digest: str, _image: Image.Image) -> Look:
     """Run `arch` once on the image with hash `digest` (shared, read-only)."""
     spec = get_spec(arch)
     loaded = loaded_model(arch, weights)
-    model = loaded.model
-    batch = preprocess(_image, spec, loaded.image_size).unsqueeze(0)
-    activations = extract(model, batch, spec)
+    batch = loaded.batch_for(_image)
+    activations = extract(loaded.model, batch, spec)
     view = network_view(batch, spec)
     view.setflags(write=False)
-    predictions = predict(model, batch, top=5, names=label_set(loaded).names)
-    return Look(activations, tuple(layer_statistics(activations)), predictions, view)
+    return Look(activations, tuple(layer_statistics(activations)), predict_loaded(loaded, _image), view)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cam(arch: str, weights: str, digest: str, class_index: int | None, layer: str, method: str,
         _image: Image.Image) -> ClassActivationMap:
-    spec = get_spec(arch)
     loaded = loaded_model(arch, weights)
-    batch = preprocess(_image, spec, loaded.image_size).unsqueeze(0)
-    return class_activation_map(loaded.model, batch, spec, class_index, layer, method)
+    return class_activation_map(loaded.model, loaded.batch_for(_image), get_spec(arch), class_index, layer, method)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -2,8 +2,7 @@ import pages.menu  # noqa: F401, I001  (first: a first visit straight to this pa
 
 import streamlit as st
 
-from cnnlab.images import preprocess
-from cnnlab.predict import label_set, predict
+from cnnlab.predict import label_set, predict_loaded
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError, weights_options
 from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, panes, predictions_chart,
@@ -45,8 +44,7 @@ with right:
             weights_error(error)
     if model is not None and picked is not None:
         labels = label_set(model)
-        batch = preprocess(picked.image, spec, model.image_size).unsqueeze(0)
-        predictions = predict(model.model, batch, top=TOP, names=labels.names)
+        predictions = predict_loaded(model, picked.image, TOP)
         top = predictions[0]
         if model.weights == NONE:
             st.warning(f"Random weights: these predictions are noise. {random_weights_advice(arch)}",

@@ -299,7 +299,7 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
         row for row in listing["layers"] if row["layer"] == "blocks.2").items()
     assert main(["features", image, "--layer", "blocks.2", "--out", str(tmp_path), "--top", "6"]) == 0
     out = capsys.readouterr().out
-    assert "output 40x28x28" in out
+    assert "input 3x224x224" in out and "output 40x28x28" in out
     assert (tmp_path / "blocks.2_grid.png").is_file()
     assert len(list((tmp_path / "blocks.2").glob("channel_*.png"))) == 6
 
