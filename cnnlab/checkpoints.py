@@ -150,7 +150,7 @@ def require_checkpoint(path: Path) -> Checkpoint:
     return checkpoint
 
 
-def load_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
+def load_checkpoint_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
     """Load the checkpoint's weights into `model` (strict: every tensor must match)."""
     try:
         model.load_state_dict(load_file(checkpoint.model_file))
@@ -186,7 +186,7 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
     model = build_model(config["arch"], num_classes=len(config["classes"]))
     if config.get("strategy") == "extract" and config.get("classifier") in KERNEL_HEADS:
         _fit_kernel_head(model, checkpoint, config["classifier"])
-    return load_weights(model, checkpoint).eval(), checkpoint
+    return load_checkpoint_weights(model, checkpoint).eval(), checkpoint
 
 
 def _fit_kernel_head(model: nn.Module, checkpoint: Checkpoint, kind: str) -> None:

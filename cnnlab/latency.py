@@ -13,6 +13,7 @@ import torch
 
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import build_model, example_input, get_spec
+from cnnlab.training import resolve_device
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,6 @@ class Latency:
         return f"{self.device}, {self.threads} threads" if self.device == "cpu" else f"{self.device} ({self.device_name})"
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' becomes CUDA when present, else CPU; asking for CUDA without one is a ValueError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
-    return torch.device(device)
-
-
 def device_name(device: torch.device) -> str:
     """Human name of the device: the GPU model, or the CPU's architecture and core count."""
     if device.type == "cuda":
@@ -65,7 +57,7 @@ def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int
     """Time `repeats` forward passes of a randomly initialised `arch` (weights do not change the speed); a batch
     too large for the GPU's memory is a ValueError."""
     spec = get_spec(arch)
-    target = resolve_device(device)
+    target = torch.device(resolve_device(device))
     try:
         times = _forward_times(build_model(arch).to(target), example_input(spec, batch=batch, device=target),
                                warmup, repeats)
@@ -120,7 +112,7 @@ class LatencyCache:
 
     def for_device(self, device: str = "auto") -> dict[tuple[str, int], Latency]:
         """Measurements on this machine's `device` with the current thread count, by (arch, batch)."""
-        target = resolve_device(device)
+        target = torch.device(resolve_device(device))
         name, threads = device_name(target), torch.get_num_threads()
         return {(r.arch, r.batch): r for r in self.load().values()
                 if r.device_name == name and r.threads == threads}

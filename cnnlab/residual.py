@@ -92,10 +92,12 @@ class TrainCurve:
 
     @property
     def final_loss(self) -> float:
+        """Training loss after the last epoch."""
         return self.history[-1].loss
 
     @property
     def final_val_acc(self) -> float:
+        """Validation accuracy after the last epoch."""
         return self.history[-1].val_acc
 
 

@@ -30,8 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnlab import distributed
-from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_trainer_state,
-                                load_weights, read_json, save_checkpoint)
+from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_checkpoint_weights,
+                                load_trainer_state, read_json, save_checkpoint)
 from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
@@ -663,7 +663,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     earlier_s = 0.0  # the time a resumed run had trained before, up to its checkpoint
     checkpoint = _resume_point(out_dir, config)
     if checkpoint is not None:
-        load_weights(raw_model, checkpoint)
+        load_checkpoint_weights(raw_model, checkpoint)
         load_trainer_state(checkpoint, optimizer)
         history = [EpochMetrics(**m) for m in checkpoint.metrics.get("history", [])][:checkpoint.epoch]
         earlier_s = checkpoint.metrics.get("train_time_s", sum(m.time_s for m in history))

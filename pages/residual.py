@@ -1,14 +1,13 @@
 """Skip connections: gradient norms per block at initialization and a short training race, plain against residual."""
 import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
 
-from dataclasses import asdict
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab.charts import log_axis, run_curves
 from cnnlab.residual import (
     VARIANTS,
+    GradientProfile,
     NetConfig,
     TrainSettings,
     curves_as_histories,
@@ -22,8 +21,9 @@ QUANTITIES = {"weights": "Gradient norm of the block's weights", "activations": 
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def profiles(depth: int, channels: int, batch_norm: bool, seed: int) -> dict[str, dict]:
-    return {v: asdict(p) for v, p in gradient_profiles(NetConfig(depth, channels, batch_norm, seed)).items()}
+def profiles(depth: int, channels: int, batch_norm: bool, seed: int) -> dict[str, GradientProfile]:
+    """Each variant's gradient norms at initialization (cached: one forward and backward pass)."""
+    return gradient_profiles(NetConfig(depth, channels, batch_norm, seed))
 
 
 def train_one(variant: str, depth: int, channels: int, batch_norm: bool, seed: int, epochs: int,
@@ -34,11 +34,11 @@ def train_one(variant: str, depth: int, channels: int, batch_norm: bool, seed: i
     return curves_as_histories({variant: curve})[variant]
 
 
-def gradient_chart(data: dict[str, dict], quantity: str) -> go.Figure:
+def gradient_chart(data: dict[str, GradientProfile], quantity: str) -> go.Figure:
     figure = go.Figure()
     values = []
     for variant in VARIANTS:
-        norms = data[variant][quantity]
+        norms = getattr(data[variant], quantity)
         values += norms
         figure.add_scatter(x=list(range(1, len(norms) + 1)), y=norms, mode="lines+markers", name=variant,
                            line={"color": COLORS[variant]})
@@ -69,8 +69,7 @@ quantity = st.segmented_control("Measure", list(QUANTITIES), default="weights", 
 st.plotly_chart(gradient_chart(data, quantity), width="stretch", key="res_gradients")
 cols = st.columns(len(VARIANTS))
 for col, variant in zip(cols, VARIANTS):
-    norms = data[variant]["weights"]
-    col.metric(f"{variant.capitalize()}: first block / last block", f"{norms[0] / norms[-1]:.3g}",
+    col.metric(f"{variant.capitalize()}: first block / last block", f"{data[variant].first_to_last:.3g}",
                help="Gradient norm of the first block's weights over the last block's; 1 means the gradient "
                     "reaches the input as strong as it leaves the head.")
 st.caption("Without batch norm, PyTorch's default initialization shrinks the signal at every convolution and "

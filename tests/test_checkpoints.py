@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint, load_trainer_state,
-                                load_weights, model_from_checkpoint, require_checkpoint, save_checkpoint)
+from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint, load_checkpoint_weights,
+                                load_trainer_state, model_from_checkpoint, require_checkpoint, save_checkpoint)
 from cnnlab.paths import atomic_write_bytes
 from cnnlab.registry import build_model
 
@@ -52,7 +52,7 @@ def test_checkpoint_round_trip_keeps_only_the_latest(tmp_path):
     assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
 
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_weights(build_model("lenet5", num_classes=3), checkpoint)
+        load_checkpoint_weights(build_model("lenet5", num_classes=3), checkpoint)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         require_checkpoint(tmp_path / "checkpoints")
 
@@ -77,7 +77,7 @@ def test_optimizer_state_resumes_on_the_other_runtime(tmp_path, saved_on_cuda):
     train_step(model, optimizer, batch)
     checkpoint = save_checkpoint(tmp_path, 1, model, lenet_config(), {}, optimizer)
     resumed, resumed_optimizer = lenet_and_optimizer(not saved_on_cuda)
-    load_weights(resumed, checkpoint)
+    load_checkpoint_weights(resumed, checkpoint)
     load_trainer_state(checkpoint, resumed_optimizer)
     train_step(model, optimizer, batch)
     train_step(resumed, resumed_optimizer, batch)
