@@ -2,7 +2,6 @@
 import io
 import stat
 import struct
-import time
 import zipfile
 
 import numpy as np
@@ -248,8 +247,6 @@ def test_mnist_reads_a_local_root(tmp_path, digits):
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
-def test_missing_torchvision_dataset_fails_fast_and_clearly(tmp_path, name):
-    start = time.perf_counter()
+def test_missing_torchvision_dataset_fails_clearly(tmp_path, name):
     with pytest.raises(DatasetError, match=f"{name} is not in"):
         load_dataset(f"{name}:{tmp_path}", download=False)
-    assert time.perf_counter() - start < 5

@@ -1,7 +1,6 @@
 """Weights: the shipped Lite0 weights, torchvision's and timm's caches (pre-seeded, so their real loading code
 runs), user files (safetensors, state dicts, malicious pickles) and failing fast offline."""
 import pickle
-import time
 
 import pytest
 import torch
@@ -70,12 +69,10 @@ def test_default_without_offline_weights_is_random_init_and_says_so():
     assert "random init" in loaded.notes[0]
 
 
-def test_online_weights_offline_fail_fast_with_what_is_available():
-    started = time.perf_counter()
+def test_online_weights_offline_fail_with_what_is_available():  # how fast: benchmarks/offline_errors.py
     with pytest.raises(WeightsError) as error:
         load_weights("resnet18", "torchvision")
     message = str(error.value)
-    assert time.perf_counter() - started < 10
     assert "\n" not in message
     assert str(torchvision_cache_path("resnet18")) in message
     assert f"{LITE0} (shipped)" in message and "weights file" in message
