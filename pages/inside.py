@@ -34,7 +34,6 @@ CAM_COLORMAP = "turbo"
 CAM_ALPHA = 0.9  # at the map's maximum; clear where it is zero, over the photo in gray
 DEFAULT_CAM_METHOD = HIRESCAM
 SIDE_BY_SIDE_MAX = 4
-SIDE_BY_SIDE_FALLBACK = ("resnet18", "tf_efficientnet_lite0")
 STAGE_TILE = 150
 FILTER_TILE = 64
 
@@ -359,9 +358,8 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
 
 def side_by_side_default(arch: str) -> list[str]:
     """`arch` and one more: an architecture with pretrained weights available offline where there is one,
-    else a fallback (which then runs with random weights, and says so)."""
-    others = [name for name in offline_weights() if name != arch]
-    others += [name for name in SIDE_BY_SIDE_FALLBACK if name != arch]
+    else the first other one registered (which then runs with random weights, and says so)."""
+    others = [name for name in [*offline_weights(), *arch_names()] if name != arch]
     return [arch, others[0]]
 
 

@@ -145,3 +145,17 @@ def test_bn_inception_matches_figure_5_of_the_paper():
     with torch.device("meta"):
         model = build_model("bn_inception")
     assert count_params(model) == total == get_spec("bn_inception").reference_params
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).reduction_modules])
+def test_reduction_modules_are_module_classes_of_the_built_network(name):
+    with torch.device("meta"):
+        model = build_model(name)
+    assert set(get_spec(name).reduction_modules) <= {type(m).__name__ for m in model.modules()}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).lecture_freeze])
+def test_a_lecture_freeze_plan_is_one_the_launch_page_offers(name):
+    from cnnlab.planner import freeze_choices
+
+    assert get_spec(name).lecture_freeze in freeze_choices(name) and get_spec(name).lecture_freeze_note

@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from cnnlab.images import image_input, sample_images
 from cnnlab.predict import predict
-from cnnlab.registry import build_model, get_spec
+from cnnlab.registry import arch_names, build_model, get_spec
 import cnnlab.weights
-from cnnlab.weights import (SHIPPED_PACKAGES, WeightsError, create_model, default_weights, download_source,
+from cnnlab.weights import (WeightsError, create_model, default_weights, download_source,
                             host_reachable, load_weights, map_state_dict_in_order, reachable, ready_weights,
                             shipped_weights_path, timm_cached_file, torchvision_cache_path, weights_options)
 
@@ -255,4 +255,4 @@ def test_create_model_keeps_its_contract():
     model = create_model(LITE0, "shipped", num_classes=3)
     assert model.classifier.out_features == 3 and not model.training
     assert create_model("lenet5", "none").output.out_features == 10
-    assert set(SHIPPED_PACKAGES) == {LITE0, LITE2}
+    assert {n for n in arch_names() if get_spec(n).shipped_weights} == {LITE0, LITE2}
