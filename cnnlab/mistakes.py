@@ -76,10 +76,8 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     except CheckpointError as error:
         raise MistakesError(_no_model(Path(run_dir), error)) from None
     config = RunConfig.from_dict(checkpoint.config)
-    images = run_dataset(config.dataset)
-    classes = tuple(checkpoint.config["classes"])
-    if images.classes != classes:
-        raise MistakesError(f"the dataset {config.dataset} no longer has the classes this run trained on")
+    images = run_dataset(checkpoint.config)
+    classes = images.classes
     val_idx = _validation_indices(images, config)
     examined = val_idx[:max_images]
     subset = TransformedSubset(images, examined, transforms_for(get_spec(config.arch), False, config.image_size))
@@ -113,10 +111,10 @@ def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, 
     """A validation image of each class (of the first `limit` classes) the run in `run_dir` trained on, as
     (class name, dataset index, image): images the model did not train on, of the kind it knows."""
     try:
-        config = RunConfig.from_dict(require_checkpoint(Path(run_dir)).config)
+        stored = require_checkpoint(Path(run_dir)).config
     except CheckpointError as error:
         raise MistakesError(str(error)) from None
-    images = run_dataset(config.dataset)
+    config, images = RunConfig.from_dict(stored), run_dataset(stored)
     first = {}
     for index in _validation_indices(images, config):
         first.setdefault(int(images.targets[index]), int(index))
@@ -129,12 +127,19 @@ def _validation_indices(images: ImageSet, config: RunConfig) -> np.ndarray:
     return stratified_split(images.targets, config.val_fraction, config.seed)[1]
 
 
-def run_dataset(name: str) -> ImageSet:
-    """The dataset a run trained on, without downloading it again; MistakesError when it is gone."""
+def run_dataset(config: dict) -> ImageSet:
+    """The dataset the run with this stored config trained on, without downloading it again; MistakesError when
+    it is gone, or when its images or classes changed since (its validation split cannot be rebuilt)."""
     try:
-        return load_dataset(name, download=False)
+        images = load_dataset(config["dataset"], download=False)
     except DatasetError as error:
         raise MistakesError(f"the run's data cannot be read any more: {error}") from None
+    if images.classes != tuple(config["classes"]):
+        raise MistakesError(f"the dataset {config['dataset']} no longer has the classes this run trained on")
+    if config.get("data_hash", images.content_hash) != images.content_hash:
+        raise MistakesError(f"the images of {config['dataset']} changed since this run trained on them, so its "
+                            "validation images cannot be told apart from its training images any more")
+    return images
 
 
 def dataset_image(images: ImageSet, index: int) -> Image.Image:

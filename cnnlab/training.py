@@ -601,16 +601,21 @@ def _loader(dataset, batch_size: int, runtime: Runtime, workers: int, shuffle: b
                       prefetch_factor=4 if workers else None, generator=generator, drop_last=drop_last)
 
 
-def _run_dir_config(out_dir: Path | None, config: RunConfig, classes: tuple[str, ...], dist: DistContext) -> dict:
-    """The config as stored (with the class names); refuses an `out_dir` that holds a different run."""
-    stored = {**config.to_dict(), "classes": list(classes)}
+def _run_dir_config(out_dir: Path | None, config: RunConfig, images: ImageSet, dist: DistContext) -> dict:
+    """The config as stored, with the class names and the data's content hash (`data_hash`: the validation split
+    can be rebuilt only from the same images); refuses an `out_dir` that holds a different run, or the same run
+    whose data changed since it started."""
+    stored = {**config.to_dict(), "classes": list(images.classes), "data_hash": images.content_hash}
     if out_dir is None:
         return stored
     existing = out_dir / "config.json"
     if existing.is_file():
         previous = read_json(existing)
-        if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(classes):
+        if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(images.classes):
             raise ConfigError(f"{out_dir} holds a different run; choose another output folder")
+        if previous.get("data_hash", images.content_hash) != images.content_hash:
+            raise ConfigError(f"the images of {config.dataset} changed since this run started, so it cannot resume "
+                              "on the same training and validation split; start a new run")
     if dist.is_main:
         atomic_write_json(existing, stored)
     return stored
@@ -655,7 +660,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     # model: the new head for this dataset's classes, the freeze plan, the optimizer; resume if saved
     raw_model = _create_model(config.arch, weights, num_classes)
     frozen = freeze_layers(raw_model, spec, config.freeze)
-    stored_config = _run_dir_config(out_dir, config, images.classes, runtime.dist)
+    stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     params_trainable, params_frozen = count_params(raw_model)
     raw_model.to(runtime.device, memory_format=runtime.memory_format)
     optimizer = make_optimizer(raw_model, spec, config, fused=runtime.fused)
@@ -829,7 +834,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
         check_tap(model, spec, config.tap)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    stored_config = _run_dir_config(out_dir, config, images.classes, runtime.dist)
+    stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     features, cache = _features(model, spec, images, config, weights, runtime, [config.tap], callbacks)
     x = features[config.tap]
     train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)

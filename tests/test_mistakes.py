@@ -1,10 +1,12 @@
 """A finished run's mistakes on its own validation images: the same ones its confusion matrix counts."""
 import numpy as np
 import pytest
+from PIL import Image
 
+from cnnlab.checkpoints import read_json
 from cnnlab.data import load_dataset, stratified_split
 from cnnlab.mistakes import MistakesError, dataset_image, run_dataset, validation_mistakes
-from cnnlab.training import make_config, run
+from cnnlab.training import ConfigError, make_config, run
 from tests.test_training import LITE0, digit_folder
 
 
@@ -28,7 +30,7 @@ def test_a_scratch_runs_mistakes_are_the_ones_its_confusion_matrix_counts(tmp_pa
     for mistake in report.mistakes:
         assert mistake.index in val_idx and mistake.true != mistake.predicted
         assert mistake.true == str(digits.targets[mistake.index]) and mistake.confidence > mistake.true_probability
-    picture = dataset_image(run_dataset("digits"), report.mistakes[0].index)
+    picture = dataset_image(run_dataset(read_json(tmp_path / "run" / "config.json")), report.mistakes[0].index)
     assert picture.size == (8, 8) and report.mistakes[0].image.tobytes() == picture.tobytes()
 
 
@@ -40,7 +42,7 @@ def test_a_feature_extractor_with_its_head_saved_and_one_without(tmp_path):
     assert report.examined == 20 and report.validation_size == 30
     full = validation_mistakes(tmp_path / "logreg")
     assert abs(full.wrong - off_diagonal(result.confusion)) <= 1  # logistic regression folded into a linear head
-    assert dataset_image(run_dataset(f"folder:{root}"), 0).mode == "RGB"
+    assert dataset_image(run_dataset(read_json(tmp_path / "logreg" / "config.json")), 0).mode == "RGB"
     knn = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="knn", device="cpu"),
               out_dir=tmp_path / "knn")
     assert abs(validation_mistakes(tmp_path / "knn").wrong - off_diagonal(knn.confusion)) <= 1  # k-NN as a layer
@@ -59,6 +61,19 @@ def test_a_run_whose_data_are_gone_says_so(tmp_path):
         folder.rmdir()
     with pytest.raises(MistakesError, match="cannot be read any more"):
         validation_mistakes(tmp_path / "run")
+
+
+def test_a_run_whose_images_changed_shows_no_mistakes_and_does_not_resume(tmp_path):
+    root = digit_folder(tmp_path / "digits", per_class=6)
+    config = make_config("scratch", "lenet5", f"folder:{root}", epochs=1, device="cpu")
+    run(config, out_dir=tmp_path / "run")
+    assert validation_mistakes(tmp_path / "run").examined == 12
+    first = sorted((root / "3").iterdir())[0]
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first)  # same files, one image edited
+    with pytest.raises(MistakesError, match="changed since this run trained on them"):
+        validation_mistakes(tmp_path / "run")
+    with pytest.raises(ConfigError, match="changed since this run started"):
+        run(config, out_dir=tmp_path / "run")
 
 
 def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
