@@ -34,6 +34,20 @@ def short_title(title: str) -> str:
     return re.sub(r"\s*\(.*\)$", "", title)
 
 
+def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
+    """`text` broken at its separators into lines of about `width` characters at most, joined with Plotly's <br>:
+    a long run label in a legend stays whole in a narrow chart instead of being cut off."""
+    lines, line = [], ""
+    for part in text.split(separator):
+        longer = f"{line}{separator}{part}" if line else part
+        if line and len(longer) > width:
+            lines.append(line)
+            line = part
+        else:
+            line = longer
+    return "<br>".join([*lines, line])
+
+
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters.
     Each bubble is labelled with its architecture's short title on the side where the label covers least."""
@@ -141,6 +155,17 @@ def count_axis(values: list[float], ticks: int = 5) -> dict:
     return {"tickvals": tickvals, "ticktext": [_count_label(t) for t in tickvals]}
 
 
+def accuracy_axis(low: float = 0.0, headroom: float = 0.02) -> dict:
+    """Settings for an accuracy axis from `low` with `headroom` above 100% (so that points and labels at 100% are
+    not cut), ticked at round percentages up to 100% and never beyond it."""
+    span = 1.0 - low
+    step = 0.2 if span > 0.6 else 0.1 if span > 0.3 else 0.05 if span > 0.15 else 0.02
+    first = math.ceil(low / step - 1e-9)
+    last = round(1.0 / step)
+    return {"range": [low, 1.0 + headroom], "tickformat": ".0%", "tickmode": "array",
+            "tickvals": [round(i * step, 4) for i in range(first, last + 1)]}
+
+
 def _count_label(value: float) -> str:
     return re.sub(r"\.0(?=[KMG]$)", "", human(value)) if value >= 1000 else f"{value:.3g}"
 
@@ -191,7 +216,7 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
             validation = metric.startswith("val")
             color = colors[label] if validation or len(histories) > 1 else TRAINING_COLOR
             figure.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=f"{label} {CURVE_NAMES.get(metric, metric)}"
+                x=x, y=y, mode="lines+markers", name=f"{wrap_label(label)}<br>{CURVE_NAMES.get(metric, metric)}"
                 if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
                 line={"color": color, "dash": "solid" if validation else "dot"},
                 marker={"symbol": "circle" if validation else "circle-open", "size": 8 if validation else 9}))
@@ -199,7 +224,7 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
     figure.update_layout(height=340, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
                          legend={"orientation": "h", "y": -0.28, "yanchor": "top", "x": 0})
     if title == "Accuracy":
-        figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+        figure.update_yaxes(**accuracy_axis())
     epochs = len(max(histories.values(), key=len, default=[]))
     figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)), tick0=1,
                         range=[1 - 0.05 * max(epochs, 4), epochs + 0.05 * max(epochs, 4)])
@@ -208,9 +233,14 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
 
 def step_loss_figure(steps: list[dict]) -> go.Figure:
     """A running run's training loss as its steps report it, against epochs done (fractional): the curve to watch
-    before the first epoch ends."""
-    points = [((row["epoch"] - 1) + row["step"] / row["steps"], row["loss"]) for row in steps
-              if row.get("phase") == "train" and row.get("loss") is not None]
+    before the first epoch ends. Each loss is drawn once, where it was measured (`loss_at`), not again at every
+    later report that repeats it."""
+    measured = {}
+    for row in steps:
+        if row.get("phase") == "train" and row.get("loss") is not None:
+            at = row.get("loss_at", (row["epoch"] - 1) + row["step"] / row["steps"])
+            measured[at] = row["loss"]
+    points = sorted(measured.items())
     figure = go.Figure(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers",
                                   marker={"size": 5}, line={"color": TRAINING_COLOR},
                                   hovertemplate="epoch %{x:.2f}: loss %{y:.4f}<extra></extra>"))
@@ -237,7 +267,7 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
                               text=[f"{v:.0%}" for v in per_class_acc.values()], textposition="inside", textangle=0,
                               hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
     figure.update_layout(height=330, margin={"t": 50}, xaxis_title="Class", yaxis_title="Validation accuracy",
-                         yaxis_range=[0, 1.02], yaxis_tickformat=".0%", title="Accuracy per class",
+                         yaxis=accuracy_axis(), title="Accuracy per class",
                          uniformtext={"minsize": 9, "mode": "hide"})
     figure.update_xaxes(type="category")
     return figure
@@ -258,7 +288,7 @@ def probe_figure(stages: list[dict]) -> go.Figure:
             hovertemplate="%{x}: %{y:.1%} from %{customdata:,} features<extra>" + label + "</extra>"))
     low = min(min(row["val_acc"], row["train_acc"]) for row in stages)
     figure.update_layout(height=360, margin={"t": 30}, xaxis_title="Stage the features are read from (stem to top)",
-                         yaxis_title="Accuracy", yaxis_tickformat=".0%", yaxis_range=[max(0.0, low - 0.1), 1.05],
+                         yaxis={"title": "Accuracy", **accuracy_axis(max(0.0, low - 0.1), headroom=0.05)},
                          legend={"orientation": "h", "y": -0.3})
     figure.update_xaxes(type="category")
     return figure
@@ -302,7 +332,7 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
             hovertemplate=(f"{row['label']}<br>%{{customdata[0]}} on %{{customdata[1]}}<br>"
                            f"validation accuracy %{{y:.1%}}<br>{label}: %{{x:,.3~g}}<br>"
                            "trainable params %{customdata[2]:,}<extra></extra>")))
-    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis_range=[low, 1.04], yaxis_tickformat=".0%",
+    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
     figure.update_xaxes(**(log_axis(costs) if log and costs else {}), range=x_range)

@@ -216,18 +216,21 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
                       atol: float = 1e-4) -> ExportResult:
     """Export a checkpoint's model to ONNX or TorchScript, run the exported file and compare its outputs.
 
-    The input is a random batch of the architecture's input shape (at the image size it was trained at);
-    the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol`
-    (relative to the largest logit).
+    The input is a batch of `batch` of cnnlab's sample photos, preprocessed as the model was trained (real
+    images: on noise, a feature extractor's SVM or k-NN head answers with its bias alone, which proves nothing);
+    the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol` (relative
+    to the largest logit).
     """
+    from cnnlab.images import preprocess, read_image, sample_images
     from cnnlab.registry import get_spec
 
     if fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
     model, checkpoint = model_from_checkpoint(path)
     spec = get_spec(checkpoint.config["arch"])
-    size = spec.preprocessing_at(checkpoint.config.get("image_size")).crop
-    example = torch.randn(batch, spec.input_size[0], size, size, generator=torch.Generator().manual_seed(0))
+    photos = list(sample_images().values())[:batch]
+    example = torch.stack([preprocess(read_image(photo), spec, checkpoint.config.get("image_size"))
+                           for photo in photos])
     with torch.no_grad():
         expected = model(example).numpy()
     out = Path(out) if out else checkpoint.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")

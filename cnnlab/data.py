@@ -472,5 +472,11 @@ def check_dataset(name: str) -> DatasetCheck:
         if host_reachable(TORCHVISION_URLS[kind]):
             return DatasetCheck(name, (), 0, download_from=TORCHVISION_URLS[kind])
         images = load_dataset(name)  # offline: raises the error a run would meet
-    require_two_per_class(images.targets, images.classes)
+    try:
+        require_two_per_class(images.targets, images.classes)
+    except DatasetError as error:
+        count = len(images.skipped)
+        skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: {', '.join(images.skipped[:3])}"
+                   f"{', ...' if count > 3 else ''})" if count else "")
+        raise DatasetError(f"{dataset_label(name)}: {error}{skipped}") from None
     return DatasetCheck(name, images.classes, len(images), images.skipped)

@@ -26,6 +26,7 @@ from cnnlab.registry import ArchSpec, Preprocessing
 
 PENULTIMATE = "penultimate"
 CLASSIFIERS = ("logreg", "svm", "knn", "linear")
+CLASSIFIER_NAMES = {"logreg": "logistic regression", "svm": "SVM", "knn": "k-NN", "linear": "linear head"}
 PROBE_CLASSIFIERS = ("logreg", "svm", "knn")  # the probe fits one per stage: scikit-learn's, not a trained head
 AVERAGE, FLATTEN = "average", "flatten"
 POOLINGS = (AVERAGE, FLATTEN)

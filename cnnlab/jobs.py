@@ -182,11 +182,11 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
 def run_label(run: Run) -> str:
     """A short name for a run: its id, strategy (with the lecture's numeral), architecture and dataset."""
     from cnnlab.data import dataset_label
-    from cnnlab.planner import strategy_label
+    from cnnlab.planner import run_method
     from cnnlab.registry import arch_title
 
     config = run.config
-    return (f"{run.id} · {strategy_label(config.get('strategy'))} · {arch_title(config.get('arch'))} on "
+    return (f"{run.id} · {run_method(config)} · {arch_title(config.get('arch'))} on "
             f"{dataset_label(config.get('dataset', ''))}")
 
 
@@ -198,12 +198,14 @@ def result_accuracy(result: dict) -> float | None:
 def run_summaries(runs: list[Run]) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's)."""
     from cnnlab.data import dataset_label
+    from cnnlab.planner import run_method
 
     rows = []
     for run in runs:
         config, result = run.config, run.result or {}
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
+                     "method": run_method(config),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
                      "val_acc": result_accuracy(result),
                      "duration_s": round(duration, 1) if duration else None,
@@ -218,7 +220,7 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
     from cnnlab.data import dataset_label
-    from cnnlab.planner import strategy_label
+    from cnnlab.planner import run_method
 
     found = {}
     for run in (store or RunStore()).runs(("succeeded",)):
@@ -226,7 +228,7 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
             continue
         accuracy = (run.result or {}).get("val_acc")
         shown = f", val {100 * accuracy:.1f}%" if accuracy is not None else ""
-        found[str(run_dir(run.id))] = f"{run.id} · {strategy_label(run.config.get('strategy'))} on " \
+        found[str(run_dir(run.id))] = f"{run.id} · {run_method(run.config)} on " \
                                       f"{dataset_label(run.config.get('dataset', ''))}{shown}"
     return found
 
@@ -235,6 +237,7 @@ def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
     """For each architecture, its best finished run (highest validation accuracy): what the Compare page
     shows beside the published ImageNet numbers."""
     from cnnlab.data import dataset_label
+    from cnnlab.planner import run_method
 
     best: dict[str, dict] = {}
     for run in (store or RunStore()).runs(("succeeded",)):
@@ -242,7 +245,7 @@ def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
         arch, accuracy = run.config.get("arch"), result.get("val_acc")
         if accuracy is None or (arch in best and best[arch]["val_acc"] >= accuracy):
             continue
-        best[arch] = {"val_acc": accuracy, "strategy": run.config.get("strategy"),
+        best[arch] = {"val_acc": accuracy, "strategy": run.config.get("strategy"), "method": run_method(run.config),
                       "dataset": dataset_label(run.config.get("dataset", "")), "run": run.id}
     return best
 
@@ -257,7 +260,7 @@ class StoreReporter:
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
-        self._loss = None
+        self._loss, self._loss_at = None, None
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
@@ -281,14 +284,16 @@ class StoreReporter:
 
     def on_step(self, event) -> None:
         self._steps += 1
-        self._loss = event.loss if event.loss is not None else self._loss
+        if event.loss is not None:  # measured on this step (every few steps: reading it waits for the GPU)
+            self._loss, self._loss_at = event.loss, event.epoch - 1 + event.step / event.steps
         now = time.monotonic()
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
         self._last_report = now
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
-            "steps": event.steps, "loss": self._loss if event.phase == "train" else event.loss, "lr": event.lr})
+            "steps": event.steps, "loss": self._loss if event.phase == "train" else event.loss,
+            "loss_at": self._loss_at if event.phase == "train" else None, "lr": event.lr})
         self._check_cancel()
 
     def on_message(self, text: str) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cnnlab.featurecache import AVERAGE, PENULTIMATE
+from cnnlab.featurecache import AVERAGE, CLASSIFIER_NAMES, PENULTIMATE
 from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import profile_model
-from cnnlab.registry import build_model, example_input, get_spec
+from cnnlab.registry import build_model, example_input, get_spec, registry
 
 STRATEGY_INFO = {
     "scratch": ("I", "Train from scratch",
@@ -38,6 +38,19 @@ WEIGHTED_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspo
 def strategy_label(strategy: str) -> str:
     """The strategy with the lecture's numeral, 'I: scratch'; a name cnnlab does not know stays as it is."""
     return f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy
+
+
+def run_method(config: dict) -> str:
+    """How a run trained, in a few words: its strategy, the classifier of a feature extractor or probe, and the
+    input size when it is not the architecture's own: 'II: finetune, 96 px', 'III: extract + SVM'."""
+    strategy = config.get("strategy")
+    label = strategy_label(strategy) if strategy != "probe" else "probe of every stage"
+    if strategy in ("extract", "probe") and config.get("classifier"):
+        label += f" + {CLASSIFIER_NAMES.get(config['classifier'], config['classifier'])}"
+    size, arch = config.get("image_size"), config.get("arch")
+    if size and arch in registry() and size != get_spec(arch).image_size:
+        label += f", {size} px"
+    return label
 
 
 @dataclass(frozen=True)
@@ -258,5 +271,5 @@ def describe_freeze(arch: str, freeze: str) -> str:
     return f"train only the last {number} layers with parameters"
 
 
-__all__ = ["STRATEGY_INFO", "strategy_label", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
+__all__ = ["STRATEGY_INFO", "strategy_label", "run_method", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
            "tap_features", "freeze_choices", "default_freeze", "describe_freeze", "run_compute"]

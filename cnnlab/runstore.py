@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT,
     checkpoint TEXT,
     checkpoint_at REAL,
-    queued_at REAL
+    queued_at REAL,
+    earlier_s REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -60,7 +61,7 @@ CREATE INDEX IF NOT EXISTS logs_by_run ON logs(run_id, at);
 @dataclass(frozen=True)
 class Run:
     """One row of the runs table, with its JSON columns decoded; `result` is what the run last ended with (none
-    while it is queued or running)."""
+    while it is queued or running); `earlier_s` the time its earlier attempts ran, before it was resumed."""
 
     id: str
     config: dict
@@ -75,12 +76,14 @@ class Run:
     result: dict | None
     checkpoint: str | None
     checkpoint_at: float | None
+    earlier_s: float = 0.0
 
     @property
     def duration_s(self) -> float | None:
+        """Seconds the run has run, over all its attempts (a resumed run's earlier ones too); None before any."""
         if self.started_at is None:
-            return None
-        return (self.finished_at or time.time()) - self.started_at
+            return self.earlier_s or None
+        return self.earlier_s + (self.finished_at or time.time()) - self.started_at
 
 
 def default_path() -> Path:
@@ -99,6 +102,8 @@ class RunStore:
             columns = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
             if "queued_at" not in columns:  # a database from before resumes kept their creation time
                 connection.execute("ALTER TABLE runs ADD COLUMN queued_at REAL")
+            if "earlier_s" not in columns:  # from before durations counted a resumed run's earlier attempts
+                connection.execute("ALTER TABLE runs ADD COLUMN earlier_s REAL NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -237,8 +242,9 @@ class RunStore:
 
     def requeue(self, run_id: str) -> None:
         """Put an interrupted, failed or cancelled run back at the end of the queue (it resumes from its checkpoint);
-        it keeps its creation time, and its duration starts again when a worker takes it. Its earlier result is
-        kept, unseen while the run is queued or running, for the case that it ends again without a new one."""
+        it keeps its creation time, and its duration goes on from the earlier attempts' when a worker takes it. Its
+        earlier result is kept, unseen while the run is queued or running, for the case that it ends again without
+        a new one."""
         with self._write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
@@ -246,6 +252,7 @@ class RunStore:
             if row["status"] not in ("interrupted", "failed", "cancelled"):
                 raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, "
+                       "earlier_s = earlier_s + COALESCE(finished_at - started_at, 0), "
                        "started_at = NULL, finished_at = NULL, queued_at = ? WHERE id = ?", (time.time(), run_id))
 
     def queue_position(self, run_id: str) -> tuple[int, int]:
@@ -301,4 +308,5 @@ def _run(row: sqlite3.Row) -> Run:
         result=json.loads(row["result"]) if row["result"] and row["status"] not in ACTIVE else None,
         checkpoint=row["checkpoint"],
         checkpoint_at=row["checkpoint_at"],
+        earlier_s=row["earlier_s"],
     )

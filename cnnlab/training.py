@@ -288,10 +288,11 @@ class ProbeResult:
     rows: tuple[ProbeRow, ...]
     time_s: float
     feature_cache: str
+    val_size: int
 
     def to_json(self) -> dict:
         return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": self.config.weights,
-                "classifier": self.config.classifier, "feature_cache": self.feature_cache,
+                "classifier": self.config.classifier, "feature_cache": self.feature_cache, "val_size": self.val_size,
                 "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows],
                 "config": self.config.to_dict()}
 
@@ -928,7 +929,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
         rows.append(ProbeRow(index, tap, x.shape[1], float(pipeline.score(x[train_idx], y[train_idx])),
                              float(pipeline.score(x[val_idx], y[val_idx]))))
-    return ProbeResult(config, tuple(rows), time.perf_counter() - started, cache)
+    return ProbeResult(config, tuple(rows), time.perf_counter() - started, cache, len(val_idx))
 
 
 def run(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult | ProbeResult:

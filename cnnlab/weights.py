@@ -42,6 +42,7 @@ from cnnlab.paths import keep_upload
 from cnnlab.registry import torchvision_weights_enum, arch_names, build_model, get_spec
 
 NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT = "none", "shipped", "torchvision", "timm", "default"
+WEIGHT_SOURCES = (NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT)  # the named ones; any other `weights` is a path
 WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PROBE_TIMEOUT_S = 5.0
 REACHABLE_TTL_S = 60.0
@@ -505,11 +506,18 @@ def _is_run_folder(weights: str) -> bool:
     return Path(weights).is_dir()
 
 
+def weights_label(weights: str) -> str:
+    """Weights in a few words: 'shipped weights', 'your run 29e5f3516a3c' (a run folder), 'weights from my.pth'."""
+    if weights in WEIGHT_SOURCES:
+        return f"{weights} weights"
+    return f"your run {Path(weights).name}" if _is_run_folder(weights) else f"weights from {Path(weights).name}"
+
+
 def trained_arch(weights: str) -> str | None:
     """The architecture a run folder's model was trained as; None for any other weights."""
     from cnnlab.checkpoints import CheckpointError, latest_checkpoint
 
-    if weights in (NONE, SHIPPED, TORCHVISION, TIMM, DEFAULT) or not _is_run_folder(weights):
+    if weights in WEIGHT_SOURCES or not _is_run_folder(weights):
         return None
     try:
         checkpoint = latest_checkpoint(Path(weights))

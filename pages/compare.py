@@ -8,7 +8,6 @@ from cnnlab.compare import architecture_rows
 from cnnlab.jobs import transfer_results
 from cnnlab.latency import LatencyCache
 from cnnlab.lecture import check_claims
-from cnnlab.planner import strategy_label
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec
 from pages.common import current_settings
@@ -65,7 +64,7 @@ table = pd.DataFrame([{
     **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
     "Your best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
-    "Your run": (f"{strategy_label(yours[r['name']]['strategy'])} on {yours[r['name']]['dataset']} "
+    "Your run": (f"{yours[r['name']]['method']} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
     "Accuracy source": r["accuracy_source"] or "—",

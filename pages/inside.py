@@ -20,7 +20,7 @@ from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_t
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
-from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights
+from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
                            predictions_chart, show_image, weights_error, weights_picker)
 
@@ -101,13 +101,14 @@ def settled_layer(current: int, moves: dict[str, int], order: tuple[str, ...]) -
     return next((moves[key] for key in order if key in moves and moves[key] != current), current)
 
 
-def layer_choice(arch: str, layers: tuple[LayerInfo, ...]) -> LayerInfo:
+def layer_choice(arch: str, layers: tuple[LayerInfo, ...], input_size: int) -> LayerInfo:
     """The layer list and slider, kept in step through one stored index, each synced only when the value
     really changed. The slider wins when both report a change: while it is stepped quickly with the arrow keys
     the browser re-sends the list's value from before the previous rerun, which used to drag the slider back
-    (dropping keypresses)."""
+    (dropping keypresses). The list is a new widget for each input size (weights trained at another size):
+    the browser would otherwise keep showing the label with the previous size's shapes."""
     index_key, moves_key = f"inside_layer_index_{arch}", f"inside_layer_moves_{arch}"
-    list_key, slider_key = f"inside_layer_{arch}", f"inside_layer_slider_{arch}"
+    list_key, slider_key = f"inside_layer_{arch}_{input_size}", f"inside_layer_slider_{arch}"
     current = min(st.session_state.get(index_key, 0), len(layers) - 1)
     moves = {key: value for key, value in st.session_state.pop(moves_key, {}).items()
              if isinstance(value, int) and 0 <= value < len(layers)}  # not a stale label after the model changed
@@ -190,7 +191,7 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
 @st.fragment
 def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
-    layer = layer_choice(arch, result.activations.layers)
+    layer = layer_choice(arch, result.activations.layers, result.view.shape[0])
     stats = result.statistics[layer.index]
     row = metric_row()
     row.metric("Stage", layer.stage_label)
@@ -370,11 +371,12 @@ def network_header(name: str, weights: str, top: Prediction) -> str:
     if weights == NONE:
         return (f"**{title}** (random weights) :orange-badge[:material/casino: untrained]  \n"
                 f"meaningless guess: {top.label} ({100 * top.probability:.1f}%)")
-    return f"**{title}** ({weights} weights)  \ntop: {top.label} ({100 * top.probability:.0f}%)"
+    return f"**{title}** ({weights_label(weights)})  \ntop: {top.label} ({100 * top.probability:.0f}%)"
 
 
-def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
-    """Several networks on the same image, stage by stage, then each one's class activation map."""
+def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage) -> None:
+    """Several networks on the same image, stage by stage, then each one's class activation map; `arch` with the
+    weights chosen above (`arch_weights`), the others with their default weights."""
     names = arch_names()
     chosen = st.multiselect("Architectures", names, default=side_by_side_default(arch),
                             max_selections=SIDE_BY_SIDE_MAX,
@@ -382,12 +384,13 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
     if not chosen:
         st.info("Pick at least one architecture.")
         return
-    st.caption("Each with its pretrained weights where they are available offline, random weights otherwise. "
+    st.caption(f"{get_spec(arch).title} with the weights chosen above; the others with their pretrained weights "
+               "where they are available offline, random weights otherwise. "
                "Row k shows the most active channel of each network's k-th stage output, alone and over the "
                "input; the last row is each network's class activation map for its top prediction.")
     results = {}
     for name in chosen:
-        weights = default_weights(name)
+        weights = arch_weights if name == arch else default_weights(name)
         found = run_look(name, weights, picked)
         if found is not None:
             results[name] = (weights, found)
@@ -404,7 +407,11 @@ def side_by_side(arch: str, digest: str, picked: PickedImage) -> None:
     for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
         spec = get_spec(name)
         layer = default_cam_layer(spec)
-        result_cam = cam(name, weights, digest, None, layer, DEFAULT_CAM_METHOD, picked.image)
+        try:
+            result_cam = cam(name, weights, digest, None, layer, DEFAULT_CAM_METHOD, picked.image)
+        except ValueError as error:  # a k-NN head: no gradient, no map
+            col.caption(f"No class activation map: {error}.")
+            continue
         untrained = " (random weights)" if weights == NONE else ""
         col.image(cam_overlay(result_cam, found.view), width="stretch",
                   caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
@@ -459,4 +466,4 @@ with tabs[2]:
 with tabs[3]:
     cam_section(arch, weights, digest, picked, result)
 with tabs[4]:
-    side_by_side(arch, digest, picked)
+    side_by_side(arch, weights, digest, picked)

@@ -123,7 +123,7 @@ with left:
             try:
                 dataset = f"zip:{save_uploaded_archive(upload.getvalue(), upload.name)}"
             except DatasetError as error:
-                st.error(str(error))
+                st.error(str(error), icon=":material/folder_off:")
     checked = None
     if dataset:
         with st.spinner("Reading the dataset..."):

@@ -6,7 +6,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
 from cnnlab.data import dataset_label
-from cnnlab.planner import strategy_label
+from cnnlab.planner import run_method
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.widgets import EMPTY, PERCENT, in_percent, panes
@@ -30,18 +30,18 @@ def draw_comparison(chosen: list[str]) -> None:
     rows, histories = [], {}
     colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
     colors = {}
-    mixed = len({(runs[i].config.get("dataset"), runs[i].config.get("image_size")) for i in chosen}) > 1
+    mixed = len({runs[i].config.get("dataset") for i in chosen}) > 1
     for run_id in chosen:
         run = runs[run_id]
         result = run.result or {}
-        strategy = run.config.get("strategy")
-        label = f"{run_id} · {strategy_label(strategy)} · {arch_title(run.config.get('arch'))}"
-        if mixed:  # runs on other data or at other sizes: say which, or the comparison misleads
-            size = run.config.get("image_size")
-            label += f" · {dataset_label(run.config.get('dataset', ''))}" + (f" at {size}" if size else "")
+        method = run_method(run.config)  # with the input size when not the network's own
+        label = f"{run_id} · {method} · {arch_title(run.config.get('arch'))}"
+        if mixed:  # runs on other data: say which, or the comparison misleads
+            label += f" · {dataset_label(run.config.get('dataset', ''))}"
         histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
         colors[label] = colors_by_run[run_id]
-        rows.append({"label": label, "run": run_id, "status": run.status, "strategy": strategy,
+        rows.append({"label": label, "run": run_id, "status": run.status, "method": method,
+                     "strategy": run.config.get("strategy"),
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
                      "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
                      "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
@@ -50,12 +50,12 @@ def draw_comparison(chosen: list[str]) -> None:
 
     table = pd.DataFrame(rows)
     table["val_acc"] = in_percent(table["val_acc"])
-    table["strategy"] = table["strategy"].map(strategy_label)
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_order=["run", "status", "val_acc", "strategy", "arch", "dataset", "train_time_s", "total_gmacs",
-                               "params_trainable", "params_frozen", "features"],
+                 column_order=["run", "val_acc", "method", "arch", "dataset", "train_time_s",
+                               *(["features"] if table["features"].notna().any() else []), "total_gmacs",
+                               "params_trainable", "params_frozen", "status"],
                  column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
-                                "strategy": "Strategy", "arch": "Architecture", "dataset": "Dataset",
+                                "method": "Strategy", "arch": "Architecture", "dataset": "Dataset",
                                 "features": st.column_config.TextColumn(
                                     "Features", help="Strategy III: computed by the run, or read from the cache an "
                                                      "earlier run filled (then its training time is far shorter)"),

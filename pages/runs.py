@@ -8,9 +8,9 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
 from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.featurecache import CLASSIFIER_NAMES
 from cnnlab.images import fit_within
 from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
-from cnnlab.planner import strategy_label
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.common import current_settings
@@ -80,22 +80,29 @@ if not runs:
 
 
 
+def small_validation_warning(validated: int, consequence: str = "this number is rough") -> None:
+    """Warn that an accuracy measured on fewer than SMALL_VALIDATION images is rough."""
+    if validated < SMALL_VALIDATION:
+        st.warning(f"Only {validated} validation images: each one moves the accuracy by {1 / validated:.1%}, so "
+                   f"{consequence}. More images per class give steadier numbers.", icon=":material/warning:")
+
+
 def draw_table() -> None:
     """Every run with its status and accuracy; refreshed every few seconds while a run is queued or running."""
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
-    summaries["strategy"] = summaries["strategy"].map(strategy_label)
     summaries["arch"] = summaries["arch"].map(arch_title)
     summaries["val_acc"] = in_percent(summaries["val_acc"])
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_order=["id", "status", "val_acc", "strategy", "arch", "dataset", "duration_s", "created"],
+                 column_order=["id", "status", "val_acc", "method", "arch", "dataset", "duration_s", "created"],
                  column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
-                                "strategy": "Strategy", "arch": "Architecture", "dataset": "Dataset",
+                                "method": "Strategy", "arch": "Architecture", "dataset": "Dataset",
                                 "created": "Created",
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f",
-                                    help="Wall time from start to end, loading data and models included; the run's "
-                                         "training time below counts the training alone.")})
+                                    help="Wall time from start to end, loading data and models included, over "
+                                         "every attempt of a resumed run; the run's training time below counts the "
+                                         "training alone.")})
 
 
 st.fragment(run_every=REFRESH if any(r.status in ACTIVE for r in runs) else None)(draw_table)()
@@ -140,9 +147,9 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "running" and step:
         fraction, text = progress_of(step)
         st.progress(fraction, text=text)
-        steps = live_store.metrics(run_id, "step", since=current.started_at)
-        if sum(1 for row in steps if row.get("phase") == "train" and row.get("loss") is not None) > 1:
-            st.plotly_chart(step_loss_figure(steps), width="stretch", key=f"steps_{run_id}")
+        losses = step_loss_figure(live_store.metrics(run_id, "step", since=current.started_at))
+        if len(losses.data[0].x) > 1:
+            st.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
     elif current.status == "queued":
         place, queued = live_store.queue_position(run_id)
         st.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1 else "next in the queue")
@@ -212,10 +219,7 @@ if result and "confusion_matrix" in result:
     row.metric("Training time", f"{result['train_time_s']:.1f} s")
     row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
-    validated = sum(map(sum, result["confusion_matrix"]))
-    if validated < SMALL_VALIDATION:
-        st.warning(f"Only {validated} validation images: each one moves the accuracy by {1 / validated:.1%}, so "
-                   "this number is rough. More images per class give a steadier one.", icon=":material/warning:")
+    small_validation_warning(sum(map(sum, result["confusion_matrix"])))
     if result.get("feature_cache") in ("hit", "partial"):
         st.caption(f"The backbone's features came {'' if result['feature_cache'] == 'hit' else 'partly '}from the "
                    "cache an earlier run with the same backbone, weights and images filled: the training time counts "
@@ -237,8 +241,11 @@ if result and "confusion_matrix" in result:
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
     st.plotly_chart(probe_figure(result["stages"]), width="stretch")
+    small_validation_warning(result.get("val_size", SMALL_VALIDATION),
+                             "differences of a few points between stages may be chance")
     best = max(result["stages"], key=lambda row: row["val_acc"])
-    st.caption(f"Strategy III with {result['classifier']} on each stage's averaged feature maps. The best stage here "
+    st.caption(f"Strategy III with {CLASSIFIER_NAMES.get(result['classifier'], result['classifier'])} on each "
+               "stage's averaged feature maps. The best stage here "
                f"is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}): where the accuracy peaks before the top, "
                "the last stages are too specific to ImageNet for these data (the lecture's general-to-specific "
                "claim); where it climbs to the top, the data are like ImageNet.")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 
-from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_vs_cost, accuracy_vs_operations,
+import pytest
+
+from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_axis, accuracy_vs_cost, accuracy_vs_operations,
                            confusion_figure, count_axis, log_axis, metric_bars, place_labels, probe_figure, run_curves,
-                           short_title, step_loss_figure)
+                           short_title, step_loss_figure, wrap_label)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
 
@@ -102,6 +104,10 @@ def test_step_loss_follows_the_training_steps_in_epochs_done():
              {"phase": "train", "epoch": 2, "epochs": 2, "step": 10, "steps": 10, "loss": 1.0}]
     trace = step_loss_figure(steps).data[0]
     assert list(trace.x) == [0.5, 2.0] and list(trace.y) == [2.0, 1.0]
+    repeated = [{"phase": "train", "epoch": 1, "epochs": 1, "step": step, "steps": 8, "loss": loss, "loss_at": at}
+                for step, loss, at in ((2, 2.0, 0.125), (4, 2.0, 0.125), (6, 1.5, 0.625), (8, 1.2, 1.0))]
+    trace = step_loss_figure(repeated).data[0]  # measured every 4 steps, reported every 2: each loss drawn once
+    assert list(trace.x) == [0.125, 0.625, 1.0] and list(trace.y) == [2.0, 1.5, 1.2]
 
 
 def test_confusion_matrix_rows_are_true_classes():
@@ -140,3 +146,20 @@ def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
     assert list(validation.textposition) == ["top center", "bottom center"], "away from the training line"
     low, high = figure.layout.yaxis.range
     assert 0.5 < low < 0.66 and high > 1.0
+
+
+@pytest.mark.parametrize("low", [0.0, 0.3, 0.55, 0.8, 0.93])
+def test_accuracy_axes_leave_room_above_100_percent_but_never_tick_there(low):
+    axis = accuracy_axis(low)
+    assert axis["range"] == [low, 1.02] and max(axis["tickvals"]) == 1.0 and min(axis["tickvals"]) >= low
+    assert len(axis["tickvals"]) >= 3
+
+
+def test_long_run_labels_wrap_in_the_legend_instead_of_being_cut():
+    label = "29e5f3516a3c · III: extract + logistic regression, 128 px · EfficientNet-Lite0 · mypets.zip"
+    assert wrap_label(label) == ("29e5f3516a3c<br>III: extract + logistic regression, 128 px<br>"
+                                 "EfficientNet-Lite0 · mypets.zip")
+    assert wrap_label("a · b") == "a · b"
+    history = [{"epoch": 1, "acc": 0.5, "val_acc": 0.6}]
+    names = [t.name for t in run_curves({label: history, "short": history}, ("acc", "val_acc")).data]
+    assert names[0] == wrap_label(label) + "<br>training accuracy" and names[3] == "short<br>validation accuracy"

@@ -129,9 +129,11 @@ def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_pa
                                  "flat.zip")
     with pytest.raises(DatasetError, match=r"; found images but no class folders \(0.png, 1.png, 2.png, ...\)$"):
         check_dataset(f"zip:{flat}")
-    lonely = {"pets/cat/1.png": png_bytes(1), "pets/cat/2.png": png_bytes(2), "pets/dog/1.png": png_bytes(3)}
+    lonely = {"pets/cat/1.png": png_bytes(1), "pets/cat/2.png": png_bytes(2), "pets/dog/1.png": png_bytes(3),
+              "pets/dog/broken.jpg": b"not a jpeg"}
     singleton = save_uploaded_archive(zip_of(lonely, tmp_path / "s.zip").read_bytes(), "lonely.zip")
-    with pytest.raises(DatasetError, match="at least 2 images to be split into train and validation; dog has fewer"):
+    with pytest.raises(DatasetError, match=r"^lonely.zip: every class needs at least 2 images to be split into train "
+                                           r"and validation; dog has fewer \(1 unreadable file left out: dog/broken.jpg"):
         check_dataset(f"zip:{singleton}")
     escape = save_uploaded_archive(zip_of({"../evil.png": png_bytes(1), "a/1.png": png_bytes(2)},
                                           tmp_path / "c.zip").read_bytes(), "evil.zip")

@@ -3,6 +3,7 @@ and whole models that predict, export and train on."""
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -11,6 +12,7 @@ from cnnlab.cam import class_activation_map
 from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
 from cnnlab.featurecache import make_classifier
 from cnnlab.heads import KernelSVMHead, NearestNeighboursHead, classifier_as_head, empty_head
+from cnnlab.images import read_image
 from cnnlab.predict import predict_image
 from cnnlab.registry import get_spec
 from cnnlab.training import make_config, run
@@ -82,6 +84,9 @@ def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_p
     assert predict_image(three, LITE0, str(tmp_path / "svm")).predictions[0].label == "3"
     exported = export_checkpoint(tmp_path / "svm", "onnx")
     assert exported.matches, exported.max_abs_diff
+    digits = torch.cat([loaded.batch_for(read_image(next((root / d).iterdir()))) for d in ("3", "7")])
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    assert list(session.run(None, {"images": digits.numpy()})[0].argmax(1)) == [3, 7], "the exported head itself"
     again = load_weights(LITE0, str(tmp_path / "svm"), num_classes=10)  # Strategy II from it: a layer to train
     assert isinstance(again.model.get_submodule("classifier"), torch.nn.Linear)
     assert any(f"{head_type.__name__} head is replaced" in note for note in again.notes)

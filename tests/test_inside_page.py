@@ -108,7 +108,7 @@ def test_a_stale_layer_label_from_the_browser_is_ignored(page):
     """After the weights change the layers' shapes (a run trained at 64 px), the browser sent the list's old
     label instead of its index, which reached the slider and crashed the page."""
     stale = layer_list(page).options[0]  # '0 · stage 1 (blocks.0) · conv_stem (Conv2dSame) 32x112x112'
-    page.session_state[f"inside_layer_moves_{LITE0}"] = {f"inside_layer_{LITE0}": stale}
+    page.session_state[f"inside_layer_moves_{LITE0}"] = {f"inside_layer_{LITE0}_224": stale}
     page.run()
     assert not page.exception, page.exception
     assert page.slider(key=f"inside_layer_slider_{LITE0}").value == 0 and layer_list(page).value == 0

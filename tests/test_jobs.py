@@ -146,7 +146,9 @@ def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
     resumed_at = store.metrics(run_id, "start")[-1]["start_epoch"]
     assert resumed_at == saved  # continued from the checkpoint, not from scratch
     assert f"resumed from the checkpoint saved after epoch {saved}" in "\n".join(store.logs(run_id))
-    assert all(row["loss"] is not None for row in store.metrics(run_id, "step") if row["phase"] == "train")
+    trained = [row for row in store.metrics(run_id, "step") if row["phase"] == "train"]
+    assert all(row["loss"] is not None and row["loss_at"] <= row["epoch"] - 1 + row["step"] / row["steps"]
+               for row in trained), "each report carries the last loss measured, and where it was measured"
     with pytest.raises(ValueError, match="only interrupted"):
         jobs.resume(run_id, store)
 

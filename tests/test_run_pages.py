@@ -190,7 +190,9 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert not page.exception, page.exception
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
-    assert any("The best stage here is" in c.value for c in page.caption)
+    assert any(c.value.startswith("Strategy III with logistic regression on each stage") and
+               "The best stage here is" in c.value for c in page.caption)
+    assert RunStore().get(run.id).result["val_size"] == 359 and not page.warning, "359 images: no warning"
     assert page.dataframe[0].value["val_acc"].iloc[0] == pytest.approx(100 * max(s["val_acc"] for s in stages))  # in %
 
 
@@ -418,6 +420,9 @@ def test_a_knn_run_is_a_model_to_look_inside_without_a_class_activation_map():
     at.selectbox(key="inside_weights_tf_efficientnet_lite0").set_value(str(jobs.run_dir(run_id))).run()
     assert not at.exception, at.exception
     assert any("votes among its nearest training examples" in i.value for i in at.info)
+    assert any(m.value.startswith(f"**EfficientNet-Lite0** (your run {run_id})") for m in at.markdown), \
+        "Side by side: the run's model beside the others"
+    assert any(c.value.startswith("No class activation map: this model's NearestNeighboursHead") for c in at.caption)
 
 
 def test_a_run_that_kept_no_model_says_why_it_shows_no_mistakes():
@@ -481,7 +486,7 @@ def test_launch_checks_an_uploaded_zip_before_anything_is_queued():
     assert not any("Counted for a 10-class head" in c.value for c in at.caption)
     launch().click().run()
     run = RunStore().runs()[0]
-    assert jobs.run_label(run).endswith("· III: extract · EfficientNet-Lite0 on three.zip")
+    assert jobs.run_label(run).endswith("· III: extract + logistic regression · EfficientNet-Lite0 on three.zip")
     assert wait_status(run.id, ("succeeded", "failed")) == "succeeded", RunStore().get(run.id).error
     page = open_run(run.id)
     assert any(w.value.startswith("Only 4 validation images: each one moves the accuracy by 25.0%")

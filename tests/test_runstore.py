@@ -130,14 +130,18 @@ def test_a_resumed_run_keeps_its_creation_time_and_queues_behind_the_others(tmp_
     resumed = store.submit({"n": 1})
     store.claim_next("w")
     store.finish(resumed, "cancelled", worker="w")
-    created = store.get(resumed).created_at
+    created, first_attempt = store.get(resumed).created_at, store.get(resumed).duration_s
     waiting = store.submit({"n": 2})
     store.requeue(resumed)
     run = store.get(resumed)
-    assert (run.created_at, run.started_at, run.duration_s) == (created, None, None), "no duration while queued"
+    assert (run.created_at, run.started_at) == (created, None)
+    assert run.duration_s == pytest.approx(first_attempt), "queued again: the first attempt's time so far"
     assert store.queue_position(waiting) == (1, 2) and store.queue_position(resumed) == (2, 2)
     assert store.claim_next("w").id == waiting, "queued before the resume: first"
     assert store.claim_next("w").id == resumed
+    store.finish(resumed, "succeeded", worker="w")
+    run = store.get(resumed)
+    assert run.duration_s == pytest.approx(first_attempt + run.finished_at - run.started_at), "both attempts count"
 
 
 def test_a_database_from_before_queued_at_is_upgraded(tmp_path):

@@ -15,7 +15,7 @@ from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
 from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
-from cnnlab.planner import describe_freeze
+from cnnlab.planner import describe_freeze, run_method
 from cnnlab.registry import build_model, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
                              count_params, freeze_layers, keeps_model, make_config, parse_freeze, run)
@@ -419,3 +419,11 @@ def test_an_early_tap_stops_the_forward_pass_and_keeps_the_same_features():
     finally:
         handle.remove()
     assert np.allclose(early, both["blocks.1"]) and early.shape == (8, 24)
+
+
+def test_a_runs_method_names_its_classifier_and_an_input_size_not_the_networks_own():
+    assert run_method(make_config("scratch", "lenet5", "digits").to_dict()) == "I: scratch"
+    assert run_method(make_config("extract", LITE0, "digits", classifier="svm").to_dict()) == "III: extract + SVM"
+    assert run_method(make_config("finetune", LITE0, "digits", image_size=96).to_dict()) == "II: finetune, 96 px"
+    assert run_method(make_config("probe", LITE0, "digits", classifier="knn", image_size=224).to_dict()) == \
+        "probe of every stage + k-NN"

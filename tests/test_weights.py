@@ -256,3 +256,12 @@ def test_create_model_keeps_its_contract():
     assert model.classifier.out_features == 3 and not model.training
     assert create_model("lenet5", "none").output.out_features == 10
     assert {n for n in arch_names() if get_spec(n).shipped_weights} == {LITE0, LITE2}
+
+
+def test_weights_are_named_in_a_few_words(tmp_path):
+    from cnnlab.weights import weights_label
+
+    (tmp_path / "29e5f3516a3c").mkdir()
+    assert weights_label("shipped") == "shipped weights"
+    assert weights_label(str(tmp_path / "29e5f3516a3c")) == "your run 29e5f3516a3c"
+    assert weights_label(str(tmp_path / "mine.pth")) == "weights from mine.pth"

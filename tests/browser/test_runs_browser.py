@@ -78,7 +78,8 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{dashboard_url}/runs?run={extract}")
     wait_for_app(page)
-    expect(page.get_by_text(re.compile(rf"^{extract} · III: extract · EfficientNet-Lite0 on digits")).first).to_be_visible()
+    title = re.compile(rf"^{extract} · III: extract \+ logistic regression, 128 px · EfficientNet-Lite0 on digits")
+    expect(page.get_by_text(title).first).to_be_visible()
     expect(status_badge(page, "running")).to_be_visible(timeout=60_000)  # still going after the tab was closed
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
     expect(accuracy).to_be_visible(timeout=300_000)  # drawn when the live view sees the run finish
@@ -107,6 +108,14 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     expect(page.locator("[data-testid='stMetricValue']").first).to_have_text(re.compile(r"^\d$"), timeout=60_000)
     expect(page.get_by_text("Classes: the 10 classes it was trained on")).to_be_visible()
     screenshot(page, "predict_run")
+
+    # Look inside with the run's model, trained at 128 px: the layer list shows that size's shapes at once
+    page.goto(f"{dashboard_url}/inside")
+    wait_for_app(page)
+    layer_list = page.locator("[data-testid='stSelectbox']").filter(has_text="Layer (index")
+    expect(layer_list).to_contain_text("conv_stem (Conv2dSame) 32x112x112", timeout=120_000)  # shipped, 224 px
+    pick(page, "Weights", re.compile(rf"^Your run {extract}"))
+    expect(layer_list).to_contain_text("conv_stem (Conv2dSame) 32x64x64", timeout=120_000)
 
     page.goto(f"{dashboard_url}/run_compare")
     wait_for_app(page)
