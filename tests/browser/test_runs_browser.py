@@ -112,10 +112,11 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     # Look inside with the run's model, trained at 128 px: the layer list shows that size's shapes at once
     page.goto(f"{dashboard_url}/inside")
     wait_for_app(page)
-    layer_list = page.locator("[data-testid='stSelectbox']").filter(has_text="Layer (index")
-    expect(layer_list).to_contain_text("conv_stem (Conv2dSame) 32x112x112", timeout=120_000)  # shipped, 224 px
+    layer_list = page.get_by_role("combobox", name=re.compile(r"^Layer \(index"))
+    expect(layer_list).to_have_value(re.compile(r"conv_stem \(Conv2dSame\) 32x112x112$"), timeout=120_000)  # 224 px
     pick(page, "Weights", re.compile(rf"^Your run {extract}"))
-    expect(layer_list).to_contain_text("conv_stem (Conv2dSame) 32x64x64", timeout=120_000)
+    expect(layer_list).to_have_value(re.compile(r"conv_stem \(Conv2dSame\) 32x64x64$"), timeout=120_000)
+    screenshot(page, "inside_run")
 
     page.goto(f"{dashboard_url}/run_compare")
     wait_for_app(page)
