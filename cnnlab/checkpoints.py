@@ -221,16 +221,15 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
     the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol` (relative
     to the largest logit).
     """
-    from cnnlab.images import preprocess, read_image, sample_images
+    from cnnlab.images import image_input, sample_images
     from cnnlab.registry import get_spec
 
     if fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
     model, checkpoint = model_from_checkpoint(path)
     spec = get_spec(checkpoint.config["arch"])
-    photos = list(sample_images().values())[:batch]
-    example = torch.stack([preprocess(read_image(photo), spec, checkpoint.config.get("image_size"))
-                           for photo in photos])
+    example = torch.cat([image_input(photo, spec, image_size=checkpoint.config.get("image_size")).tensor
+                         for photo in list(sample_images().values())[:batch]])
     with torch.no_grad():
         expected = model(example).numpy()
     out = Path(out) if out else checkpoint.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")

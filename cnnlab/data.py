@@ -69,6 +69,11 @@ class ImageSet(Dataset):
         """SHA-256 over the images and labels (hex, 16 characters)."""
         return self._fingerprint()[:16]
 
+    def differs_from(self, data_hash: str | None) -> bool:
+        """Whether a `content_hash` stored earlier (with a run) names other images or labels than these; None, from
+        a run stored before hashes were kept, counts as the same."""
+        return data_hash is not None and data_hash != self.content_hash
+
     @property
     def in_memory(self) -> bool:
         """True when items come from arrays in memory rather than files (no decode worth a worker)."""

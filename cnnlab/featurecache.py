@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cnnlab.paths import atomic_write_bytes
-from cnnlab.paths import data_dir
+from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import ArchSpec, Preprocessing
 
 PENULTIMATE = "penultimate"

@@ -136,7 +136,7 @@ def run_dataset(config: dict) -> ImageSet:
         raise MistakesError(f"the run's data cannot be read any more: {error}") from None
     if images.classes != tuple(config["classes"]):
         raise MistakesError(f"the dataset {config['dataset']} no longer has the classes this run trained on")
-    if config.get("data_hash", images.content_hash) != images.content_hash:
+    if images.differs_from(config.get("data_hash")):
         raise MistakesError(f"the images of {config['dataset']} changed since this run trained on them, so its "
                             "validation images cannot be told apart from its training images any more")
     return images

@@ -614,7 +614,7 @@ def _run_dir_config(out_dir: Path | None, config: RunConfig, images: ImageSet, d
         previous = read_json(existing)
         if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(images.classes):
             raise ConfigError(f"{out_dir} holds a different run; choose another output folder")
-        if previous.get("data_hash", images.content_hash) != images.content_hash:
+        if images.differs_from(previous.get("data_hash")):
             raise ConfigError(f"the images of {config.dataset} changed since this run started, so it cannot resume "
                               "on the same training and validation split; start a new run")
     if dist.is_main:
