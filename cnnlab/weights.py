@@ -483,7 +483,7 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
 def _load_run(name: str, path: str) -> LoadedModel:
     from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
     from cnnlab.data import dataset_label
-    from cnnlab.planner import strategy_label
+    from cnnlab.planner import run_method
 
     try:
         model, checkpoint = model_from_checkpoint(Path(path))
@@ -494,7 +494,7 @@ def _load_run(name: str, path: str) -> LoadedModel:
         raise WeightsError(f"{path} holds a trained {config.get('arch')}, not {name}")
     classes = tuple(config["classes"])
     after = f", saved after epoch {checkpoint.epoch}" if checkpoint.epoch else ""
-    note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({strategy_label(config.get('strategy'))}) "
+    note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({run_method(config)}) "
             f"on {dataset_label(config.get('dataset', ''))} ({len(classes)} classes){after}.")
     if config.get("classifier") == "svm" and config.get("strategy") == "extract":
         note += (" Its head is an SVM: the probabilities are the softmax of its one-vs-rest vote scores, which rank "

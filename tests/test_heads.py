@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 from cnnlab.cam import class_activation_map
 from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
-from cnnlab.featurecache import make_classifier
+from cnnlab.featurecache import CLASSIFIER_NAMES, make_classifier
 from cnnlab.heads import KernelSVMHead, NearestNeighboursHead, classifier_as_head, empty_head
 from cnnlab.images import read_image
 from cnnlab.predict import predict_image
@@ -80,6 +80,7 @@ def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_p
     loaded = load_weights(LITE0, str(tmp_path / "svm"))
     assert loaded.class_names == tuple(str(c) for c in range(10)) and loaded.image_size == 64
     assert ("probabilities are the softmax of its one-vs-rest vote scores" in loaded.notes[0]) == (kind == "svm")
+    assert f"(III: extract + {CLASSIFIER_NAMES[kind]}, 64 px)" in loaded.notes[0]
     three = next((root / "3").iterdir())
     assert predict_image(three, LITE0, str(tmp_path / "svm")).predictions[0].label == "3"
     exported = export_checkpoint(tmp_path / "svm", "onnx")
