@@ -179,11 +179,13 @@ def load_trainer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer)
 
 def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the trained model from a run or checkpoint folder, in eval mode."""
-    from cnnlab.registry import build_model
+    from cnnlab.registry import OWN_HEAD, build_model, fit_head, get_spec
 
     checkpoint = require_checkpoint(path)
     config = checkpoint.config
-    model = build_model(config["arch"], num_classes=len(config["classes"]))
+    classes = len(config["classes"])
+    model = fit_head(build_model(config["arch"], num_classes=classes), get_spec(config["arch"]),
+                     config.get("head", OWN_HEAD), classes)
     if config.get("strategy") == "extract" and config.get("classifier") in KERNEL_HEADS:
         _fit_kernel_head(model, checkpoint, config["classifier"])
     return load_checkpoint_weights(model, checkpoint).eval(), checkpoint

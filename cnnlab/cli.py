@@ -310,7 +310,7 @@ def _input_size(args) -> int | None:
 
 def _config_from_args(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
-                            batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
+                            batch_size=args.batch_size, lr=args.lr, freeze=args.freeze, head=args.head,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
                             image_size=_input_size(args), device=args.device, seed=args.seed)
 
@@ -415,6 +415,10 @@ def _cmd_probe(args) -> None:
         return
     print_table([{**row, "train_acc": f"{row['train_acc']:.4f}", "val_acc": f"{row['val_acc']:.4f}"}
                  for row in result.get("stages", [])], ["stage", "layer", "dim", "train_acc", "val_acc"])
+    if result.get("stages"):
+        from cnnlab.training import probe_reading
+
+        print(probe_reading(result["stages"], result.get("val_size")))
 
 
 def _cmd_export(args) -> None:
@@ -524,18 +528,24 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     if not strategies:
         parser.add_argument("--classifier", choices=["logreg", "svm", "knn"],
                             help="fitted at each stage (default logreg)")
-        parser.set_defaults(strategy="probe", epochs=None, lr=None, freeze=None, tap=None, tap_pooling=None)
+        parser.set_defaults(strategy="probe", epochs=None, lr=None, freeze=None, head=None, tap=None,
+                            tap_pooling=None)
         return
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")
     parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
                                          "or all-but:N (train only the last N layers); default: half the stages")
+    parser.add_argument("--head", choices=["own", "lecture"],
+                        help="scratch, finetune: the network's own classifier layers (the last one new for your "
+                             "classes), or the lecture's new head, Flatten -> Dense(1024) -> Dropout(0.5) -> "
+                             "Dense(classes) (VGG-16 only; its finetune default)")
     parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"],
                         help="extract (default logreg); probe: logreg, svm or knn at each stage")
     parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
     parser.add_argument("--tap-pooling", choices=["average", "flatten"],
                         help="extract: average the tap's feature maps over their positions (default) or flatten them "
-                             "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features)")
+                             "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features at 224 px; "
+                             "smaller inputs give fewer)")
 
 
 def build_parser() -> argparse.ArgumentParser:

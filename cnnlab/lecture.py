@@ -1,4 +1,5 @@
-"""The numbers the lecture states, set beside what cnnlab measures on the registry's implementations."""
+"""The numbers the lecture states, set beside the registry's implementations: what cnnlab counts on them, or the
+error rates published for their weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from cnnlab.registry import get_spec
 @dataclass(frozen=True)
 class Claim:
     """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top1_error', 'top5_error', 'conv_layers',
-    'pool_layers', 'dense_layers', 'dropout_layers' or 'first_conv_filters'."""
+    'pool_layers', 'dense_layers', 'dropout_layers', 'first_conv_filters' or 'depth_with_pooling'."""
 
     arch: str
     quantity: str
@@ -24,7 +25,8 @@ class Claim:
     @property
     def what(self) -> str:
         """The quantity in words: 'top-5 error (%)', 'dropout layers'."""
-        return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)"}.get(
+        return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)",
+                "depth_with_pooling": "depth with pooling"}.get(
             self.quantity, self.quantity.replace("_", " "))
 
 
@@ -42,7 +44,9 @@ class ClaimCheck:
 
 CLAIMS = (
     Claim("lenet5", "params", 60_000, "LeNet-5 ... Parameters Learned: 60,000",
-          "The paper's sparse C3 and RBF output give 60,840; with a fully connected C3 and linear output, 61,706."),
+          "Exact for the paper: C1 156 + S2 12 + C3 1,516 (its sparse connection table) + S4 32 + C5 48,120 + F6 "
+          "10,164 = 60,000 trained weights; the RBF output's 840 are fixed by hand, not learned. This implementation "
+          "has a fully connected C3, plain pooling and a linear output: 61,706."),
     Claim("alexnet", "params", 60_000_000, "AlexNet ... Parameters Learned: 60 Million",
           "torchvision's single-GPU AlexNet (64 first-layer filters) has 61.1M; 58.6M of them are in the three "
           "fully connected layers."),
@@ -57,19 +61,26 @@ CLAIMS = (
           "Dropout is used in the first two fully connected layers only (paper, section 4.2); the output layer "
           "has none.", tolerance=0.0),
     Claim("alexnet", "top1_error", 39.7, "On the test data, we achieved top-1 and top-5 error rates of 39.7% and 18.9%",
-          "The paper's numbers are for the LSVRC-2010 test set; torchvision's weights (the single-GPU 'one weird "
-          "trick' variant) are measured on the ILSVRC-2012 validation set, one centre crop.", tolerance=0.02),
+          "The slide quotes an abstract with 39.7% / 18.9%, 500,000 neurons and 'two globally connected layers'; "
+          "the paper itself (abstract and Table 1) reports 37.5% / 17.0% on the LSVRC-2010 test set, with 650,000 "
+          "neurons and three fully connected layers. torchvision's weights (the single-GPU 'one weird trick' "
+          "variant) are measured on the ILSVRC-2012 validation set, one centre crop.", tolerance=0.02),
     Claim("alexnet", "top5_error", 18.9, "On the test data, we achieved top-1 and top-5 error rates of 39.7% and 18.9%",
-          "As for top-1: LSVRC-2010 test set in the paper, ILSVRC-2012 validation (one crop) for torchvision's "
-          "weights.", tolerance=0.02),
+          "As for top-1: the paper reports 17.0% on the LSVRC-2010 test set; torchvision's weights are measured on "
+          "ILSVRC-2012 validation, one crop.", tolerance=0.02),
     Claim("vgg16", "params", 138_000_000, "VGGNet ... Parameters Learned: 138 Million",
           "Exact for VGG-16 (138,357,544); VGG-19 has 143.7M.", tolerance=0.01),
     Claim("googlenet", "params", 4_000_000,
           "It reduces the number of parameters from 60 million (AlexNet) to 4 million.",
-          "The paper's own Table 1 adds up to about 6.8M (1M in the classifier); torchvision's has 6.6M "
-          "(batch norm added, 3x3 kernels in the '5x5' branch)."),
+          "4M is the figure of course notes such as CS231n's, not the paper's: the paper says 12 times fewer "
+          "parameters than AlexNet (about 5M), and its own Table 1 adds up to about 6.8M (1M in the classifier); "
+          "torchvision's has 6.6M (batch norm added, 3x3 kernels in the '5x5' branch)."),
     Claim("googlenet", "depth", 22, "It is 22 layers deep (27, including the pooling layers).",
           "Measured as the longest chain of conv and linear layers from input to output.", tolerance=0.0),
+    Claim("googlenet", "depth_with_pooling", 27, "It is 22 layers deep (27, including the pooling layers).",
+          "Measured as the longest chain of conv, linear and pooling layers: the 22 and GoogLeNet's five pooling "
+          "layers on the main path (the max pooling inside each Inception module sits on a branch as deep as its "
+          "others).", tolerance=0.0),
     Claim("googlenet", "top5_error", 6.67, "It achieved a top-5 error rate with of 6.67%",
           "6.67% is the paper's 7-model, 144-crop ensemble; one model, one crop: 10.07% in the paper, "
           "10.47% for torchvision's weights."),
@@ -84,13 +95,15 @@ def _count_layers(profile: ModelProfile, kind: type) -> int:
 
 
 def measure(claim: Claim) -> ClaimCheck:
-    """What cnnlab measures for one claim."""
+    """The implementation's number for one claim: counted on the model, or published for its weights."""
     profile = profile_arch(claim.arch)
     spec = get_spec(claim.arch)
     if claim.quantity == "params":
         return ClaimCheck(claim, profile.params, f"parameters of {spec.source}'s {spec.title}")
     if claim.quantity == "depth":
         return ClaimCheck(claim, profile.depth, "longest conv/linear chain")
+    if claim.quantity == "depth_with_pooling":
+        return ClaimCheck(claim, profile.depth_with_pooling, "longest conv/linear/pooling chain")
     if claim.quantity == "conv_layers":
         return ClaimCheck(claim, _count_layers(profile, nn.Conv2d), "Conv2d layers")
     if claim.quantity == "pool_layers":
@@ -104,7 +117,8 @@ def measure(claim: Claim) -> ClaimCheck:
         return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")
     if claim.quantity in ("top1_error", "top5_error"):
         accuracy = spec.accuracy.top1 if claim.quantity == "top1_error" else spec.accuracy.top5
-        return ClaimCheck(claim, round(100 - accuracy, 2), spec.accuracy.source)
+        return ClaimCheck(claim, round(100 - accuracy, 2),
+                          f"published for {spec.accuracy.source} ({spec.accuracy.dataset})")
     raise ValueError(f"unknown quantity {claim.quantity!r}")
 
 

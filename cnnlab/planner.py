@@ -21,7 +21,7 @@ import torch
 from cnnlab.featurecache import AVERAGE, CLASSIFIER_NAMES, PENULTIMATE
 from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import profile_model
-from cnnlab.registry import build_model, example_input, get_spec, registry
+from cnnlab.registry import LECTURE_HEAD, OWN_HEAD, build_model, example_input, fit_head, get_spec, registry
 
 STRATEGY_INFO = {
     "scratch": ("I", "Train from scratch",
@@ -47,6 +47,8 @@ def run_method(config: dict) -> str:
     label = strategy_label(strategy) if strategy != "probe" else "probe of every stage"
     if strategy in ("extract", "probe") and config.get("classifier"):
         label += f" + {CLASSIFIER_NAMES.get(config['classifier'], config['classifier'])}"
+    if config.get("head") == LECTURE_HEAD:
+        label += " + lecture head"
     size, arch = config.get("image_size"), config.get("arch")
     if size and arch in registry() and size != get_spec(arch).image_size:
         label += f", {size} px"
@@ -149,15 +151,16 @@ def _parts_by_order(model, spec) -> dict[str, str]:
 
 
 def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None,
-                tap: str = PENULTIMATE) -> FreezePlan:
-    """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head; built on the meta
-    device, so nothing is allocated. For Strategy III the backbone is frozen and only the head trains, and the
-    forward pass stops at `tap`: what comes after it is not run and not counted."""
+                tap: str = PENULTIMATE, head: str = OWN_HEAD) -> FreezePlan:
+    """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head (`head`: see
+    `registry.fit_head`); built on the meta device, so nothing is allocated. For Strategy III the backbone is
+    frozen and only the head trains, and the forward pass stops at `tap`: what comes after it is not run and not
+    counted."""
     from cnnlab.training import freeze_layers
 
     spec = get_spec(arch)
     with torch.device("meta"):
-        model = build_model(arch, num_classes)
+        model = fit_head(build_model(arch, num_classes), spec, head, num_classes)
     freeze_layers(model, spec, "body" if strategy == "extract" else "none" if strategy == "scratch" else freeze)
     profile = profile_model(model, example_input(spec, image_size, device="meta"))
     part_of = _parts_by_order(model, spec)
@@ -229,7 +232,7 @@ def run_compute(config: dict, num_classes: int, train_images: int, val_images: i
     """What a finished run cost in multiply-accumulates, from its freeze plan: per training image, and in all
     (training steps and validation passes for I and II; one forward pass over every image for III)."""
     plan = freeze_plan(config["arch"], config["strategy"], config.get("freeze", "none"), num_classes,
-                       config.get("image_size"), config.get("tap") or PENULTIMATE)
+                       config.get("image_size"), config.get("tap") or PENULTIMATE, config.get("head", OWN_HEAD))
     if config["strategy"] == "extract":
         total = plan.forward_macs * (train_images + val_images)
     else:
@@ -257,6 +260,28 @@ def freeze_choices(arch: str) -> list[str]:
     return ["none", *(f"stage:{k}" for k in range(1, len(spec.stages) + 1)), "body"]
 
 
+def head_choices(arch: str, strategy: str) -> list[str]:
+    """The heads a user can pick for `arch` under `strategy` (see `registry.fit_head`): the network's own and,
+    where the lecture gives a recipe for it, the lecture's; none to pick for Strategy III or a probe."""
+    if strategy not in ("scratch", "finetune") or not get_spec(arch).lecture_head_width:
+        return []
+    return [OWN_HEAD, LECTURE_HEAD]
+
+
+def default_head(arch: str, strategy: str) -> str:
+    """The lecture's head for a fine-tune of the network its recipe is for, else the network's own."""
+    return LECTURE_HEAD if strategy == "finetune" and get_spec(arch).lecture_head_width else OWN_HEAD
+
+
+def describe_head(arch: str, head: str) -> str:
+    """A head in words: '...' for the network's own, the lecture's layers for `lecture`."""
+    spec = get_spec(arch)
+    if head == LECTURE_HEAD:
+        return (f"the lecture's new head: flatten, Dense({spec.lecture_head_width:,}, ReLU), Dropout(0.5), "
+                "Dense(classes)")
+    return f"{spec.title}'s own classifier layers, the last one new for your classes"
+
+
 def describe_freeze(arch: str, freeze: str) -> str:
     """A freeze plan in words, naming the stage it freezes through."""
     spec = get_spec(arch)
@@ -272,4 +297,5 @@ def describe_freeze(arch: str, freeze: str) -> str:
 
 
 __all__ = ["STRATEGY_INFO", "strategy_label", "run_method", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
-           "tap_features", "freeze_choices", "default_freeze", "describe_freeze", "run_compute"]
+           "tap_features", "freeze_choices", "default_freeze", "describe_freeze", "head_choices", "default_head", "describe_head",
+           "run_compute"]

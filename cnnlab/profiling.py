@@ -1,8 +1,8 @@
 """Profiling: parameters, multiply-accumulates, output shapes and depth, total and per layer.
 
 Operations are counted by `torch.utils.flop_counter.FlopCounterMode` (which counts 2 FLOPs per
-multiply-accumulate); depth is the longest chain of conv/linear layers from input to output, tracked
-tensor by tensor. Models can live on the meta device, which makes profiling nearly free.
+multiply-accumulate); depth is the longest chain of conv/linear layers from input to output (and, apart,
+with pooling layers counted too), tracked tensor by tensor. Models can live on the meta device, which makes profiling nearly free.
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def flop_counter() -> FlopCounterMode:
     return counter
 
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear", "conv_transpose1d", "conv_transpose2d"})
+POOLING_OPS = frozenset({"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                         "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+                         "max_pool2d_with_indices", "adaptive_max_pool2d_with_indices"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ModelProfile:
     depth: int
     size_mb: float
     rows: tuple[LayerRow, ...] = field(repr=False)
+    depth_with_pooling: int = 0
 
     @property
     def flops(self) -> int:
@@ -116,23 +120,27 @@ def linear_formula(module: nn.Linear) -> tuple[str, int]:
 
 
 class _DepthMode(TorchFunctionMode):
-    """Tags every tensor with the number of conv/linear layers on the longest path that produced it."""
+    """Tags every tensor with the number of conv/linear layers on the longest path that produced it, and apart
+    from that with the number of conv/linear/pooling layers on the longest such path."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.depth = 0
+        self.depth = self.depth_with_pooling = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        leaves = tree_flatten((args, kwargs))[0]
-        depth = max((getattr(t, "_cnnlab_depth", 0) for t in leaves if isinstance(t, torch.Tensor)), default=0)
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        depth = max((getattr(t, "_cnnlab_depth", 0) for t in tensors), default=0)
+        pooled = max((getattr(t, "_cnnlab_depth_pool", 0) for t in tensors), default=0)
         out = func(*args, **kwargs)
-        if getattr(func, "__name__", "") in WEIGHTED_OPS:
-            depth += 1
+        name = getattr(func, "__name__", "")
+        depth += name in WEIGHTED_OPS
+        pooled += name in WEIGHTED_OPS or name in POOLING_OPS
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor) and not isinstance(tensor, nn.Parameter):
                 tensor._cnnlab_depth = max(depth, getattr(tensor, "_cnnlab_depth", 0))
-        self.depth = max(self.depth, depth)
+                tensor._cnnlab_depth_pool = max(pooled, getattr(tensor, "_cnnlab_depth_pool", 0))
+        self.depth, self.depth_with_pooling = max(self.depth, depth), max(self.depth_with_pooling, pooled)
         return out
 
 
@@ -212,6 +220,7 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> ModelProfile:
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         macs=module_macs.get("", counter.get_total_flops() // 2),
         depth=depth_mode.depth,
+        depth_with_pooling=depth_mode.depth_with_pooling,
         size_mb=stored * example.element_size() / 2**20,
         rows=tuple(rows),
     )

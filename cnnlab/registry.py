@@ -6,6 +6,7 @@ are read from it, not typed in; the rest cite their source.
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import cache
 
@@ -64,7 +65,8 @@ class ArchSpec:
     `reduction_modules` are the class names of the modules whose 1x1 reductions the 1x1 page counts (Inception
     modules, bottlenecks, dense layers); `shipped_weights` the Python package that ships ImageNet weights for
     offline use; `lecture_freeze` the freeze plan of the lecture's own fine-tuning recipe, with
-    `lecture_freeze_note` saying what it is in the lecture's words.
+    `lecture_freeze_note` saying what it is in the lecture's words, and `lecture_head_width` the width of the
+    new head that recipe puts on the network (0 where the lecture gives none; see `fit_head`).
     """
 
     name: str
@@ -96,6 +98,7 @@ class ArchSpec:
     shipped_weights: str | None = None
     lecture_freeze: str | None = None
     lecture_freeze_note: str = ""
+    lecture_head_width: int = 0
 
     @property
     def image_size(self) -> int:
@@ -226,13 +229,14 @@ def _specs() -> tuple[ArchSpec, ...]:
                 "here C3 is fully connected (2,416).",
                 "The paper's subsampling layers have a trainable coefficient and bias per map and the output is "
                 "a layer of RBF units; here they are plain average pooling and a linear layer.",
-                "With the paper's choices the total is 60,840 (the lecture's '60,000'); this implementation has 61,706.",
+                "With the paper's choices 60,000 weights are trained, the lecture's number exactly (the RBF output's "
+                "840 are fixed by hand); this implementation has 61,706.",
             ),
         ),
         ArchSpec(
             name="lecture_cnn", title="Lecture CNN (Keras Sequential)", family="Plain CNN", year=2017,
-            paper=_paper("Deep Learning with Python, ch. 5 (Chollet's cats-vs-dogs convnet, the lecture's slide "
-                         "'Training a CNN Model from Scratch')", "Chollet", 2017,
+            paper=_paper("The lecture's slide 'Training a CNN Model from Scratch', adapted from Chollet's "
+                         "cats-vs-dogs convnet (Deep Learning with Python, ch. 5)", "Chollet", 2017,
                          "https://keras.io/guides/sequential_model/"),
             source=CNNLAB, builder="cnnlab.archs.lecture_cnn", input_size=(3, 150, 150), num_classes=1,
             fixed_input_size=True, min_input_size=150,
@@ -246,6 +250,11 @@ def _specs() -> tuple[ArchSpec, ...]:
                 "The flatten into dense_1 holds 5.3M of its 5.6M parameters: the problem global average "
                 "pooling solves.",
                 "Keras scales pixels to [0, 1] (rescale=1/255) and nothing more, hence mean 0 and std 1.",
+                "Chollet's original has 'valid' convolutions and no dense_2: a 7x7x128 flatten and 3,453,121 "
+                "parameters.",
+                "Two slips in the slides' code: the one-unit sigmoid output is compiled with "
+                "categorical_crossentropy (a binary model needs binary_crossentropy; MNIST's ten digits need "
+                "Dense(10, softmax)), and the data slide feeds it 28x28x1 MNIST images while it takes 150x150x3.",
             ),
         ),
         _torchvision_spec(
@@ -263,8 +272,10 @@ def _specs() -> tuple[ArchSpec, ...]:
                 "The lecture's '15 million high-resolution images' is the whole of ImageNet at the time; AlexNet was "
                 "trained on the 1.2 million images of its ILSVRC subset (the abstract on the same slide: 1.3 million "
                 "in LSVRC-2010).",
-                "Its published 39.7% / 18.9% top-1 / top-5 errors are on the LSVRC-2010 test set; the accuracy shown "
-                "here (56.5% / 79.1%) is torchvision's, on the ILSVRC-2012 validation set.",
+                "The slide's 39.7% / 18.9% top-1 / top-5 errors come from an abstract that differs from the paper, "
+                "which reports 37.5% / 17.0% on the LSVRC-2010 test set (and 650,000 neurons, three fully connected "
+                "layers, not the slide's 500,000 and two); the accuracy shown here (56.5% / 79.1%) is "
+                "torchvision's, on the ILSVRC-2012 validation set.",
             ),
         ),
         _torchvision_spec(
@@ -274,6 +285,7 @@ def _specs() -> tuple[ArchSpec, ...]:
                    "layer (7x7x512 into 4096).",),
             lecture_freeze="stage:4",
             lecture_freeze_note="the lecture's Keras recipe, vgg_conv.layers[:-4] frozen (block 5 trains)",
+            lecture_head_width=1024,
         ),
         _torchvision_spec(
             "vgg19", "VGG19_Weights.IMAGENET1K_V1", title="VGG-19", family="VGG", year=2014, paper=VGG_PAPER,
@@ -287,8 +299,9 @@ def _specs() -> tuple[ArchSpec, ...]:
             builder_kwargs=(("aux_logits", False), ("init_weights", True)),
             reduction_modules=("Inception",),
             notes=(
-                "The lecture's '4 million parameters' is the paper's rounded claim; the paper's own Table 1 adds "
-                "up to about 6.8M, of which 1.0M is the final 1024x1000 classifier.",
+                "The lecture's '4 million parameters' is the figure of course notes such as CS231n's; the paper "
+                "says 12 times fewer than AlexNet (about 5M), and its own Table 1 adds up to about 6.8M, of which "
+                "1.0M is the final 1024x1000 classifier.",
                 "torchvision's GoogLeNet has 6.6M: it adds batch norm after every convolution and, for "
                 "compatibility with the original weights port, uses a 3x3 kernel where the paper's '5x5' branch "
                 "has 5x5 (torchvision issue #906), which removes parameters.",
@@ -459,6 +472,35 @@ def build_model(name: str, num_classes: int | None = None) -> nn.Module:
         builder = getattr(importlib.import_module(module_name), function_name)
         model = builder(num_classes=classes, **dict(spec.builder_kwargs))
     return model.eval()
+
+
+OWN_HEAD, LECTURE_HEAD = "own", "lecture"
+HEADS = (OWN_HEAD, LECTURE_HEAD)
+
+
+def fit_head(model: nn.Module, spec: ArchSpec, head: str, num_classes: int) -> nn.Module:
+    """Give `model` the head a run asks for, in place. `own` keeps the network's classifier layers (the last one
+    already sized for the classes); `lecture` replaces the block that holds the last layer with the lecture's new
+    head, `Flatten -> Dense(width, relu) -> Dropout(0.5) -> Dense(classes)`, keeping the last layer's path, so
+    `spec.classifier` still names it; a model that has that head already keeps it. ValueError for a network the
+    lecture gives no head for."""
+    if head == OWN_HEAD:
+        return model
+    if head != LECTURE_HEAD:
+        raise ValueError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
+    if not spec.lecture_head_width:
+        raise ValueError(f"the lecture gives no new head for {spec.title}; use the network's own")
+    block_path, _, last = spec.classifier.rpartition(".")
+    block = model.get_submodule(block_path)
+    first = next(m for m in block.modules() if isinstance(m, nn.Linear))
+    width = spec.lecture_head_width
+    if list(block._modules) == ["0", "1", "2", last] and first.out_features == width \
+            and block.get_submodule(last).out_features == num_classes:
+        return model  # already the lecture's head (a run trained with it): keep what it learned
+    model.set_submodule(block_path, nn.Sequential(OrderedDict([
+        ("0", nn.Linear(first.in_features, width)), ("1", nn.ReLU(inplace=True)), ("2", nn.Dropout(0.5)),
+        (last, nn.Linear(width, num_classes))])))
+    return model
 
 
 def example_input(spec: ArchSpec, size: int | None = None, batch: int = 1,

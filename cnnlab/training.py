@@ -39,7 +39,7 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  cache_key, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
-from cnnlab.registry import ArchSpec, arch_names, get_spec
+from cnnlab.registry import HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, fit_head, get_spec
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
@@ -82,6 +82,7 @@ class RunConfig:
     body_lr_scale: float = 1.0
     compile: bool = False
     workers: int | None = None
+    head: str = OWN_HEAD
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,8 +114,9 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     """A validated RunConfig; options left as None take the strategy's defaults.
 
     Defaults: scratch uses random weights, freezes nothing and trains 15 epochs; finetune uses pretrained
-    weights, freezes the first half of the stages and trains 10; extract and probe tap the penultimate
-    features into logistic regression (a `linear` head trains 30 epochs on the cached features).
+    weights, freezes the first half of the stages (the lecture's recipe where it has one, with its new head) and
+    trains 10; extract and probe tap the penultimate features into logistic regression (a `linear` head trains
+    30 epochs on the cached features).
     """
     options = {k: v for k, v in options.items() if v is not None}
     if strategy not in STRATEGIES:
@@ -128,10 +130,12 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     if transfer and weights == "none":
         raise ConfigError(f"{strategy} needs pretrained weights; 'none' is --strategy scratch")
     options.setdefault("lr", DEFAULT_LR[strategy])
-    if "freeze" not in options:
-        from cnnlab.planner import default_freeze
+    from cnnlab.planner import default_freeze, default_head
 
+    if "freeze" not in options:
         options["freeze"] = default_freeze(arch) if strategy == "finetune" else "none"
+    if strategy in ("scratch", "finetune"):
+        options.setdefault("head", default_head(arch, strategy))
     options.setdefault("epochs", DEFAULT_EPOCHS["linear" if options.get("classifier") == "linear" else strategy])
     config = RunConfig(strategy=strategy, arch=arch, dataset=dataset, **options)
     _check_values(config, spec)
@@ -141,8 +145,8 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
 def _refuse_options(strategy: str, options: dict) -> None:
     given = set(options)
     misplaced = {"scratch": {"classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
-                 "extract": {"freeze", "head_epochs", "body_lr_scale"},
-                 "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale"}}[strategy] & given
+                 "extract": {"freeze", "head_epochs", "body_lr_scale", "head"},
+                 "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale", "head"}}[strategy] & given
     if misplaced:
         raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
 
@@ -154,6 +158,10 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
     choices = PROBE_CLASSIFIERS if config.strategy == "probe" else CLASSIFIERS
     if config.classifier not in choices:
         raise ConfigError(f"unknown classifier {config.classifier!r}; choose from: {', '.join(choices)}")
+    if config.head not in HEADS:
+        raise ConfigError(f"unknown head {config.head!r}; choose from: {', '.join(HEADS)}")
+    if config.head == LECTURE_HEAD and not spec.lecture_head_width:
+        raise ConfigError(f"the lecture gives no new head for {spec.title}; use --head {OWN_HEAD}")
     if config.tap_pooling not in POOLINGS:
         raise ConfigError(f"unknown tap pooling {config.tap_pooling!r}; choose from: {', '.join(POOLINGS)}")
     for name in ("epochs", "batch_size"):
@@ -295,6 +303,34 @@ class ProbeResult:
                 "classifier": self.config.classifier, "feature_cache": self.feature_cache, "val_size": self.val_size,
                 "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows],
                 "config": self.config.to_dict()}
+
+
+def probe_reading(stages: list[dict], val_size: int | None) -> str:
+    """What a probe's accuracy per stage says, in words, with chance taken into account: the best stage beats the
+    last one only when the gap is more than twice its standard error on `val_size` validation images."""
+    best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
+    gap = best["val_acc"] - last["val_acc"]
+    noise = 2 * math.sqrt(sum(row["val_acc"] * (1 - row["val_acc"]) for row in (best, last)) / (val_size or 1))
+    if best is last:
+        text = (f"Accuracy is highest at the last stage ({last['layer']}, {last['val_acc']:.1%}): these data are "
+                "enough like ImageNet that its most specific features help too.")
+    elif not val_size:
+        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), {gap:.1%} above the "
+                "last one; this run did not record its validation size, so whether that is more than chance is "
+                "not known.")
+    elif gap > noise:
+        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), {gap:.1%} above the "
+                f"last one, more than chance allows on {val_size} validation images (±{noise:.1%}): the last stages "
+                "are too specific to ImageNet for these data, the lecture's general-to-specific claim.")
+    else:
+        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), but the last one is "
+                f"within chance of it on {val_size} validation images ({gap:.1%} apart, ±{noise:.1%}): these data "
+                "do not show the last stages being too specific.")
+    if first is not best:
+        text += (f" Early stages hand the classifier few numbers per image ({first['dim']:,} at stage "
+                 f"{first['stage']}, each map averaged), which holds their accuracy down as much as how general "
+                 "their features are.")
+    return text
 
 
 class Callback:
@@ -659,7 +695,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     val_loader = _loader(val_set, config.batch_size * 2, runtime, workers)
 
     # model: the new head for this dataset's classes, the freeze plan, the optimizer; resume if saved
-    raw_model = _create_model(config.arch, weights, num_classes)
+    raw_model = fit_head(_create_model(config.arch, weights, num_classes), spec, config.head, num_classes)
     frozen = freeze_layers(raw_model, spec, config.freeze)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     params_trainable, params_frozen = count_params(raw_model)

@@ -39,7 +39,8 @@ def layer_table(arch: str) -> pd.DataFrame:
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
         "Architecture": get_spec(c.claim.arch).title, "What": c.claim.what,
-        "Lecture says": c.claim.stated, "cnnlab measures": c.measured, "Agrees": c.agrees,
+        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
+        "Agrees": c.agrees,
     } for c in check_claims()])
 
 
@@ -125,7 +126,7 @@ claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
              column_config={"Agrees": st.column_config.CheckboxColumn(),
                             "Lecture says": st.column_config.NumberColumn(format="localized"),
-                            "cnnlab measures": st.column_config.NumberColumn(format="localized")})
+                            "cnnlab's network": st.column_config.NumberColumn(format="localized")})
 st.markdown("**Why the numbers differ**")
 st.markdown(claim_notes())
 

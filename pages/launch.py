@@ -9,17 +9,17 @@ from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
                          image_folders_root, save_uploaded_archive, server_folders, suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
-from cnnlab.planner import (STRATEGY_INFO, default_freeze, describe_freeze, freeze_choices, freeze_plan,
-                            suggest_strategy, tap_features)
+from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
+                            freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
 from cnnlab.profiling import human
-from cnnlab.registry import get_spec
+from cnnlab.registry import OWN_HEAD, get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
 
 DATASETS = {"digits": "Handwritten digits (1,797 of 8x8, offline)",
-            "mnist": "MNIST (70,000 digits of 28x28: a 12 MB download)",
+            "mnist": "MNIST (70,000 digits of 28x28: a 12 MB download, 55 MB unpacked)",
             "cifar10": "CIFAR-10 (60,000 photos of 32x32: a 170 MB download)",
             "folder": "A folder on the server (one sub-folder per class)",
             "zip": "Upload a zip archive (one folder per class)"}
@@ -43,8 +43,9 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int, tap: str = PENULTIMATE):
-    return freeze_plan(arch, strategy, freeze, num_classes, image_size, tap)
+def cached_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int, tap: str = PENULTIMATE,
+                head: str = OWN_HEAD):
+    return freeze_plan(arch, strategy, freeze, num_classes, image_size, tap, head)
 
 
 st.title("Launch a run")
@@ -150,7 +151,13 @@ with left:
                               help="cnnlab train --freeze takes the same choices: none, stage:K (every layer "
                                    "through stage K), body (everything but the head), and also all-but:N (only the "
                                    "last N layers train).")
-    elif strategy == "extract":
+    head = default_head(arch, strategy)
+    if heads := head_choices(arch, strategy):
+        head = st.radio("Head", heads, index=heads.index(head), key=f"launch_head_{arch}_{strategy}",
+                        format_func=lambda h: describe_head(arch, h)[0].upper() + describe_head(arch, h)[1:],
+                        help="cnnlab train --head own|lecture. The lecture's fine-tuning slide puts this new head on "
+                             "the frozen VGG16 base in place of VGG's own 4096-wide fully connected layers.")
+    if strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
                                   format_func=CLASSIFIER_LABELS.get)
         tap_column, pooling_column = st.columns(2)
@@ -164,7 +171,8 @@ with left:
                                        disabled=tap == PENULTIMATE, format_func=POOLING_LABELS.get,
                                        help="Average each map over its positions (one number per channel), or keep "
                                             "every position as the lecture's VGG16 recipe does (7 x 7 x 512 = "
-                                            "25,088 features).")
+                                            "25,088 features at 224 px; smaller inputs give fewer, as counted "
+                                            "below).")
         if tap == PENULTIMATE:
             pooling = AVERAGE
         if not keeps_model(strategy, tap, pooling):
@@ -197,7 +205,7 @@ with right:
     st.subheader("What this run trains")
     classes = checked.num_classes if checked else None
     plan = cached_plan(arch, strategy, freeze, classes or 10, int(image_size),
-                       tap if strategy == "extract" else PENULTIMATE)
+                       tap if strategy == "extract" else PENULTIMATE, head)
     rows = [{"Part": p.name, "Params": p.params,
              "State": p.state if p.state != "partly trained" else f"{p.trainable_params:,} trained"} for p in plan.parts]
     if strategy == "extract":
@@ -237,6 +245,8 @@ def build_config(run_strategy: str, **overrides):
         options.update(epochs=int(epochs), lr=float(lr))
         if run_strategy == "finetune":
             options["freeze"] = freeze
+        if run_strategy in ("scratch", "finetune"):
+            options["head"] = head
         if run_strategy == "extract":
             options.update(classifier=classifier, tap=tap, tap_pooling=pooling)
     options["weights"] = None if run_strategy == "scratch" else pretrained_weights

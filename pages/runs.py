@@ -13,6 +13,7 @@ from cnnlab.images import fit_within
 from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
+from cnnlab.training import probe_reading
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
 
@@ -243,12 +244,8 @@ elif result and "stages" in result:
     st.plotly_chart(probe_figure(result["stages"]), width="stretch")
     small_validation_warning(result.get("val_size", SMALL_VALIDATION),
                              "differences of a few points between stages may be chance")
-    best = max(result["stages"], key=lambda row: row["val_acc"])
     st.caption(f"Strategy III with {CLASSIFIER_NAMES.get(result['classifier'], result['classifier'])} on each "
-               "stage's averaged feature maps. The best stage here "
-               f"is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}): where the accuracy peaks before the top, "
-               "the last stages are too specific to ImageNet for these data (the lecture's general-to-specific "
-               "claim); where it climbs to the top, the data are like ImageNet.")
+               "stage's averaged feature maps. " + probe_reading(result["stages"], result.get("val_size")))
     stages = pd.DataFrame(result["stages"])
     stages["train_acc"], stages["val_acc"] = in_percent(stages["train_acc"]), in_percent(stages["val_acc"])
     st.dataframe(stages, hide_index=True, placeholder=EMPTY, width="stretch",

@@ -42,6 +42,8 @@ def test_profile_input_size(capsys):
     (["profile", "resnet18", "--input-size", "-3"], ["greater than zero"]),
     (["profile", "resnet18", "--input-size", "abc"], ["not a whole number"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--head", "lecture"],
+     ["no new head for ResNet-18", "--head own"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     result = run_cli(*args)

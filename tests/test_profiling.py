@@ -36,6 +36,12 @@ def test_depth_is_the_published_layer_count(name, depth):
     assert profile_arch(name).depth == depth
 
 
+@pytest.mark.parametrize("name, depth", [("lenet5", 5 + 2), ("alexnet", 8 + 3 + 1), ("vgg16", 16 + 5 + 1)])
+def test_depth_with_pooling_adds_the_pooling_layers_of_a_plain_chain(name, depth):
+    # LeNet-5's S2 and S4; AlexNet's and VGG's max-pools and torchvision's adaptive average pool before the FCs
+    assert profile_arch(name).depth_with_pooling == depth
+
+
 @pytest.mark.parametrize("name", ["googlenet", "resnet50", "tf_efficientnet_lite0", "inception_v3"])
 def test_conv_formulas_agree_with_the_counter(name):
     profile = profile_arch(name)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cnnlab.archs import BN_INCEPTION_MODULES
-from cnnlab.registry import arch_names, build_model, get_spec, registry
+from cnnlab.registry import arch_names, build_model, example_input, fit_head, get_spec, registry
 
 NAMES = arch_names()
 REQUIRED = ["lenet5", "lecture_cnn", "alexnet", "vgg16", "vgg19", "googlenet", "bn_inception", "inception_v3",
@@ -152,6 +152,18 @@ def test_reduction_modules_are_module_classes_of_the_built_network(name):
     with torch.device("meta"):
         model = build_model(name)
     assert set(get_spec(name).reduction_modules) <= {type(m).__name__ for m in model.modules()}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).lecture_head_width])
+def test_the_lecture_head_ends_where_the_classifier_was(name):
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = fit_head(build_model(name, 3), spec, "lecture", 3)
+        out = model(example_input(spec, device="meta"))
+    head = model.get_submodule(spec.classifier.rpartition(".")[0])
+    assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert head[0].out_features == spec.lecture_head_width and model.get_submodule(spec.classifier) is head[-1]
+    assert out.shape == (1, 3)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if get_spec(n).lecture_freeze])

@@ -8,11 +8,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import jobs
+from cnnlab.charts import step_loss_figure
 from cnnlab.mistakes import validation_examples
 from cnnlab.planner import freeze_plan, suggest_strategy
 from cnnlab.registry import build_model, get_spec
 from cnnlab.runstore import RunStore
-from cnnlab.training import count_params, freeze_layers, make_config
+from cnnlab.training import count_params, freeze_layers, make_config, probe_reading
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -73,6 +74,20 @@ def test_freeze_plan_counts_what_the_engine_freezes(arch, freeze):
     everything = freeze_plan(arch, "scratch", "none", 7)
     assert plan.forward_macs == everything.forward_macs
     assert plan.training_macs < everything.training_macs  # freezing saves backward work
+
+
+def test_the_lecture_vgg16_recipe_counts_the_slides_trainable_parameters():
+    # Keras: vgg_conv.layers[:-4] frozen (block 5's three 3x3 convs of 512 train), then Flatten, Dense(1024),
+    # Dropout, Dense(3): 3 x (3*3*512 + 1) x 512 + (7*7*512 + 1) x 1024 + (1024 + 1) x 3
+    slide = 3 * (3 * 3 * 512 + 1) * 512 + (7 * 7 * 512 + 1) * 1024 + (1024 + 1) * 3
+    config = make_config("finetune", "vgg16", "digits")
+    plan = freeze_plan("vgg16", "finetune", config.freeze, 3, head=config.head)
+    assert plan.params_trainable == slide == 32_773_635
+    assert [(p.name, p.state) for p in plan.parts[-3:]] == [
+        ("5. features.24 … features.30", "trained"), ("after the last stage", "trained"), ("classifier", "trained")]
+    own = freeze_plan("vgg16", "finetune", config.freeze, 3, head="own")
+    assert own.params_trainable - plan.params_trainable == (25088 * 4096 + 4096 * 4096 + 4096 * 3) - (
+        25088 * 1024 + 1024 * 3) + 4096 + 4096 - 1024
 
 
 def test_plan_parts_name_the_modules_they_span():
@@ -136,6 +151,11 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
     assert metric(at, "Trainable parameters") == "10.5M" == f"{plan.params_trainable / 1e6:.1f}M"
     states = at.dataframe[0].value.set_index("Part")["State"]
     assert states["3. layer2"] == "frozen" and states["4. layer3"] == "trained"
+    at.selectbox(key="launch_arch").set_value("vgg16").run()  # the lecture's recipe: its freeze and its new head
+    assert at.radio(key="launch_head_vgg16_finetune").value == "lecture"
+    assert metric(at, "Trainable parameters") == "32.8M"
+    at.radio(key="launch_head_vgg16_finetune").set_value("own").run()
+    assert metric(at, "Trainable parameters") == "126.7M"
 
 
 def test_launch_page_reads_flattened_features_from_a_stage_as_the_lecture_does():
@@ -191,7 +211,7 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
     assert any(c.value.startswith("Strategy III with logistic regression on each stage") and
-               "The best stage here is" in c.value for c in page.caption)
+               probe_reading(stages, 359) in c.value for c in page.caption)
     assert RunStore().get(run.id).result["val_size"] == 359 and not page.warning, "359 images: no warning"
     assert page.dataframe[0].value["val_acc"].iloc[0] == pytest.approx(100 * max(s["val_acc"] for s in stages))  # in %
 
@@ -248,8 +268,8 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
     jobs.start_worker()
     wait_status(run_id, ("running",))
-    deadline = time.time() + 60
-    while len([r for r in store.metrics(run_id, "step") if r["loss"] is not None]) < 2 and time.time() < deadline:
+    deadline = time.time() + 120  # until two losses were measured: the chart needs two points
+    while len(step_loss_figure(store.metrics(run_id, "step")).data[0].x) < 2 and time.time() < deadline:
         time.sleep(0.3)
     at = open_page("pages/runs.py")
     assert any(":blue-badge[running]" in str(m.value) for m in at.markdown)

@@ -16,9 +16,10 @@ from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
 from cnnlab.planner import describe_freeze, run_method
-from cnnlab.registry import build_model, get_spec
+from cnnlab.registry import build_model, fit_head, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
-                             count_params, freeze_layers, keeps_model, make_config, parse_freeze, run)
+                             count_params, freeze_layers, keeps_model, make_config, parse_freeze, probe_reading,
+                             run)
 from cnnlab.weights import create_model
 
 LITE0 = "tf_efficientnet_lite0"
@@ -143,6 +144,42 @@ def test_a_runs_model_is_the_start_of_another_run(tmp_path):
     after, _ = model_from_checkpoint(tmp_path / "second")
     assert torch.equal(after.c1[0].weight, before.c1[0].weight), "frozen: the first run's weights, unchanged"
     assert not torch.equal(after.output.weight, before.output.weight)
+
+
+def test_the_lecture_vgg16_head_trains_saves_resumes_and_carries_on(tmp_path):
+    # the slide's recipe: block 5 and a new Flatten, Dense(1024), Dropout, Dense head train; blocks 1-4 are frozen
+    root = digit_folder(tmp_path / "digits", per_class=4)
+    torch.save(build_model("vgg16").state_dict(), tmp_path / "vgg16.pth")  # a stand-in for ImageNet's, offline
+    config = make_config("finetune", "vgg16", f"folder:{root}", weights=str(tmp_path / "vgg16.pth"), epochs=2,
+                         batch_size=8, image_size=32, device="cpu")
+    assert (config.head, config.freeze) == ("lecture", "stage:4")
+    stopped = run(config, [StopAfter(1)], out_dir=tmp_path / "vgg")
+    assert stopped.params_trainable == 3 * (3 * 3 * 512 + 1) * 512 + (25088 + 1) * 1024 + (1024 + 1) * 10
+    resumed = run(config, out_dir=tmp_path / "vgg")
+    assert [m.epoch for m in resumed.history] == [1, 2]
+    model, checkpoint = model_from_checkpoint(tmp_path / "vgg")
+    assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert model.get_submodule(get_spec("vgg16").classifier).out_features == 10
+    assert run_method(checkpoint.config) == "II: finetune + lecture head, 32 px"
+    again = create_model("vgg16", str(tmp_path / "vgg"), 10)
+    assert torch.equal(fit_head(again, get_spec("vgg16"), "lecture", 10).classifier[0].weight,
+                       model.classifier[0].weight), "a run carried on from it keeps the head it trained"
+    with pytest.raises(ConfigError, match="no new head for ResNet-18"):
+        make_config("finetune", "resnet18", "digits", head="lecture")
+
+
+def test_a_probe_reading_weighs_the_gap_against_chance():
+    def stages(*accuracies):
+        return [{"stage": k, "layer": f"blocks.{k}", "dim": 16 * 2 ** k, "val_acc": a}
+                for k, a in enumerate(accuracies, 1)]
+
+    dip = stages(0.727, 0.841, 0.894, 0.975, 0.958)  # Lite0 on the digits: 6 of 359 images
+    assert "within chance of it on 359 validation images (1.7% apart, ±2.7%)" in probe_reading(dip, 359)
+    assert "too specific" in probe_reading(dip, 5000) and "more than chance allows" in probe_reading(dip, 5000)
+    assert "32 at stage 1" in probe_reading(dip, 359)
+    climb = probe_reading(stages(0.5, 0.7, 0.9), 359)
+    assert climb.startswith("Accuracy is highest at the last stage (blocks.3, 90.0%)")
+    assert "not known" in probe_reading(dip, None)
 
 
 class StopAfter(Callback):
