@@ -28,6 +28,8 @@ from cnnlab.paths import atomic_write_bytes, fsync_dir
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
 CONFIG_FILE = "config.json"
+NO_MODEL = ("kept no whole model: Strategy III saves one only when its classifier reads the classifier's input, "
+            "averaged (not an earlier stage's features, nor flattened ones)")
 METRICS_FILE = "metrics.json"
 CHECKPOINT_PATTERN = re.compile(r"ckpt-(\d{4,})")
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -145,6 +147,11 @@ def require_checkpoint(path: Path) -> Checkpoint:
     if not Path(path).exists():
         raise CheckpointError(f"{path} does not exist")
     checkpoint = latest_checkpoint(path)
+    if checkpoint is None and (Path(path) / CONFIG_FILE).is_file():
+        config = read_json(Path(path) / CONFIG_FILE)
+        why = NO_MODEL if config.get("strategy") in ("extract", "probe") else "saved no checkpoint (it ended before " \
+            "its first epoch did)"
+        raise CheckpointError(f"run {Path(path).name} {why}")
     if checkpoint is None:
         raise CheckpointError(f"{path} holds no checkpoint (expected a run folder or a ckpt-NNNN folder)")
     return checkpoint

@@ -44,7 +44,7 @@ def print_json(data) -> None:
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Plain aligned text table on stdout."""
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    cells = [["-" if row.get(c) is None else str(row[c]) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in cells:
@@ -319,10 +319,12 @@ def _cmd_train(args) -> None:
     from pathlib import Path
 
     from cnnlab.distributed import context_from_env
-    from cnnlab.mistakes import NO_MODEL
+    from cnnlab.checkpoints import NO_MODEL
     from cnnlab.training import default_run_dir, keeps_model
 
     config = _config_from_args(args)
+    if args.out:
+        _check_out_folder(Path(args.out))
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
         result = _run_training(config, Path(args.out) if args.out else default_run_dir(config)).to_json()
     else:
@@ -331,6 +333,15 @@ def _cmd_train(args) -> None:
         print(f"note: this run {NO_MODEL}", file=sys.stderr)
     if args.json and context_from_env().is_main:
         print_json(result)
+
+
+def _check_out_folder(out) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the --out folder {out}: {error.strerror or error}") from None
 
 
 def _cmd_submit(args) -> None:
@@ -390,8 +401,14 @@ def _cmd_cancel(args) -> None:
 def _cmd_resume(args) -> None:
     from cnnlab.jobs import resume, worker_alive
 
+    from cnnlab.checkpoints import latest_checkpoint
+    from cnnlab.jobs import run_dir
+
     _run_command(resume, args.run)
-    print(f"{args.run}: queued again; it continues from its last checkpoint")
+    folder = run_dir(args.run)
+    checkpoint = latest_checkpoint(folder) if folder.is_dir() else None
+    print(f"{args.run}: queued again; " + (f"it continues after epoch {checkpoint.epoch}, its last checkpoint"
+                                           if checkpoint else "it starts from the beginning (it saved no checkpoint)"))
     if not worker_alive():
         print("note: no worker is running; start one with `cnnlab worker`", file=sys.stderr)
 
@@ -405,7 +422,7 @@ def _cmd_worker(args) -> None:
         raise UsageError(str(error)) from None
     if done < 0:
         raise UsageError("another worker is already running for this data directory (and GPU)")
-    print(f"worker: {done} run(s) done", file=sys.stderr)
+    print(f"worker: {done} run(s) taken from the queue; `cnnlab runs` says how each ended", file=sys.stderr)
 
 
 def _cmd_probe(args) -> None:
@@ -514,9 +531,9 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                              "folder, else tf_efficientnet_lite0")
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
-    parser.add_argument("--weights", help="scratch: none; otherwise default (pretrained, offline first), shipped, "
-                                          "torchvision, timm, a weights file, or a run folder (go on from the "
-                                          "model a run trained)")
+    parser.add_argument("--weights", help=("scratch: none; otherwise " if strategies else "") +
+                        "default (pretrained, offline first), shipped, torchvision, timm, a weights file, or a run "
+                        "folder (go on from the model a run trained)")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
     parser.add_argument("--input-size", type=positive_int,
                         help="square input size in pixels (default: the architecture's own, e.g. 224, but 128 "
@@ -633,8 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(func=_cmd_probe)
 
     export = sub.add_parser("export", help="export a trained checkpoint to ONNX or TorchScript, checked by running it")
-    export.add_argument("checkpoint", help="a run folder or one of its checkpoints/ckpt-NNNN folders")
-    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("checkpoint", help="a run id (see cnnlab runs), a run folder or one of its "
+                                           "checkpoints/ckpt-NNNN folders")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     export.set_defaults(func=_cmd_export)
 
     mistakes = sub.add_parser("mistakes", help="the validation images a finished run's model gets wrong, surest first")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,11 +66,14 @@ def _read_bytes(source: bytes | str | os.PathLike, name: str | None) -> tuple[by
 def _open_checked(data: bytes, label: str) -> Image.Image:
     """Open (header only) and check the declared size before anything is decoded."""
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it better
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise ImageInputError(f"{label} is not an image cnnlab can read (JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
-    except Image.DecompressionBombError as error:
-        raise ImageInputError(f"{label} refused as a possible decompression bomb: {error}") from None
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{label} declares over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; the limit "
+                              f"is {MAX_PIXELS / 1e6:.0f} megapixels") from None
     except _DECODE_ERRORS as error:
         raise ImageInputError(f"{label} is corrupt: {_first_line(error)}") from None
     width, height = image.size

@@ -17,14 +17,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, read_json, require_checkpoint
+from cnnlab.checkpoints import NO_MODEL, CheckpointError, model_from_checkpoint, read_json, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.images import fit_within
 from cnnlab.registry import get_spec
 from cnnlab.training import RunConfig, resolve_device
 
-NO_MODEL = ("kept no whole model: Strategy III saves one only when its classifier reads the classifier's input, "
-            "averaged (not an earlier stage's features, nor flattened ones)")
 
 
 SHOWN_SIDE = 256

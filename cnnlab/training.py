@@ -39,7 +39,7 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  cache_key, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
-from cnnlab.registry import HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, fit_head, get_spec
+from cnnlab.registry import HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
@@ -168,10 +168,11 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if config.strategy in ("scratch", "finetune") and config.batch_size < 2:
-        raise ConfigError("training needs a batch size of at least 2 (batch normalization needs more than one value "
-                          "per channel)")
-    if not config.lr > 0 or config.body_lr_scale < 0 or config.weight_decay < 0:
-        raise ConfigError("the learning rate must be positive, its body scale and the weight decay not negative")
+        raise ConfigError("training needs a batch size of at least 2 (batch normalization, in most of these "
+                          "networks, needs more than one value per channel)")
+    if not 0 < config.lr < math.inf or config.body_lr_scale < 0 or config.weight_decay < 0:
+        raise ConfigError("the learning rate must be positive and finite, its body scale and the weight decay not "
+                          "negative")
     if not 0 < config.val_fraction < 1:
         raise ConfigError(f"the validation fraction must be between 0 and 1, not {config.val_fraction}")
     if config.image_size is not None:
@@ -681,6 +682,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     # data: a stratified split; each rank trains on its share and evaluates its slice of the validation set
     weights = resolve_weights(config)
     images = load_dataset(config.dataset)
+    _say_skipped(images, callbacks)
     num_classes = len(images.classes)
     train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     train_set = TransformedSubset(images, train_idx, transforms_for(spec, True, config.image_size))
@@ -756,6 +758,13 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     return result
 
 
+def _say_skipped(images: ImageSet, callbacks) -> None:
+    if images.skipped:
+        shown = ", ".join(images.skipped[:10]) + (", ..." if len(images.skipped) > 10 else "")
+        _emit(callbacks, "on_message", f"skipped {len(images.skipped)} unreadable file"
+              f"{'s' if len(images.skipped) > 1 else ''}: {shown}")
+
+
 def _wrap_ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
     if not runtime.dist.enabled:
         return model
@@ -793,11 +802,23 @@ def keeps_model(strategy: str, tap: str = PENULTIMATE, pooling: str = AVERAGE) -
 
 
 def preflight(config: RunConfig):
-    """What can be checked before a run starts, the way the run would meet it: its dataset (`data.DatasetCheck`,
-    returned) and its weights (WeightsError, ConfigError or DatasetError otherwise). Nothing is downloaded."""
+    """What can be checked before a run starts, the way the run would meet it: its device, freeze plan and tap, its
+    weights and its dataset (`data.DatasetCheck`, returned; WeightsError, ConfigError or DatasetError otherwise).
+    Nothing is downloaded; the network is built on the meta device only."""
     from cnnlab.data import check_dataset
     from cnnlab.weights import check_weights
 
+    resolve_device(config.device)
+    spec = get_spec(config.arch)
+    with torch.device("meta"):
+        model = build_model(config.arch)
+    if config.strategy in ("scratch", "finetune"):
+        freeze_layers(model, spec, config.freeze)
+    if config.strategy == "extract":
+        try:
+            check_tap(model, spec, config.tap)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     check_weights(config.arch, resolve_weights(config))
     return check_dataset(config.dataset)
 
@@ -864,6 +885,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     spec = get_spec(config.arch)
     _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
+    _say_skipped(images, callbacks)
     num_classes = len(images.classes)
     out_dir = Path(out_dir) if out_dir else None
     model, weights = _backbone(config, runtime)
@@ -906,9 +928,12 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
 
 def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
                        config: RunConfig, runtime: Runtime, callbacks: list) -> tuple[nn.Linear, tuple[EpochMetrics, ...]]:
-    """A linear layer on standardized features, trained with the same loop; returned with the scaling folded in."""
-    mean, std = x[train_idx].mean(0), x[train_idx].std(0)
-    scale = np.where(std > 1e-6, std, 1.0)  # as StandardScaler: a feature constant in training is not blown up
+    """A linear layer on centred features scaled by their overall spread, trained with the same loop; returned with
+    the scaling folded in. One scale for all features, not one each: a channel that barely fires in training would
+    otherwise be blown up a thousandfold on the validation image where it does, and so would its logits."""
+    mean = x[train_idx].mean(0)
+    spread = float(x[train_idx].std()) or 1.0
+    scale = np.full_like(mean, spread)
     standardized = torch.from_numpy((x - mean) / scale).float()
     labels = torch.from_numpy(y)
     train_set = TensorDataset(standardized[train_idx], labels[train_idx])
@@ -954,6 +979,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     spec = get_spec(config.arch)
     _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
+    _say_skipped(images, callbacks)
     model, weights = _backbone(config, runtime)
     taps = list(spec.stages)
     features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)

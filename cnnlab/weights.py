@@ -250,8 +250,8 @@ def default_weights(name: str, pretrained: bool = False) -> str:
     if not pretrained:
         return NONE
     if not options:
-        raise WeightsError(f"no pretrained weights exist for {name}: choose {RANDOM_INIT} ('none') or supply a "
-                           "weights file (.safetensors or a .pth state dict)")
+        raise WeightsError(f"no pretrained weights exist for {name}: supply a weights file (.safetensors or a .pth "
+                           f"state dict), or start from {RANDOM_INIT} ('none'; to train, --strategy scratch)")
     return options[0].key
 
 
@@ -347,8 +347,9 @@ def _require_online(name: str, source: str) -> None:
     label = {o.key: o.label for o in weights_options(name)}[source]
     raise WeightsError(
         f"{download.what} for {name} are not in the cache ({download.cache}) and {why}. Pretrained weights "
-        f"available offline: {'; '.join(available) or 'none'}. Otherwise use {RANDOM_INIT} ('none') or supply a "
-        f"weights file (.safetensors or a .pth state dict), or {download.fill_hint}.",
+        f"available offline: {'; '.join(available) or 'none'}. Otherwise supply a weights file (.safetensors or a "
+        f".pth state dict), {download.fill_hint}, or start from {RANDOM_INIT} ('none'; to train, --strategy "
+        "scratch).",
         summary=f"{label} weights need a download and {why}: choose {RANDOM_INIT} or a weights file.",
         needs_download=True)
 

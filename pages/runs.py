@@ -7,10 +7,10 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
-from cnnlab.checkpoints import EXPORT_FORMATS, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.checkpoints import EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.featurecache import CLASSIFIER_NAMES
 from cnnlab.images import fit_within
-from cnnlab.mistakes import NO_MODEL, MistakeReport, MistakesError, validation_mistakes
+from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from cnnlab.training import probe_reading

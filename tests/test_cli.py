@@ -6,6 +6,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.registry import arch_names, get_spec
+from cnnlab.runstore import RunStore
 
 
 def run_cli(*args):
@@ -44,6 +45,13 @@ def test_profile_input_size(capsys):
     (["frobnicate"], ["invalid choice"]),
     (["train", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--head", "lecture"],
      ["no new head for ResNet-18", "--head own"]),
+    (["train", "--strategy", "extract", "--dataset", "digits", "--out", "README.md"], ["is a file, not a folder"]),
+    (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--lr", "inf"],
+     ["learning rate must be positive and finite"]),
+    # a queued run is checked as `train` checks it, not left to fail in the worker
+    (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", "nosuch"], ["has no layer 'nosuch'"]),
+    (["submit", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--freeze", "stage:99"],
+     ["stage:99 does not exist"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     result = run_cli(*args)
@@ -51,6 +59,7 @@ def test_bad_input_exits_2_with_one_line(args, words):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert all(word in lines[0] for word in words)
+    assert RunStore().runs() == [], "nothing queued or recorded"
 
 
 def test_installed_console_script():

@@ -265,6 +265,7 @@ def test_every_classifier_and_a_stage_tap(tmp_path):
                                           "features of all 200 images from the cache")
         assert result.checkpoint is not None and keeps_model("extract")  # every classifier: a model
     assert min(accuracies.values()) >= 0.6, accuracies
+    assert result.history[-1].val_loss < 0.5, "the linear head: sure where it is right, not blown up where not"
     tapped = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, tap="blocks.4", device="cpu"),
                  out_dir=tmp_path / "tap")
     assert tapped.val_acc >= 0.6 and tapped.checkpoint is None and tapped.params_trainable == 113 * 10
@@ -405,12 +406,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
 
 def test_cli_extracts_flattened_features_at_a_smaller_input(tmp_path, capsys):
     root = digit_folder(tmp_path / "digits", per_class=10)
+    (root / "3" / "broken.png").write_bytes(b"not a picture")
     assert main(["train", "--strategy", "extract", "--arch", LITE0, "--dataset", f"folder:{root}", "--tap", "bn2",
                  "--tap-pooling", "flatten", "--input-size", "64", "--device", "cpu", "--json"]) == 0
     printed = capsys.readouterr()
     result = json.loads(printed.out)
     assert result["params_trainable"] == (1280 * 2 * 2 + 1) * 10 and result["val_acc"] >= 0.6
     assert "note: this run kept no whole model" in printed.err and result["checkpoint"] is None
+    assert "skipped 1 unreadable file: 3/broken.png" in printed.err
+    assert main(["export", result["run"]]) == 2, "a run without a model says why, not 'no checkpoint'"
+    assert f"run {result['run']} kept no whole model" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
