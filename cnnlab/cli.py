@@ -372,9 +372,14 @@ def _cmd_runs(args) -> None:
     if args.json:
         print_json(rows)
         return
-    shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else "",
-              "duration_s": r["duration_s"] if r["duration_s"] is not None else ""} for r in rows]
-    print_table(shown, ["id", "status", "strategy", "arch", "dataset", "val_acc", "duration_s", "created"])
+    shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None,
+              "error": _first_words(r["error"])} for r in rows]
+    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "error"])
+
+
+def _first_words(text: str | None, width: int = 60) -> str | None:
+    line = text.strip().splitlines()[0] if text and text.strip() else None
+    return line if line is None or len(line) <= width else line[:width - 3] + "..."
 
 
 def _run_command(action, run_id: str):

@@ -50,6 +50,8 @@ def _read_bytes(source: bytes | str | os.PathLike, name: str | None) -> tuple[by
     else:
         path = Path(source)
         label = path.name
+        if path.is_dir():
+            raise ImageInputError(f"{path} is a folder, not an image file")
         if not path.is_file():
             raise ImageInputError(f"{path}: no such file")
         if path.stat().st_size > MAX_FILE_BYTES:

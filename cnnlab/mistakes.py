@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from cnnlab.checkpoints import NO_MODEL, CheckpointError, model_from_checkpoint, read_json, require_checkpoint
+from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.images import fit_within
 from cnnlab.registry import get_spec
@@ -72,7 +72,7 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     try:
         model, checkpoint = model_from_checkpoint(Path(run_dir))
     except CheckpointError as error:
-        raise MistakesError(_no_model(Path(run_dir), error)) from None
+        raise MistakesError(str(error)) from None  # a run without a model says why
     config = RunConfig.from_dict(checkpoint.config)
     images = run_dataset(checkpoint.config)
     classes = images.classes
@@ -96,13 +96,6 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
                              float(probs[i, predicted[i]]), float(probs[i, targets[i]]),
                              fit_within(dataset_image(images, int(examined[i])), SHOWN_SIDE)) for i in wrong[:limit])
     return MistakeReport(config.dataset, classes, mistakes, len(examined), len(wrong), len(val_idx))
-
-
-def _no_model(run_dir: Path, error: CheckpointError) -> str:
-    config = run_dir / "config.json"
-    if config.is_file() and read_json(config).get("strategy") == "extract":
-        return f"run {run_dir.name} {NO_MODEL}"
-    return f"this run saved no model to look at its mistakes with ({error})"
 
 
 def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, Image.Image]]:

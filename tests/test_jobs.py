@@ -163,11 +163,11 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert run_id in listed and '"queued"' in listed
     assert main(["cancel", run_id]) == 0 and "cancelled" in capsys.readouterr().out
     assert main(["resume", run_id]) == 0
-    capsys.readouterr()
+    assert "it starts from the beginning (it saved no checkpoint)" in capsys.readouterr().out  # cancelled while queued
     assert main(["worker", "--once"]) == 0
     assert main(["runs"]) == 0
     table = capsys.readouterr().out
-    assert run_id in table and "succeeded" in table
+    assert run_id in table and "succeeded" in table and "I: scratch" in table and "error" in table.splitlines()[0]
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
     assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
 

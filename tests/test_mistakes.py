@@ -90,7 +90,7 @@ def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
     assert main(["mistakes", str(tmp_path / "nothing")]) == 2
-    assert "saved no model" in capsys.readouterr().err
+    assert "nothing does not exist" in capsys.readouterr().err
 
 
 def test_cli_takes_a_queued_runs_id(capsys):
