@@ -274,7 +274,7 @@ def default_head(arch: str, strategy: str) -> str:
 
 
 def describe_head(arch: str, head: str) -> str:
-    """A head in words: '...' for the network's own, the lecture's layers for `lecture`."""
+    """A head in words: the network's own classifier layers, or the lecture's new ones for `lecture`."""
     spec = get_spec(arch)
     if head == LECTURE_HEAD:
         return (f"the lecture's new head: flatten, Dense({spec.lecture_head_width:,}, ReLU), Dropout(0.5), "
