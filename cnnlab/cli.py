@@ -404,14 +404,11 @@ def _cmd_cancel(args) -> None:
 
 
 def _cmd_resume(args) -> None:
-    from cnnlab.jobs import resume, worker_alive
-
     from cnnlab.checkpoints import latest_checkpoint
-    from cnnlab.jobs import run_dir
+    from cnnlab.jobs import resume, run_dir, worker_alive
 
     _run_command(resume, args.run)
-    folder = run_dir(args.run)
-    checkpoint = latest_checkpoint(folder) if folder.is_dir() else None
+    checkpoint = latest_checkpoint(run_dir(args.run))
     print(f"{args.run}: queued again; " + (f"it continues after epoch {checkpoint.epoch}, its last checkpoint"
                                            if checkpoint else "it starts from the beginning (it saved no checkpoint)"))
     if not worker_alive():

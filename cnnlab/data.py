@@ -430,6 +430,12 @@ SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of th
 SMALL_IMAGE_INPUT = 128
 
 
+def first_names(names, limit: int = 10) -> str:
+    """The first `limit` names, comma-separated, with ', ...' when there are more: 'a, b, c, ...'."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 def suggested_input_size(dataset: str, native: int, smallest: int, fixed: bool = False) -> int:
     """The input size a run should start from: the network's `native` one, but SMALL_IMAGE_INPUT (or the network's
     `smallest`) for the built-in datasets of tiny images, which lose little there and train several times faster."""
@@ -459,8 +465,8 @@ class DatasetCheck:
         if self.download_from:
             return (f"{dataset_label(self.name)} is not on this machine yet: the run downloads it first "
                     f"(from {self.download_from}).")
-        shown = ", ".join(self.classes[:12]) + (", ..." if len(self.classes) > 12 else "")
-        return f"{dataset_label(self.name)}: {self.images:,} images in {len(self.classes)} classes ({shown})."
+        return (f"{dataset_label(self.name)}: {self.images:,} images in {len(self.classes)} classes "
+                f"({first_names(self.classes, 12)}).")
 
 
 def check_dataset(name: str) -> DatasetCheck:
@@ -481,7 +487,7 @@ def check_dataset(name: str) -> DatasetCheck:
         require_two_per_class(images.targets, images.classes)
     except DatasetError as error:
         count = len(images.skipped)
-        skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: {', '.join(images.skipped[:3])}"
-                   f"{', ...' if count > 3 else ''})" if count else "")
+        skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: "
+                   f"{first_names(images.skipped, 3)})" if count else "")
         raise DatasetError(f"{dataset_label(name)}: {error}{skipped}") from None
     return DatasetCheck(name, images.classes, len(images), images.skipped)

@@ -24,7 +24,6 @@ from cnnlab.registry import get_spec
 from cnnlab.training import RunConfig, resolve_device
 
 
-
 SHOWN_SIDE = 256
 
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from cnnlab import distributed
 from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_checkpoint_weights,
                                 load_trainer_state, read_json, save_checkpoint)
-from cnnlab.data import (ImageSet, TransformedSubset, load_dataset, stratified_split,
+from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
@@ -760,9 +760,8 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
 
 def _say_skipped(images: ImageSet, callbacks) -> None:
     if images.skipped:
-        shown = ", ".join(images.skipped[:10]) + (", ..." if len(images.skipped) > 10 else "")
         _emit(callbacks, "on_message", f"skipped {len(images.skipped)} unreadable file"
-              f"{'s' if len(images.skipped) > 1 else ''}: {shown}")
+              f"{'s' if len(images.skipped) > 1 else ''}: {first_names(images.skipped)}")
 
 
 def _wrap_ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
@@ -815,12 +814,16 @@ def preflight(config: RunConfig):
     if config.strategy in ("scratch", "finetune"):
         freeze_layers(model, spec, config.freeze)
     if config.strategy == "extract":
-        try:
-            check_tap(model, spec, config.tap)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        _require_tap(model, spec, config.tap)
     check_weights(config.arch, resolve_weights(config))
     return check_dataset(config.dataset)
+
+
+def _require_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
+    try:
+        check_tap(model, spec, tap)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module:
@@ -889,10 +892,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     num_classes = len(images.classes)
     out_dir = Path(out_dir) if out_dir else None
     model, weights = _backbone(config, runtime)
-    try:
-        check_tap(model, spec, config.tap)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    _require_tap(model, spec, config.tap)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     features, cache = _features(model, spec, images, config, weights, runtime, [config.tap], callbacks)
     x = features[config.tap]

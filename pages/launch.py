@@ -7,7 +7,8 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
-                         image_folders_root, save_uploaded_archive, server_folders, suggested_input_size)
+                         first_names, image_folders_root, save_uploaded_archive, server_folders,
+                         suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
@@ -137,7 +138,7 @@ with left:
             if checked.skipped:
                 st.warning(("1 file is not a readable image and will be skipped: " if len(checked.skipped) == 1 else
                             f"{len(checked.skipped)} files are not readable images and will be skipped: ")
-                           + ", ".join(checked.skipped[:10]) + (", ..." if len(checked.skipped) > 10 else ""))
+                           + first_names(checked.skipped))
 
     freeze, classifier, tap, pooling = "none", None, PENULTIMATE, AVERAGE
     if strategy == "finetune":

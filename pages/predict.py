@@ -2,6 +2,7 @@ import pages.menu  # noqa: F401, I001  (first: a first visit straight to this pa
 
 import streamlit as st
 
+from cnnlab.data import first_names
 from cnnlab.predict import label_set, predict_loaded
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError, weights_options
@@ -58,6 +59,6 @@ with right:
         for note in model.notes:
             st.info(note)
         if model.class_names:
-            shown = ", ".join(model.class_names[:10]) + (", ..." if len(model.class_names) > 10 else "")
-            st.caption(f"A classifier trained on these {len(model.class_names)} classes ({shown}) gives every image "
+            st.caption(f"A classifier trained on these {len(model.class_names)} classes "
+                       f"({first_names(model.class_names)}) gives every image "
                        "one of them, however unlike its training images: it has no answer for 'none of these'.")
