@@ -309,10 +309,21 @@ def _input_size(args) -> int | None:
 
 
 def _config_from_args(args):
+    _refuse_unused_training_options(args)
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze, head=args.head,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
                             image_size=_input_size(args), device=args.device, seed=args.seed)
+
+
+def _refuse_unused_training_options(args) -> None:
+    """--epochs and --lr mean nothing to Strategy III's scikit-learn classifiers: say so rather than ignore them."""
+    if args.strategy != "extract" or (args.classifier or "logreg") == "linear":
+        return
+    given = [flag for flag, value in (("--epochs", args.epochs), ("--lr", args.lr)) if value is not None]
+    if given:
+        raise UsageError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to "
+                         f"--classifier linear; {args.classifier or 'logreg'} is fitted in one go")
 
 
 def _cmd_train(args) -> None:
@@ -550,8 +561,10 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
         parser.set_defaults(strategy="probe", epochs=None, lr=None, freeze=None, head=None, tap=None,
                             tap_pooling=None)
         return
-    parser.add_argument("--epochs", type=positive_int)
-    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay)")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="passes over the training images (scratch 15, finetune 10, extract's linear head 30)")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay); "
+                                                          "extract: only with --classifier linear")
     parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
                                          "or all-but:N (train only the last N layers); default: half the stages")
     parser.add_argument("--head", choices=["own", "lecture"],
