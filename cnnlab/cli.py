@@ -562,7 +562,8 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                             tap_pooling=None)
         return
     parser.add_argument("--epochs", type=positive_int,
-                        help="passes over the training images (scratch 15, finetune 10, extract's linear head 30)")
+                        help="passes over the training images (scratch, finetune, extract with --classifier linear); "
+                             "default: the strategy's own, as on the dashboard")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay); "
                                                           "extract: only with --classifier linear")
     parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
