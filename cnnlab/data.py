@@ -202,7 +202,7 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
         paths += good
         targets += [label] * len(good)
     if empty:
-        raise DatasetError(f"class folder(s) with no readable image in {shown}: {', '.join(empty)}")
+        raise DatasetError(f"{len(empty)} class folder(s) with no readable image in {shown}: {first_names(empty)}")
     return ImageSet(name or f"folder:{root}", tuple(d.name for d in class_dirs), np.asarray(targets),
                     lambda i: _open_rgb(paths[i]), lambda: _hash_files(paths, targets, root), tuple(skipped))
 
