@@ -512,8 +512,9 @@ def _cmd_features(args) -> None:
                  "shape": "x".join(map(str, layer.shape))} for layer in activations.layers]
         if args.json:
             print_json({"arch": args.arch, "weights": loaded.weights, "layers": rows})
-        else:
-            print_table(rows, ["index", "stage", "layer", "type", "shape"])
+        else:  # the stage numbered as Launch's freeze plans and taps number it: 'stage 1 (relu)' is the stem
+            print_table([{**row, "stage": layer.stage_label} for row, layer in zip(rows, activations.layers)],
+                        ["index", "stage", "layer", "type", "shape"])
         return
     layer = activations.info(args.layer)
     try:
