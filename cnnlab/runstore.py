@@ -227,7 +227,7 @@ class RunStore:
         changed = []
         with self._write() as db:
             for run_id in run_ids:
-                row = db.execute("SELECT status, started_at, checkpoint_at FROM runs WHERE id = ?",
+                row = db.execute("SELECT status, started_at, heartbeat_at, checkpoint_at FROM runs WHERE id = ?",
                                  (run_id,)).fetchone()
                 if row is None or row["status"] != "running":
                     continue
@@ -235,8 +235,9 @@ class RunStore:
                     continue
                 saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
                          if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")
+                last_alive = row["heartbeat_at"] or row["started_at"]  # not when its end was noticed
                 db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ?",
-                           (why + saved, time.time(), run_id))
+                           (why + saved, last_alive, run_id))
                 changed.append(run_id)
         return changed
 

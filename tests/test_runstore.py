@@ -157,3 +157,16 @@ def test_a_database_from_before_queued_at_is_upgraded(tmp_path):
     store = RunStore(path)
     fresh = store.submit({"n": 1})
     assert [store.claim_next("w").id, store.claim_next("w").id] == ["old", fresh]
+
+
+def test_an_interrupted_run_lasts_until_its_last_heartbeat_not_until_it_was_found_gone(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = store.submit({"n": 1})
+    started = store.claim_next("w").started_at
+    with store._write() as db:  # it beat for a minute, then its machine went away two hours ago
+        db.execute("UPDATE runs SET started_at = ?, heartbeat_at = ? WHERE id = ?",
+                   (started - 7260, started - 7200, run_id))
+    store.mark_interrupted([run_id])
+    assert store.get(run_id).duration_s == pytest.approx(60)
+    store.requeue(run_id)
+    assert store.get(run_id).earlier_s == pytest.approx(60)
