@@ -879,8 +879,8 @@ def _backbone(config: RunConfig, runtime: Runtime) -> tuple[nn.Module, str]:
 
 
 def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult:
-    """Strategy III: frozen backbone features (cached) into a classifier. With the penultimate tap and a
-    linear classifier (logreg or linear) the result is saved as a whole model with that head."""
+    """Strategy III: frozen backbone features (cached) into a classifier. Where the features are the classifier's
+    input (see keeps_model), the backbone is saved with the fitted classifier as its head: a whole model."""
     started = time.perf_counter()
     callbacks = list(callbacks)
     runtime = make_runtime(config.device, inference=True)
@@ -903,11 +903,12 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
                                               len(val_idx), head_params, params_frozen))
     history: tuple[EpochMetrics, ...] = ()
-    val_loss = None
+    val_loss, stopped = None, False
     if config.classifier == "linear":
-        head, history = _train_linear_head(x, y, train_idx, val_idx, num_classes, config, runtime, callbacks)
+        head, history, stopped = _train_linear_head(x, y, train_idx, val_idx, num_classes, config, runtime,
+                                                    callbacks)
         predictions = _predict_linear(head, x[val_idx])
-        val_loss = history[-1].val_loss
+        val_loss = history[-1].val_loss if history else None
     else:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
         predictions = pipeline.predict(x[val_idx])
@@ -921,15 +922,16 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,
-                       val_loss, saved, str(out_dir) if out_dir else None, cache, images.skipped)
+                       val_loss, saved, str(out_dir) if out_dir else None, cache, images.skipped, stopped)
     _finish(result, out_dir, runtime, callbacks)
     return result
 
 
 def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
-                       config: RunConfig, runtime: Runtime, callbacks: list) -> tuple[nn.Linear, tuple[EpochMetrics, ...]]:
+                       config: RunConfig, runtime: Runtime,
+                       callbacks: list) -> tuple[nn.Linear, tuple[EpochMetrics, ...], bool]:
     """A linear layer on centred features scaled by their overall spread, trained with the same loop; returned with
-    the scaling folded in. One scale for all features, not one each: a channel that barely fires in training would
+    the scaling folded in, its epochs, and whether a callback stopped it early (StopRun). One scale for all features, not one each: a channel that barely fires in training would
     otherwise be blown up a thousandfold on the validation image where it does, and so would its logits."""
     mean = x[train_idx].mean(0)
     spread = float(x[train_idx].std()) or 1.0
@@ -947,16 +949,20 @@ def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_
     val_loader = _loader(val_set, config.batch_size * 4, runtime, 0)
     steps = len(train_loader)
     lr_at = cosine_schedule(config.lr, steps * config.epochs, max(1, int(config.warmup_fraction * steps * config.epochs)))
-    history = []
-    for epoch in range(config.epochs):
-        train = train_one_epoch(head, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
-                                config.epochs, callbacks)
-        val = evaluate(head, val_loader, runtime, num_classes, epoch + 1, config.epochs)
-        history.append(EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, val.loss, val.acc,
-                                    train.seconds + val.seconds, train.images_per_s, lr_at((epoch + 1) * steps - 1)))
-        _emit(callbacks, "on_epoch_end", history[-1])
+    history, stopped = [], False
+    try:
+        for epoch in range(config.epochs):
+            train = train_one_epoch(head, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
+                                    config.epochs, callbacks)
+            val = evaluate(head, val_loader, runtime, num_classes, epoch + 1, config.epochs)
+            history.append(EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, val.loss, val.acc,
+                                        train.seconds + val.seconds, train.images_per_s,
+                                        lr_at((epoch + 1) * steps - 1)))
+            _emit(callbacks, "on_epoch_end", history[-1])
+    except StopRun:
+        stopped = True
     weight, bias = head.weight.detach().cpu().double().numpy(), head.bias.detach().cpu().double().numpy()
-    return linear_from(weight, bias, mean.astype(np.float64), scale.astype(np.float64)), tuple(history)
+    return linear_from(weight, bias, mean.astype(np.float64), scale.astype(np.float64)), tuple(history), stopped
 
 
 def _predict_linear(head: nn.Linear, x: np.ndarray) -> np.ndarray:

@@ -318,6 +318,24 @@ def test_cuda_options_extract_float32_features(tmp_path, cuda_runtime_on_cpu):
     assert linear.feature_cache == "hit" and linear.val_acc >= 0.5
 
 
+def test_a_linear_head_cancelled_mid_training_ends_cancelled_with_what_it_learned(tmp_path):
+    from cnnlab import jobs
+    from cnnlab.runstore import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite3")
+    config = make_config("extract", LITE0, f"folder:{digit_folder(tmp_path / 'digits', 10)}", image_size=64,
+                         classifier="linear", epochs=6, device="cpu")
+    run_id = jobs.submit(config, store)
+    assert jobs.execute(store, store.claim_next("w"), "w", callbacks=(StopAfter(2),)) == "cancelled"
+    stopped = store.get(run_id)
+    assert stopped.error is None and stopped.result["stopped"]
+    assert len(stopped.result["epochs"]) == 2 and stopped.result["val_acc"] >= 0.3
+    assert stopped.result["feature_cache"] == "miss"  # computed and kept: a resume reads them back
+    store.requeue(run_id)
+    assert jobs.execute(store, store.claim_next("w"), "w") == "succeeded"
+    assert store.get(run_id).result["feature_cache"] == "hit"
+
+
 def test_bf16_features_are_cached_apart_from_float32_ones(tmp_path, monkeypatch):
     root = digit_folder(tmp_path / "digits", per_class=10)
     config = make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu")
