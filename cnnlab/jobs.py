@@ -277,6 +277,7 @@ class StoreReporter:
                                         "left unfinished is trained again" if event.start_epoch else
                            "resumed with no finished epoch to go on from: training starts again at epoch 1")
         self.store.log(self.run_id, event.summary())
+        self.store.forget_metrics(self.run_id, "epoch", event.start_epoch)  # to be trained again
         self.store.add_metrics(self.run_id, "start", event.start_epoch, {
             "device": event.device, "classes": list(event.classes), "train_size": event.train_size,
             "val_size": event.val_size, "params_trainable": event.params_trainable,

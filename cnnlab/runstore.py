@@ -180,6 +180,12 @@ class RunStore:
                        (run_id, kind, step, json.dumps(values), now))
             db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
 
+    def forget_metrics(self, run_id: str, kind: str, after_step: int) -> None:
+        """Drop a run's metric rows of one kind past `after_step`: what an earlier attempt measured and a resume
+        from that step does again."""
+        with self._write() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ? AND kind = ? AND step > ?", (run_id, kind, after_step))
+
     def log(self, run_id: str, line: str) -> None:
         """Append a log line."""
         with self._write() as db:

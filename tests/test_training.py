@@ -334,6 +334,7 @@ def test_a_linear_head_cancelled_mid_training_ends_cancelled_with_what_it_learne
     store.requeue(run_id)
     assert jobs.execute(store, store.claim_next("w"), "w") == "succeeded"
     assert store.get(run_id).result["feature_cache"] == "hit"
+    assert [row["step"] for row in store.metrics(run_id, "epoch")] == [1, 2, 3, 4, 5, 6]  # the new head's only
 
 
 def test_bf16_features_are_cached_apart_from_float32_ones(tmp_path, monkeypatch):
