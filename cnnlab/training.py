@@ -129,6 +129,9 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     weights = options.setdefault("weights", "default" if transfer else "none")
     if transfer and weights == "none":
         raise ConfigError(f"{strategy} needs pretrained weights; 'none' is --strategy scratch")
+    if not transfer and weights != "none":
+        raise ConfigError("scratch trains from random weights (--weights none); to start from other weights, "
+                          "--strategy finetune (--freeze none trains every layer)")
     options.setdefault("lr", DEFAULT_LR[strategy])
     from cnnlab.planner import default_freeze, default_head
 
@@ -786,7 +789,7 @@ def resolve_weights(config: RunConfig) -> str:
     """The weights a run loads: 'none' for scratch, otherwise pretrained ('default' resolved, offline first)."""
     from cnnlab.weights import default_weights
 
-    if config.strategy == "scratch" or config.weights != "default":
+    if config.weights != "default":
         return config.weights
     return default_weights(config.arch, pretrained=True)
 

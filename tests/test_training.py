@@ -54,6 +54,7 @@ def test_configs_take_strategy_defaults_and_refuse_nonsense():
     assert not finetune.same_run(make_config("finetune", LITE0, "digits", lr=0.1))
     for bad, message in [(dict(strategy="scratch", classifier="svm"), "does not apply"),
                          (dict(strategy="finetune", weights="none"), "needs pretrained"),
+                         (dict(strategy="scratch", weights="shipped"), "scratch trains from random weights"),
                          (dict(strategy="finetune", freeze="stage:x"), "bad freeze"),
                          (dict(strategy="extract", classifier="forest"), "unknown classifier"),
                          (dict(strategy="extract", image_size=8), "too small"),
