@@ -6,6 +6,7 @@ are read from it, not typed in; the rest cite their source.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -458,19 +459,25 @@ def arch_title(name: str) -> str:
     return spec.title if spec else name
 
 
+INIT_LOCK = threading.RLock()
+"""Held while a model draws its random weights from torch's global generator, which all threads share: a seeded
+build (hold it, seed, build) then gets the same weights whatever the dashboard's other sessions build meanwhile."""
+
+
 def build_model(name: str, num_classes: int | None = None) -> nn.Module:
     """A freshly built model with random weights, in eval mode. Build under `torch.device('meta')` to skip
     allocation (profiling does that)."""
     spec = get_spec(name)
     classes = spec.num_classes if num_classes is None else num_classes
-    if spec.source == TIMM:
-        import timm
+    with INIT_LOCK:
+        if spec.source == TIMM:
+            import timm
 
-        model = timm.create_model(spec.builder, pretrained=False, num_classes=classes)
-    else:
-        module_name, function_name = spec.builder.rsplit(".", 1)
-        builder = getattr(importlib.import_module(module_name), function_name)
-        model = builder(num_classes=classes, **dict(spec.builder_kwargs))
+            model = timm.create_model(spec.builder, pretrained=False, num_classes=classes)
+        else:
+            module_name, function_name = spec.builder.rsplit(".", 1)
+            builder = getattr(importlib.import_module(module_name), function_name)
+            model = builder(num_classes=classes, **dict(spec.builder_kwargs))
     return model.eval()
 
 

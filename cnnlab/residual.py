@@ -12,8 +12,10 @@ parameters, so the same seed gives them the same initial weights.
 """
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnnlab.data import load_dataset, stratified_split
 from cnnlab.hooks import forward_hooks
+from cnnlab.registry import INIT_LOCK
 from cnnlab.training import (
     Runtime,
     classification_loss,
@@ -141,8 +144,30 @@ def build_net(config: NetConfig, variant: str) -> SmallNet:
         raise ValueError(f"unknown variant {variant!r}; choose from: {', '.join(VARIANTS)}")
     if config.depth < 1 or config.channels < 1:
         raise ValueError("depth and channels must be at least 1")
-    torch.manual_seed(config.seed)
-    return SmallNet(config, skip=variant == "residual")
+    with INIT_LOCK, torch.random.fork_rng(devices=[]):  # leaves the shared global generator as it was
+        torch.manual_seed(config.seed)
+        return SmallNet(config, skip=variant == "residual")
+
+
+_FLUSHING = threading.Lock()
+_flushing_runs = 0
+
+
+@contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats to zero while any training of this module runs (a process-wide switch, so counted):
+    the plain net's vanishing activations are denormals, slow on a CPU."""
+    global _flushing_runs
+    with _FLUSHING:
+        _flushing_runs += 1
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        with _FLUSHING:
+            _flushing_runs -= 1
+            if not _flushing_runs:
+                torch.set_flush_denormal(False)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -225,8 +250,7 @@ def train_variant(config: NetConfig, variant: str, settings: TrainSettings = Tra
     steps = len(train_loader)
     lr_at = cosine_schedule(settings.lr, steps * settings.epochs, max(1, steps // 2))
     history, start = [], time.perf_counter()
-    torch.set_flush_denormal(True)  # the plain net's vanishing activations are denormal floats: slow on a CPU
-    try:
+    with _denormals_flushed():
         for epoch in range(settings.epochs):
             train = train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
                                     settings.epochs)
@@ -234,8 +258,6 @@ def train_variant(config: NetConfig, variant: str, settings: TrainSettings = Tra
             history.append(EpochPoint(epoch + 1, train.loss, val.acc))
             if on_epoch is not None:
                 on_epoch(variant, epoch + 1)
-    finally:
-        torch.set_flush_denormal(False)
     return TrainCurve(variant, tuple(history), time.perf_counter() - start)
 
 

@@ -38,6 +38,23 @@ def test_both_variants_share_parameters_and_initial_weights():
         build_net(DEEP, "dense")
 
 
+def test_a_seeded_build_is_the_same_while_other_threads_build_models_and_leaves_the_global_generator_alone():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnlab.registry import build_model
+
+    alone = build_net(DEEP, "plain").state_dict()
+    before = torch.random.get_rng_state()
+    build_net(DEEP, "plain")
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with ThreadPoolExecutor(8) as pool:  # as the dashboard's sessions do: its pages build networks at once
+        others = [pool.submit(build_model, "lenet5") for _ in range(40)]
+        nets = [pool.submit(build_net, DEEP, "plain") for _ in range(40)]
+        [other.result() for other in others]
+        for net in nets:
+            assert all(torch.equal(net.result().state_dict()[k], v) for k, v in alone.items())
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_plain_gradient_vanishes_toward_the_input_and_the_residual_one_does_not(seed):
     profiles = gradient_profiles(NetConfig(depth=20, batch_norm=False, seed=seed))
