@@ -130,20 +130,16 @@ def _maps_and_gradient(model: nn.Module, target: nn.Module, batch: torch.Tensor,
         captured.append(leaf)
         return leaf.clone()
 
-    handle = target.register_forward_hook(as_leaf)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            output = model(batch[:1].detach().clone())
-            logits = output[0] if isinstance(output, (tuple, list)) else output
-            scores = _class_scores(logits[0])
-            index = int(scores.argmax()) if class_index is None else class_index
-            if not 0 <= index < scores.numel():
-                raise ValueError(f"class index {index} is out of range for {scores.numel()} classes")
-            if not captured:
-                raise ValueError(f"{type(target).__name__} did not run in the forward pass")
-            gradient, = torch.autograd.grad(scores[index], captured[-1])
-    finally:
-        handle.remove()
+    with forward_hooks([(target, as_leaf)]), torch.inference_mode(False), torch.enable_grad():
+        output = model(batch[:1].detach().clone())
+        logits = output[0] if isinstance(output, (tuple, list)) else output
+        scores = _class_scores(logits[0])
+        index = int(scores.argmax()) if class_index is None else class_index
+        if not 0 <= index < scores.numel():
+            raise ValueError(f"class index {index} is out of range for {scores.numel()} classes")
+        if not captured:
+            raise ValueError(f"{type(target).__name__} did not run in the forward pass")
+        gradient, = torch.autograd.grad(scores[index], captured[-1])
     return captured[-1].detach(), gradient.detach(), scores.detach(), index, logits[0].numel() == 1
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cnnlab.hooks import forward_hooks
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import ArchSpec, Preprocessing
 
@@ -100,30 +101,22 @@ def extract_features(model: nn.Module, spec: ArchSpec, loader: DataLoader, taps:
         if len(this_batch) == len(taps):
             raise _TapsCaptured  # the layers after the last tap would compute nothing that is kept
 
-    handles = []
-    for tap in taps:
-        if tap == PENULTIMATE:
-            hook = lambda module, args, tap=tap: keep(tap, args[0])
-            handles.append(model.get_submodule(spec.classifier).register_forward_pre_hook(hook))
-        else:
-            hook = lambda module, args, output, tap=tap: keep(tap, output)
-            handles.append(model.get_submodule(tap).register_forward_hook(hook))
+    before_head = [(model.get_submodule(spec.classifier), lambda module, args, tap=tap: keep(tap, args[0]))
+                   for tap in taps if tap == PENULTIMATE]
+    after_layer = [(model.get_submodule(tap), lambda module, args, output, tap=tap: keep(tap, output))
+                   for tap in taps if tap != PENULTIMATE]
     model.eval()
-    try:
-        with torch.inference_mode():
-            for index, (images, labels) in enumerate(loader):
-                images, _ = to_device(images, labels)
-                this_batch.clear()
-                try:
-                    with autocast():
-                        model(images)
-                except _TapsCaptured:
-                    pass
-                if on_batch:
-                    on_batch(index + 1, len(loader))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks(before_head, pre=True), forward_hooks(after_layer), torch.inference_mode():
+        for index, (images, labels) in enumerate(loader):
+            images, _ = to_device(images, labels)
+            this_batch.clear()
+            try:
+                with autocast():
+                    model(images)
+            except _TapsCaptured:
+                pass
+            if on_batch:
+                on_batch(index + 1, len(loader))
     return {tap: torch.cat(parts).numpy() for tap, parts in captured.items()}
 
 

@@ -486,7 +486,6 @@ def _trace(model: nn.Module, example: torch.Tensor, module_types: tuple[str, ...
     modules = {n: m for n, m in model.named_modules() if type(m).__name__ in module_types}
     traces = {n: _Trace() for n in modules}
     conv_records: dict[str, dict[str, tuple[frozenset, tuple[int, int]]]] = {n: {} for n in modules}
-    handles = []
 
     def module_pre(name):
         def hook(_module, inputs):
@@ -506,19 +505,14 @@ def _trace(model: nn.Module, example: torch.Tensor, module_types: tuple[str, ...
             _tag(output, frozenset({(conv_name, False)}))
         return hook
 
-    for name, module in modules.items():
-        handles.append(module.register_forward_pre_hook(module_pre(name)))
-        handles.append(module.register_forward_hook(module_post(name)))
-        for conv_name, conv in module.named_modules():
-            if isinstance(conv, nn.Conv2d):
-                handles.append(conv.register_forward_hook(conv_post(name, conv_name)))
+    before = [(module, module_pre(name)) for name, module in modules.items()]
+    after = [(module, module_post(name)) for name, module in modules.items()]
+    after += [(conv, conv_post(name, conv_name)) for name, module in modules.items()
+              for conv_name, conv in module.named_modules() if isinstance(conv, nn.Conv2d)]
     counter = flop_counter()
-    try:
-        with COUNTING_LOCK, torch.no_grad(), counter, _SourceMode():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks(before, pre=True), forward_hooks(after), COUNTING_LOCK, torch.no_grad(), counter, \
+            _SourceMode():
+        model(example)
     return modules, traces, conv_records, counter.get_total_flops() // 2
 
 

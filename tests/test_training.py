@@ -481,6 +481,9 @@ def test_an_early_tap_stops_the_forward_pass_and_keeps_the_same_features():
     finally:
         handle.remove()
     assert np.allclose(early, both["blocks.1"]) and early.shape == (8, 24)
+    with pytest.raises(AttributeError):
+        extract_features(model, spec, loader, ["blocks.1", "nosuch"], lambda x, y: (x, y), nullcontext)
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
 
 
 def test_a_runs_method_names_its_classifier_and_an_input_size_not_the_networks_own():
