@@ -137,15 +137,29 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
+def _process_started_at(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, to a second) where /proc tells, else None."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _worker_gone(run: Run, now: float, running_pids: set[int]) -> bool:
-    stale = run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
     host, _, pid = (run.worker or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        # same machine: its process is gone, or it holds no worker or command-line lock (its id reused by
-        # another process), or (its id reused after a reboot) it has not beaten for far longer than any step takes
-        return (not _process_alive(int(pid)) or int(pid) not in running_pids
-                or now - (run.heartbeat_at or 0) > LONG_STALE_S)
-    return stale
+    if host != socket.gethostname() or not pid.isdigit():
+        return run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
+    # same machine: its process is gone, or holds no worker or command-line lock (its id reused by another process)
+    if not _process_alive(int(pid)) or int(pid) not in running_pids:
+        return True
+    started = _process_started_at(int(pid))
+    if started is not None:  # its id reused by a worker started after the run was (after a reboot): gone
+        return started > (run.started_at or 0) + 2
+    # no /proc: a worker that has not beaten for far longer than any step takes; a sleeping laptop's looks the same
+    return now - (run.heartbeat_at or 0) > LONG_STALE_S
 
 
 def recover_interrupted(store: RunStore) -> list[str]:
@@ -307,7 +321,7 @@ class StoreReporter:
 
         saved = latest_checkpoint(run_dir(self.run_id))
         if saved is not None:
-            self.store.set_checkpoint(self.run_id, str(saved.path))
+            self.store.set_checkpoint(self.run_id, str(saved.path), self.worker)
         self._check_cancel()
 
     def on_run_end(self, result) -> None:
@@ -352,7 +366,7 @@ def execute(store: RunStore, run: Run, worker: str | None = None, callbacks: tup
         result = run_config(config, [*callbacks, StoreReporter(store, run.id, worker)], out_dir)
         status = "cancelled" if getattr(result, "stopped", False) else "succeeded"
         if getattr(result, "checkpoint", None):
-            store.set_checkpoint(run.id, result.checkpoint)
+            store.set_checkpoint(run.id, result.checkpoint, worker)
         store.finish(run.id, status, result=_with_compute(store, run.id, config, result.to_json()), worker=worker)
     except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
         status = "cancelled"

@@ -191,10 +191,13 @@ class RunStore:
         with self._write() as db:
             db.execute("INSERT INTO logs (run_id, line, at) VALUES (?, ?, ?)", (run_id, line, time.time()))
 
-    def set_checkpoint(self, run_id: str, path: str) -> None:
-        """Record the run's latest checkpoint (what a resume starts from)."""
+    def set_checkpoint(self, run_id: str, path: str, worker: str | None = None) -> None:
+        """Record the run's latest checkpoint (what a resume starts from); with `worker`, only while that worker
+        still runs it, as `finish`."""
+        owned = " AND status = 'running' AND worker = ?" if worker is not None else ""
         with self._write() as db:
-            db.execute("UPDATE runs SET checkpoint = ?, checkpoint_at = ? WHERE id = ?", (path, time.time(), run_id))
+            db.execute(f"UPDATE runs SET checkpoint = ?, checkpoint_at = ? WHERE id = ?{owned}",
+                       (path, time.time(), run_id, *([worker] if worker is not None else [])))
 
     def finish(self, run_id: str, status: str, result: dict | None = None, error: str | None = None,
                worker: str | None = None) -> bool:

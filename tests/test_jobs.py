@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -298,3 +299,18 @@ def test_ctrl_c_on_cli_train_marks_the_run_interrupted_and_says_how_to_resume():
     assert "Traceback" not in err
     run = store.get(run_id)
     assert run.status == "interrupted" and run.error.startswith("Stopped with Ctrl-C")
+
+
+def test_a_live_worker_that_did_not_beat_for_hours_is_not_gone_but_its_id_reused_by_a_later_process_is():
+    store = RunStore()
+    run_id = store.submit({"n": 1})
+    this_process = f"{socket.gethostname()}:{os.getpid()}"
+    store.claim_next(this_process)
+    now = time.time()
+    with store._write() as db:  # the laptop slept two hours since its last heartbeat
+        db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now - 7200, run_id))
+    assert not jobs._worker_gone(store.get(run_id), now, {os.getpid()})
+    assert jobs._worker_gone(store.get(run_id), now, set()), "holds no worker lock: another process now"
+    with store._write() as db:  # the run started a day ago: this process, started since, only has its id
+        db.execute("UPDATE runs SET started_at = ? WHERE id = ?", (now - 86400, run_id))
+    assert jobs._worker_gone(store.get(run_id), now, {os.getpid()})

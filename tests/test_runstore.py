@@ -170,3 +170,17 @@ def test_an_interrupted_run_lasts_until_its_last_heartbeat_not_until_it_was_foun
     assert store.get(run_id).duration_s == pytest.approx(60)
     store.requeue(run_id)
     assert store.get(run_id).earlier_s == pytest.approx(60)
+
+
+def test_a_worker_that_lost_its_run_records_no_checkpoint_for_it(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = store.submit({"n": 1})
+    store.claim_next("w")
+    store.set_checkpoint(run_id, "/runs/ckpt-0001", worker="w")
+    store.mark_interrupted([run_id])
+    store.requeue(run_id)
+    store.claim_next("w2")  # resumed elsewhere; the first worker, still going, saves its next epoch
+    store.set_checkpoint(run_id, "/runs/ckpt-0002", worker="w")
+    assert store.get(run_id).checkpoint == "/runs/ckpt-0001"
+    store.set_checkpoint(run_id, "/runs/ckpt-0002", worker="w2")
+    assert store.get(run_id).checkpoint == "/runs/ckpt-0002"
