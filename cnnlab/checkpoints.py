@@ -94,6 +94,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"ckpt-{epoch:04d}"
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
+    replaced = parent / f"{staging.name}.replaced"  # the same epoch saved again: the old one is removed last
     try:
         staging.chmod(DIR_MODE)
         atomic_write_bytes(staging / MODEL_FILE, state_dict_bytes(model, {"epoch": str(epoch)}))
@@ -105,11 +106,17 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
                         "rng": torch.get_rng_state()}, buffer)
             atomic_write_bytes(staging / TRAINER_FILE, buffer.getvalue())
         if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+            final.rename(replaced)
+        try:
+            staging.rename(final)
+        except OSError:
+            if replaced.exists():
+                replaced.rename(final)
+            raise
         fsync_dir(parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
     for old in _checkpoint_dirs(parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     _remove_stale_staging(parent)

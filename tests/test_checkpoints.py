@@ -44,6 +44,10 @@ def test_checkpoint_round_trip_keeps_only_the_latest(tmp_path):
     found = latest_checkpoint(tmp_path)
     assert found.path == saved.path and found.epoch == 2 and found.metrics == {"history": [1, 2]}
     assert latest_checkpoint(saved.path).epoch == 2
+    again = save_checkpoint(tmp_path, 2, model, lenet_config(), {"history": [1, 2, "again"]})  # the same epoch
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-0002"]
+    assert latest_checkpoint(tmp_path).metrics == again.metrics and not again.has_trainer_state
+    saved = save_checkpoint(tmp_path, 2, model, lenet_config(), {"history": [1, 2]}, optimizer)
 
     restored, checkpoint = model_from_checkpoint(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
