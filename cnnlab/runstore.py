@@ -86,31 +86,55 @@ class Run:
         return self.earlier_s + (self.finished_at or time.time()) - self.started_at
 
 
+def _set_write_ahead_log(connection: sqlite3.Connection) -> None:
+    """Switch the database to write-ahead logging (it stays so): readers never wait for the writer. The switch
+    needs the database alone and does not wait on its own, so another process opening it at once is waited for."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+_READY: set[Path] = set()  # databases this process has created or upgraded
+
+
 def default_path() -> Path:
     """`runs.sqlite3` in cnnlab's data directory."""
     return data_dir() / "runs.sqlite3"
 
 
 class RunStore:
-    """Access to the run database at `path`; cheap to create, one connection per call."""
+    """Access to the run database at `path`, created or upgraded on first use in a process; one connection per
+    call."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path not in _READY or not self.path.exists():  # the pages make one every few seconds
+            self._create_or_upgrade()
+            _READY.add(self.path)
+
+    def _create_or_upgrade(self) -> None:
         with self._connect() as connection:
+            _set_write_ahead_log(connection)
             connection.executescript(SCHEMA)
-            columns = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
+        with self._write() as db:  # one process adds the columns; another opening it at once waits, then sees them
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             if "queued_at" not in columns:  # a database from before resumes kept their creation time
-                connection.execute("ALTER TABLE runs ADD COLUMN queued_at REAL")
+                db.execute("ALTER TABLE runs ADD COLUMN queued_at REAL")
             if "earlier_s" not in columns:  # from before durations counted a resumed run's earlier attempts
-                connection.execute("ALTER TABLE runs ADD COLUMN earlier_s REAL NOT NULL DEFAULT 0")
+                db.execute("ALTER TABLE runs ADD COLUMN earlier_s REAL NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.row_factory = sqlite3.Row
             yield connection

@@ -1,4 +1,6 @@
 import multiprocessing
+import subprocess
+import sys
 import time
 
 import pytest
@@ -144,7 +146,8 @@ def test_a_resumed_run_keeps_its_creation_time_and_queues_behind_the_others(tmp_
     assert run.duration_s == pytest.approx(first_attempt + run.finished_at - run.started_at), "both attempts count"
 
 
-def test_a_database_from_before_queued_at_is_upgraded(tmp_path):
+@pytest.mark.parametrize("openers", [1, 8], ids=["one process", "several processes at once"])
+def test_a_database_from_before_queued_at_is_upgraded(tmp_path, openers):
     import sqlite3
 
     path = tmp_path / "old.sqlite3"
@@ -154,6 +157,11 @@ def test_a_database_from_before_queued_at_is_upgraded(tmp_path):
                    "REAL, cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT, checkpoint TEXT, "
                    "checkpoint_at REAL)")
         db.execute("INSERT INTO runs (id, config, status, created_at) VALUES ('old', '{}', 'queued', 1.0)")
+    if openers > 1:  # the dashboard and a worker starting together: each upgrades it, one after the other
+        script = f"from cnnlab.runstore import RunStore; RunStore({str(path)!r})"
+        opening = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+                   for _ in range(openers)]
+        assert all(process.wait(60) == 0 for process in opening), [p.stderr.read() for p in opening]
     store = RunStore(path)
     fresh = store.submit({"n": 1})
     assert [store.claim_next("w").id, store.claim_next("w").id] == ["old", fresh]
