@@ -505,6 +505,7 @@ def run_here(config, callbacks: tuple = (), store: RunStore | None = None) -> Ru
 
 
 _started: dict[Path, subprocess.Popen] = {}
+_starting = threading.Lock()  # the dashboard's sessions, each a thread, may all start one at once
 
 
 def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | None:
@@ -512,15 +513,16 @@ def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | 
     is still starting up; it outlives the caller and exits after `idle_exit_s` with nothing to do. Returns the
     process, or None when no new one was needed."""
     home = data_dir()
-    earlier = _started.get(home)
-    if (earlier is not None and earlier.poll() is None) or worker_alive():  # any worker, any GPU, takes the queue
-        return None
-    with open(worker_log(), "a") as log:
-        _started[home] = subprocess.Popen(
-            [sys.executable, "-m", "cnnlab", "worker", "--idle-exit", str(idle_exit_s)], stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env=dict(os.environ, CNNLAB_HOME=str(home)))
-    return _started[home]
+    with _starting:
+        earlier = _started.get(home)
+        if (earlier is not None and earlier.poll() is None) or worker_alive():  # any worker, any GPU, takes the queue
+            return None
+        with open(worker_log(), "a") as log:
+            _started[home] = subprocess.Popen(
+                [sys.executable, "-m", "cnnlab", "worker", "--idle-exit", str(idle_exit_s)], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=dict(os.environ, CNNLAB_HOME=str(home)))
+        return _started[home]
 
 
 __all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
