@@ -35,7 +35,6 @@ from cnnlab.registry import ArchSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
-BUILTIN = ("digits", "mnist", "cifar10")
 
 
 class DatasetError(ValueError):

@@ -66,9 +66,3 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
     if context.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def barrier(context: DistContext) -> None:
-    """Wait for every rank."""
-    if context.enabled:
-        dist.barrier()

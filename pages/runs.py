@@ -8,6 +8,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
 from cnnlab.checkpoints import EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.data import first_names
 from cnnlab.featurecache import CLASSIFIER_NAMES
 from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
@@ -231,7 +232,7 @@ if result and "confusion_matrix" in result:
     if result.get("skipped"):
         count = len(result["skipped"])
         st.warning(f"{count} unreadable file{'s were' if count > 1 else ' was'} skipped: "
-                   + ", ".join(result["skipped"][:20]))
+                   + first_names(result["skipped"], 20))
     if checkpoint and run.status == "succeeded":
         st.caption(f"Use the model: **Predict with it** above, `cnnlab predict IMAGE --weights {run_id}` in a "
                    f"terminal, `--weights {run_id}` to start another run from it, or **Export** it to ONNX or "

@@ -533,3 +533,19 @@ def test_launch_says_before_queueing_whether_mnist_is_here_or_downloads(monkeypa
         assert any("cannot be downloaded now (offline?). Copy torchvision's MNIST/raw folder" in e.value
                    for e in at.error), [e.value for e in at.error]
         assert launch.disabled
+
+
+def test_a_run_lists_the_first_files_it_skipped(tmp_path):
+    from tests.test_training import digit_folder
+
+    root = digit_folder(tmp_path / "digits", per_class=8)
+    for i in range(25):
+        (root / "3" / f"broken_{i:02d}.png").write_bytes(b"not a png")
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", f"folder:{root}", epochs=1, device="cpu"), store)
+    jobs.work(store, once=True)
+    at = open_run(run_id)
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if "skipped" in w.value]
+    assert warning.startswith("25 unreadable files were skipped: 3/broken_00.png, 3/broken_01.png")
+    assert warning.endswith("3/broken_19.png, ...")
