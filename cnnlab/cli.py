@@ -309,21 +309,10 @@ def _input_size(args) -> int | None:
 
 
 def _config_from_args(args):
-    _refuse_unused_training_options(args)
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze, head=args.head,
                             classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
                             image_size=_input_size(args), device=args.device, seed=args.seed)
-
-
-def _refuse_unused_training_options(args) -> None:
-    """--epochs and --lr mean nothing to Strategy III's scikit-learn classifiers: say so rather than ignore them."""
-    if args.strategy != "extract" or (args.classifier or "logreg") == "linear":
-        return
-    given = [flag for flag, value in (("--epochs", args.epochs), ("--lr", args.lr)) if value is not None]
-    if given:
-        raise UsageError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to "
-                         f"--classifier linear; {args.classifier or 'logreg'} is fitted in one go")
 
 
 def _cmd_train(args) -> None:

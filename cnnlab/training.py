@@ -152,6 +152,11 @@ def _refuse_options(strategy: str, options: dict) -> None:
                  "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale", "head"}}[strategy] & given
     if misplaced:
         raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
+    classifier = options.get("classifier", "logreg")
+    unused = [name for name in ("epochs", "lr") if name in given]
+    if strategy == "extract" and classifier != "linear" and unused:
+        raise ConfigError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} only to the linear "
+                          f"classifier (--classifier linear); {classifier} is fitted in one go")
 
 
 def _check_values(config: RunConfig, spec: ArchSpec) -> None:

@@ -243,7 +243,8 @@ def build_config(run_strategy: str, **overrides):
     options = {"weights": weights, "batch_size": int(batch_size), "device": settings.device,
                "image_size": None if image_size == spec.image_size else int(image_size)}
     if run_strategy == strategy:
-        options.update(epochs=int(epochs), lr=float(lr))
+        if run_strategy != "extract" or classifier == "linear":  # a scikit-learn classifier is fitted in one go
+            options.update(epochs=int(epochs), lr=float(lr))
         if run_strategy == "finetune":
             options["freeze"] = freeze
         if run_strategy in ("scratch", "finetune"):

@@ -49,9 +49,9 @@ def test_profile_input_size(capsys):
     (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--lr", "inf"],
      ["learning rate must be positive and finite"]),
     (["train", "--strategy", "extract", "--dataset", "digits", "--classifier", "svm", "--epochs", "5"],
-     ["--epochs applies only to --classifier linear", "svm is fitted in one go"]),
+     ["epochs applies only to the linear classifier (--classifier linear)", "svm is fitted in one go"]),
     (["submit", "--strategy", "extract", "--dataset", "digits", "--epochs", "5", "--lr", "0.1"],
-     ["--epochs and --lr apply only to --classifier linear", "logreg"]),
+     ["epochs and lr apply only to the linear classifier", "logreg is fitted"]),
     # a queued run is checked as `train` checks it, not left to fail in the worker
     (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", "nosuch"], ["has no layer 'nosuch'"]),
     (["submit", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--freeze", "stage:99"],

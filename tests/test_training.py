@@ -55,6 +55,7 @@ def test_configs_take_strategy_defaults_and_refuse_nonsense():
     for bad, message in [(dict(strategy="scratch", classifier="svm"), "does not apply"),
                          (dict(strategy="finetune", weights="none"), "needs pretrained"),
                          (dict(strategy="scratch", weights="shipped"), "scratch trains from random weights"),
+                         (dict(strategy="extract", classifier="knn", epochs=3), "applies only to the linear"),
                          (dict(strategy="finetune", freeze="stage:x"), "bad freeze"),
                          (dict(strategy="extract", classifier="forest"), "unknown classifier"),
                          (dict(strategy="extract", image_size=8), "too small"),
@@ -258,8 +259,9 @@ def test_every_classifier_and_a_stage_tap(tmp_path):
     root = digit_folder(tmp_path / "digits", per_class=20)
     accuracies, messages = {}, []
     for classifier in ("logreg", "svm", "knn", "linear"):
+        epochs = {"epochs": 20} if classifier == "linear" else {}
         result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier=classifier,
-                                 epochs=20, device="cpu"), [Messages(messages)], out_dir=tmp_path / classifier)
+                                 device="cpu", **epochs), [Messages(messages)], out_dir=tmp_path / classifier)
         accuracies[classifier] = result.val_acc
         assert result.feature_cache == ("miss" if classifier == "logreg" else "hit")
         assert messages.pop().startswith("computing the features" if classifier == "logreg" else
