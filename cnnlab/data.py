@@ -25,11 +25,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
+from cnnlab.images import ImageInputError, read_image
 from cnnlab.paths import data_dir, keep_upload
 from cnnlab.registry import ArchSpec
 
@@ -153,16 +154,15 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
 
 def _readable(path: Path) -> bool:
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        read_image(path)
+    except ImageInputError:
         return False
     return True
 
 
 def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """A dataset's image as Predict reads an upload (`images.read_image`): upright, RGB, any bit depth scaled."""
+    return read_image(path)
 
 
 def _hash_files(paths: list[Path], targets: list[int], root: Path) -> str:
@@ -354,12 +354,12 @@ def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -
     channels = spec.input_size[0]
     interpolation = InterpolationMode(prep.interpolation)
     if train:
-        steps = [v2.ToImage(), v2.RandomResizedCrop(prep.crop, scale=(0.8, 1.0), ratio=(0.9, 1.1),
-                                                    interpolation=interpolation, antialias=True)]
+        steps = [v2.RandomResizedCrop(prep.crop, scale=(0.8, 1.0), ratio=(0.9, 1.1), interpolation=interpolation,
+                                      antialias=True)]
     else:
-        steps = [v2.ToImage(), v2.Resize(prep.resize, interpolation=interpolation, antialias=True),
-                 v2.CenterCrop(prep.crop)]
-    steps += [v2.Grayscale(1) if channels == 1 else v2.RGB(),  # after resizing: a third of the work for gray input
+        steps = [v2.Resize(prep.resize, interpolation=interpolation, antialias=True), v2.CenterCrop(prep.crop)]
+    # a PIL image is resized by PIL, as timm's and torchvision's reference transforms do; a tensor by torch
+    steps += [v2.ToImage(), v2.Grayscale(1) if channels == 1 else v2.RGB(),  # after resizing: less work for gray
               v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std), v2.ToPureTensor()]
     return v2.Compose(steps)
 

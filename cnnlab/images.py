@@ -16,8 +16,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from cnnlab.registry import ArchSpec
 
@@ -139,17 +137,14 @@ def read_image(source: bytes | str | os.PathLike, name: str | None = None) -> Im
 
 
 def preprocess(image: Image.Image, spec: ArchSpec, image_size: int | None = None) -> torch.Tensor:
-    """The architecture's own preprocessing of an RGB image: resize the short side, centre-crop, normalize;
-    rescaled to `image_size` for a model trained at another size (see ArchSpec.preprocessing_at).
+    """The architecture's own preprocessing of an RGB image, the very steps a run validates with
+    (`data.transforms_for`): resize the short side, centre-crop, normalize; rescaled to `image_size` for a model
+    trained at another size (see ArchSpec.preprocessing_at).
 
     Returns a float tensor of shape (C, H, W), grayscale for single-channel architectures."""
-    p = spec.preprocessing_at(image_size)
-    if p.grayscale or spec.input_size[0] == 1:
-        image = image.convert("L")
-    resized = F.resize(image, [p.resize], interpolation=InterpolationMode(p.interpolation), antialias=True)
-    cropped = F.center_crop(resized, [p.crop, p.crop])
-    tensor = F.to_dtype(F.pil_to_tensor(cropped), torch.float32, scale=True)
-    return F.normalize(tensor, list(p.mean), list(p.std))
+    from cnnlab.data import transforms_for
+
+    return transforms_for(spec, train=False, image_size=image_size)(image)
 
 
 def image_input(source: bytes | str | os.PathLike, spec: ArchSpec, name: str | None = None,

@@ -252,3 +252,21 @@ def test_mnist_reads_a_local_root(tmp_path, digits):
 def test_missing_torchvision_dataset_fails_clearly(tmp_path, name):
     with pytest.raises(DatasetError, match=f"{name} is not in"):
         load_dataset(f"{name}:{tmp_path}", download=False)
+
+
+def test_a_folder_image_is_what_predict_sees_of_the_same_file_upright_and_preprocessed_alike(tmp_path, digits):
+    from cnnlab.images import preprocess, read_image
+
+    root = write_digit_folder(tmp_path / "data", digits)
+    photo = Image.new("RGB", (80, 40), (0, 0, 255))
+    photo.paste((255, 0, 0), (0, 0, 80, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored sideways, shown rotated
+    photo.save(root / "class_0" / "phone.jpg", quality=95, exif=exif.tobytes())
+    images = load_folder(root)
+    [upright] = [image for image, _ in images if image.size != (32, 32)]
+    assert upright.size == (40, 80), "trained upright, as Predict shows it"
+    spec = get_spec("resnet18")
+    seen_in_evaluation = transforms_for(spec, train=False, image_size=64)(upright)
+    seen_by_predict = preprocess(read_image(root / "class_0" / "phone.jpg"), spec, image_size=64)
+    assert torch.equal(seen_in_evaluation, seen_by_predict)
