@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.registry import ArchSpec
+from cnnlab.registry import ArchSpec, logits_of
 
 HEAD = "head"
 CALL_MARK = "#"
@@ -275,7 +275,7 @@ def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str
 
     with forward_hooks((module, record(path)) for path, module in modules.items()):
         with torch.inference_mode(False), torch.no_grad():
-            logits = _first_tensor(model(batch))
+            logits = logits_of(model(batch))
     overwritten = frozenset(name for name, (tensor, version) in originals.items() if tensor._version != version)
     return _Run(outputs, logits, overwritten, tuple(order))
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.registry import ArchSpec, build_model, example_input, get_spec
+from cnnlab.registry import ArchSpec, build_model, example_input, get_spec, logits_of
 
 HIRESCAM = "hirescam"
 GRADCAM = "gradcam"
@@ -132,7 +132,7 @@ def _maps_and_gradient(model: nn.Module, target: nn.Module, batch: torch.Tensor,
 
     with forward_hooks([(target, as_leaf)]), torch.inference_mode(False), torch.enable_grad():
         output = model(batch[:1].detach().clone())
-        logits = output[0] if isinstance(output, (tuple, list)) else output
+        logits = logits_of(output)
         scores = _class_scores(logits[0])
         index = int(scores.argmax()) if class_index is None else class_index
         if not 0 <= index < scores.numel():

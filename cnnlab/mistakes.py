@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.images import fit_within
-from cnnlab.registry import get_spec
+from cnnlab.registry import get_spec, logits_of
 from cnnlab.training import RunConfig, resolve_device
 
 
@@ -83,7 +83,7 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     probabilities = []
     with torch.inference_mode():
         for batch, _ in DataLoader(subset, batch_size=batch_size):
-            probabilities.append(model(batch.to(target)).float().softmax(1).cpu())
+            probabilities.append(logits_of(model(batch.to(target))).float().softmax(1).cpu())
             if progress:
                 progress(sum(len(p) for p in probabilities), len(examined))
     probs = torch.cat(probabilities).numpy()

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.images import read_image
-from cnnlab.registry import DEFAULT_ARCH, get_spec
+from cnnlab.registry import DEFAULT_ARCH, get_spec, logits_of
 from cnnlab.weights import DEFAULT, LoadedModel, default_weights, load_weights
 
 IMAGENET_CLASSES = 1000
@@ -82,7 +82,7 @@ def predict(model: nn.Module, batch: torch.Tensor, top: int = 5,
     if model.training:
         raise ValueError("predict needs a model in eval mode; cached models must never be switched to training")
     with torch.inference_mode():
-        logits = model(batch)[0].float()
+        logits = logits_of(model(batch))[0].float()
     if logits.numel() == 1:
         positive = torch.sigmoid(logits)[0]
         probabilities = torch.stack([1 - positive, positive])

@@ -13,6 +13,7 @@ from functools import cache
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,16 @@ def build_model(name: str, num_classes: int | None = None) -> nn.Module:
             builder = getattr(importlib.import_module(module_name), function_name)
             model = builder(num_classes=classes, **dict(spec.builder_kwargs))
     return model.eval()
+
+
+def logits_of(output) -> torch.Tensor:
+    """The class scores in a model's output: the tensor itself, the `logits` of the named tuple Inception networks
+    return while training (their auxiliary heads beside), or the first tensor of another tuple or list."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    return next(t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor))
 
 
 OWN_HEAD, LECTURE_HEAD = "own", "lecture"

@@ -39,7 +39,8 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  cache_key, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
-from cnnlab.registry import HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec
+from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
+                             logits_of)
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
@@ -535,13 +536,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------- the loop
 
-def _logits(output) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output
-
-
 def classification_loss(output, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the logits, plus Inception's auxiliary heads (weight 0.4) when the model returns them."""
-    loss = F.cross_entropy(_logits(output).float(), labels)
+    loss = F.cross_entropy(logits_of(output).float(), labels)
     if hasattr(output, "_asdict"):
         for name, aux in output._asdict().items():
             if name.startswith("aux") and aux is not None:
@@ -594,7 +591,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         loss.backward()
         optimizer.step()
         totals[0] += loss.detach() * len(labels)
-        totals[1] += (_logits(output).argmax(1) == labels).sum()
+        totals[1] += (logits_of(output).argmax(1) == labels).sum()
         totals[2] += len(labels)
         last = index + 1 == len(loader)
         shown = loss.item() if last or index % log_every == 0 else None
@@ -615,7 +612,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes
         for index, (images, labels) in enumerate(loader):
             images, labels = runtime.to_device(images, labels)
             with runtime.autocast():
-                logits = _logits(model(images)).float()
+                logits = logits_of(model(images)).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
             _emit(callbacks, "on_step", StepEvent("eval", epoch, epochs, index + 1, len(loader)))

@@ -171,3 +171,29 @@ def test_a_lecture_freeze_plan_is_one_the_launch_page_offers(name):
     from cnnlab.planner import freeze_choices
 
     assert get_spec(name).lecture_freeze in freeze_choices(name) and get_spec(name).lecture_freeze_note
+
+
+def test_logits_of_reads_every_output_shape_the_networks_return():
+    from torchvision.models.inception import InceptionOutputs
+
+    from cnnlab.registry import logits_of
+
+    main, aux = torch.randn(2, 10), torch.randn(2, 10)
+    assert logits_of(main) is main
+    assert logits_of(InceptionOutputs(main, aux)) is main  # Inception-v3 while training: its aux head beside
+    assert logits_of((main, aux)) is main and logits_of([main]) is main
+
+
+def test_the_training_loss_adds_inceptions_auxiliary_heads_at_0_4():
+    from torch.nn import functional as F
+    from torchvision.models import inception_v3
+
+    from cnnlab.training import classification_loss
+
+    torch.manual_seed(0)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=5).train()
+    labels = torch.tensor([1, 3])
+    output = model(torch.randn(2, 3, 299, 299))
+    expected = F.cross_entropy(output.logits, labels) + 0.4 * F.cross_entropy(output.aux_logits, labels)
+    torch.testing.assert_close(classification_loss(output, labels), expected)
+    torch.testing.assert_close(classification_loss(output.logits, labels), F.cross_entropy(output.logits, labels))
