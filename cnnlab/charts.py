@@ -204,9 +204,11 @@ CURVE_NAMES = {"loss": "training loss", "val_loss": "validation loss", "acc": "t
 def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "val_loss"),
                colors: dict[str, str] | None = None) -> go.Figure:
     """Per-epoch curves of several runs overlaid: one line per (run, metric), in `colors` (by run label) where
-    given; training metrics dotted with open markers (and in grey when there is one run), validation solid."""
+    given; training metrics dotted with open markers (and in grey when there is one run), validation solid. With
+    several runs the legend names each run once (its lines toggle together), below a plot of fixed height."""
     figure = go.Figure()
     colors = colors or stable_colors(list(histories))
+    several = len(histories) > 1
     for label, epochs in histories.items():
         for metric in metrics:
             points = [(e["epoch"], e[metric]) for e in epochs if e.get(metric) is not None]
@@ -214,15 +216,19 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
                 continue
             x, y = zip(*points)
             validation = metric.startswith("val")
-            color = colors[label] if validation or len(histories) > 1 else TRAINING_COLOR
+            color = colors[label] if validation or several else TRAINING_COLOR
+            name = CURVE_NAMES.get(metric, metric)
             figure.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=f"{wrap_label(label)}<br>{CURVE_NAMES.get(metric, metric)}"
-                if len(histories) > 1 else CURVE_NAMES.get(metric, metric),
+                x=x, y=y, mode="lines+markers", name=wrap_label(label) if several else name,
+                legendgroup=label, showlegend=validation or not several,
+                hovertemplate=f"{label}<br>{name}, epoch %{{x}}: %{{y:.4g}}<extra></extra>" if several else None,
                 line={"color": color, "dash": "solid" if validation else "dot"},
                 marker={"symbol": "circle" if validation else "circle-open", "size": 8 if validation else 9}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
-    figure.update_layout(height=340, margin={"t": 30, "b": 40}, xaxis_title="Epoch", yaxis_title=title,
-                         legend={"orientation": "h", "y": -0.28, "yanchor": "top", "x": 0})
+    plot_px, legend_lines = 260, (sum(wrap_label(label).count("<br>") + 1 for label in histories) if several else 1)
+    bottom = 70 + 16 * legend_lines  # room for the axis title, then the legend's lines stacked at worst
+    figure.update_layout(height=30 + plot_px + bottom, margin={"t": 30, "b": bottom}, xaxis_title="Epoch",
+                         yaxis_title=title, legend={"orientation": "h", "y": -62 / plot_px, "yanchor": "top", "x": 0})
     if title == "Accuracy":
         figure.update_yaxes(**accuracy_axis())
     epochs = len(max(histories.values(), key=len, default=[]))

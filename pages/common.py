@@ -26,7 +26,8 @@ def sidebar_settings() -> Settings:
     st.session_state.setdefault("device", "auto")
     with st.sidebar:
         st.selectbox("Default architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
-                     help="The network every page starts with; each page can pick another for itself.")
+                     on_change=_count_sidebar_choice,
+                     help="The network every page shows; a page can pick another for itself until this changes.")
         devices = list(available_devices())
         if st.session_state["device"] not in devices:
             st.session_state["device"] = "auto"
@@ -35,6 +36,13 @@ def sidebar_settings() -> Settings:
                       "(cuda is offered where PyTorch sees one). Single-image pages (Predict, Look inside) run on "
                       "the CPU, which is fast enough for one image.")
     return Settings(st.session_state["arch"], st.session_state["device"])
+
+
+SIDEBAR_CHOICES = "sidebar_arch_choices"
+
+
+def _count_sidebar_choice() -> None:
+    st.session_state[SIDEBAR_CHOICES] = st.session_state.get(SIDEBAR_CHOICES, 0) + 1
 
 
 def current_settings() -> Settings:

@@ -94,14 +94,18 @@ def draw_table() -> None:
     summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
     summaries["arch"] = summaries["arch"].map(arch_title)
     summaries["val_acc"] = in_percent(summaries["val_acc"])
+    summaries["created"] = pd.to_datetime(summaries["created"])
+    text = st.column_config.TextColumn
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "method", "arch", "dataset", "duration_s", "created"],
-                 column_config={"id": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
-                                "method": "Strategy", "arch": "Architecture", "dataset": "Dataset",
-                                "created": "Created",
-                                "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
+                 column_config={"id": text("Run", pinned=True, width=105), "status": text("Status", width=85),
+                                "method": text("Strategy", width=200, help="Click a cell to read it whole"),
+                                "arch": text("Architecture", width=120), "dataset": text("Dataset", width=80),
+                                "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm",
+                                                                           width=110),
+                                "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT, width=90),
                                 "duration_s": st.column_config.NumberColumn(
-                                    "Duration (s)", format="%.1f",
+                                    "Duration (s)", format="%.1f", width=95,
                                     help="Wall time from start to end, loading data and models included, over "
                                          "every attempt of a resumed run; the run's training time below counts the "
                                          "training alone.")})
@@ -140,9 +144,13 @@ def draw_live(run_id: str, was_active: bool) -> None:
         st.rerun()  # finished: draw the results and stop refreshing
     if current.status == "queued":
         jobs.start_worker()
-    color = STATUS_COLORS[current.status]
+    stopping = current.status == "running" and current.cancel_requested
+    status, color = ("cancelling", STATUS_COLORS["cancelled"]) if stopping else (current.status,
+                                                                                   STATUS_COLORS[current.status])
     elapsed = f", {current.duration_s:.0f} s" if current.duration_s else ""
-    st.markdown(f":{color}-badge[{current.status}] **{jobs.run_label(current)}**{elapsed}")
+    st.markdown(f":{color}-badge[{status}] **{jobs.run_label(current)}**{elapsed}")
+    if stopping:
+        st.caption("Cancel requested: the worker stops the run at its next step, keeping its last checkpoint.")
     if current.error:
         (st.error if current.status == "failed" else st.warning)(current.error)
     step = live_store.last_metric(run_id, "step", since=current.started_at)
@@ -170,7 +178,9 @@ active = run.status in ACTIVE
 st.fragment(run_every=REFRESH if active else None)(draw_live)(run_id, active)
 
 actions = st.container(horizontal=True, vertical_alignment="bottom")
-if run.status in ACTIVE and actions.button("Cancel", icon=":material/cancel:"):
+if run.status in ACTIVE and actions.button("Cancel", icon=":material/cancel:", disabled=run.cancel_requested,
+                                           help="Requested; the run stops at its next step" if run.cancel_requested
+                                           else None):
     jobs.cancel(run_id, store)
     st.rerun()
 if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resume", icon=":material/replay:"):

@@ -43,11 +43,16 @@ class PickedImage(NamedTuple):
 
 
 def arch_picker(key: str, label: str = "Architecture", names: list[str] | None = None) -> str:
-    """A choice of architecture by title, starting at the sidebar's architecture."""
-    from pages.common import current_settings
+    """A choice of architecture by title, starting at the sidebar's architecture and following it whenever it
+    changes there; a choice made on the page holds until then."""
+    from pages.common import SIDEBAR_CHOICES, current_settings
 
     names = names or arch_names()
     default = current_settings().arch
+    seen, choices = f"{key}__sidebar_choices", st.session_state.get(SIDEBAR_CHOICES, 0)
+    if st.session_state.get(seen, 0) != choices and default in names:  # the sidebar changed since this page drew
+        st.session_state[key] = st.session_state[f"{key}__kept"] = default
+    st.session_state[seen] = choices
     start_at(key, names, default if default in names else names[0])
     return st.selectbox(label, names, key=key, format_func=lambda n: get_spec(n).title)
 

@@ -74,6 +74,25 @@ def test_a_page_keeps_its_own_architecture_after_a_visit_elsewhere():
     assert at.selectbox(key="inside_arch").value == DEFAULT_ARCH, "the other pages start at the sidebar's"
 
 
+def test_a_new_sidebar_architecture_changes_the_pages_a_choice_of_their_own_holds_until_then():
+    from pages.common import SIDEBAR_CHOICES
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.selectbox(key="arch").set_value("vgg16").run()  # in the sidebar: counted as a choice made there
+    assert at.session_state[SIDEBAR_CHOICES] == 1
+    at = open_page("pages/predict.py")  # AppTest runs a page without app.py's sidebar: its state is set here
+    at.selectbox(key="predict_arch").set_value("alexnet").run()
+    at.session_state["arch"], at.session_state[SIDEBAR_CHOICES] = "resnet18", 1  # then resnet18 in the sidebar
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="predict_arch").value == "resnet18", "the page follows what the sidebar just chose"
+    at.selectbox(key="predict_arch").set_value("alexnet").run()
+    at.session_state["arch"] = "resnet18"
+    at.run()
+    assert at.selectbox(key="predict_arch").value == "alexnet", "a choice on the page holds until the next one there"
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a GPU")
 def test_the_sidebar_offers_cuda_only_where_there_is_a_gpu():
     at = AppTest.from_file(APP, default_timeout=60)

@@ -161,5 +161,13 @@ def test_long_run_labels_wrap_in_the_legend_instead_of_being_cut():
                                  "EfficientNet-Lite0 · mypets.zip")
     assert wrap_label("a · b") == "a · b"
     history = [{"epoch": 1, "acc": 0.5, "val_acc": 0.6}]
-    names = [t.name for t in run_curves({label: history, "short": history}, ("acc", "val_acc")).data]
-    assert names[0] == wrap_label(label) + "<br>training accuracy" and names[3] == "short<br>validation accuracy"
+    figure = run_curves({label: history, "short": history}, ("acc", "val_acc"))
+    legend = [t.name for t in figure.data if t.showlegend]
+    assert legend == [wrap_label(label), "short"], "each run once; dotted and solid are told in the caption"
+    assert [t.legendgroup for t in figure.data] == [label, label, "short", "short"]  # a click hides both lines
+    def plot_px(figure):
+        return figure.layout.height - figure.layout.margin.t - figure.layout.margin.b
+
+    alone = run_curves({"short": history}, ("acc", "val_acc"))
+    assert plot_px(figure) == plot_px(alone) and figure.layout.margin.b > alone.layout.margin.b, \
+        "the plot keeps its height; the legend gets room of its own below the axis title"

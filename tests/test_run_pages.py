@@ -281,6 +281,17 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     assert any(b.label == "Resume" for b in at.button)
 
 
+def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
+    store.claim_next("another-machine:4242")  # a worker elsewhere, beating: it stops the run at its next step
+    store.heartbeat(run_id)
+    jobs.cancel(run_id, store)
+    at = open_page("pages/runs.py")
+    assert any(":orange-badge[cancelling]" in str(m.value) for m in at.markdown)
+    assert next(b for b in at.button if b.label == "Cancel").disabled
+
+
 def test_compare_runs_overlays_finished_runs():
     store = RunStore()
     ids = [jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store) for e in (2, 3)]
@@ -327,7 +338,8 @@ def test_shootout_queues_the_three_strategies_on_one_backbone():
     next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
     assert not at.exception, at.exception
     runs = RunStore().runs()
-    assert sorted(r.config["strategy"] for r in runs) == ["extract", "finetune", "scratch"]
+    queued = [r.config["strategy"] for r in sorted(runs, key=lambda r: r.created_at)]
+    assert queued == ["extract", "finetune", "scratch"], "the quickest first: a result comes in minutes"
     assert {(r.config["arch"], r.config["dataset"], r.config["image_size"]) for r in runs} == {
         ("tf_efficientnet_lite0", "digits", 64)}
     assert {r.config["strategy"]: r.config["weights"] for r in runs} == {
