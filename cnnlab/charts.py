@@ -261,7 +261,7 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
                                   texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
     figure.update_layout(height=170 + 28 * len(classes), margin={"t": 50}, xaxis_title="Predicted",
                          yaxis_title="True", yaxis_autorange="reversed",
-                         title="Confusion matrix (validation images; the diagonal is right)")
+                         title="Confusion matrix (validation)")  # its caption: the diagonal is right
     figure.update_xaxes(type="category")
     figure.update_yaxes(type="category")
     return figure
@@ -270,7 +270,8 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
 def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     """Validation accuracy of each class."""
     figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
-                              text=[f"{v:.0%}" for v in per_class_acc.values()], textposition="inside", textangle=0,
+                              text=[f"{100 * v:.0f}" for v in per_class_acc.values()], textposition="inside",
+                              textangle=0,  # no % sign (the axis has it): '100' fits a narrow bar, '100%' did not
                               hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
     figure.update_layout(height=330, margin={"t": 50}, xaxis_title="Class", yaxis_title="Validation accuracy",
                          yaxis=accuracy_axis(), title="Accuracy per class",

@@ -59,19 +59,19 @@ except ValueError as error:
     measured = {}
 yours = transfer_results()
 table = pd.DataFrame([{
-    "Architecture": r["title"], "Family": r["family"], "Year": r["year"],
-    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Depth": r["depth"],
-    "Top-1 %": r["top1"], "Top-5 %": r["top5"],
+    "Architecture": r["title"], "Year": r["year"],
+    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
+    "Depth": r["depth"],
     **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
-    "Your best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    "Size (MB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
+    "Your data: best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Your run": (f"{yours[r['name']]['method']} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
-    "Size (MB, fp32)": r["size_mb"], "Input": "x".join(map(str, r["input_size"])),
     "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
 unmeasured = [f"Latency b{b} (ms)" for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
-table = table.drop(columns=unmeasured + ([] if yours else ["Your best val acc", "Your run"]))  # no empty columns
+table = table.drop(columns=unmeasured + ([] if yours else ["Your data: best val acc", "Your run"]))  # no empty columns
 st.dataframe(
     table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
@@ -82,8 +82,9 @@ st.dataframe(
         "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
         **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
-        "Your best val acc": st.column_config.NumberColumn(format=PERCENT, help="Your transfer results: the best "
-                                                           "finished run of this architecture (Runs page)"),
+        "Your data: best val acc": st.column_config.NumberColumn(
+            format=PERCENT, help="Your transfer results, not ImageNet's: the best finished run of this architecture "
+                                 "on your data (Runs page); the next column names it"),
     },
 )
 not_imagenet = [f"{r['title']}'s published result is a {r['error']}% error on {r['accuracy_dataset']}"

@@ -199,8 +199,11 @@ with left:
                              "Passes over the training images; a checkpoint is written after each.")
     batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch",
                                  help="Images per step; 2 or more (batch normalization needs them).")
-    lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], format="%.4g",
-                         key=f"launch_lr_{strategy}", disabled=strategy == "extract" and classifier != "linear")
+    lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], step=DEFAULT_LR[strategy] / 2,
+                         format="%.4g", key=f"launch_lr_{strategy}",
+                         disabled=strategy == "extract" and classifier != "linear",
+                         help="Peak learning rate (AdamW, warm-up then cosine decay); +/- moves by half the "
+                              "strategy's default, or type any value.")
 
 with right:
     st.subheader("What this run trains")

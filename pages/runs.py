@@ -239,6 +239,8 @@ if result and "confusion_matrix" in result:
     matrix_column, classes_column = panes("run-classes", 1, 1, min_width=360)
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
+    st.caption("Confusion matrix: each row is a true class, each column what the model said; the diagonal is right. "
+               "Accuracy per class in percent.")
     if result.get("skipped"):
         count = len(result["skipped"])
         st.warning(f"{count} unreadable file{'s were' if count > 1 else ' was'} skipped: "

@@ -251,7 +251,7 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
 
     compare = open_page("pages/compare.py")
     table = compare.dataframe[0].value.set_index("Architecture")
-    assert table.loc["LeNet-5", "Your best val acc"] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
+    assert table.loc["LeNet-5", "Your data: best val acc"] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
 
     again = open_page("pages/launch.py")  # Strategy II from the model that run trained
     again.radio(key="launch_strategy").set_value("finetune").run()
