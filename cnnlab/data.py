@@ -336,10 +336,14 @@ def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int =
     require_two_per_class(targets, classes)
     counts = np.bincount(targets)
     indices = np.arange(len(targets))
-    n_classes = int((counts > 0).sum())
-    val_size = max(n_classes, round(val_fraction * len(targets)))
+    val_size = validation_size(len(targets), int((counts > 0).sum()), val_fraction)
     train_idx, val_idx = train_test_split(indices, test_size=val_size, stratify=targets, random_state=seed)
     return np.sort(train_idx), np.sort(val_idx)
+
+
+def validation_size(images: int, classes: int, val_fraction: float) -> int:
+    """How many of `images` a stratified split keeps for validation: the fraction, and at least one per class."""
+    return max(classes, round(val_fraction * images))
 
 
 def transforms_for(spec: ArchSpec, train: bool, image_size: int | None = None) -> v2.Compose:

@@ -10,10 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from cnnlab.paths import atomic_write_bytes, data_dir
-from cnnlab.registry import build_model, example_input, get_spec
-from cnnlab.training import resolve_device
+from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
+from cnnlab.training import freeze_layers, resolve_device
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,52 @@ class LatencyCache:
         result = measure_latency(arch, batch, device, **kwargs)
         self.save(result)
         return result
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """How long a run's own work should take here, from timing a few of its steps: `seconds` in all, from the
+    milliseconds per image of a training step (forward, backward) and of an evaluation forward pass."""
+
+    seconds: float
+    train_ms_per_image: float
+    forward_ms_per_image: float
+    device: str
+
+    def describe(self) -> str:
+        """'about 22 min on cpu, 2 threads' (loading data and weights not counted)."""
+        minutes = self.seconds / 60
+        span = (f"{self.seconds:.0f} s" if self.seconds < 90 else f"{minutes:.0f} min" if minutes < 90
+                else f"{minutes / 60:.1f} h")
+        return f"about {span} on {self.device}"
+
+
+def estimate_run(config, num_classes: int, train_images: int, val_images: int, steps: int = 2) -> RunEstimate:
+    """Time `steps` training steps and evaluation passes of the network `config` builds (random weights, its head,
+    its freeze plan, its input size and batch of at most 16) after one untimed of each, and scale them to the
+    run's epochs and images: Strategies I and II train every epoch and validate after it, III passes every image
+    forward once. Data loading, augmentation and weight loading are not counted: a floor, not a promise."""
+    spec = get_spec(config.arch)
+    target = torch.device(resolve_device(config.device))
+    model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target)
+    batch = max(2, min(config.batch_size, 16))
+    x = torch.randn_like(example_input(spec, config.image_size, batch, target))
+    labels = torch.arange(batch, device=target) % num_classes
+    forward_ms = statistics.median(_forward_times(model.eval(), x, 1, steps)) / batch
+    train_ms = 0.0
+    if config.strategy in ("scratch", "finetune"):
+        freeze_layers(model, spec, config.freeze)
+        model.train()
+        times = []
+        for _ in range(1 + steps):
+            _synchronize(target)
+            start = time.perf_counter()
+            F.cross_entropy(logits_of(model(x)), labels).backward()
+            _synchronize(target)
+            times.append(1000 * (time.perf_counter() - start))
+        train_ms = statistics.median(times[1:]) / batch
+        seconds = config.epochs * (train_images * train_ms + val_images * forward_ms) / 1000
+    else:
+        seconds = (train_images + val_images) * forward_ms / 1000
+    label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
+    return RunEstimate(seconds, train_ms, forward_ms, label)

@@ -8,10 +8,11 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
                          first_names, image_folders_root, save_uploaded_archive, server_folders,
-                         suggested_input_size)
+                         suggested_input_size, validation_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
+from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
 from cnnlab.registry import OWN_HEAD, get_spec
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config
@@ -41,6 +42,12 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
         return check_dataset(name), None
     except DatasetError as error:
         return None, str(error)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_estimate(config, num_classes: int, images: int) -> RunEstimate:
+    val = validation_size(images, num_classes, 0.2)
+    return estimate_run(config, num_classes, images - val, val)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -309,3 +316,18 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
         st.session_state["launch_nonce"] = uuid.uuid4().hex
         st.session_state["selected_run"] = run_id
         st.switch_page("pages/runs.py")
+
+if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready and checked and checked.images),
+                  help="Times a few training steps of this very network, at this input size and freeze, on this "
+                       "machine, and scales them to the run's images and epochs."):
+    try:
+        config = build_config(strategy)
+    except ConfigError as error:
+        st.error(str(error))
+    else:
+        with st.spinner("Timing a few steps..."):
+            estimate = cached_estimate(config, checked.num_classes, checked.images)
+        st.info(f"**{estimate.describe().capitalize()}** for {checked.images:,} images"
+                + (f" x {config.epochs} epochs" if strategy in ("scratch", "finetune") else "")
+                + ": the network's own compute, timed over a few steps here. Reading the data and loading weights "
+                  "come on top; the worker trains one run at a time.", icon=":material/timer:")

@@ -1,9 +1,10 @@
 import json
 
 import pytest
+import torch
 
-from cnnlab.latency import LatencyCache, measure_latency
-from cnnlab.training import resolve_device
+from cnnlab.latency import LatencyCache, estimate_run, measure_latency
+from cnnlab.training import make_config, resolve_device
 from cnnlab.lecture import check_claims
 
 
@@ -44,6 +45,22 @@ def test_measurements_saved_at_once_are_all_kept(isolated_data_dir):
     with ThreadPoolExecutor(8) as pool:  # two dashboard sessions clicking Measure together, many times over
         list(pool.map(LatencyCache().save, results))
     assert sorted(r.batch for r in LatencyCache().load().values()) == list(range(1, 25))
+
+
+def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
+    options = {"image_size": 64, "batch_size": 16}
+    scratch = estimate_run(make_config("scratch", "tf_efficientnet_lite0", "digits", epochs=3, **options), 10, 1437, 360, steps=3)
+    finetune = estimate_run(make_config("finetune", "tf_efficientnet_lite0", "digits", epochs=3, freeze="body", **options), 10,
+                            1437, 360, steps=3)
+    extract = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits", **options), 10, 1437, 360, steps=3)
+    assert scratch.train_ms_per_image > scratch.forward_ms_per_image > 0  # a step adds the backward pass
+    assert finetune.train_ms_per_image < scratch.train_ms_per_image  # a frozen body has no weight gradients
+    assert scratch.seconds == pytest.approx(3 * (1437 * scratch.train_ms_per_image
+                                                 + 360 * scratch.forward_ms_per_image) / 1000)
+    assert extract.train_ms_per_image == 0
+    assert extract.seconds == pytest.approx(1797 * extract.forward_ms_per_image / 1000)
+    assert extract.seconds < scratch.seconds
+    assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
 
 
 def test_latency_cache_survives_a_corrupt_file(isolated_data_dir):

@@ -184,6 +184,17 @@ def test_launch_starts_the_tiny_images_of_the_digits_at_a_smaller_input_size():
     assert at.number_input(key="launch_size_lenet5_small").value == 32  # a fixed input stays as it is
 
 
+def test_launch_estimates_a_runs_time_by_timing_its_network():
+    at = open_page("pages/launch.py")
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert not at.exception, at.exception
+    extract = next(i.value for i in at.info if "for 1,797 images:" in i.value)
+    at.radio(key="launch_strategy").set_value("scratch").run()
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    scratch = next(i.value for i in at.info if "for 1,797 images x 15 epochs" in i.value)
+    assert extract.startswith("**About ") and scratch.startswith("**About ") and "cpu" in scratch
+
+
 def test_launch_says_before_the_run_when_strategy_iii_keeps_no_model():
     at = open_page("pages/launch.py")
     assert at.selectbox(key="launch_classifier").value == "logreg"
