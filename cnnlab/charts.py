@@ -305,7 +305,8 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
                      colors: dict[str, str] | None = None) -> go.Figure:
     """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). Each run is drawn in
     its colour from `colors` (by run label, as in `run_curves`), with its strategy's marker, and grouped under its
-    strategy in the legend; the accuracy axis zooms in on the runs' range."""
+    strategy in the legend; the accuracy axis zooms in on the runs' range. A run stopped before its last epoch
+    (a `status` other than succeeded) has a hollow marker and says so: its accuracy is a partial one."""
     from cnnlab.planner import strategy_label
 
     colors = colors or stable_colors([row["label"] for row in rows])
@@ -328,11 +329,15 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     grouped = sorted(placed, key=lambda r: list(STRATEGY_SYMBOLS).index(r["strategy"]))
     for i, row in enumerate(grouped):
         first_of_strategy = i == 0 or grouped[i - 1]["strategy"] != row["strategy"]
+        partial = row.get("status", "succeeded") != "succeeded"  # stopped early: its accuracy is not the run's
         figure.add_trace(go.Scatter(
-            x=[row[cost]], y=[row["val_acc"]], mode="markers+text", name=row["label"], text=[row["run"]],
+            x=[row[cost]], y=[row["val_acc"]], mode="markers+text",
+            name=row["label"] + (f" ({row['status']})" if partial else ""),
+            text=[row["run"] + (f" ({row['status']})" if partial else "")],
             textposition=positions.get(row["run"], "top center"), cliponaxis=False,
-            marker={"size": 13, "color": colors[row["label"]], "symbol": STRATEGY_SYMBOLS[row["strategy"]],
-                    "line": {"width": 1, "color": "white"}},
+            marker={"size": 13, "color": colors[row["label"]],
+                    "symbol": STRATEGY_SYMBOLS[row["strategy"]] + ("-open" if partial else ""),
+                    "line": {"width": 2 if partial else 1, "color": colors[row["label"]] if partial else "white"}},
             legendgroup=row["strategy"],
             legendgrouptitle_text=strategy_label(row["strategy"]) if first_of_strategy else None,
             customdata=[[row["arch"], row["dataset"], row.get("params_trainable") or 0]],

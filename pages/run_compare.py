@@ -50,10 +50,11 @@ def draw_comparison(chosen: list[str]) -> None:
 
     table = pd.DataFrame(rows)
     table["val_acc"] = in_percent(table["val_acc"])
+    partial = (table["status"] != "succeeded").any()  # stopped or still going: say so beside the accuracy
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_order=["run", "val_acc", "method", "arch", "dataset", "train_time_s",
-                               *(["features"] if table["features"].notna().any() else []), "total_gmacs",
-                               "params_trainable", "params_frozen", "status"],
+                 column_order=["run", "val_acc", *(["status"] if partial else []), "method", "arch", "dataset",
+                               "train_time_s", *(["features"] if table["features"].notna().any() else []),
+                               "total_gmacs", "params_trainable", "params_frozen", *([] if partial else ["status"])],
                  column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
                                 "method": "Strategy", "arch": "Architecture", "dataset": "Dataset",
                                 "features": st.column_config.TextColumn(

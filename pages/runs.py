@@ -103,7 +103,10 @@ def draw_table() -> None:
                                 "arch": text("Architecture", width=120), "dataset": text("Dataset", width=80),
                                 "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm",
                                                                            width=110),
-                                "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT, width=90),
+                                "val_acc": st.column_config.NumberColumn(
+                                    "Val accuracy", format=PERCENT, width=90,
+                                    help="On the held-out validation images at the run's last epoch; a cancelled "
+                                         "run's at the epoch it stopped after, a probe's at its best stage"),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f", width=95,
                                     help="Wall time from start to end, loading data and models included, over "

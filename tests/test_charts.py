@@ -67,6 +67,16 @@ def test_accuracy_vs_cost_draws_each_run_in_its_colour_with_its_strategys_marker
     assert 0.8 < low < 0.942 and high > 0.978  # 94.2% and 97.8% are told apart, not both at the top edge
 
 
+def test_accuracy_vs_cost_marks_a_run_stopped_early_as_partial():
+    rows = [{"label": "r1", "run": "r1", "strategy": "finetune", "arch": "lite0", "val_acc": 0.9, "train_time_s": 50.0,
+             "dataset": "digits", "status": "cancelled"},
+            {"label": "r2", "run": "r2", "strategy": "finetune", "arch": "lite0", "val_acc": 0.95,
+             "train_time_s": 90.0, "dataset": "digits", "status": "succeeded"}]
+    figure = accuracy_vs_cost(rows, "train_time_s", "Training time (s)")
+    drawn = {t.text[0]: t.marker.symbol for t in figure.data}
+    assert drawn == {"r1 (cancelled)": "diamond-open", "r2": "diamond"}
+
+
 def test_accuracy_vs_cost_labels_runs_by_id_and_keeps_twins_apart():
     twins = [{"label": f"{run} · I: scratch · LeNet-5", "run": run, "strategy": "scratch", "arch": "LeNet-5",
               "val_acc": 0.9777, "train_time_s": seconds, "params_trainable": 61706, "dataset": "digits"}
