@@ -22,7 +22,7 @@ from cnnlab.predict import Prediction, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
-                           predictions_chart, show_image, weights_error, weights_picker)
+                           predictions_chart, random_weights_advice, show_image, weights_error, weights_picker)
 
 TOP_COUNTS = (16, 32, 64, 128)
 ALL_CHANNELS = "all"
@@ -452,8 +452,8 @@ with preview:
     with st.expander("Top 5", icon=":material/bar_chart:"):
         predictions_chart(result.predictions)
 if weights == NONE:
-    st.info("Random weights: the maps show what an untrained network computes. Pick pretrained weights to see "
-            "learnt features.")
+    st.info("Random weights: the maps show what an untrained network computes, not learnt features. "
+            + random_weights_advice(arch), icon=":material/casino:")
 
 tabs = st.tabs(["Layer browser", "Depth overview", "First-layer filters", "Class activation map", "Side by side"],
                key="inside_tabs")  # a stable key: the open tab stays open when the note above comes or goes

@@ -5,21 +5,11 @@ import streamlit as st
 from cnnlab.data import first_names
 from cnnlab.predict import label_set, predict_loaded
 from cnnlab.registry import get_spec
-from cnnlab.weights import NONE, WeightsError, weights_options
+from cnnlab.weights import NONE, WeightsError
 from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, panes, predictions_chart,
-                           show_image, weights_error, weights_picker)
+                           random_weights_advice, show_image, weights_error, weights_picker)
 
 TOP = 5
-
-
-def random_weights_advice(arch: str) -> str:
-    """What to pick instead of random weights, given what `arch` has."""
-    pretrained = [o for o in weights_options(arch) if o.pretrained]
-    if any(o.offline for o in pretrained):
-        return "Pick the pretrained weights under Weights."
-    if pretrained:
-        return "Its pretrained weights need a download (see the note under Weights)."
-    return "Train it on the Launch page: your finished runs appear under Weights."
 
 
 st.title("Predict")
@@ -47,12 +37,13 @@ with right:
         labels = label_set(model)
         predictions = predict_loaded(model, picked.image, TOP)
         top = predictions[0]
-        if model.weights == NONE:
+        if model.weights == NONE:  # no headline for noise: the chart alone, under the warning
             st.warning(f"Random weights: these predictions are noise. {random_weights_advice(arch)}",
                        icon=":material/casino:")
-        row = metric_row()
-        row.metric("Top class", top.label, width="content")
-        row.metric("Probability", f"{100 * top.probability:.1f}%", width="content")
+        else:
+            row = metric_row()
+            row.metric("Top class", top.label, width="content")
+            row.metric("Probability", f"{100 * top.probability:.1f}%", width="content")
         predictions_chart(predictions)
         st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: "
                    f"{spec.preprocessing_at(model.image_size).describe()}.")

@@ -211,6 +211,21 @@ def _weights_note(arch: str, options: dict[str, WeightsOption], choice: str, ini
     st.caption(f"{option.source}; {where}.")
 
 
+def random_weights_advice(arch: str) -> str:
+    """What to pick instead of random weights for `arch`: its shipped weights, the user's own runs by name, a
+    download, or a run to train."""
+    pretrained = [o for o in weights_options(arch) if o.pretrained]
+    runs = list(trained_models(arch).values())
+    if any(o.offline for o in pretrained):
+        return "Pick its pretrained weights under Weights."
+    if runs:
+        more = f", and {len(runs) - 1} more" if len(runs) > 1 else ""
+        return f"Pick your run under Weights (the newest: {runs[0]}{more})."
+    if pretrained:
+        return "Its pretrained weights need a download (see the note under Weights), or train it on the Launch page."
+    return "Train it on the Launch page: your finished runs appear under Weights."
+
+
 def weights_error(error: WeightsError) -> None:
     """A WeightsError as a one-line error, with the full message in an expander when it is longer."""
     st.error(error.summary, icon=":material/cloud_off:" if error.needs_download else ":material/error:")

@@ -425,6 +425,9 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert any("Classes: the 10 classes it was trained on" in c.value for c in at.caption)
     assert any(c.value.startswith("A classifier trained on these 10 classes (0, 1, 2") for c in at.caption)
     assert any("on digits (10 classes)" in i.value for i in at.info)
+    at.selectbox(key="predict_weights_lenet5").set_value("none").run()
+    assert not at.metric, "no headline for random weights' guess"
+    assert f"Pick your run under Weights (the newest: {run_id} · I: scratch on digits" in at.warning[0].value
 
     at.switch_page("pages/inside.py")
     at.session_state["inside_weights_lenet5"] = str(jobs.run_dir(run_id))
