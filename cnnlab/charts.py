@@ -73,7 +73,7 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
         trace.textposition = [positions[label] for label in trace.text]
     figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},
                          legend={"orientation": "h", "y": -0.15, "yanchor": "top", "x": 0})
-    figure.update_xaxes(**log_axis([r["gmacs"] for r in points]), range=x_range)
+    figure.update_xaxes(**{**log_axis([r["gmacs"] for r in points]), "range": x_range})
     figure.update_yaxes(range=y_range)
     return figure
 
@@ -171,9 +171,9 @@ def _count_label(value: float) -> str:
 
 
 def log_axis(values: list[float]) -> dict:
-    """Settings for a log axis over `values` with every tick labelled in full (1, 2, 5 per decade over a short
-    range; 1, 3 or 1 per decade over longer ones; every few decades over very long ones), instead of Plotly's bare
-    digits between the decades."""
+    """Settings for a log axis over `values`, with room for a marker at either end, and every tick labelled in full
+    (1, 2, 5 per decade over a short range; 1, 3 or 1 per decade over longer ones; every few decades over very long
+    ones), instead of Plotly's bare digits between the decades."""
     positive = [v for v in values if v and v > 0]
     if not positive:
         return {"type": "log"}
@@ -182,7 +182,8 @@ def log_axis(values: list[float]) -> dict:
     mantissas = (1, 2, 5) if len(decades) <= 3 else (1, 3) if len(decades) <= 5 else (1,)
     decades = decades[::math.ceil(len(decades) / 10)]
     ticks = [m * 10.0 ** e for e in decades for m in mantissas if low <= m * 10.0 ** e <= high]
-    return {"type": "log", "tickvals": ticks, "ticktext": [_count_label(t) for t in ticks]}
+    return {"type": "log", "tickvals": ticks, "ticktext": [_count_label(t) for t in ticks],
+            "range": [math.log10(low), math.log10(high)]}
 
 
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:
@@ -231,6 +232,8 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
                          yaxis_title=title, legend={"orientation": "h", "y": -62 / plot_px, "yanchor": "top", "x": 0})
     if title == "Accuracy":
         figure.update_yaxes(**accuracy_axis())
+    elif values := [y for trace in figure.data for y in trace.y]:
+        figure.update_yaxes(range=[0, 1.08 * max(values)])  # from zero, with room above the highest marker
     epochs = len(max(histories.values(), key=len, default=[]))
     figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)), tick0=1,
                         range=[1 - 0.05 * max(epochs, 4), epochs + 0.05 * max(epochs, 4)])
@@ -347,5 +350,5 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
-    figure.update_xaxes(**(log_axis(costs) if log and costs else {}), range=x_range)
+    figure.update_xaxes(**{**(log_axis(costs) if log and costs else {}), "range": x_range})
     return figure

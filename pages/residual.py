@@ -1,6 +1,8 @@
 """Skip connections: gradient norms per block at initialization and a short training race, plain against residual."""
 import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
 
+import time
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -91,19 +93,20 @@ if st.button("Train both", icon=":material/play_arrow:", key="res_train"):
                           text=f"Training the {following} net: epoch {done % epochs + 1} of {epochs}"
                           if done < len(VARIANTS) * epochs else "Done")
 
+    started = time.perf_counter()
     histories = {variant: train_one(variant, depth, channels, batch_norm, int(seed), epochs, show_epoch)
                  for variant in VARIANTS}
     progress.empty()
-    st.session_state["res_race"] = (depth, batch_norm, int(seed), epochs, histories)
+    st.session_state["res_race"] = (depth, batch_norm, int(seed), epochs, histories, time.perf_counter() - started)
 trained = st.session_state.get("res_race")
 if trained:
-    t_depth, t_bn, t_seed, t_epochs, histories = trained
+    t_depth, t_bn, t_seed, t_epochs, histories, seconds = trained
     raced = f"{t_depth} blocks, batch norm {'on' if t_bn else 'off'}, seed {t_seed}, {t_epochs} epochs"
     if (t_depth, t_bn, t_seed, t_epochs) != (depth, batch_norm, int(seed), epochs):
         st.warning(f"These curves are from the last race ({raced}), not the settings above: press Train both to "
                    "race with those.", icon=":material/history:")
     else:
-        st.caption(f"{raced}.")
+        st.caption(f"{raced}: both trained in {seconds:.0f} s here.")
     loss_col, acc_col = panes("race-curves", 1, 1, min_width=360)
     loss_col.plotly_chart(run_curves(histories, ("loss",), COLORS), width="stretch", key="res_loss")
     acc_col.plotly_chart(run_curves(histories, ("val_acc",), COLORS), width="stretch", key="res_acc")
@@ -111,8 +114,8 @@ if trained:
     st.caption("Final training loss: " + ", ".join(f"{v} {p['loss']:.3f}" for v, p in finals.items()) +
                "; validation accuracy: " + ", ".join(f"{v} {p['val_acc']:.1%}" for v, p in finals.items()) + ".")
 else:
-    st.caption("Press Train both to train the two networks with the settings above (about 10 seconds an epoch "
-               "for both at 20 blocks on a 2-core CPU; a progress bar counts the epochs).")
+    st.caption("Press Train both to train the two networks with the settings above (a few seconds an epoch for "
+               "both at 20 blocks on a 2-core CPU; a progress bar counts the epochs).")
 
 st.subheader("Why the shortcut helps")
 st.markdown(

@@ -181,3 +181,10 @@ def test_long_run_labels_wrap_in_the_legend_instead_of_being_cut():
     alone = run_curves({"short": history}, ("acc", "val_acc"))
     assert plot_px(figure) == plot_px(alone) and figure.layout.margin.b > alone.layout.margin.b, \
         "the plot keeps its height; the legend gets room of its own below the axis title"
+
+
+def test_axes_leave_room_above_the_highest_point():
+    low, high = log_axis([1e-17, 0.07])["range"]
+    assert low < -17 and high > math.log10(0.07) + 0.1  # a marker at either end is whole, not cut by the frame
+    figure = run_curves({"plain": [{"epoch": 1, "loss": 2.30}, {"epoch": 2, "loss": 2.31}]}, ("loss",))
+    assert figure.layout.yaxis.range == (0, pytest.approx(1.08 * 2.31))
