@@ -3,7 +3,7 @@ import pages.menu  # noqa: F401, I001  (first: a first visit straight to this pa
 import pandas as pd
 import streamlit as st
 
-from cnnlab.charts import accuracy_vs_operations, metric_bars
+from cnnlab.charts import accuracy_vs_operations, metric_bars, short_title
 from cnnlab.compare import architecture_rows
 from cnnlab.jobs import transfer_results
 from cnnlab.latency import LatencyCache
@@ -38,7 +38,7 @@ def layer_table(arch: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
-        "Architecture": get_spec(c.claim.arch).title, "What": c.claim.what,
+        "Architecture": short_title(get_spec(c.claim.arch).title), "What": c.claim.what,
         "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
         "Agrees": c.agrees,
     } for c in check_claims()])
@@ -125,9 +125,12 @@ st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stret
 st.subheader("Lecture claims, checked")
 claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
-             column_config={"Agrees": st.column_config.CheckboxColumn(),
-                            "Lecture says": st.column_config.NumberColumn(format="localized"),
-                            "cnnlab's network": st.column_config.NumberColumn(format="localized")})
+             column_config={"Architecture": st.column_config.TextColumn(width=120),
+                            "What": st.column_config.TextColumn(width=150),
+                            "Agrees": st.column_config.CheckboxColumn(width=70),
+                            "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
+                            "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),
+                            "Counted as": st.column_config.TextColumn(help="Click a cell to read it whole")})
 st.markdown("**Why the numbers differ**")
 st.markdown(claim_notes())
 

@@ -342,9 +342,12 @@ def _many_modules_chart(network) -> go.Figure:
 
 
 def _conv_table(module) -> pd.DataFrame:
+    """One row per convolution of `module` (its path names its branch), as built and without the reductions; a
+    stride column only where some convolution strides."""
+    strided = any(c.built.stride[0] != 1 for c in module.convs)
     return pd.DataFrame([{
-        "Branch": c.branch, "Convolution": c.path, "Role": c.role, "Fed by": ", ".join(c.fed_by),
-        "Kernel": "x".join(map(str, c.built.kernel)), "Stride": c.built.stride[0],
+        "Convolution": c.path, "Role": c.role, "Fed by": ", ".join(c.fed_by),
+        "Kernel": "x".join(map(str, c.built.kernel)), **({"Stride": c.built.stride[0]} if strided else {}),
         "C_in": c.built.in_channels, "C_out": c.built.out_channels,
         "Output H x W": "x".join(map(str, c.built.output_hw)),
         "As built": c.built.formula, "MACs": c.built.macs, "Params": c.built.params,
@@ -392,8 +395,9 @@ def real_modules() -> None:
     module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module")
     module = next(m for m in network.modules if m.path == module_path)
     st.dataframe(_conv_table(module), hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="localized")
-                                for c in ("MACs", "Params", "MACs without", "Params without")})
+                 column_config={"Convolution": st.column_config.TextColumn(pinned=True),
+                                **{c: st.column_config.NumberColumn(format="localized")
+                                   for c in ("MACs", "Params", "MACs without", "Params without")}})
     with st.expander("What the roles mean", icon=":material/help:"):
         st.markdown("\n".join(f"- **{role}**: {text}" for role, text in ROLE_DESCRIPTIONS.items()))
         st.caption(f"Only a '{REDUCTION}' is removed in the 'without' variant; every other 1x1 stays.")
@@ -427,8 +431,9 @@ def global_average_pooling() -> None:
         "Model params": c.model_params, "Model params with the other head": c.model_params_other_head,
     } for c in comparisons])
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="localized")
-                                for c in ("Model params", "Model params with the other head")})
+                 column_config={"Architecture": st.column_config.TextColumn(pinned=True),
+                                **{c: st.column_config.NumberColumn(format="localized")
+                                   for c in ("Model params", "Model params with the other head")}})
     st.plotly_chart(_head_chart(comparisons), key="gap_chart", width="stretch")
 
 
