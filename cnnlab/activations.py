@@ -57,8 +57,9 @@ class LayerInfo:
 
     @property
     def spatial(self) -> tuple[int, int] | None:
-        """(height, width) of a map-shaped output, None for a vector."""
-        return tuple(self.shape[-2:]) if len(self.shape) == 3 else None
+        """(height, width) of a map-shaped output; None for a vector, and for a 1x1 map per channel (a global
+        pool's output): one number per channel is a vector too."""
+        return tuple(self.shape[-2:]) if len(self.shape) == 3 and self.shape[-2:] != (1, 1) else None
 
     @property
     def stage_label(self) -> str:

@@ -198,6 +198,10 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     row.metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
     row.metric("Mean activation", f"{stats['mean']:.3g}")
     row.metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")
+    values = result.activations.maps[layer.name]
+    if layer.spatial is None:  # one number per unit: bars, not a mosaic of one-pixel maps
+        vector_view(layer, values, names if layer.channels == len(names) else ())
+        return
     controls = panes("inside-map-controls", 1, 1, 1, 1, min_width=150, gap="small")
     top = channels_shown(controls[0], layer.channels)
     order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)
@@ -205,7 +209,6 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel",
                                      help="Stretch every tile from its own minimum to maximum instead of one scale "
                                           "for the whole layer")
-    values = result.activations.maps[layer.name]
     picture = mosaic(values, top=top, order=order, colormap_name=colormap_name,
                      per_channel=per_channel)
     grid_col, channel_col = panes("inside-maps", 3, 2)
@@ -214,10 +217,7 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
                          f"{ORDER_LABELS[order].lower()}; each tile is labelled with its channel number.")
     with channel_col:
-        if layer.spatial is None:
-            vector_view(layer, values, names if layer.channels == len(names) else ())
-        else:
-            channel_view(layer, values, picture, result.view, colormap_name)
+        channel_view(layer, values, picture, result.view, colormap_name)
 
 
 VECTOR_TOP = 10
@@ -232,8 +232,9 @@ def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) ->
     figure.update_layout(height=60 + 30 * len(top), margin={"t": 10, "b": 40, "l": 10, "r": 10},
                          xaxis_title="Logit (before softmax)" if names else "Value", yaxis={"type": "category"})
     st.plotly_chart(figure, width="stretch", key=f"inside_vector_{layer.name}")
-    st.caption(f"{layer.name} outputs a vector of {layer.channels} values, not maps: the {len(top)} largest, "
-               + ("one per class." if names else "each tile on the left is one value."))
+    pooled = " (a 1x1 map per channel)" if len(layer.shape) == 3 else ""
+    st.caption(f"{layer.name} outputs a vector of {layer.channels:,} values{pooled}, not maps: the {len(top)} "
+               "largest" + (", one per class." if names else "."))
 
 
 def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray, colormap_name: str) -> None:

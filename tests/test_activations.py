@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from cnnlab.activations import extract, first_conv, layer_modules, layer_statistics, module_path
+from cnnlab.activations import LayerInfo, extract, first_conv, layer_modules, layer_statistics, module_path
 from cnnlab.cam import GRADCAM, HIRESCAM, class_activation_map, default_cam_layer
 from cnnlab.cli import main
 from cnnlab.images import preprocess, read_image, sample_images
@@ -152,6 +152,14 @@ def test_chosen_layers_only_and_unknown_layers_refused(lite0, chelsea):
 def test_pass_through_modules_are_not_layers(lite0):
     types = {type(m).__name__ for m in layer_modules(lite0, get_spec(LITE0)).values()}
     assert "Identity" not in types and "BatchNormAct2d" in types
+
+
+def test_a_1x1_map_per_channel_is_a_vector_not_maps():
+    def layer(shape):
+        return LayerInfo(0, "avgpool", "AdaptiveAvgPool2d", "avgpool", 4, shape)
+
+    assert layer((1024, 1, 1)).spatial is None and layer((1000,)).spatial is None  # GoogLeNet's pool, its logits
+    assert layer((1024, 7, 7)).spatial == (7, 7) and layer((64, 1, 7)).spatial == (1, 7)
 
 
 def test_layer_statistics_describe_each_map(lite0, chelsea):

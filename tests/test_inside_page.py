@@ -67,15 +67,16 @@ def test_changing_the_layer_by_list_or_slider_updates_the_browser(page):
     assert not page.exception
     assert layer_list(page).value == len(layer_list(page).options) - 1
     assert metrics(page)["Output"] == "1000" and metrics(page)["Stage"] == "head"
-    assert any("vector of 1000 values, not maps: the 10 largest, one per class" in c.value for c in page.caption)
+    assert any("vector of 1,000 values, not maps: the 10 largest, one per class" in c.value for c in page.caption)
     specs = [json.loads(chart.proto.spec) for chart in page.get("plotly_chart")]
     bars = next(spec["data"][0] for spec in specs
                 if spec["layout"].get("xaxis", {}).get("title", {}).get("text") == "Logit (before softmax)")
     top = page.markdown  # the page's own top prediction, as 'Top prediction: tiger cat (39.3%)'
     named = next(m.value for m in top if "Top prediction:" in m.value).split("**")[-1].strip().rsplit(" (", 1)[0]
     assert bars["y"][-1].startswith(named + " ("), (bars["y"][-1], named)
-    channels_box(page).set_value(16).run()
+    assert not [s for s in page.selectbox if s.label.startswith("Channels shown")], "a vector has no channels"
     layer_list(page).set_value(9).run()
+    channels_box(page).set_value(16).run()
     assert not page.exception
     assert page.slider(key=slider).value == 9
     assert any(c.startswith("16 of 96 channels of blocks.1.0.conv_dw") for c in captions(page))
