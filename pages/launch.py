@@ -15,7 +15,7 @@ from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describ
 from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
 from cnnlab.registry import OWN_HEAD, get_spec
-from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config
+from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config, preflight
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
@@ -266,19 +266,29 @@ def build_config(run_strategy: str, **overrides):
     return make_config(run_strategy, arch, dataset, **options)
 
 
+def queue_runs(strategies: list[str], **overrides) -> list[str] | None:
+    """Queue a run per strategy, once each passes the checks it would meet first (its options, weights and data),
+    and start a worker; None, with the reason shown, when one does not."""
+    try:
+        configs = [build_config(s, **overrides) for s in strategies]
+        for config in configs:
+            preflight(config)
+    except jobs.user_errors() as error:
+        st.error(str(error))
+        return None
+    nonce = st.session_state["launch_nonce"]
+    ids = [jobs.submit(c, request_key=f"{nonce}-{c.strategy}") for c in configs]
+    jobs.start_worker()
+    st.session_state["launch_nonce"] = uuid.uuid4().hex
+    return ids
+
+
 ready = dataset is not None and weights is not None
 pretrained_weights = weights if weights not in (None, NONE) else ready_weights(arch)
 buttons = st.container(horizontal=True)
 if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
-    try:
-        config = build_config(strategy)
-    except ConfigError as error:
-        st.error(str(error))
-    else:
-        run_id = jobs.submit(config, request_key=st.session_state["launch_nonce"])
-        jobs.start_worker()
-        st.session_state["launch_nonce"] = uuid.uuid4().hex
-        st.session_state["selected_run"] = run_id
+    if ids := queue_runs([strategy]):
+        st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
 
 has_pretrained = pretrained_weights != NONE
@@ -289,15 +299,7 @@ missing = "" if has_pretrained else f" Needs pretrained weights; {spec.title} " 
     else "has none.")
 if buttons.button("Strategy shootout: launch I, II and III", icon=":material/sports_score:",
                   disabled=not (ready and has_pretrained), help=shootout_help + missing):
-    try:
-        configs = [build_config(s) for s in reversed(STRATEGY_INFO)]  # III first: its result comes in minutes
-    except ConfigError as error:
-        st.error(str(error))
-    else:
-        nonce = st.session_state["launch_nonce"]
-        ids = [jobs.submit(c, request_key=f"{nonce}-{c.strategy}") for c in configs]
-        jobs.start_worker()
-        st.session_state["launch_nonce"] = uuid.uuid4().hex
+    if ids := queue_runs(list(reversed(STRATEGY_INFO))):  # III first: its result comes in minutes
         st.session_state["compare_runs"] = ids
         st.switch_page("pages/run_compare.py")
 
@@ -306,15 +308,8 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
                   help="Strategy III at each stage of the frozen backbone, stem to top: validation accuracy per depth. "
                        "The lecture's claim, measured on your data: early features are general, late ones specific "
                        f"to ImageNet. Classifier: {CLASSIFIER_LABELS[probe_classifier]}." + missing):
-    try:
-        config = build_config("probe", classifier=probe_classifier)
-    except ConfigError as error:
-        st.error(str(error))
-    else:
-        run_id = jobs.submit(config, request_key=f"{st.session_state['launch_nonce']}-probe")
-        jobs.start_worker()
-        st.session_state["launch_nonce"] = uuid.uuid4().hex
-        st.session_state["selected_run"] = run_id
+    if ids := queue_runs(["probe"], classifier=probe_classifier):
+        st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
 
 if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready and checked and checked.images),

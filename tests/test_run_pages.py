@@ -575,3 +575,21 @@ def test_a_run_lists_the_first_files_it_skipped(tmp_path):
     [warning] = [w.value for w in at.warning if "skipped" in w.value]
     assert warning.startswith("25 unreadable files were skipped: 3/broken_00.png, 3/broken_01.png")
     assert warning.endswith("3/broken_19.png, ...")
+
+
+def test_launch_checks_the_data_again_when_queueing_and_queues_nothing_if_it_changed():
+    import shutil
+
+    from cnnlab.data import image_folders_root
+    from tests.test_training import digit_folder
+
+    root = digit_folder(image_folders_root() / "digits", per_class=8)
+    at = open_page("pages/launch.py")
+    at.selectbox(key="launch_dataset").set_value("folder").run()
+    assert any("10 classes" in c.value for c in at.caption), [c.value for c in at.caption]
+    for name in list(root.iterdir())[1:]:  # the folder loses all classes but one after the page read it
+        shutil.rmtree(name)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Launch a run" and "needs one folder per class, at least 2" in at.error[0].value
+    assert RunStore().runs() == []
