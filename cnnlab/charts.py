@@ -48,6 +48,9 @@ def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
     return "<br>".join([*lines, line])
 
 
+PHONE_PLOT_PX = 360  # the plot's width in a narrow column: labels placed for it stay apart on wider screens too
+
+
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters.
     Each bubble is labelled with its architecture's short title on the side where the label covers least."""
@@ -68,7 +71,7 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     positions = place_labels([LabelledPoint(
         (math.log10(r["gmacs"]) - x_range[0]) / (x_range[1] - x_range[0]),
         (r["top1"] - y_range[0]) / (y_range[1] - y_range[0]), r["label"],
-        max(3.0, size_max / 2 * math.sqrt(r["params"] / largest))) for r in points])
+        max(3.0, size_max / 2 * math.sqrt(r["params"] / largest))) for r in points], width=PHONE_PLOT_PX)
     for trace in figure.data:
         trace.textposition = [positions[label] for label in trace.text]
     figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},
