@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -191,6 +191,54 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
     store = store or RunStore()
     recover_interrupted(store)
     return store.request_cancel(run_id)
+
+
+def in_words(seconds: float) -> str:
+    """A duration as people say it: '40 s', '12 min', '1.5 h'."""
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a running run is: the fraction done, a line saying where, and the seconds left at its pace so far
+    (None until it has a pace)."""
+
+    fraction: float
+    text: str
+    remaining_s: float | None
+
+    def describe(self) -> str:
+        """The line, with the time left: 'epoch 2/10, train step 5/22, loss 0.4012; about 3 min left'."""
+        return self.text + (f"; about {in_words(self.remaining_s)} left" if self.remaining_s is not None else "")
+
+
+def _done_fraction(step: dict) -> float:
+    if step["phase"] == "features":
+        return step["step"] / step["steps"]
+    done_in_epoch = 1.0 if step["phase"] == "eval" else step["step"] / step["steps"]  # eval follows the training
+    return min((step["epoch"] - 1 + done_in_epoch) / step["epochs"], 1.0)
+
+
+def run_progress(steps: list[dict]) -> Progress | None:
+    """A running run's progress from its step rows (`RunStore.metrics(..., "step", timed=True)`, oldest first).
+    The time left is the pace between the first and the last row of the current phase, the features pass of
+    Strategy III or the epochs, counted apart; None for no rows."""
+    if not steps:
+        return None
+    last = steps[-1]
+    features = last["phase"] == "features"
+    if features:
+        text = f"computing features: batch {last['step']}/{last['steps']}"
+    else:
+        loss = f", loss {last['loss']:.4f}" if last.get("loss") is not None else ""
+        text = f"epoch {last['epoch']}/{last['epochs']}, {last['phase']} step {last['step']}/{last['steps']}{loss}"
+    first = next(row for row in steps if (row["phase"] == "features") == features)
+    done, started = _done_fraction(last), _done_fraction(first)
+    remaining = None
+    if "at" in last and done > started and last["at"] > first["at"]:
+        remaining = (last["at"] - first["at"]) / (done - started) * (1 - done)
+    return Progress(done, text, remaining)
 
 
 def run_label(run: Run) -> str:

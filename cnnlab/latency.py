@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
 from cnnlab.training import freeze_layers, resolve_device
@@ -137,10 +138,7 @@ class RunEstimate:
 
     def describe(self) -> str:
         """'about 22 min on cpu, 2 threads' (loading data and weights not counted)."""
-        minutes = self.seconds / 60
-        span = (f"{self.seconds:.0f} s" if self.seconds < 90 else f"{minutes:.0f} min" if minutes < 90
-                else f"{minutes / 60:.1f} h")
-        return f"about {span} on {self.device}"
+        return f"about {in_words(self.seconds)} on {self.device}"
 
 
 def estimate_run(config, num_classes: int, train_images: int, val_images: int, steps: int = 2) -> RunEstimate:

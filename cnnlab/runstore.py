@@ -310,13 +310,13 @@ class RunStore:
                               statuses).fetchall()
         return [_run(r) for r in rows]
 
-    def metrics(self, run_id: str, kind: str = "epoch", since: float | None = None) -> list[dict]:
+    def metrics(self, run_id: str, kind: str = "epoch", since: float | None = None, timed: bool = False) -> list[dict]:
         """Metric rows of one kind, in step order, each with its 'step'; with `since`, only those written then or
-        later."""
+        later; `timed` adds when each was written ('at', seconds since the epoch)."""
         with self._connect() as db:
-            rows = db.execute("SELECT step, data FROM metrics WHERE run_id = ? AND kind = ? AND at >= ? "
+            rows = db.execute("SELECT step, at, data FROM metrics WHERE run_id = ? AND kind = ? AND at >= ? "
                               "ORDER BY step, rowid", (run_id, kind, since or 0.0)).fetchall()
-        return [{"step": r["step"], **json.loads(r["data"])} for r in rows]
+        return [{"step": r["step"], **json.loads(r["data"]), **({"at": r["at"]} if timed else {})} for r in rows]
 
     def last_metric(self, run_id: str, kind: str = "step", since: float | None = None) -> dict | None:
         """The metric row of one kind written last (the live progress of a run), or None; with `since` (a time),

@@ -127,17 +127,6 @@ st.query_params["run"] = run_id
 run = store.get(run_id)
 
 
-def progress_of(step: dict) -> tuple[float, str]:
-    """Fraction done and a line of text from the latest step row."""
-    if step["phase"] == "features":
-        return step["step"] / step["steps"], f"computing features: batch {step['step']}/{step['steps']}"
-    done_in_epoch = 1.0 if step["phase"] == "eval" else step["step"] / step["steps"]  # eval follows the training
-    fraction = (step["epoch"] - 1 + done_in_epoch) / step["epochs"]
-    loss = f", loss {step['loss']:.4f}" if step.get("loss") is not None else ""
-    return min(fraction, 1.0), (f"epoch {step['epoch']}/{step['epochs']}, {step['phase']} step "
-                                f"{step['step']}/{step['steps']}{loss}")
-
-
 def draw_live(run_id: str, was_active: bool) -> None:
     """Status, progress, curves and log of one run; refreshed every few seconds while it is active."""
     live_store = RunStore()
@@ -156,11 +145,11 @@ def draw_live(run_id: str, was_active: bool) -> None:
         st.caption("Cancel requested: the worker stops the run at its next step, keeping its last checkpoint.")
     if current.error:
         (st.error if current.status == "failed" else st.warning)(current.error)
-    step = live_store.last_metric(run_id, "step", since=current.started_at)
-    if current.status == "running" and step:
-        fraction, text = progress_of(step)
-        st.progress(fraction, text=text)
-        losses = step_loss_figure(live_store.metrics(run_id, "step", since=current.started_at))
+    steps = live_store.metrics(run_id, "step", since=current.started_at, timed=True)
+    if current.status == "running" and steps:
+        progress = jobs.run_progress(steps)
+        st.progress(progress.fraction, text=progress.describe())
+        losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
             st.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
     elif current.status == "queued":

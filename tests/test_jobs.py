@@ -314,3 +314,32 @@ def test_a_live_worker_that_did_not_beat_for_hours_is_not_gone_but_its_id_reused
     with store._write() as db:  # the run started a day ago: this process, started since, only has its id
         db.execute("UPDATE runs SET started_at = ? WHERE id = ?", (now - 86400, run_id))
     assert jobs._worker_gone(store.get(run_id), now, {os.getpid()})
+
+
+def test_run_progress_says_where_a_run_is_and_how_long_is_left_at_its_pace():
+    def row(phase, epoch, step, at, steps=10):
+        return {"phase": phase, "epoch": epoch, "epochs": 4, "step": step, "steps": steps, "loss": 0.5, "at": at}
+
+    assert jobs.run_progress([]) is None
+    alone = jobs.run_progress([row("train", 1, 1, 100.0)])
+    assert alone.remaining_s is None and alone.describe() == "epoch 1/4, train step 1/10, loss 0.5000"
+    # a tenth of an epoch in 2 s after the first step: 3.9 epochs to go at 20 s an epoch
+    progress = jobs.run_progress([row("train", 1, 1, 100.0), row("train", 1, 2, 102.0)])
+    assert progress.fraction == pytest.approx(2 / 40)
+    assert progress.remaining_s == pytest.approx(20 * 3.8)
+    assert progress.describe().endswith("; about 76 s left")
+    # Strategy III: the features pass is timed apart from the linear head's epochs after it
+    features = [dict(row("features", 1, 5, 10.0, steps=20)), dict(row("features", 1, 15, 30.0, steps=20))]
+    assert jobs.run_progress(features).remaining_s == pytest.approx(10.0)
+    head = features + [row("train", 1, 5, 40.0), row("train", 2, 5, 41.0)]
+    assert jobs.run_progress(head).remaining_s == pytest.approx(1.0 * 2.5)
+    assert [jobs.in_words(s) for s in (40, 720, 5400)] == ["40 s", "12 min", "1.5 h"]
+
+
+def test_timed_metrics_say_when_each_row_was_written():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), store)
+    before = time.time()
+    store.add_metrics(run_id, "step", 1, {"phase": "train", "epoch": 1, "epochs": 1, "step": 1, "steps": 5})
+    [row] = store.metrics(run_id, "step", timed=True)
+    assert before <= row["at"] <= time.time() and "at" not in store.metrics(run_id, "step")[0]

@@ -1,6 +1,7 @@
 """Launch, Runs and Compare runs pages through AppTest, with real runs on the digits and a real worker."""
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -285,6 +286,9 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     at = open_page("pages/runs.py")
     assert any(":blue-badge[running]" in str(m.value) for m in at.markdown)
     assert at.get("progress"), "a running run shows its progress"
+    text = at.get("progress")[0].proto.text
+    assert re.fullmatch(r"epoch \d+/300, (train|eval) step \d+/\d+(, loss [\d.]+)?; about \d+(\.\d)? (s|min|h) left",
+                        text), text
     assert any("Training loss, step by step" in c.proto.spec for c in at.get("plotly_chart")), "before any epoch ends"
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
