@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from cnnlab.data import validation_size
 from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
@@ -71,19 +72,24 @@ def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int
                    statistics.median(times), min(times), repeats, torch.__version__, time.time())
 
 
+def _step_times(step, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `step` on `device` (waited for on a GPU), after `warmup` untimed."""
+    times = []
+    for index in range(warmup + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        if index >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def _forward_times(model: torch.nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
     """Milliseconds of each of `repeats` forward passes of `model` on random data, after `warmup` untimed ones."""
     x = torch.randn_like(example)
-    device, times = example.device, []
     with torch.inference_mode():
-        for index in range(warmup + repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            model(x)
-            _synchronize(device)
-            if index >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    return times
+        return _step_times(lambda: model(x), example.device, warmup, repeats)
 
 
 class LatencyCache:
@@ -141,11 +147,12 @@ class RunEstimate:
         return f"about {in_words(self.seconds)} on {self.device}"
 
 
-def estimate_run(config, num_classes: int, train_images: int, val_images: int, steps: int = 2) -> RunEstimate:
+def estimate_run(config, num_classes: int, images: int, steps: int = 2) -> RunEstimate:
     """Time `steps` training steps and evaluation passes of the network `config` builds (random weights, its head,
     its freeze plan, its input size and batch of at most 16) after one untimed of each, and scale them to the
-    run's epochs and images: Strategies I and II train every epoch and validate after it, III passes every image
-    forward once. Data loading, augmentation and weight loading are not counted: a floor, not a promise."""
+    run's epochs and its `images`, split as the run splits them: Strategies I and II train every epoch and validate
+    after it, III passes every image forward once. Data loading, augmentation and weight loading are not counted:
+    a floor, not a promise."""
     spec = get_spec(config.arch)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target)
@@ -157,16 +164,13 @@ def estimate_run(config, num_classes: int, train_images: int, val_images: int, s
     if config.strategy in ("scratch", "finetune"):
         freeze_layers(model, spec, config.freeze)
         model.train()
-        times = []
-        for _ in range(1 + steps):
-            _synchronize(target)
-            start = time.perf_counter()
+        def training_step():
             F.cross_entropy(logits_of(model(x)), labels).backward()
-            _synchronize(target)
-            times.append(1000 * (time.perf_counter() - start))
-        train_ms = statistics.median(times[1:]) / batch
-        seconds = config.epochs * (train_images * train_ms + val_images * forward_ms) / 1000
+
+        train_ms = statistics.median(_step_times(training_step, target, 1, steps)) / batch
+        val_images = validation_size(images, num_classes, config.val_fraction)
+        seconds = config.epochs * ((images - val_images) * train_ms + val_images * forward_ms) / 1000
     else:
-        seconds = (train_images + val_images) * forward_ms / 1000
+        seconds = images * forward_ms / 1000
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
     return RunEstimate(seconds, train_ms, forward_ms, label)

@@ -8,7 +8,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
                          first_names, image_folders_root, save_uploaded_archive, server_folders,
-                         suggested_input_size, validation_size)
+                         suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
@@ -46,8 +46,7 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_estimate(config, num_classes: int, images: int) -> RunEstimate:
-    val = validation_size(images, num_classes, 0.2)
-    return estimate_run(config, num_classes, images - val, val)
+    return estimate_run(config, num_classes, images)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -215,10 +215,9 @@ def random_weights_advice(arch: str) -> str:
     """What to pick instead of random weights for `arch`: its shipped weights, the user's own runs by name, a
     download, or a run to train."""
     pretrained = [o for o in weights_options(arch) if o.pretrained]
-    runs = list(trained_models(arch).values())
     if any(o.offline for o in pretrained):
         return "Pick its pretrained weights under Weights."
-    if runs:
+    if runs := list(trained_models(arch).values()):
         more = f", and {len(runs) - 1} more" if len(runs) > 1 else ""
         return f"Pick your run under Weights (the newest: {runs[0]}{more})."
     if pretrained:

@@ -48,15 +48,21 @@ def test_measurements_saved_at_once_are_all_kept(isolated_data_dir):
 
 
 def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
-    options = {"image_size": 64, "batch_size": 16}
-    scratch = estimate_run(make_config("scratch", "tf_efficientnet_lite0", "digits", epochs=3, **options), 10, 1437, 360, steps=3)
-    finetune = estimate_run(make_config("finetune", "tf_efficientnet_lite0", "digits", epochs=3, freeze="body", **options), 10,
-                            1437, 360, steps=3)
-    extract = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits", **options), 10, 1437, 360, steps=3)
+    from sklearn.datasets import load_digits
+
+    from cnnlab.data import stratified_split
+
+    def estimate(strategy, **options):
+        config = make_config(strategy, "tf_efficientnet_lite0", "digits", image_size=64, batch_size=16, **options)
+        return estimate_run(config, 10, 1797, steps=3)
+
+    scratch, finetune = estimate("scratch", epochs=3), estimate("finetune", epochs=3, freeze="body")
+    extract = estimate("extract")
+    train, val = map(len, stratified_split(load_digits().target))  # the split the run itself makes
     assert scratch.train_ms_per_image > scratch.forward_ms_per_image > 0  # a step adds the backward pass
     assert finetune.train_ms_per_image < scratch.train_ms_per_image  # a frozen body has no weight gradients
-    assert scratch.seconds == pytest.approx(3 * (1437 * scratch.train_ms_per_image
-                                                 + 360 * scratch.forward_ms_per_image) / 1000)
+    assert scratch.seconds == pytest.approx(3 * (train * scratch.train_ms_per_image
+                                                 + val * scratch.forward_ms_per_image) / 1000)
     assert extract.train_ms_per_image == 0
     assert extract.seconds == pytest.approx(1797 * extract.forward_ms_per_image / 1000)
     assert extract.seconds < scratch.seconds
