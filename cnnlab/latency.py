@@ -72,24 +72,28 @@ def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int
                    statistics.median(times), min(times), repeats, torch.__version__, time.time())
 
 
-def _step_times(step, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of `repeats` calls of `step` on `device` (waited for on a GPU), after `warmup` untimed."""
-    times = []
-    for index in range(warmup + repeats):
+def _step_times(step, device: torch.device, warmup: int, repeats: int, budget_s: float = 0.0) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `step` on `device` (waited for on a GPU), after `warmup` untimed;
+    with a `budget_s`, more calls (up to 5 times `repeats`) while the timed ones have taken less than that."""
+    times: list[float] = []
+    for index in range(warmup + 5 * repeats):
         _synchronize(device)
         start = time.perf_counter()
         step()
         _synchronize(device)
         if index >= warmup:
             times.append((time.perf_counter() - start) * 1000)
+            if len(times) >= repeats and sum(times) >= budget_s * 1000:
+                break
     return times
 
 
-def _forward_times(model: torch.nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of `repeats` forward passes of `model` on random data, after `warmup` untimed ones."""
+def _forward_times(model: torch.nn.Module, example: torch.Tensor, warmup: int, repeats: int,
+                   budget_s: float = 0.0) -> list[float]:
+    """Milliseconds of each of at least `repeats` forward passes of `model` on random data (see `_step_times`)."""
     x = torch.randn_like(example)
     with torch.inference_mode():
-        return _step_times(lambda: model(x), example.device, warmup, repeats)
+        return _step_times(lambda: model(x), example.device, warmup, repeats, budget_s)
 
 
 class LatencyCache:
@@ -147,9 +151,10 @@ class RunEstimate:
         return f"about {in_words(self.seconds)} on {self.device}"
 
 
-def estimate_run(config, num_classes: int, images: int, steps: int = 2) -> RunEstimate:
-    """Time `steps` training steps and evaluation passes of the network `config` builds (random weights, its head,
-    its freeze plan, its input size and batch of at most 16) after one untimed of each, and scale them to the
+def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
+    """Time training steps and evaluation passes of the network `config` builds (random weights, its head, its
+    freeze plan, its input size and batch of at most 16), one untimed of each, then at least `steps` and more while
+    they took under `budget_s` seconds (the median of more steps shrugs off a busy moment), and scale them to the
     run's epochs and its `images`, split as the run splits them: Strategies I and II train every epoch and validate
     after it, III passes every image forward once. Data loading, augmentation and weight loading are not counted:
     a floor, not a promise."""
@@ -159,7 +164,7 @@ def estimate_run(config, num_classes: int, images: int, steps: int = 2) -> RunEs
     batch = max(2, min(config.batch_size, 16))
     x = torch.randn_like(example_input(spec, config.image_size, batch, target))
     labels = torch.arange(batch, device=target) % num_classes
-    forward_ms = statistics.median(_forward_times(model.eval(), x, 1, steps)) / batch
+    forward_ms = statistics.median(_forward_times(model.eval(), x, 1, steps, budget_s)) / batch
     train_ms = 0.0
     if config.strategy in ("scratch", "finetune"):
         freeze_layers(model, spec, config.freeze)
@@ -167,7 +172,7 @@ def estimate_run(config, num_classes: int, images: int, steps: int = 2) -> RunEs
         def training_step():
             F.cross_entropy(logits_of(model(x)), labels).backward()
 
-        train_ms = statistics.median(_step_times(training_step, target, 1, steps)) / batch
+        train_ms = statistics.median(_step_times(training_step, target, 1, steps, budget_s)) / batch
         val_images = validation_size(images, num_classes, config.val_fraction)
         seconds = config.epochs * ((images - val_images) * train_ms + val_images * forward_ms) / 1000
     else:

@@ -54,7 +54,7 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
 
     def estimate(strategy, **options):
         config = make_config(strategy, "tf_efficientnet_lite0", "digits", image_size=64, batch_size=16, **options)
-        return estimate_run(config, 10, 1797, steps=3)
+        return estimate_run(config, 10, 1797, steps=3, budget_s=0)
 
     scratch, finetune = estimate("scratch", epochs=3), estimate("finetune", epochs=3, freeze="body")
     extract = estimate("extract")
@@ -83,3 +83,18 @@ def test_cuda_request_without_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA GPU"):
         measure_latency("lenet5", device="cuda")
     assert resolve_device("auto") == "cpu"
+
+
+def test_step_timing_takes_more_steps_within_its_budget_and_stops_at_five_times_the_minimum():
+    import time
+
+    from cnnlab.latency import _step_times
+
+    calls = []
+    def step():
+        calls.append(1)
+        time.sleep(0.01)
+
+    assert len(_step_times(step, torch.device("cpu"), 1, 2)) == 2 and len(calls) == 3  # one untimed
+    assert 4 <= len(_step_times(step, torch.device("cpu"), 0, 2, budget_s=0.05)) <= 6
+    assert len(_step_times(step, torch.device("cpu"), 0, 2, budget_s=10)) == 10
