@@ -805,10 +805,11 @@ def keeps_model(strategy: str, tap: str = PENULTIMATE, pooling: str = AVERAGE) -
     return strategy == "extract" and tap == PENULTIMATE and pooling == AVERAGE
 
 
-def preflight(config: RunConfig):
+def preflight(config: RunConfig, check_data: bool = True):
     """What can be checked before a run starts, the way the run would meet it: its device, freeze plan and tap, its
-    weights and its dataset (`data.DatasetCheck`, returned; WeightsError, ConfigError or DatasetError otherwise).
-    Nothing is downloaded; the network is built on the meta device only."""
+    weights and, unless `check_data` is False (checked already for another run), its dataset (`data.DatasetCheck`,
+    returned; WeightsError, ConfigError or DatasetError otherwise). Nothing is downloaded; the network is built on
+    the meta device only."""
     from cnnlab.data import check_dataset
     from cnnlab.weights import check_weights
 
@@ -821,7 +822,7 @@ def preflight(config: RunConfig):
     if config.strategy == "extract":
         _require_tap(model, spec, config.tap)
     check_weights(config.arch, resolve_weights(config))
-    return check_dataset(config.dataset)
+    return check_dataset(config.dataset) if check_data else None
 
 
 def _require_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:

@@ -270,8 +270,8 @@ def queue_runs(strategies: list[str], **overrides) -> list[str] | None:
     and start a worker; None, with the reason shown, when one does not."""
     try:
         configs = [build_config(s, **overrides) for s in strategies]
-        for config in configs:
-            preflight(config)
+        for index, config in enumerate(configs):
+            preflight(config, check_data=config.dataset not in {c.dataset for c in configs[:index]})
     except jobs.user_errors() as error:
         st.error(str(error))
         return None

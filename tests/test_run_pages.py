@@ -346,11 +346,16 @@ def test_compare_runs_names_the_data_of_runs_on_different_data(tmp_path):
     assert f"{ids[1]} · I: scratch · LeNet-5 · three/" in names
 
 
-def test_shootout_queues_the_three_strategies_on_one_backbone():
+def test_shootout_queues_the_three_strategies_on_one_backbone(monkeypatch):
+    import cnnlab.data
+
     at = open_page("pages/launch.py")
     at.number_input(key="launch_size_tf_efficientnet_lite0_small").set_value(64).run()
     assert metric(at, "MACs per image, once") != "383.9M"  # the planner follows the input size
+    reads = []
+    monkeypatch.setattr(cnnlab.data, "check_dataset", lambda name: reads.append(name))
     next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
+    assert reads == ["digits"], "the three runs share one dataset: it is checked once when queueing"
     assert not at.exception, at.exception
     runs = RunStore().runs()
     queued = [r.config["strategy"] for r in sorted(runs, key=lambda r: r.created_at)]
