@@ -32,7 +32,7 @@ FIELDS = (  # setup field, label, slider max, number-input max
 )
 PART_COLORS = {"naive": "#d62728", "1x1 reduction": "#1f77b4", "k x k convolution": "#ff7f0e"}
 ROLE_COLORS = dict(zip(ROLE_DESCRIPTIONS, ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#bcbd22", "#ff7f0e",
-                                           "#7f7f7f", "#e377c2")))
+                                           "#7f7f7f", "#e377c2", "#17becf"), strict=True))
 
 
 def _number_key(field: str) -> str:

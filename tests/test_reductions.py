@@ -541,6 +541,21 @@ def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel(
     assert "VGG: fewer MACs" not in _metrics(at) and "9 modules, as built" in _metrics(at)
 
 
+@pytest.mark.parametrize("arch", reduction_archs())
+def test_page_real_modules_draw_every_network_with_a_colour_per_role(arch):
+    at = _reductions_page()
+    at.selectbox(key="reductions_arch").set_value(arch).run()
+    assert not at.exception, at.exception
+    network = network_reductions(arch)
+    assert f"{len(network.modules)} modules, as built" in _metrics(at)
+    if len(network.modules) <= 16:  # stacked by role: each role its own colour
+        chart = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                     if spec["layout"].get("legend", {}).get("title", {}).get("text") == "Convolution")
+        roles = {c.role for m in network.modules for c in m.convs}
+        assert {trace["name"] for trace in chart["data"]} == roles
+        assert len({trace["marker"]["color"] for trace in chart["data"]}) == len(roles)
+
+
 def test_page_real_modules_switch_network():
     at = _reductions_page()
     assert "9 modules, as built" in _metrics(at)
