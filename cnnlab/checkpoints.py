@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from cnnlab.heads import KERNEL_HEADS, empty_head
-from cnnlab.paths import atomic_write_bytes, fsync_dir
+from cnnlab.paths import atomic_write_bytes, fsync_dir, process_alive
 
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
@@ -93,7 +94,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
     parent = Path(run_dir) / "checkpoints"
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"ckpt-{epoch:04d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=parent))
     replaced = parent / f"{staging.name}.replaced"  # the same epoch saved again: the old one is removed last
     try:
         staging.chmod(DIR_MODE)
@@ -131,8 +132,18 @@ def _checkpoint_dirs(parent: Path) -> list[Path]:
 
 
 def _remove_stale_staging(parent: Path) -> None:
+    """Remove the staging folders that no live process is still writing: this process's (its saves are done) and
+    those of processes gone; a checkpoint moved aside to be replaced, by a save killed before the new one was in
+    place, goes back where it was."""
     for leftover in parent.glob(".ckpt-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        _, name, owner, *_ = leftover.name.split(".") + ["", ""]
+        if owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner)):
+            continue
+        final = parent / name
+        if leftover.name.endswith(".replaced") and not final.exists():
+            leftover.rename(final)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def latest_checkpoint(path: Path) -> Checkpoint | None:

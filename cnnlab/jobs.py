@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cnnlab.paths import data_dir
+from cnnlab.paths import data_dir, process_alive
 from cnnlab.runstore import Run, RunStore
 
 HEARTBEAT_S = 2.0
@@ -124,19 +124,6 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child not yet reaped by its parent is a zombie: dead all the same
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _process_started_at(pid: int) -> float | None:
     """When process `pid` started (seconds since the epoch, to a second) where /proc tells, else None."""
     try:
@@ -153,7 +140,7 @@ def _worker_gone(run: Run, now: float, running_pids: set[int]) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
     # same machine: its process is gone, or holds no worker or command-line lock (its id reused by another process)
-    if not _process_alive(int(pid)) or int(pid) not in running_pids:
+    if not process_alive(int(pid)) or int(pid) not in running_pids:
         return True
     started = _process_started_at(int(pid))
     if started is not None:  # its id reused by a worker started after the run was (after a reboot): gone

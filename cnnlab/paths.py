@@ -1,4 +1,4 @@
-"""Where cnnlab keeps its data: `$CNNLAB_HOME`, by default `~/.cnnlab`."""
+"""Where cnnlab keeps its data (`$CNNLAB_HOME`, by default `~/.cnnlab`) and how it writes there safely."""
 from __future__ import annotations
 
 import os
@@ -62,3 +62,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from cnnlab.checkpoints import (CheckpointError, export_checkpoint, latest_checkpoint, load_checkpoint_weights,
-                                load_trainer_state, model_from_checkpoint, require_checkpoint, save_checkpoint)
+                                load_trainer_state, model_from_checkpoint, require_checkpoint, save_checkpoint,
+                                state_dict_bytes)
 from cnnlab.paths import atomic_write_bytes
 from cnnlab.registry import build_model
 
@@ -99,6 +100,23 @@ def test_unfinished_checkpoint_folders_are_ignored_and_cleaned(tmp_path):
     assert latest_checkpoint(tmp_path).epoch == 1
     save_checkpoint(tmp_path, 2, model, lenet_config(), {})
     assert not partial.exists()
+
+
+def test_a_save_leaves_other_live_writers_staging_alone_and_puts_back_a_checkpoint_moved_aside(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    parent = tmp_path / "checkpoints"
+    live = parent / f".ckpt-0003.{os.getppid()}.abc"  # another process, still writing its save
+    dead = parent / f".ckpt-0003.{gone.pid}.def"
+    aside = parent / f".ckpt-0001.{gone.pid}.ghi.replaced"  # killed between moving epoch 1 aside and its new save
+    for folder in (live, dead, aside):
+        folder.mkdir(parents=True)
+    model = build_model("lenet5")
+    (aside / "model.safetensors").write_bytes(state_dict_bytes(model))
+    save_checkpoint(tmp_path, 2, model, lenet_config(), {}, keep=2)
+    assert live.exists() and not dead.exists() and not aside.exists()
+    assert sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) == ["ckpt-0001", "ckpt-0002"]
+    assert (parent / "ckpt-0001" / "model.safetensors").read_bytes() == state_dict_bytes(model)
 
 
 WRITER = textwrap.dedent("""
