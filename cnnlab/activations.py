@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.registry import ArchSpec, logits_of
+from cnnlab.registry import ArchSpec, assign_stages, logits_of, stage_label
 
 HEAD = "head"
 CALL_MARK = "#"
@@ -42,7 +42,8 @@ class LayerInfo:
     """One layer's output for one image: where it sits, its shape (without the batch) and statistics.
 
     `stage` is the spec stage the layer belongs to (the stage whose output it precedes or is), `HEAD` after the
-    last stage; `stage_index` counts stages from 0 (the head is `len(spec.stages)`)."""
+    last stage; `stage_index` counts stages from 0 (the head is `len(spec.stages)`); `stage_span` is the stage as
+    pages name it (`registry.assign_stages`: 'conv_stem … blocks.0' for a stage that takes in the stem)."""
 
     index: int
     name: str
@@ -50,6 +51,7 @@ class LayerInfo:
     stage: str
     stage_index: int
     shape: tuple[int, ...]
+    stage_span: str = ""
 
     @property
     def channels(self) -> int:
@@ -64,7 +66,7 @@ class LayerInfo:
     @property
     def stage_label(self) -> str:
         """'stage 3 (blocks.2)', numbered from 1 as Launch's freeze plans and taps number them, or 'head'."""
-        return HEAD if self.stage == HEAD else f"stage {self.stage_index + 1} ({self.stage})"
+        return HEAD if self.stage == HEAD else stage_label(self.stage_index + 1, self.stage_span or self.stage)
 
     @property
     def label(self) -> str:
@@ -111,7 +113,8 @@ def layer_statistics(activations: Activations) -> list[dict]:
         values = activations.maps[layer.name]
         height, width = layer.spatial or (1, 1)
         rows.append({"index": layer.index, "layer": layer.name, "type": layer.type, "stage": layer.stage,
-                     "stage_index": layer.stage_index, "shape": "x".join(map(str, layer.shape)),
+                     "stage_index": layer.stage_index, "stage_label": layer.stage_label,
+                     "shape": "x".join(map(str, layer.shape)),
                      "channels": layer.channels, "height": height, "width": width,
                      "mean": float(values.mean()),
                      "zero_fraction": 1.0 - np.count_nonzero(values) / values.size})
@@ -148,19 +151,6 @@ def _first_tensor(output) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output
     return next((t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)), None)
-
-
-def _stage_of(names: list[str], stages: tuple[str, ...]) -> list[tuple[str, int]]:
-    """For each layer (in run order) the stage it belongs to: the first stage whose last layer has not run yet."""
-    ends = []
-    for stage in stages:
-        inside = [i for i, n in enumerate(names) if n == stage or n.startswith(f"{stage}.")]
-        ends.append(max(inside) if inside else -1)
-    result = []
-    for i in range(len(names)):
-        k = next((k for k, end in enumerate(ends) if end >= i), len(stages))
-        result.append((stages[k] if k < len(stages) else HEAD, k))
-    return result
 
 
 def call_name(module_path: str, call: int) -> str:
@@ -283,14 +273,17 @@ def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str
 
 def _package(spec: ArchSpec, batch: torch.Tensor, run: _Run, modules: dict[str, nn.Module]) -> Activations:
     infos, maps = [], {}
-    for index, (name, (stage, stage_index)) in enumerate(zip(run.order, _stage_of(list(run.order), spec.stages))):
+    stage_of, spans = assign_stages(list(run.order), spec.stages)
+    for index, (name, stage_index) in enumerate(zip(run.order, stage_of)):
         if name not in run.outputs:
             continue
         array = run.outputs[name].detach().float().cpu().numpy()[0]
         array.setflags(write=False)
         maps[name] = array
+        stage = spec.stages[stage_index] if stage_index < len(spec.stages) else HEAD
         infos.append(LayerInfo(index=index, name=name, type=type(modules[module_path(name)]).__name__, stage=stage,
-                               stage_index=stage_index, shape=tuple(array.shape)))
+                               stage_index=stage_index, shape=tuple(array.shape),
+                               stage_span=spans[stage_index] if stage != HEAD else HEAD))
     logits = run.logits[0].detach().float().cpu().numpy()
     logits.setflags(write=False)
     return Activations(spec.name, tuple(batch.shape), tuple(infos), MappingProxyType(maps), logits)

@@ -518,7 +518,7 @@ def _cmd_features(args) -> None:
                     "vmin": files.picture.vmin, "vmax": files.picture.vmax})
         return
     print(f"{args.arch} ({loaded.weights} weights), input {'x'.join(map(str, batch.shape[1:]))}")
-    print(f"layer {layer.name} ({layer.type}, stage {layer.stage}): output {shape}")
+    print(f"layer {layer.name} ({layer.type}, {layer.stage_label}): output {shape}")
     print(f"grid: {files.grid} ({len(files.picture.channels)} channels, most active first; colours "
           f"{files.picture.vmin:.3g} to {files.picture.vmax:.3g})")
     if files.channel_files:

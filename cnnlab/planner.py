@@ -21,7 +21,8 @@ import torch
 from cnnlab.featurecache import AVERAGE, CLASSIFIER_NAMES, PENULTIMATE
 from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import profile_model
-from cnnlab.registry import LECTURE_HEAD, OWN_HEAD, build_model, example_input, fit_head, get_spec, registry
+from cnnlab.registry import (LECTURE_HEAD, OWN_HEAD, build_model, example_input, fit_head, get_spec, registry,
+                             assign_stages, stage_label)
 
 STRATEGY_INFO = {
     "scratch": ("I", "Train from scratch",
@@ -134,20 +135,10 @@ def _parts_by_order(model, spec) -> dict[str, str]:
     """Module name to the part of the network it is counted in: stage k holds every module defined after
     stage k-1 and up to the end of stage k (as `stage:K` freezes), then what follows, then the classifier."""
     order = [name for name, _ in model.named_modules()]
-    inside = lambda name, path: name == path or name.startswith(path + ".")
-    ends, start = [], 0
-    for k, stage in enumerate(spec.stages, start=1):
-        end = max(i for i, n in enumerate(order) if inside(n, stage))
-        first = next(n for n in order[start:end + 1] if n and not stage.startswith(n + "."))
-        ends.append((end, f"{k}. {stage}" if first == stage else f"{k}. {first} … {stage}"))
-        start = end + 1
-    parts = {}
-    for index, name in enumerate(order):
-        if inside(name, spec.classifier):
-            parts[name] = "classifier"
-        else:
-            parts[name] = next((label for end, label in ends if index <= end), "after the last stage")
-    return parts
+    index, spans = assign_stages(order, spec.stages)
+    labels = [stage_label(k, span) for k, span in enumerate(spans, start=1)] + ["after the last stage"]
+    return {name: "classifier" if name == spec.classifier or name.startswith(spec.classifier + ".") else labels[k]
+            for name, k in zip(order, index)}
 
 
 def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None,
@@ -188,7 +179,8 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
             reached = {part_of.get(row.name, "after the last stage") for row in profile.rows[:last + 1]}
             unused = set(totals) - reached
     parts = tuple(StagePlan(name, *counts, runs=name not in unused) for name, counts in totals.items() if counts[0])
-    parts = tuple(sorted(parts, key=lambda part: _part_rank(part.name)))
+    order = [*dict.fromkeys(p for p in part_of.values() if p != "classifier"), "after the last stage", "classifier"]
+    parts = tuple(sorted(parts, key=lambda part: order.index(part.name)))
     return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params,
                       profile.params - profile.trainable_params, forward_macs, input_grad, weight_grad)
 
@@ -238,14 +230,6 @@ def run_compute(config: dict, num_classes: int, train_images: int, val_images: i
     else:
         total = (plan.training_macs * train_images + plan.forward_macs * val_images) * epochs
     return {"training_macs_per_image": plan.training_macs, "total_macs": total}
-
-
-def _part_rank(name: str) -> tuple[int, int]:
-    if name == "classifier":
-        return (2, 0)
-    if name == "after the last stage":
-        return (1, 0)
-    return (0, int(name.split(".", 1)[0]))
 
 
 def default_freeze(arch: str) -> str:

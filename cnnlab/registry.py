@@ -460,6 +460,33 @@ def arch_title(name: str) -> str:
     return spec.title if spec else name
 
 
+def assign_stages(names: list[str], stages: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """Split module names, in run or definition order, into a spec's stages: stage k holds what comes after stage
+    k-1's last module up to stage k's own last, and index `len(stages)` what follows the last stage. Returns each
+    name's stage index and each stage's span as pages name it: 'blocks.2', or 'conv_stem … blocks.0' when modules
+    before the stage's own module count in it."""
+    inside = lambda name, path: name == path or name.startswith(path + ".")
+    ends = [max((i for i, name in enumerate(names) if inside(name, stage)), default=-1) for stage in stages]
+    index = [next((k for k, end in enumerate(ends) if end >= i), len(stages)) for i in range(len(names))]
+    def outermost(name: str, k: int) -> str:  # 'blocks.3.0.conv_pw' opens stage 'blocks.4' as 'blocks.3'
+        parts = name.split(".")
+        return next(prefix for prefix in (".".join(parts[:n]) for n in range(1, len(parts) + 1))
+                    if all(at == k for other, at in zip(names, index) if inside(other, prefix)))
+
+    spans = []
+    for k, stage in enumerate(stages):
+        first = next((name for name, at in zip(names, index) if at == k and name and not inside(stage, name)), None)
+        first = outermost(first, k) if first else stage
+        spans.append(stage if inside(first, stage) else f"{first} … {stage}")
+    return index, spans
+
+
+def stage_label(number: int, module: str) -> str:
+    """'stage 3 (blocks.2)': a backbone's stage as every page and the CLI name it, numbered from 1 as `stage:K`
+    freezes and the probe counts; `module` may be a span ('conv_stem … blocks.0')."""
+    return f"stage {number} ({module})"
+
+
 INIT_LOCK = threading.RLock()
 """Held while a model draws its random weights from torch's global generator, which all threads share: a seeded
 build (hold it, seed, build) then gets the same weights whatever the dashboard's other sessions build meanwhile."""

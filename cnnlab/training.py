@@ -40,7 +40,7 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
-                             logits_of)
+                             logits_of, stage_label)
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
@@ -321,25 +321,24 @@ def probe_reading(stages: list[dict], val_size: int | None) -> str:
     best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
     gap = best["val_acc"] - last["val_acc"]
     noise = 2 * math.sqrt(sum(row["val_acc"] * (1 - row["val_acc"]) for row in (best, last)) / (val_size or 1))
+    best_stage = f"{stage_label(best['stage'], best['layer'])} does best ({best['val_acc']:.1%})"
     if best is last:
         text = (f"Accuracy is highest at the last stage ({last['layer']}, {last['val_acc']:.1%}): these data are "
                 "enough like ImageNet that its most specific features help too.")
     elif not val_size:
-        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), {gap:.1%} above the "
-                "last one; this run did not record its validation size, so whether that is more than chance is "
-                "not known.")
+        text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one; this run did not record its validation "
+                "size, so whether that is more than chance is not known.")
     elif gap > noise:
-        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), {gap:.1%} above the "
-                f"last one, more than chance allows on {val_size} validation images (±{noise:.1%}): the last stages "
-                "are too specific to ImageNet for these data, the lecture's general-to-specific claim.")
+        text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one, more than chance allows on {val_size} "
+                f"validation images (±{noise:.1%}): the last stages are too specific to ImageNet for these data, the "
+                "lecture's general-to-specific claim.")
     else:
-        text = (f"The best stage is {best['stage']} ({best['layer']}, {best['val_acc']:.1%}), but the last one is "
-                f"within chance of it on {val_size} validation images ({gap:.1%} apart, ±{noise:.1%}): these data "
-                "do not show the last stages being too specific.")
+        text = (f"{best_stage.capitalize()}, but the last one is within chance of it on {val_size} validation images "
+                f"({gap:.1%} apart, ±{noise:.1%}): these data do not show the last stages being too specific.")
     if first is not best:
-        text += (f" Early stages hand the classifier few numbers per image ({first['dim']:,} at stage "
-                 f"{first['stage']}, each map averaged), which holds their accuracy down as much as how general "
-                 "their features are.")
+        text += (f" Early stages hand the classifier few numbers per image, {first['dim']:,} at "
+                 f"{stage_label(first['stage'], first['layer'])} with each map averaged, which holds their accuracy "
+                 "down as much as how general their features are.")
     return text
 
 

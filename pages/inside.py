@@ -157,9 +157,7 @@ def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TIL
 def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
     """Per-layer statistics from input to output, with the stages shaded."""
     frame = pd.DataFrame(statistics)
-    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>" + ("head" if r.stage == "head" else
-                                                          f"stage {r.stage_index + 1} ({r.stage})")
-             for r in frame.itertuples()]
+    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>{r.stage_label}" for r in frame.itertuples()]
     figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.25, 0.35],
                            specs=[[{}], [{}], [{"secondary_y": True}]])
     lines = ((1, False, "mean", "Mean activation", "#1f77b4", "lines+markers"),

@@ -14,7 +14,7 @@ from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describ
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
 from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
-from cnnlab.registry import OWN_HEAD, get_spec
+from cnnlab.registry import OWN_HEAD, get_spec, stage_label
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config, preflight
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
@@ -171,7 +171,7 @@ with left:
         taps = [PENULTIMATE, *spec.stages]
         tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}",
                                    format_func=lambda t: "the classifier's input" if t == PENULTIMATE
-                                   else f"stage {taps.index(t)} ({t})",
+                                   else stage_label(taps.index(t), t),
                                    help="Where the frozen backbone's features are read. Earlier stages are more "
                                         "general, later ones more specific to ImageNet (the Probe measures each).")
         pooling = pooling_column.radio("Feature maps", POOLINGS, key=f"launch_pooling_{arch}", horizontal=True,

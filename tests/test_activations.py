@@ -307,7 +307,7 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
         row for row in listing["layers"] if row["layer"] == "blocks.2").items()
     assert main(["features", image, "--layer", "list"]) == 0
     table = {line.split()[-3]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert "stage 1 (blocks.0)" in table["conv_stem"] and "stage 3 (blocks.2)" in table["blocks.2"]
+    assert "stage 1 (conv_stem … blocks.0)" in table["conv_stem"] and "stage 3 (blocks.2)" in table["blocks.2"]
     assert table["classifier"].split()[1] == "head"
     assert main(["features", image, "--layer", "blocks.2", "--out", str(tmp_path), "--top", "6"]) == 0
     out = capsys.readouterr().out

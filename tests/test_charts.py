@@ -155,7 +155,7 @@ def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
               {"stage": 5, "layer": "bn2", "dim": 1280, "train_acc": 1.0, "val_acc": 0.97}]
     figure = probe_figure(stages)
     validation = next(t for t in figure.data if t.name == "validation accuracy")
-    assert list(validation.x) == ["1. blocks.0", "5. bn2"] and list(validation.text) == ["68.0%", "97.0%"]
+    assert list(validation.x) == ["stage 1 (blocks.0)", "stage 5 (bn2)"] and list(validation.text) == ["68.0%", "97.0%"]
     assert list(validation.textposition) == ["top center", "bottom center"], "away from the training line"
     low, high = figure.layout.yaxis.range
     assert 0.5 < low < 0.66 and high > 1.0

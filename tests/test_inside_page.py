@@ -183,7 +183,7 @@ def test_side_by_side_shows_each_network_stage_by_stage(page):
     assert any(c.startswith("HiResCAM for") and c.endswith("at layer4 (random weights)") for c in captions(page))
     shown = captions(page)
     assert any(c.startswith("stage 5 (layer4), 512x7x7") for c in shown)
-    assert any(c.startswith("stage 5 (bn2), 1280x7x7") for c in shown)
+    assert any(c.startswith("stage 5 (blocks.5 … bn2), 1280x7x7") for c in shown)
     assert any(c.startswith("stage 1 (c1), 6x28x28") for c in shown)
 
 

@@ -197,3 +197,16 @@ def test_the_training_loss_adds_inceptions_auxiliary_heads_at_0_4():
     expected = F.cross_entropy(output.logits, labels) + 0.4 * F.cross_entropy(output.aux_logits, labels)
     torch.testing.assert_close(classification_loss(output, labels), expected)
     torch.testing.assert_close(classification_loss(output.logits, labels), F.cross_entropy(output.logits, labels))
+
+
+def test_stages_take_in_what_runs_before_them_and_are_named_by_their_outermost_modules():
+    from cnnlab.registry import assign_stages
+
+    run_order = ["conv_stem", "bn1", "blocks.0.0.conv", "blocks.1.0.conv", "blocks.1.1.conv", "blocks.2.0.conv",
+                 "blocks.3.0.conv", "bn2", "global_pool", "classifier"]
+    index, spans = assign_stages(run_order, ("blocks.0", "blocks.1", "blocks.3", "bn2"))
+    assert index == [0, 0, 0, 1, 1, 2, 2, 3, 4, 4]
+    assert spans == ["conv_stem … blocks.0", "blocks.1", "blocks.2 … blocks.3", "bn2"]
+    definition_order = ["", "conv_stem", "blocks", "blocks.0", "blocks.0.0", "blocks.1", "blocks.1.0", "bn2"]
+    index, spans = assign_stages(definition_order, ("blocks.0", "blocks.1", "bn2"))
+    assert index == [0, 0, 0, 0, 0, 1, 1, 2] and spans == ["conv_stem … blocks.0", "blocks.1", "bn2"]

@@ -85,7 +85,8 @@ def test_the_lecture_vgg16_recipe_counts_the_slides_trainable_parameters():
     plan = freeze_plan("vgg16", "finetune", config.freeze, 3, head=config.head)
     assert plan.params_trainable == slide == 32_773_635
     assert [(p.name, p.state) for p in plan.parts[-3:]] == [
-        ("5. features.24 … features.30", "trained"), ("after the last stage", "trained"), ("classifier", "trained")]
+        ("stage 5 (features.24 … features.30)", "trained"), ("after the last stage", "trained"),
+        ("classifier", "trained")]
     own = freeze_plan("vgg16", "finetune", config.freeze, 3, head="own")
     assert own.params_trainable - plan.params_trainable == (25088 * 4096 + 4096 * 4096 + 4096 * 3) - (
         25088 * 1024 + 1024 * 3) + 4096 + 4096 - 1024
@@ -93,10 +94,10 @@ def test_the_lecture_vgg16_recipe_counts_the_slides_trainable_parameters():
 
 def test_plan_parts_name_the_modules_they_span():
     parts = [p.name for p in freeze_plan("tf_efficientnet_lite0", "finetune", "stage:3", 10).parts]
-    assert parts == ["1. conv_stem … blocks.0", "2. blocks.1", "3. blocks.2", "4. blocks.3 … blocks.4",
-                     "5. blocks.5 … bn2", "classifier"]
+    assert parts == ["stage 1 (conv_stem … blocks.0)", "stage 2 (blocks.1)", "stage 3 (blocks.2)",
+                     "stage 4 (blocks.3 … blocks.4)", "stage 5 (blocks.5 … bn2)", "classifier"]
     resnet = [p.name for p in freeze_plan("resnet18", "finetune", "stage:2", 10).parts]
-    assert resnet[:2] == ["1. conv1 … relu", "2. maxpool … layer1"]
+    assert resnet[:2] == ["stage 1 (conv1 … relu)", "stage 2 (maxpool … layer1)"]
 
 
 def test_an_early_tap_counts_only_the_layers_that_run():
@@ -151,7 +152,7 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
     plan = freeze_plan("resnet18", "finetune", "stage:3", 10)
     assert metric(at, "Trainable parameters") == "10.5M" == f"{plan.params_trainable / 1e6:.1f}M"
     states = at.dataframe[0].value.set_index("Part")["State"]
-    assert states["3. layer2"] == "frozen" and states["4. layer3"] == "trained"
+    assert states["stage 3 (layer2)"] == "frozen" and states["stage 4 (layer3)"] == "trained"
     at.selectbox(key="launch_arch").set_value("vgg16").run()  # the lecture's recipe: its freeze and its new head
     assert at.radio(key="launch_head_vgg16_finetune").value == "lecture"
     assert metric(at, "Trainable parameters") == "32.8M"
