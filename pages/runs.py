@@ -199,19 +199,20 @@ if checkpoint and run.status == "succeeded":
         st.session_state["predict_image_sample"] = "val-0"  # one of its validation images, not the cat
         st.switch_page("pages/predict.py")
     fmt = actions.selectbox("Export as", EXPORT_FORMATS, key="runs_export_format", width=200)
+    exports = st.session_state.setdefault("runs_exports", {})  # kept until the tab closes: it outlives other clicks
     if actions.button("Export", icon=":material/output:"):
         try:
             with st.spinner(f"Exporting to {fmt} and checking its outputs..."):
-                exported = export_checkpoint(checkpoint, fmt)
+                exports[(run_id, fmt)] = export_checkpoint(checkpoint, fmt)
         except CheckpointError as error:
             st.error(str(error))
-        else:
-            verdict = "match" if exported.matches else "do NOT match"
-            st.success(f"{exported.path.name}: its outputs {verdict} PyTorch's (max difference "
-                       f"{exported.max_abs_diff:.1e}).")
-            st.download_button(f"Download {exported.path.name}", exported.path.read_bytes(),
-                               file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
-                               on_click="ignore")  # the page stays as it is: the result and this button
+    if (exported := exports.get((run_id, fmt))) and exported.path.is_file():
+        verdict = "match" if exported.matches else "do NOT match"
+        st.success(f"{exported.path.name}: its outputs {verdict} PyTorch's (max difference "
+                   f"{exported.max_abs_diff:.1e}).")
+        st.download_button(f"Download {exported.path.name}", exported.path.read_bytes(),
+                           file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
+                           on_click="ignore")  # the page stays as it is: the result and this button
 
 result = run.result
 if result and "confusion_matrix" in result:

@@ -261,6 +261,9 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     next(b for b in page.button if b.label == "Export").click().run()
     assert not page.exception, page.exception
     assert any("model.onnx: its outputs match" in str(s.value) for s in page.success)
+    page.run()  # any other click: the export and its download stay
+    assert any("model.onnx: its outputs match" in str(s.value) for s in page.success)
+    assert any(b.label == "Download model.onnx" for b in page.get("download_button"))
 
     compare = open_page("pages/compare.py")
     table = compare.dataframe[0].value.set_index("Architecture")
