@@ -52,6 +52,10 @@ def claim_notes() -> str:
                      for c in checks)
 
 
+def latency_column(batch: int) -> str:
+    return f"ms per batch of {batch}"
+
+
 try:
     measured = latency_cache.for_device(settings.device)
 except ValueError as error:
@@ -62,7 +66,7 @@ table = pd.DataFrame([{
     "Architecture": r["title"], "Year": r["year"],
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
     "Depth": r["depth"],
-    **{f"Latency b{b} (ms)": (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
+    **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
     "Size (MB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
     "Your data: best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
@@ -70,7 +74,7 @@ table = pd.DataFrame([{
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
-unmeasured = [f"Latency b{b} (ms)" for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
+unmeasured = [latency_column(b) for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
 table = table.drop(columns=unmeasured + ([] if yours else ["Your data: best val acc", "Your run"]))  # no empty columns
 st.dataframe(
     table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
@@ -81,7 +85,10 @@ st.dataframe(
         "Top-1 %": st.column_config.NumberColumn(format="%.1f"),
         "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
-        **{f"Latency b{b} (ms)": st.column_config.NumberColumn(format="%.1f") for b in LATENCY_BATCHES},
+        **{latency_column(b): st.column_config.NumberColumn(
+            format="%.1f", help=f"Measured forward time of one batch of {b} image{'s' if b > 1 else ''} on this "
+                                f"machine (median){f', {b} images at once: divide by {b} for one' if b > 1 else ''}")
+           for b in LATENCY_BATCHES},
         "Your data: best val acc": st.column_config.NumberColumn(
             format=PERCENT, help="Your transfer results, not ImageNet's: the best finished run of this architecture "
                                  "on your data (Runs page); the next column names it"),

@@ -51,12 +51,12 @@ def test_compare_page_tables_and_layer_table_follow_the_selection():
 def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     at = open_page("pages/compare.py")
     columns = at.dataframe[0].value.columns
-    assert "Latency b1 (ms)" not in columns and "Your data: best val acc" not in columns, "no empty columns before"
+    assert "ms per batch of 1" not in columns and "Your data: best val acc" not in columns, "no empty columns before"
     at.multiselect[0].set_value(["lenet5"]).run()
     at.button[0].click().run()
     assert not at.exception
     table = at.dataframe[0].value.set_index("Architecture")
-    assert table.loc["LeNet-5", "Latency b1 (ms)"] > 0
+    assert table.loc["LeNet-5", "ms per batch of 1"] > 0
     assert (isolated_data_dir / "latency.json").exists()
 
 
