@@ -133,8 +133,8 @@ def _sweep_chart(setup: ConvSetup) -> go.Figure:
 
 def calculator() -> None:
     st.header("Calculator")
-    st.caption("A k x k convolution with 'same' padding and stride 1 (its output keeps the input's H x W), "
-               "alone or after a 1x1 convolution that first reduces C_in to C_red. Operations are "
+    st.caption("A k x k convolution with 'same' padding and stride 1 (its output keeps the input's H x W; an even k "
+               "pads one side one more row and column, as PyTorch's padding='same' does), alone or after a 1x1 convolution that first reduces C_in to C_red. Operations are "
                "multiply-accumulates per image, counted as (H x W x C_out) x (k x k x C_in); parameters include "
                "one bias per filter.")
     if _number_key("height") not in st.session_state:

@@ -41,8 +41,9 @@ def test_lecture_inception_slide_numbers_exactly():
     assert round(result.ratio, 1) == 21.4
 
 
-def test_calculator_agrees_with_profiled_same_padding_convolutions():
-    setup = LECTURE_INCEPTION_EXAMPLE
+@pytest.mark.parametrize("setup", [LECTURE_INCEPTION_EXAMPLE, ConvSetup(9, 7, 30, 12, kernel=4, reduce_to=8)],
+                         ids=["lecture", "even kernel"])
+def test_calculator_agrees_with_profiled_same_padding_convolutions(setup):
     result = compare_reduction(setup)
     example = torch.empty(1, setup.in_channels, setup.height, setup.width, device="meta")
     with torch.device("meta"):
@@ -50,7 +51,8 @@ def test_calculator_agrees_with_profiled_same_padding_convolutions():
         reduced = nn.Sequential(nn.Conv2d(setup.in_channels, setup.reduce_to, 1),
                                 nn.Conv2d(setup.reduce_to, setup.out_channels, setup.kernel, padding="same"))
     naive_profile, reduced_profile = profile_model(naive, example), profile_model(reduced, example)
-    assert naive_profile.output_shape == reduced_profile.output_shape == (1, 48, 14, 14)
+    assert naive_profile.output_shape == reduced_profile.output_shape == (1, setup.out_channels, setup.height,
+                                                                           setup.width)
     assert (naive_profile.macs, naive_profile.params) == (result.naive.macs, result.naive.params)
     assert (reduced_profile.macs, reduced_profile.params) == (result.total_macs, result.total_params)
     assert [r.macs for r in reduced_profile.rows] == [result.reduce.macs, result.conv.macs]
