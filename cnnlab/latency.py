@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from cnnlab.data import validation_size
 from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
+from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
 from cnnlab.training import freeze_layers, resolve_device
 
@@ -138,33 +139,40 @@ class LatencyCache:
 
 @dataclass(frozen=True)
 class RunEstimate:
-    """How long a run's own work should take here, from timing a few of its steps: `seconds` in all, from the
-    milliseconds per image of a training step (forward, backward) and of an evaluation forward pass."""
+    """How long a run's own work should take here, from timing a few of its steps at `batch`: `seconds` in all, from
+    the milliseconds per image of a training step (forward, backward) and of an evaluation forward pass."""
 
     seconds: float
     train_ms_per_image: float
     forward_ms_per_image: float
     device: str
+    batch: int
 
     def describe(self) -> str:
         """'about 22 min on cpu, 2 threads' (loading data and weights not counted)."""
         return f"about {in_words(self.seconds)} on {self.device}"
 
 
+ESTIMATE_BATCH_MACS = 4e9
+"""The most multiply-accumulates one forward of the estimate's batch may cost (EfficientNet-Lite0 at 224: a batch
+of 10; LeNet-5: the run's own batch, whose per-step overhead a smaller batch would overstate)."""
+
+
 def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
     """Time training steps and evaluation passes of the network `config` builds (random weights, its head, its
-    freeze plan, its input size and batch of at most 16), one untimed of each, then at least `steps` and more while
-    they took under `budget_s` seconds (the median of more steps shrugs off a busy moment), and scale them to the
-    run's epochs and its `images`, split as the run splits them: Strategies I and II train every epoch and validate
-    after it, III passes every image forward once. Data loading, augmentation and weight loading are not counted:
-    a floor, not a promise."""
+    freeze plan, its input size, its batch or as much of it as `ESTIMATE_BATCH_MACS` allows), one
+    untimed of each, then at least `steps` and more while they took under `budget_s` seconds (the median of more
+    steps shrugs off a busy moment), and scale them to the run's epochs and its `images`, split as the run splits
+    them: Strategies I and II train every epoch and validate after it, III passes every image forward once. Data
+    loading, augmentation and weight loading are not counted: a floor, not a promise."""
     spec = get_spec(config.arch)
     target = torch.device(resolve_device(config.device))
-    model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target)
-    batch = max(2, min(config.batch_size, 16))
+    model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()
+    macs = profile_arch(config.arch, config.image_size).macs
+    batch = max(2, min(config.batch_size, int(ESTIMATE_BATCH_MACS / macs)))
     x = torch.randn_like(example_input(spec, config.image_size, batch, target))
     labels = torch.arange(batch, device=target) % num_classes
-    forward_ms = statistics.median(_forward_times(model.eval(), x, 1, steps, budget_s)) / batch
+    forward_ms = statistics.median(_forward_times(model, x, 1, steps, budget_s)) / batch
     train_ms = 0.0
     if config.strategy in ("scratch", "finetune"):
         freeze_layers(model, spec, config.freeze)
@@ -178,4 +186,4 @@ def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s
     else:
         seconds = images * forward_ms / 1000
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
-    return RunEstimate(seconds, train_ms, forward_ms, label)
+    return RunEstimate(seconds, train_ms, forward_ms, label, batch)

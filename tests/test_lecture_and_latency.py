@@ -67,6 +67,9 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     assert extract.seconds == pytest.approx(1797 * extract.forward_ms_per_image / 1000)
     assert extract.seconds < scratch.seconds
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
+    assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
+    full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), 10, 1797, budget_s=0)
+    assert full_size.batch == 10  # at 224x224, 10 images of about 0.4 GMACs each, not the run's 64
 
 
 def test_latency_cache_survives_a_corrupt_file(isolated_data_dir):
