@@ -27,7 +27,9 @@ from cnnlab.data import load_dataset, stratified_split
 from cnnlab.hooks import forward_hooks
 from cnnlab.registry import INIT_LOCK
 from cnnlab.training import (
+    Callback,
     Runtime,
+    StepEvent,
     classification_loss,
     cosine_schedule,
     evaluate,
@@ -237,9 +239,18 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimiz
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
 
 
+class _StepReporter(Callback):
+    def __init__(self, variant: str, on_step: Callable[[str, StepEvent], None]):
+        self.variant, self.report = variant, on_step
+
+    def on_step(self, event: StepEvent) -> None:
+        self.report(self.variant, event)
+
+
 def train_variant(config: NetConfig, variant: str, settings: TrainSettings = TrainSettings(),
-                  on_epoch: Callable[[str, int], None] | None = None) -> TrainCurve:
-    """Train one variant for `settings.epochs` on the digits; `on_epoch(variant, epoch)` after each epoch."""
+                  on_step: Callable[[str, StepEvent], None] | None = None) -> TrainCurve:
+    """Train one variant for `settings.epochs` on the digits; `on_step(variant, event)` after each training batch
+    (`training.StepEvent`: epoch and step of how many)."""
     runtime = Runtime(torch.device("cpu"))
     model = build_net(config, variant)
     optimizer = _optimizer(model, settings)
@@ -250,21 +261,20 @@ def train_variant(config: NetConfig, variant: str, settings: TrainSettings = Tra
     steps = len(train_loader)
     lr_at = cosine_schedule(settings.lr, steps * settings.epochs, max(1, steps // 2))
     history, start = [], time.perf_counter()
+    callbacks = (_StepReporter(variant, on_step),) if on_step else ()
     with _denormals_flushed():
         for epoch in range(settings.epochs):
             train = train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps, runtime, epoch + 1,
-                                    settings.epochs)
+                                    settings.epochs, callbacks)
             val = evaluate(model, val_loader, runtime, 10, epoch + 1, settings.epochs)
             history.append(EpochPoint(epoch + 1, train.loss, val.acc))
-            if on_epoch is not None:
-                on_epoch(variant, epoch + 1)
     return TrainCurve(variant, tuple(history), time.perf_counter() - start)
 
 
 def train_comparison(config: NetConfig, settings: TrainSettings = TrainSettings(),
-                     on_epoch: Callable[[str, int], None] | None = None) -> dict[str, TrainCurve]:
+                     on_step: Callable[[str, StepEvent], None] | None = None) -> dict[str, TrainCurve]:
     """Train the plain and the residual variant of `config` with the same settings, by variant name."""
-    return {variant: train_variant(config, variant, settings, on_epoch) for variant in VARIANTS}
+    return {variant: train_variant(config, variant, settings, on_step) for variant in VARIANTS}
 
 
 def curves_as_histories(curves: dict[str, TrainCurve]) -> dict[str, list[dict]]:
