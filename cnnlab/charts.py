@@ -49,6 +49,8 @@ def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
     return "<br>".join([*lines, line])
 
 
+LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}
+"""A legend under the whole chart, in rows, so that a narrow screen keeps the full width for the plot."""
 PHONE_PLOT_PX = 360  # the plot's width in a narrow column: labels placed for it stay apart on wider screens too
 
 

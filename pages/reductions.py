@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.charts import count_axis, log_axis
+from cnnlab.charts import LEGEND_BELOW, count_axis, log_axis
 from cnnlab.profiling import human
 from cnnlab.reductions import (
     FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
@@ -106,8 +106,8 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
     for bar, total in totals.items():
         if bar in stacked:
             figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
-    figure.update_layout(barmode="stack", title=title, height=360, margin={"t": 50}, yaxis_title=title,
-                         uniformtext={"minsize": 10, "mode": "hide"})
+    figure.update_layout(barmode="stack", title=title, height=380, margin={"t": 50}, yaxis_title=title,
+                         uniformtext={"minsize": 10, "mode": "hide"}, legend=LEGEND_BELOW)
     figure.update_yaxes(**count_axis(list(totals.values())))
     return figure
 
@@ -125,8 +125,8 @@ def _sweep_chart(setup: ConvSetup) -> go.Figure:
         current = compare_reduction(setup)
         figure.add_scatter(x=[setup.reduce_to], y=[current.total_macs], name=f"C_red = {setup.reduce_to}",
                            mode="markers", marker={"size": 12, "color": PART_COLORS["1x1 reduction"]})
-    figure.update_layout(title="Total MACs against the reduction's width", height=360, margin={"t": 50},
-                         xaxis_title="C_red (channels after the 1x1)", yaxis_title="MACs")
+    figure.update_layout(title="Total MACs against the reduction's width", height=380, margin={"t": 50},
+                         xaxis_title="C_red (channels after the 1x1)", yaxis_title="MACs", legend=LEGEND_BELOW)
     figure.update_yaxes(**count_axis([r.total_macs for r in sweep] + [sweep[0].naive.macs]))
     return figure
 
@@ -225,8 +225,8 @@ def _c_squared_latex(result) -> str:
     single, chain = result.c_squared_coefficients
     terms = " + ".join(rf"{kh} \times {kw}" for kh, kw in (layer.kernel for layer in result.layers))
     k = result.setup.kernel
-    return (rf"\underbrace{{({terms})\,C^2 = {chain}\,C^2}}_{{\text{{chain}}}} \quad\text{{vs}}\quad "
-            rf"\underbrace{{{k} \times {k}\,C^2 = {single}\,C^2}}_{{\text{{one }} {k} \times {k}}}")
+    return (rf"\begin{{gathered}}\underbrace{{({terms})\,C^2 = {chain}\,C^2}}_{{\text{{chain}}}} \\ \text{{vs}}\quad "
+            rf"\underbrace{{{k} \times {k}\,C^2 = {single}\,C^2}}_{{\text{{one }} {k} \times {k}}}\end{{gathered}}")
 
 
 def _factorization_block(result, title: str) -> None:
@@ -319,8 +319,8 @@ def _module_chart(network) -> go.Figure:
             values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
         figure.add_bar(x=x, y=values, name=role, marker_color=ROLE_COLORS[role], hovertemplate="%{x}<br>%{y:,} MACs<extra>" + role + "</extra>")
         totals = [total + value for total, value in zip(totals, values)]
-    figure.update_layout(barmode="stack", height=480, margin={"t": 30}, yaxis_title="Multiply-accumulates",
-                         legend_title_text="Convolution")
+    figure.update_layout(barmode="stack", height=540, margin={"t": 30, "b": 130}, yaxis_title="Multiply-accumulates",
+                         legend_title_text="Convolution", legend=LEGEND_BELOW)  # below two rows of axis labels
     figure.update_yaxes(**count_axis(totals))
     return figure
 
@@ -410,8 +410,8 @@ def _head_chart(comparisons) -> go.Figure:
                    hovertext=[c.gap_formula for c in comparisons])
     figure.add_bar(x=titles, y=[c.flatten_params for c in comparisons], name="flatten",
                    hovertext=[c.flatten_formula for c in comparisons])
-    figure.update_layout(barmode="group", height=420, margin={"t": 30}, xaxis_tickangle=-35,
-                         yaxis_title="Parameters of the first dense layer (log)")
+    figure.update_layout(barmode="group", height=440, margin={"t": 30}, xaxis_tickangle=-35,
+                         yaxis_title="Parameters of the first dense layer (log)", legend=LEGEND_BELOW)
     figure.update_yaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]))
     return figure
 
