@@ -63,13 +63,13 @@ except ValueError as error:
     measured = {}
 yours = transfer_results()
 table = pd.DataFrame([{
-    "Architecture": r["title"], "Year": r["year"],
-    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
-    "Depth": r["depth"],
+    "Architecture": r["title"], "Year": r["year"], "Top-1 %": r["top1"],
+    "Your data: best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"],
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
+    "Top-5 %": r["top5"], "Depth": r["depth"],
     "Size (MB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
-    "Your data: best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Your run": (f"{yours[r['name']]['method']} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Accuracy source": r["accuracy_source"] or "—",
