@@ -51,16 +51,23 @@ def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
 
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}
 """A legend under the whole chart, in rows, so that a narrow screen keeps the full width for the plot."""
-PHONE_PLOT_PX = 360  # the plot's width in a narrow column: labels placed for it stay apart on wider screens too
+PHONE_PLOT_PX = 330  # the plot's width in a narrow column (a 900 px window with the sidebar open): labels placed
+# for it stay apart on wider screens too
+BUBBLE_PX = 40  # px.scatter's size_max: Plotly draws the largest bubble about BUBBLE_PX x sqrt(2) across
+
+
+def bubble_radius(params: int, largest: int) -> float:
+    """The pixel radius Plotly gives a bubble of `params` when the largest has `largest` (area proportional to
+    parameters; measured in Chromium: 87 px across for a size_max of 60), its white outline included."""
+    return max(3.0, BUBBLE_PX / math.sqrt(2) * math.sqrt(params / largest) + 1)
 
 
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters.
     Each bubble is labelled with its architecture's short title on the side where the label covers least."""
     points = [dict(r, label=short_title(r["title"])) for r in rows if r.get("top1") is not None]
-    size_max = 60
     figure = px.scatter(
-        points, x="gmacs", y="top1", size="params", color="family", text="label", log_x=True, size_max=size_max,
+        points, x="gmacs", y="top1", size="params", color="family", text="label", log_x=True, size_max=BUBBLE_PX,
         color_discrete_map=family_colors(rows),
         hover_data={"title": True, "params": ":,", "gmacs": ":.2f", "top1": ":.2f", "accuracy_source": True,
                     "label": False},
@@ -68,13 +75,13 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
                 "params": "Parameters", "title": "Architecture"},
     )
     figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False)
-    x_range = [math.log10(min(r["gmacs"] for r in points) / 1.6), math.log10(max(r["gmacs"] for r in points) * 1.6)]
+    x_range = [math.log10(min(r["gmacs"] for r in points) / 1.8), math.log10(max(r["gmacs"] for r in points) * 1.6)]
     y_range = [min(r["top1"] for r in points) - 4, max(r["top1"] for r in points) + 4]
     largest = max(r["params"] for r in points)
     positions = place_labels([LabelledPoint(
         (math.log10(r["gmacs"]) - x_range[0]) / (x_range[1] - x_range[0]),
         (r["top1"] - y_range[0]) / (y_range[1] - y_range[0]), r["label"],
-        max(3.0, size_max / 2 * math.sqrt(r["params"] / largest))) for r in points], width=PHONE_PLOT_PX)
+        bubble_radius(r["params"], largest)) for r in points], width=PHONE_PLOT_PX)
     for trace in figure.data:
         trace.textposition = [positions[label] for label in trace.text]
     figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_axis, accuracy_vs_cost, accuracy_vs_operations,
+                           bubble_radius,
                            confusion_figure, count_axis, log_axis, metric_bars, place_labels, probe_figure, run_curves,
                            short_title, step_loss_figure, wrap_label)
 from cnnlab.compare import architecture_rows
@@ -22,12 +23,16 @@ def test_accuracy_chart_labels_cover_no_other_label_or_bubble_at_a_narrow_width(
     y_low, y_high = figure.layout.yaxis.range
     largest = max(r["params"] for r in rows if r["top1"] is not None)
     points = [LabelledPoint((math.log10(r["gmacs"]) - x_low) / (x_high - x_low), (r["top1"] - y_low) / (y_high - y_low),
-                            short_title(r["title"]), max(3.0, 30 * math.sqrt(r["params"] / largest)))
+                            short_title(r["title"]), bubble_radius(r["params"], largest))
               for r in rows if r["top1"] is not None]
-    for width in (360, 520, 900):  # a narrow column, a laptop's, a wide screen's
+    for width in (340, 520, 900):  # a laptop's column with the sidebar open, a wider one, a wide screen's
         boxes = {p.label: _label_box(p, shown[p.label], width, 420) for p in points}
         clashes = [(a, b) for a in boxes for b in boxes if a < b and _overlap(boxes[a], boxes[b]) > 0]
         assert clashes == [], width
+        bubbles = {p.label: (p.x * width - p.radius, p.y * 420 - p.radius, p.x * width + p.radius,
+                             p.y * 420 + p.radius) for p in points}
+        covered = [(a, b) for a in boxes for b in bubbles if a != b and _overlap(boxes[a], bubbles[b]) > 30]
+        assert covered == [], width
         outside = [a for a, box in boxes.items() if _overlap(box, (0, 0, width, 420)) < _overlap(box, box) - 1]
         assert outside == [], width
 
