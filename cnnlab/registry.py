@@ -468,10 +468,11 @@ def assign_stages(names: list[str], stages: tuple[str, ...]) -> tuple[list[int],
     inside = lambda name, path: name == path or name.startswith(path + ".")
     ends = [max((i for i, name in enumerate(names) if inside(name, stage)), default=-1) for stage in stages]
     index = [next((k for k, end in enumerate(ends) if end >= i), len(stages)) for i in range(len(names))]
+
     def outermost(name: str, k: int) -> str:  # 'blocks.3.0.conv_pw' opens stage 'blocks.4' as 'blocks.3'
         parts = name.split(".")
-        return next(prefix for prefix in (".".join(parts[:n]) for n in range(1, len(parts) + 1))
-                    if all(at == k for other, at in zip(names, index) if inside(other, prefix)))
+        return next((prefix for prefix in (".".join(parts[:n]) for n in range(1, len(parts) + 1))
+                     if all(at == k for other, at in zip(names, index) if inside(other, prefix))), name)
 
     spans = []
     for k, stage in enumerate(stages):
