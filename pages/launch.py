@@ -323,5 +323,5 @@ if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready 
             estimate = cached_estimate(config, checked.num_classes, checked.images)
         st.info(f"**{estimate.describe().capitalize()}** for {checked.images:,} images"
                 + (f" x {config.epochs} epochs" if strategy in ("scratch", "finetune") else "")
-                + ": the network's own compute, timed over a few steps here. Reading the data and loading weights "
-                  "come on top; the worker trains one run at a time.", icon=":material/timer:")
+                + ": the network's compute and the preparing of the images, timed on a few steps and images here. "
+                  "Loading the weights comes on top; the worker trains one run at a time.", icon=":material/timer:")

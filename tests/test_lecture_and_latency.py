@@ -61,10 +61,14 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     train, val = map(len, stratified_split(load_digits().target))  # the split the run itself makes
     assert scratch.train_ms_per_image > scratch.forward_ms_per_image > 0  # a step adds the backward pass
     assert finetune.train_ms_per_image < scratch.train_ms_per_image  # a frozen body has no weight gradients
-    assert scratch.seconds == pytest.approx(3 * (train * scratch.train_ms_per_image
-                                                 + val * scratch.forward_ms_per_image) / 1000)
+    assert 0 < scratch.data_ms_per_image < scratch.train_ms_per_image  # the digits are in memory: cheap to prepare
+    assert 0 < scratch.eval_data_ms_per_image < scratch.forward_ms_per_image
+    train_image = scratch.train_ms_per_image + scratch.data_ms_per_image  # no workers on the CPU: the two add up
+    val_image = scratch.forward_ms_per_image + scratch.eval_data_ms_per_image
+    assert scratch.seconds == pytest.approx(3 * (train * train_image + val * val_image) / 1000)
     assert extract.train_ms_per_image == 0
-    assert extract.seconds == pytest.approx(1797 * extract.forward_ms_per_image / 1000)
+    assert extract.seconds == pytest.approx(1797 * (extract.forward_ms_per_image + extract.eval_data_ms_per_image)
+                                            / 1000)
     assert extract.seconds < scratch.seconds
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
     assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
@@ -101,3 +105,13 @@ def test_step_timing_takes_more_steps_within_its_budget_and_stops_at_five_times_
     assert len(_step_times(step, torch.device("cpu"), 1, 2)) == 2 and len(calls) == 3  # one untimed
     assert 4 <= len(_step_times(step, torch.device("cpu"), 0, 2, budget_s=0.05)) <= 6
     assert len(_step_times(step, torch.device("cpu"), 0, 2, budget_s=10)) == 10
+
+
+def test_data_preparation_is_timed_on_the_runs_own_images_and_skipped_for_data_not_here(isolated_data_dir):
+    from cnnlab.latency import data_preparation_ms
+
+    lenet = make_config("scratch", "lenet5", "digits")
+    augmented, plain, workers = data_preparation_ms(lenet)
+    assert augmented > 0 and plain > 0 and workers == 0  # in memory, on the CPU: prepared between the steps
+    assert data_preparation_ms(make_config("scratch", "lenet5", "digits", workers=3))[2] == 3
+    assert data_preparation_ms(make_config("scratch", "lenet5", "mnist")) == (0.0, 0.0, 0)  # not downloaded here
