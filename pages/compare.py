@@ -39,8 +39,8 @@ def layer_table(arch: str) -> pd.DataFrame:
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
         "Architecture": short_title(get_spec(c.claim.arch).title), "What": c.claim.what,
-        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
-        "Agrees": c.agrees,
+        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Agrees": c.agrees,
+        "Counted as": c.measured_how,
     } for c in check_claims()])
 
 
