@@ -14,6 +14,7 @@ from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describ
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
 from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
+from cnnlab.runstore import RunStore
 from cnnlab.registry import OWN_HEAD, get_spec, stage_label
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config, preflight
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
@@ -44,8 +45,9 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
         return None, str(error)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=300)
 def cached_estimate(config, num_classes: int, images: int) -> RunEstimate:
+    """Kept five minutes, and only while no run trains: the machine's load changes the timing."""
     return estimate_run(config, num_classes, images)
 
 
@@ -319,8 +321,12 @@ if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready 
     except ConfigError as error:
         st.error(str(error))
     else:
+        training = any(r.status == "running" for r in RunStore().runs())
         with st.spinner("Timing a few steps..."):
-            estimate = cached_estimate(config, checked.num_classes, checked.images)
+            estimate = (estimate_run if training else cached_estimate)(config, checked.num_classes, checked.images)
+        if training:
+            st.warning("A run is training on this machine now, sharing its processor with these timings: the "
+                       "estimate reads long. Estimate again once it has finished.", icon=":material/speed:")
         st.info(f"**{estimate.describe().capitalize()}** for {checked.images:,} images"
                 + (f" x {config.epochs} epochs" if strategy in ("scratch", "finetune") else "")
                 + ": the network's compute and the preparing of the images, timed on a few steps and images here. "

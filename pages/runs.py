@@ -63,19 +63,25 @@ jobs.recover_interrupted(store)
 runs = store.runs()
 if any(r.status == "queued" for r in runs) and jobs.start_worker() is not None:
     st.toast("Started a background worker for the queued runs.", icon=":material/engineering:")
-in_terminals = len(jobs.command_line_pids())
-if not jobs.worker_alive():
-    worker = "none now (one starts when a run is queued)"
-elif any(r.status == "running" for r in runs):
-    worker = "training"
-else:
-    worker = f"waiting for runs (it leaves after {jobs.WORKER_IDLE_EXIT_S / 60:.0f} idle minutes)"
-st.caption(f"Worker: {worker}"
-           + (f"; {in_terminals} run{'s' if in_terminals > 1 else ''} training from the command line (`cnnlab train`)"
-              if in_terminals else "")
-           + f". Runs are kept in `{store.path}`; they go on when you close this tab.")
+
+
+def worker_caption(runs) -> None:
+    """What the background worker is doing now, and where runs are kept."""
+    in_terminals = len(jobs.command_line_pids())
+    if not jobs.worker_alive():
+        worker = "none now (one starts when a run is queued)"
+    elif any(r.status == "running" for r in runs):
+        worker = "training"
+    else:
+        worker = f"waiting for runs (it leaves after {jobs.WORKER_IDLE_EXIT_S / 60:.0f} idle minutes)"
+    st.caption(f"Worker: {worker}"
+               + (f"; {in_terminals} run{'s' if in_terminals > 1 else ''} training from the command line "
+                  "(`cnnlab train`)" if in_terminals else "")
+               + f". Runs are kept in `{store.path}`; they go on when you close this tab.")
+
 
 if not runs:
+    worker_caption(runs)
     st.info("No runs yet.")
     st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
@@ -90,8 +96,11 @@ def small_validation_warning(validated: int, consequence: str = "this number is 
 
 
 def draw_table() -> None:
-    """Every run with its status and accuracy; refreshed every few seconds while a run is queued or running."""
-    summaries = pd.DataFrame(jobs.run_summaries(RunStore().runs()))
+    """The worker's state and every run with its status and accuracy; refreshed every few seconds while a run is
+    queued or running."""
+    current_runs = RunStore().runs()
+    worker_caption(current_runs)
+    summaries = pd.DataFrame(jobs.run_summaries(current_runs))
     summaries["arch"] = summaries["arch"].map(arch_title)
     summaries["val_acc"] = in_percent(summaries["val_acc"])
     summaries["created"] = pd.to_datetime(summaries["created"])
@@ -120,8 +129,11 @@ ids = [r.id for r in runs]
 labels = {r.id: jobs.run_label(r) for r in runs}
 launched = st.session_state.pop("selected_run", None)  # just launched: show it
 linked = st.query_params.get("run") if "runs_selected" not in st.session_state else None  # a link or a reload
+running = next((r.id for r in runs if r.status == "running"), None)
 if (launched or linked) in ids:
     st.session_state["runs_selected"] = launched or linked
+elif "runs_selected" not in st.session_state and running:  # a first visit: the run being trained
+    st.session_state["runs_selected"] = running
 run_id = st.selectbox("Run", ids, key="runs_selected", format_func=labels.get)
 st.query_params["run"] = run_id
 run = store.get(run_id)

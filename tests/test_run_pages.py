@@ -606,3 +606,19 @@ def test_launch_checks_the_data_again_when_queueing_and_queues_nothing_if_it_cha
     assert not at.exception, at.exception
     assert at.title[0].value == "Launch a run" and "needs one folder per class, at least 2" in at.error[0].value
     assert RunStore().runs() == []
+
+
+def test_runs_opens_on_the_run_being_trained_and_launch_warns_its_estimate_shares_the_machine():
+    store = RunStore()
+    running = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
+    store.claim_next("another-machine:4242")  # a worker elsewhere, beating
+    store.heartbeat(running)
+    newer = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), store)
+    jobs.cancel(newer, store)  # cancelled while queued: listed first, being the newest
+    at = open_page("pages/runs.py")
+    assert at.selectbox(key="runs_selected").value == running, "not the newest run"
+    assert any(c.value.startswith("Worker: ") for c in at.caption)
+    launch = open_page("pages/launch.py")
+    next(b for b in launch.button if b.label == "Estimate time").click().run()
+    assert any("A run is training on this machine now" in w.value for w in launch.warning)
+    jobs.cancel(running, store)
