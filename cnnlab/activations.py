@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.registry import ArchSpec, assign_stages, logits_of, stage_label
+from cnnlab.registry import ArchSpec, assign_stages, logits_of, stage_labels
 
 HEAD = "head"
 CALL_MARK = "#"
@@ -42,8 +42,8 @@ class LayerInfo:
     """One layer's output for one image: where it sits, its shape (without the batch) and statistics.
 
     `stage` is the spec stage the layer belongs to (the stage whose output it precedes or is), `HEAD` after the
-    last stage; `stage_index` counts stages from 0 (the head is `len(spec.stages)`); `stage_span` is the stage as
-    pages name it (`registry.assign_stages`: 'conv_stem … blocks.0' for a stage that takes in the stem)."""
+    last stage; `stage_index` counts stages from 0 (the head is `len(spec.stages)`); `stage_label` is the stage as
+    every page names it (`registry.stage_labels`: 'stage 1 (conv_stem … blocks.0)'), or 'head'."""
 
     index: int
     name: str
@@ -51,7 +51,7 @@ class LayerInfo:
     stage: str
     stage_index: int
     shape: tuple[int, ...]
-    stage_span: str = ""
+    stage_label: str = HEAD
 
     @property
     def channels(self) -> int:
@@ -62,11 +62,6 @@ class LayerInfo:
         """(height, width) of a map-shaped output; None for a vector, and for a 1x1 map per channel (a global
         pool's output): one number per channel is a vector too."""
         return tuple(self.shape[-2:]) if len(self.shape) == 3 and self.shape[-2:] != (1, 1) else None
-
-    @property
-    def stage_label(self) -> str:
-        """'stage 3 (blocks.2)', numbered from 1 as Launch's freeze plans and taps number them, or 'head'."""
-        return HEAD if self.stage == HEAD else stage_label(self.stage_index + 1, self.stage_span or self.stage)
 
     @property
     def label(self) -> str:
@@ -273,7 +268,8 @@ def _run(model, batch, modules, copy: frozenset[str] | None, keep: frozenset[str
 
 def _package(spec: ArchSpec, batch: torch.Tensor, run: _Run, modules: dict[str, nn.Module]) -> Activations:
     infos, maps = [], {}
-    stage_of, spans = assign_stages(list(run.order), spec.stages)
+    stage_of, _ = assign_stages(list(run.order), spec.stages)
+    labels = (*stage_labels(spec.name), HEAD)
     for index, (name, stage_index) in enumerate(zip(run.order, stage_of)):
         if name not in run.outputs:
             continue
@@ -283,7 +279,7 @@ def _package(spec: ArchSpec, batch: torch.Tensor, run: _Run, modules: dict[str, 
         stage = spec.stages[stage_index] if stage_index < len(spec.stages) else HEAD
         infos.append(LayerInfo(index=index, name=name, type=type(modules[module_path(name)]).__name__, stage=stage,
                                stage_index=stage_index, shape=tuple(array.shape),
-                               stage_span=spans[stage_index] if stage != HEAD else HEAD))
+                               stage_label=labels[stage_index]))
     logits = run.logits[0].detach().float().cpu().numpy()
     logits.setflags(write=False)
     return Activations(spec.name, tuple(batch.shape), tuple(infos), MappingProxyType(maps), logits)

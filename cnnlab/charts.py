@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from cnnlab.profiling import human
-from cnnlab.registry import stage_label
+from cnnlab.registry import stage_labels
 
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
@@ -296,10 +296,10 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
     return figure
 
 
-def probe_figure(stages: list[dict]) -> go.Figure:
-    """A probe's accuracy per stage, stem to top: Strategy III's classifier on each stage's pooled features. Each
-    validation label sits on the side away from the training line."""
-    names = [stage_label(row["stage"], row["layer"]) for row in stages]
+def probe_figure(stages: list[dict], arch: str) -> go.Figure:
+    """A probe of `arch`, accuracy per stage, stem to top: Strategy III's classifier on each stage's pooled
+    features. Each validation label sits on the side away from the training line."""
+    names = [stage_labels(arch)[row["stage"] - 1] for row in stages]
     figure = go.Figure()
     for key, label, dash in (("val_acc", "validation accuracy", "solid"), ("train_acc", "training accuracy", "dot")):
         figure.add_trace(go.Scatter(

@@ -432,12 +432,16 @@ def _cmd_probe(args) -> None:
     if args.json:
         print_json(result)
         return
-    print_table([{**row, "train_acc": f"{row['train_acc']:.4f}", "val_acc": f"{row['val_acc']:.4f}"}
+    from cnnlab.registry import stage_labels
+
+    labels = stage_labels(result["arch"])
+    print_table([{**row, "stage": labels[row["stage"] - 1], "train_acc": f"{row['train_acc']:.4f}",
+                  "val_acc": f"{row['val_acc']:.4f}"}
                  for row in result.get("stages", [])], ["stage", "layer", "dim", "train_acc", "val_acc"])
     if result.get("stages"):
         from cnnlab.training import probe_reading
 
-        print(probe_reading(result["stages"], result.get("val_size")))
+        print(probe_reading(result["stages"], result.get("val_size"), result["arch"]))
 
 
 def _cmd_export(args) -> None:

@@ -207,6 +207,18 @@ def _done_fraction(step: dict) -> float:
     return min((step["epoch"] - 1 + done_in_epoch) / step["epochs"], 1.0)
 
 
+def _loss_words(step: dict) -> str:
+    """', loss 0.4012', saying which step measured it when that was an earlier one (losses are read every few
+    steps): ', loss 0.4012 at step 40', or 'at epoch 1 step 42' when measured in the epoch before."""
+    if step.get("loss") is None:
+        return ""
+    where = (step.get("loss_epoch"), step.get("loss_step"))
+    if where[1] is None or where == (step["epoch"], step["step"]) or step["phase"] != "train":
+        return f", loss {step['loss']:.4f}"
+    at = f"step {where[1]}" if where[0] == step["epoch"] else f"epoch {where[0]} step {where[1]}"
+    return f", loss {step['loss']:.4f} at {at}"
+
+
 def run_progress(steps: list[dict]) -> Progress | None:
     """A running run's progress from its step rows (`RunStore.metrics(..., "step", timed=True)`, oldest first).
     The time left is the pace between the first and the last row of the current phase, the features pass of
@@ -218,8 +230,8 @@ def run_progress(steps: list[dict]) -> Progress | None:
     if features:
         text = f"computing features: batch {last['step']}/{last['steps']}"
     else:
-        loss = f", loss {last['loss']:.4f}" if last.get("loss") is not None else ""
-        text = f"epoch {last['epoch']}/{last['epochs']}, {last['phase']} step {last['step']}/{last['steps']}{loss}"
+        text = (f"epoch {last['epoch']}/{last['epochs']}, {last['phase']} step {last['step']}/{last['steps']}"
+                f"{_loss_words(last)}")
     first = next(row for row in steps if (row["phase"] == "features") == features)
     done, started = _done_fraction(last), _done_fraction(first)
     remaining = None
@@ -309,7 +321,7 @@ class StoreReporter:
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
-        self._loss, self._loss_at = None, None
+        self._loss, self._loss_at, self._loss_where = None, None, (None, None)
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
@@ -336,14 +348,17 @@ class StoreReporter:
         self._steps += 1
         if event.loss is not None:  # measured on this step (every few steps: reading it waits for the GPU)
             self._loss, self._loss_at = event.loss, event.epoch - 1 + event.step / event.steps
+            self._loss_where = (event.epoch, event.step)
         now = time.monotonic()
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
         self._last_report = now
+        train = event.phase == "train"
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
-            "steps": event.steps, "loss": self._loss if event.phase == "train" else event.loss,
-            "loss_at": self._loss_at if event.phase == "train" else None, "lr": event.lr})
+            "steps": event.steps, "loss": self._loss if train else event.loss, "loss_at": self._loss_at if train
+            else None, "loss_epoch": self._loss_where[0] if train else None,
+            "loss_step": self._loss_where[1] if train else None, "lr": event.lr})
         self._check_cancel()
 
     def on_message(self, text: str) -> None:

@@ -22,7 +22,7 @@ from cnnlab.featurecache import AVERAGE, CLASSIFIER_NAMES, PENULTIMATE
 from cnnlab.hooks import forward_hooks
 from cnnlab.profiling import profile_model
 from cnnlab.registry import (LECTURE_HEAD, OWN_HEAD, build_model, example_input, fit_head, get_spec, registry,
-                             assign_stages, stage_label)
+                             assign_stages, stage_labels)
 
 STRATEGY_INFO = {
     "scratch": ("I", "Train from scratch",
@@ -135,8 +135,8 @@ def _parts_by_order(model, spec) -> dict[str, str]:
     """Module name to the part of the network it is counted in: stage k holds every module defined after
     stage k-1 and up to the end of stage k (as `stage:K` freezes), then what follows, then the classifier."""
     order = [name for name, _ in model.named_modules()]
-    index, spans = assign_stages(order, spec.stages)
-    labels = [stage_label(k, span) for k, span in enumerate(spans, start=1)] + ["after the last stage"]
+    index, _ = assign_stages(order, spec.stages)
+    labels = [*stage_labels(spec.name), "after the last stage"]
     return {name: "classifier" if name == spec.classifier or name.startswith(spec.classifier + ".") else labels[k]
             for name, k in zip(order, index)}
 
@@ -276,7 +276,7 @@ def describe_freeze(arch: str, freeze: str) -> str:
         return "freeze the whole backbone, train the head only"
     if kind == "stage":
         recipe = f": {spec.lecture_freeze_note}" if freeze == spec.lecture_freeze else ""
-        return f"freeze every layer through stage {number} (up to {spec.stages[int(number) - 1]}){recipe}"
+        return f"freeze every layer through {stage_labels(arch)[int(number) - 1]}{recipe}"
     return f"train only the last {number} layers with parameters"
 
 

@@ -488,6 +488,25 @@ def stage_label(number: int, module: str) -> str:
     return f"stage {number} ({module})"
 
 
+@cache
+def stage_labels(name: str) -> tuple[str, ...]:
+    """Each stage of `name` as every page and the CLI label it ('stage 4 (blocks.3 … blocks.4)'), its span read
+    from the modules an inference pass calls, in call order: an auxiliary classifier that only training runs
+    (Inception v3's AuxLogits) does not open a stage's span."""
+    from cnnlab.hooks import forward_hooks
+
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = build_model(name)
+    order: list[str] = []
+    record = lambda module_name: lambda module, args: order.append(module_name)
+    with forward_hooks(((module, record(module_name)) for module_name, module in model.named_modules() if module_name),
+                       pre=True), torch.no_grad():
+        model(example_input(spec, device="meta"))
+    _, spans = assign_stages(list(dict.fromkeys(order)), spec.stages)
+    return tuple(stage_label(k, span) for k, span in enumerate(spans, start=1))
+
+
 INIT_LOCK = threading.RLock()
 """Held while a model draws its random weights from torch's global generator, which all threads share: a seeded
 build (hold it, seed, build) then gets the same weights whatever the dashboard's other sessions build meanwhile."""

@@ -40,7 +40,7 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
-                             logits_of, stage_label)
+                             logits_of, stage_labels)
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
@@ -315,15 +315,16 @@ class ProbeResult:
                 "config": self.config.to_dict()}
 
 
-def probe_reading(stages: list[dict], val_size: int | None) -> str:
-    """What a probe's accuracy per stage says, in words, with chance taken into account: the best stage beats the
+def probe_reading(stages: list[dict], val_size: int | None, arch: str) -> str:
+    """What a probe of `arch` says per stage, in words, with chance taken into account: the best stage beats the
     last one only when the gap is more than twice its standard error on `val_size` validation images."""
     best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
+    label = lambda row: stage_labels(arch)[row["stage"] - 1]
     gap = best["val_acc"] - last["val_acc"]
     noise = 2 * math.sqrt(sum(row["val_acc"] * (1 - row["val_acc"]) for row in (best, last)) / (val_size or 1))
-    best_stage = f"{stage_label(best['stage'], best['layer'])} does best ({best['val_acc']:.1%})"
+    best_stage = f"{label(best)} does best ({best['val_acc']:.1%})"
     if best is last:
-        text = (f"Accuracy is highest at the last stage ({last['layer']}, {last['val_acc']:.1%}): these data are "
+        text = (f"Accuracy is highest at the last stage, {label(last)}, with {last['val_acc']:.1%}: these data are "
                 "enough like ImageNet that its most specific features help too.")
     elif not val_size:
         text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one; this run did not record its validation "
@@ -337,7 +338,7 @@ def probe_reading(stages: list[dict], val_size: int | None) -> str:
                 f"({gap:.1%} apart, ±{noise:.1%}): these data do not show the last stages being too specific.")
     if first is not best:
         text += (f" Early stages hand the classifier few numbers per image, {first['dim']:,} at "
-                 f"{stage_label(first['stage'], first['layer'])} with each map averaged, which holds their accuracy "
+                 f"{label(first)} with each map averaged, which holds their accuracy "
                  "down as much as how general their features are.")
     return text
 

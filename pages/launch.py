@@ -15,7 +15,7 @@ from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describ
 from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
 from cnnlab.runstore import RunStore
-from cnnlab.registry import OWN_HEAD, get_spec, stage_label
+from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
 from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config, preflight
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
@@ -173,7 +173,7 @@ with left:
         taps = [PENULTIMATE, *spec.stages]
         tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}",
                                    format_func=lambda t: "the classifier's input" if t == PENULTIMATE
-                                   else stage_label(taps.index(t), t),
+                                   else stage_labels(arch)[taps.index(t) - 1],
                                    help="Where the frozen backbone's features are read. Earlier stages are more "
                                         "general, later ones more specific to ImageNet (the Probe measures each).")
         pooling = pooling_column.radio("Feature maps", POOLINGS, key=f"launch_pooling_{arch}", horizontal=True,

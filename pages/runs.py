@@ -12,7 +12,7 @@ from cnnlab.data import first_names
 from cnnlab.featurecache import CLASSIFIER_NAMES
 from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
-from cnnlab.registry import arch_title
+from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RunStore
 from cnnlab.training import probe_reading
 from pages.common import current_settings
@@ -115,7 +115,8 @@ def draw_table() -> None:
                                 "val_acc": st.column_config.NumberColumn(
                                     "Val accuracy", format=PERCENT, width=90,
                                     help="On the held-out validation images at the run's last epoch; a cancelled "
-                                         "run's at the epoch it stopped after, a probe's at its best stage"),
+                                         "run's as its model stood when it stopped (after part of an epoch, if it "
+                                         "stopped in its first), a probe's at its best stage"),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f", width=95,
                                     help="Wall time from start to end, loading data and models included, over "
@@ -230,7 +231,8 @@ result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")
     if run.status != "succeeded":
-        st.caption("The run stopped before it finished: these results are of its model as it stood then.")
+        st.caption("The run stopped before it finished: these results are of its model as it stood then"
+                   + (", part of the way through its first epoch." if not result.get("epochs") else "."))
     row = metric_row()
     row.metric("Validation accuracy", f"{result['val_acc']:.1%}")
     row.metric("Training time", f"{result['train_time_s']:.1f} s")
@@ -259,15 +261,16 @@ if result and "confusion_matrix" in result:
         st.caption(f"This run {NO_MODEL}, so its mistakes and predictions cannot be shown here.")
 elif result and "stages" in result:
     st.subheader("Accuracy per stage")
-    st.plotly_chart(probe_figure(result["stages"]), width="stretch")
+    st.plotly_chart(probe_figure(result["stages"], run.config["arch"]), width="stretch")
     small_validation_warning(result.get("val_size", SMALL_VALIDATION),
                              "differences of a few points between stages may be chance")
     st.caption(f"Strategy III with {CLASSIFIER_NAMES.get(result['classifier'], result['classifier'])} on each "
-               "stage's averaged feature maps. " + probe_reading(result["stages"], result.get("val_size")))
+               "stage's averaged feature maps. " + probe_reading(result["stages"], result.get("val_size"), run.config["arch"]))
     stages = pd.DataFrame(result["stages"])
+    stages["stage"] = [stage_labels(run.config["arch"])[k - 1] for k in stages["stage"]]
     stages["train_acc"], stages["val_acc"] = in_percent(stages["train_acc"]), in_percent(stages["val_acc"])
     st.dataframe(stages, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_config={"stage": "Stage", "layer": "Layer", "dim": st.column_config.NumberColumn(
+                 column_config={"stage": "Stage", "layer": "Features from", "dim": st.column_config.NumberColumn(
                      "Features", format="localized"), "train_acc": st.column_config.NumberColumn(
                      "Train accuracy", format=PERCENT), "val_acc": st.column_config.NumberColumn(
                      "Val accuracy", format=PERCENT)})

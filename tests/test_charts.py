@@ -158,9 +158,10 @@ def test_count_axes_step_roundly_from_zero_past_the_top_in_cnnlab_units():
 def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
     stages = [{"stage": 1, "layer": "blocks.0", "dim": 16, "train_acc": 0.66, "val_acc": 0.68},
               {"stage": 5, "layer": "bn2", "dim": 1280, "train_acc": 1.0, "val_acc": 0.97}]
-    figure = probe_figure(stages)
+    figure = probe_figure(stages, "tf_efficientnet_lite0")
     validation = next(t for t in figure.data if t.name == "validation accuracy")
-    assert list(validation.x) == ["stage 1 (blocks.0)", "stage 5 (bn2)"] and list(validation.text) == ["68.0%", "97.0%"]
+    assert list(validation.x) == ["stage 1 (conv_stem … blocks.0)", "stage 5 (blocks.5 … bn2)"]
+    assert list(validation.text) == ["68.0%", "97.0%"]
     assert list(validation.textposition) == ["top center", "bottom center"], "away from the training line"
     low, high = figure.layout.yaxis.range
     assert 0.5 < low < 0.66 and high > 1.0

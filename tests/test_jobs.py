@@ -334,6 +334,9 @@ def test_run_progress_says_where_a_run_is_and_how_long_is_left_at_its_pace():
     head = features + [row("train", 1, 5, 40.0), row("train", 2, 5, 41.0)]
     assert jobs.run_progress(head).remaining_s == pytest.approx(1.0 * 2.5)
     assert [jobs.in_words(s) for s in (40, 720, 5400)] == ["40 s", "12 min", "1.5 h"]
+    measured = [{**row("train", 2, 15, 50.0), "loss_epoch": e, "loss_step": s} for e, s in ((2, 15), (2, 10), (1, 10))]
+    assert [jobs.run_progress([m]).text.partition("loss ")[2] for m in measured] == [
+        "0.5000", "0.5000 at step 10", "0.5000 at epoch 1 step 10"], "an earlier step's loss says so"
 
 
 def test_timed_metrics_say_when_each_row_was_written():

@@ -210,3 +210,28 @@ def test_stages_take_in_what_runs_before_them_and_are_named_by_their_outermost_m
     definition_order = ["", "conv_stem", "blocks", "blocks.0", "blocks.0.0", "blocks.1", "blocks.1.0", "bn2"]
     index, spans = assign_stages(definition_order, ("blocks.0", "blocks.1", "bn2"))
     assert index == [0, 0, 0, 0, 0, 1, 1, 2] and spans == ["conv_stem … blocks.0", "blocks.1", "bn2"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_stage_has_one_name_in_the_freeze_menu_the_plan_and_the_probe(name):
+    from cnnlab.charts import probe_figure
+    from cnnlab.planner import describe_freeze, freeze_plan
+    from cnnlab.registry import stage_labels
+
+    labels = stage_labels(name)
+    assert len(labels) == len(get_spec(name).stages) and labels[0].startswith("stage 1 (")
+    plan = freeze_plan(name, "finetune", "stage:1", 10)
+    in_plan = [part.name for part in plan.parts if part.name.startswith("stage ")]  # stages with parameters
+    assert in_plan and in_plan == [label for label in labels if label in in_plan]
+    assert all(describe_freeze(name, f"stage:{k}").startswith(f"freeze every layer through {label}")
+               for k, label in enumerate(labels, start=1))
+    rows = [{"stage": k, "layer": stage, "dim": 8, "train_acc": 0.9, "val_acc": 0.8}
+            for k, stage in enumerate(get_spec(name).stages, start=1)]
+    assert list(probe_figure(rows, name).data[0].x) == list(labels)
+
+
+def test_a_stage_span_leaves_out_what_inference_never_runs():
+    from cnnlab.registry import stage_labels
+
+    assert stage_labels("inception_v3")[4] == "stage 5 (Mixed_7a … Mixed_7c)", "AuxLogits runs only in training"
+    assert stage_labels("tf_efficientnet_lite0")[3] == "stage 4 (blocks.3 … blocks.4)"

@@ -224,7 +224,7 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert any(h.value == "Accuracy per stage" for h in page.subheader)
     assert any("validation accuracy" in c.proto.spec for c in page.get("plotly_chart"))
     assert any(c.value.startswith("Strategy III with logistic regression on each stage") and
-               probe_reading(stages, 359) in c.value for c in page.caption)
+               probe_reading(stages, 359, "tf_efficientnet_lite0") in c.value for c in page.caption)
     assert RunStore().get(run.id).result["val_size"] == 359 and not page.warning, "359 images: no warning"
     assert page.dataframe[0].value["val_acc"].iloc[0] == pytest.approx(100 * max(s["val_acc"] for s in stages))  # in %
 
@@ -291,13 +291,16 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     assert any(":blue-badge[running]" in str(m.value) for m in at.markdown)
     assert at.get("progress"), "a running run shows its progress"
     text = at.get("progress")[0].proto.text
-    assert re.fullmatch(r"epoch \d+/300, (train|eval) step \d+/\d+(, loss [\d.]+)?; about \d+(\.\d)? (s|min|h) left",
+    assert re.fullmatch(r"epoch \d+/300, (train|eval) step \d+/\d+(, loss [\d.]+( at (epoch \d+ )?step \d+)?)?; about \d+(\.\d)? (s|min|h) left",
                         text), text
     assert any("Training loss, step by step" in c.proto.spec for c in at.get("plotly_chart")), "before any epoch ends"
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
     at = open_page("pages/runs.py")
     assert any(b.label == "Resume" for b in at.button)
+    ending = ", part of the way through its first epoch." if not store.get(run_id).result["epochs"] else " then."
+    assert any(c.value.startswith("The run stopped before it finished") and c.value.endswith(ending)
+               for c in at.caption)
 
 
 def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():

@@ -176,12 +176,14 @@ def test_a_probe_reading_weighs_the_gap_against_chance():
                 for k, a in enumerate(accuracies, 1)]
 
     dip = stages(0.727, 0.841, 0.894, 0.975, 0.958)  # Lite0 on the digits: 6 of 359 images
-    assert "within chance of it on 359 validation images (1.7% apart, ±2.7%)" in probe_reading(dip, 359)
-    assert "too specific" in probe_reading(dip, 5000) and "more than chance allows" in probe_reading(dip, 5000)
-    assert "32 at stage 1" in probe_reading(dip, 359)
-    climb = probe_reading(stages(0.5, 0.7, 0.9), 359)
-    assert climb.startswith("Accuracy is highest at the last stage (blocks.3, 90.0%)")
-    assert "not known" in probe_reading(dip, None)
+    reading = probe_reading(dip, 359, LITE0)
+    assert reading.startswith("Stage 4 (blocks.3 … blocks.4) does best (97.5%)"), "named as the freeze plan names it"
+    assert "within chance of it on 359 validation images (1.7% apart, ±2.7%)" in reading
+    assert "too specific" in probe_reading(dip, 5000, LITE0) and "more than chance allows" in probe_reading(dip, 5000, LITE0)
+    assert "32 at stage 1 (conv_stem … blocks.0)" in reading
+    climb = probe_reading(stages(0.5, 0.7, 0.9), 359, LITE0)
+    assert climb.startswith("Accuracy is highest at the last stage, stage 3 (blocks.2), with 90.0%")
+    assert "not known" in probe_reading(dip, None, LITE0)
 
 
 class StopAfter(Callback):
