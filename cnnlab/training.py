@@ -36,7 +36,7 @@ from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
-                                 cache_key, check_tap, extract_features, linear_from, load_cached,
+                                 cache_key, cache_path, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
@@ -840,14 +840,37 @@ def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module
 
 # ------------------------------------------------------------------------------- strategy III and probe
 
+def _feature_keys(model: nn.Module, images: ImageSet, config: RunConfig, weights: str, bf16: bool,
+                  taps: list[str]) -> dict[str, str]:
+    """The feature cache's key for each tap: this backbone's weights, these images, the run's preprocessing,
+    pooling and precision."""
+    spec = get_spec(config.arch)
+    weights_id = f"{weights}:{model_fingerprint(model)}"
+    return {tap: cache_key(config.arch, weights_id, images.content_hash, tap, spec.preprocessing_at(config.image_size),
+                           spec.input_size[0], "bfloat16" if bf16 else "float32", config.tap_pooling) for tap in taps}
+
+
+def _taps(config: RunConfig) -> list[str]:
+    return list(get_spec(config.arch).stages) if config.strategy == "probe" else [config.tap]
+
+
+def features_cached(config: RunConfig, images: ImageSet | None = None) -> bool:
+    """Whether a Strategy III run or probe of `config` would find all its features in the cache (an earlier run
+    computed them from the same backbone, weights and images), so that it runs no forward pass. Loads the weights,
+    offline only, and `images` unless given."""
+    if config.strategy not in ("extract", "probe"):
+        return False
+    images = images if images is not None else load_dataset(config.dataset, download=False)
+    weights = resolve_weights(config)
+    keys = _feature_keys(_create_model(config.arch, weights, None), images, config, weights,
+                         resolve_device(config.device) == "cuda", _taps(config))
+    return all(cache_path(key).exists() for key in keys.values())
+
+
 def _features(model: nn.Module, spec: ArchSpec, images: ImageSet, config: RunConfig, weights: str,
               runtime: Runtime, taps: list[str], callbacks: list) -> tuple[dict[str, np.ndarray], str]:
     """Each tap's features for every image, from the cache where present; also 'hit', 'miss' or 'partial'."""
-    prep = spec.preprocessing_at(config.image_size)
-    weights_id = f"{weights}:{model_fingerprint(model)}"
-    precision = "bfloat16" if runtime.bf16 else "float32"
-    keys = {tap: cache_key(config.arch, weights_id, images.content_hash, tap, prep, spec.input_size[0], precision,
-                           config.tap_pooling) for tap in taps}
+    keys = _feature_keys(model, images, config, weights, runtime.bf16, taps)
     found = {tap: load_cached(key) for tap, key in keys.items()}
     found = {tap: f for tap, f in found.items() if f is not None and len(f) == len(images)}
     missing = [tap for tap in taps if tap not in found]
@@ -900,7 +923,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     model, weights = _backbone(config, runtime)
     _require_tap(model, spec, config.tap)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
-    features, cache = _features(model, spec, images, config, weights, runtime, [config.tap], callbacks)
+    features, cache = _features(model, spec, images, config, weights, runtime, _taps(config), callbacks)
     x = features[config.tap]
     train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
@@ -993,7 +1016,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
     model, weights = _backbone(config, runtime)
-    taps = list(spec.stages)
+    taps = _taps(config)
     features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)
     train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
@@ -1028,6 +1051,6 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 __all__ = ["STRATEGIES", "RunConfig", "make_config", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
-           "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
+           "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
            "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

@@ -16,7 +16,8 @@ from cnnlab.latency import RunEstimate, estimate_run
 from cnnlab.profiling import human
 from cnnlab.runstore import RunStore
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
-from cnnlab.training import DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, keeps_model, make_config, preflight
+from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
+                             preflight)
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
@@ -313,21 +314,46 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
         st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
 
+def estimate_message(config) -> tuple[str, bool]:
+    """The estimate for `config` in words, and whether a run was training while it was timed (it then reads long)."""
+    training = any(r.status == "running" for r in RunStore().runs())
+    with st.spinner("Timing a few steps..."):
+        estimate = (estimate_run if training else cached_estimate)(config, checked.num_classes, checked.images)
+        cached = features_cached(config)
+    if cached:
+        return (f"**A few seconds**: the features of these {checked.images:,} images are cached from an earlier run "
+                "with the same backbone, weights and input size, so this run skips the forward pass and only fits "
+                f"its classifier (without them: {estimate.describe()})."), training
+    epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
+    return (f"**{estimate.describe().capitalize()}** for {checked.images:,} images{epochs}: the network's compute "
+            "and the preparing of the images, timed on a few steps and images here. Loading the weights comes on "
+            "top; the worker trains one run at a time."), training
+
+
+def form_config():
+    """The form's RunConfig, or None while an option is invalid."""
+    try:
+        return build_config(strategy)
+    except ConfigError:
+        return None
+
+
 if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready and checked and checked.images),
                   help="Times a few training steps of this very network, at this input size and freeze, on this "
                        "machine, and scales them to the run's images and epochs."):
     try:
         config = build_config(strategy)
-    except ConfigError as error:
+        st.session_state["launch_estimate"] = (config, *estimate_message(config))
+    except jobs.user_errors() as error:
+        st.session_state.pop("launch_estimate", None)
         st.error(str(error))
+if shown := st.session_state.get("launch_estimate"):
+    estimated, message, training = shown
+    if estimated != form_config():
+        st.caption(f"Estimated before your last change of settings: {message.replace('**', '')} Press Estimate "
+                   "time again for these settings.")
     else:
-        training = any(r.status == "running" for r in RunStore().runs())
-        with st.spinner("Timing a few steps..."):
-            estimate = (estimate_run if training else cached_estimate)(config, checked.num_classes, checked.images)
         if training:
             st.warning("A run is training on this machine now, sharing its processor with these timings: the "
                        "estimate reads long. Estimate again once it has finished.", icon=":material/speed:")
-        st.info(f"**{estimate.describe().capitalize()}** for {checked.images:,} images"
-                + (f" x {config.epochs} epochs" if strategy in ("scratch", "finetune") else "")
-                + ": the network's compute and the preparing of the images, timed on a few steps and images here. "
-                  "Loading the weights comes on top; the worker trains one run at a time.", icon=":material/timer:")
+        st.info(message, icon=":material/timer:")

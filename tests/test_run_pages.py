@@ -195,6 +195,23 @@ def test_launch_estimates_a_runs_time_by_timing_its_network():
     next(b for b in at.button if b.label == "Estimate time").click().run()
     scratch = next(i.value for i in at.info if "for 1,797 images x 15 epochs" in i.value)
     assert extract.startswith("**About ") and scratch.startswith("**About ") and "cpu" in scratch
+    at.number_input(key="launch_epochs_scratch_None").set_value(3).run()
+    assert not any("15 epochs" in i.value for i in at.info), "a changed setting's estimate is not shown as current"
+    assert any(c.value.startswith("Estimated before your last change of settings: About ") for c in at.caption)
+
+
+def test_launch_estimate_knows_when_strategy_iii_finds_its_features_cached():
+    at = open_page("pages/launch.py")
+    next(b for b in at.button if b.label == "Launch").click().run()
+    run = RunStore().runs()[0]
+    assert wait_status(run.id, ("succeeded", "failed"), timeout=300) == "succeeded", RunStore().get(run.id).error
+    at = open_page("pages/launch.py")
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("**A few seconds**: the features of these 1,797 images are cached") for i in at.info)
+    at.selectbox(key="launch_tap_tf_efficientnet_lite0").set_value("blocks.2").run()
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert any(i.value.startswith("**About ") for i in at.info), "another tap's features are not cached"
 
 
 def test_launch_says_before_the_run_when_strategy_iii_keeps_no_model():

@@ -1,6 +1,6 @@
 """The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI; and the
 CUDA runtime's options (channels_last, bf16 autocast, fused AdamW, torch.compile) exercised on the CPU."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import functools
 import json
 
@@ -18,7 +18,7 @@ from cnnlab.paths import data_dir
 from cnnlab.planner import describe_freeze, run_method
 from cnnlab.registry import build_model, fit_head, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
-                             count_params, freeze_layers, keeps_model, make_config, parse_freeze, probe_reading,
+                             count_params, features_cached, freeze_layers, keeps_model, make_config, parse_freeze, probe_reading,
                              run)
 from cnnlab.weights import create_model
 
@@ -225,8 +225,11 @@ def digit_folder(root, per_class=25):
 def test_extract_caches_features_and_saves_a_whole_model(tmp_path):
     root = digit_folder(tmp_path / "digits")
     config = make_config("extract", LITE0, f"folder:{root}", image_size=64, device="cpu")
+    assert not features_cached(config)
     first = run(config, out_dir=tmp_path / "run")
     assert first.feature_cache == "miss" and first.val_acc >= 0.8
+    assert features_cached(config) and features_cached(replace(config, classifier="svm"))
+    assert not features_cached(replace(config, tap="blocks.2")) and not features_cached(replace(config, image_size=96))
     assert first.params_trainable == 1281 * 10 and first.params_frozen > 3_000_000
     again = run(config, out_dir=tmp_path / "run")
     assert again.feature_cache == "hit" and again.val_acc == first.val_acc
@@ -243,6 +246,7 @@ def test_extract_caches_features_and_saves_a_whole_model(tmp_path):
     assert checkpoint.config["classes"] == [str(d) for d in range(10)]
 
     Image.new("L", (8, 8), 128).save(next((root / "3").glob("*.png")))
+    assert not features_cached(config), "the images changed"
     changed = run(config)
     assert changed.feature_cache == "miss"
 
