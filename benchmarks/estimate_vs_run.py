@@ -23,16 +23,16 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     args = parser.parse_args()
     os.environ["CNNLAB_HOME"] = tempfile.mkdtemp(prefix="cnnlab-estimate-")  # a cold feature cache
-    from cnnlab.data import check_dataset
+    from cnnlab.data import load_dataset
     from cnnlab.latency import estimate_run
     from cnnlab.training import make_config, run
 
-    digits = check_dataset("digits")
+    digits = load_dataset("digits")
     for name in args.only:
         strategy, arch, options = CONFIGS[name]
         config = make_config(strategy, arch, "digits", device="cpu", **options)
         started = time.perf_counter()
-        estimate = estimate_run(config, digits.num_classes, digits.images)
+        estimate = estimate_run(config, digits)
         estimating = time.perf_counter() - started
         result = run(config)
         print(f"{name}: {arch} {strategy} {options or ''}: estimate {estimate.seconds:.1f} s (took {estimating:.1f} s "

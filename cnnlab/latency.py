@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from cnnlab.data import (DatasetError, TransformedSubset, load_dataset, transforms_for, validation_size,
-                         worker_count)
+from cnnlab.data import ImageSet, TransformedSubset, transforms_for, validation_size, worker_count
 from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.profiling import profile_arch
@@ -162,14 +161,14 @@ ESTIMATE_BATCH_MACS = 4e9
 of 10; LeNet-5: the run's own batch, whose per-step overhead a smaller batch would overstate)."""
 
 
-def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
+def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
     """Time training steps and evaluation passes of the network `config` builds (random weights, its head, its
     freeze plan, its input size, its batch or as much of it as `ESTIMATE_BATCH_MACS` allows), one untimed of each,
     then at least `steps` and more while they took under `budget_s` seconds (the median of more steps shrugs off a
     busy moment); time the data pipeline on a few of the run's own images (`data_preparation_ms`); and scale both
-    to the run's epochs and its `images`, split as the run splits them: Strategies I and II train every epoch and
+    to the run's epochs and its dataset `images` (loaded), split as the run splits them: Strategies I and II train every epoch and
     validate after it, III passes every image forward once. Loading weights is not counted."""
-    spec = get_spec(config.arch)
+    spec, num_classes = get_spec(config.arch), len(images.classes)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()
     macs = profile_arch(config.arch, config.image_size).macs
@@ -177,7 +176,7 @@ def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s
     x = torch.randn_like(example_input(spec, config.image_size, batch, target))
     labels = torch.arange(batch, device=target) % num_classes
     forward_ms = statistics.median(_forward_times(model, x, 1, steps, budget_s)) / batch
-    train_data_ms, eval_data_ms, workers = data_preparation_ms(config, target.type == "cuda")
+    train_data_ms, eval_data_ms, workers = data_preparation_ms(config, images, target.type == "cuda")
     with_data = lambda compute_ms, data_ms: compute_ms + data_ms if not workers else max(compute_ms, data_ms / workers)
     train_ms = 0.0
     if config.strategy in ("scratch", "finetune"):
@@ -187,30 +186,26 @@ def estimate_run(config, num_classes: int, images: int, steps: int = 3, budget_s
             F.cross_entropy(logits_of(model(x)), labels).backward()
 
         train_ms = statistics.median(_step_times(training_step, target, 1, steps, budget_s)) / batch
-        val_images = validation_size(images, num_classes, config.val_fraction)
-        seconds = config.epochs * ((images - val_images) * with_data(train_ms, train_data_ms)
+        val_images = validation_size(len(images), num_classes, config.val_fraction)
+        seconds = config.epochs * ((len(images) - val_images) * with_data(train_ms, train_data_ms)
                                    + val_images * with_data(forward_ms, eval_data_ms)) / 1000
     else:
-        seconds = images * with_data(forward_ms, eval_data_ms) / 1000
+        seconds = len(images) * with_data(forward_ms, eval_data_ms) / 1000
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
     return RunEstimate(seconds, train_ms, forward_ms, label, batch, train_data_ms, eval_data_ms)
 
 
-def data_preparation_ms(config, cuda: bool = False, count: int = 32) -> tuple[float, float, int]:
-    """Milliseconds per image that reading and preparing `count` of the run's own images takes here, with the
+def data_preparation_ms(config, images: ImageSet, cuda: bool = False, count: int = 32) -> tuple[float, float, int]:
+    """Milliseconds per image that reading and preparing `count` of the run's own `images` takes here, with the
     training transforms (augmentation) and with the evaluation ones, and the DataLoader workers the run would
-    spread that work over (none: it adds to the compute); zeros for data that needs a download first."""
-    try:
-        dataset = load_dataset(config.dataset, download=False)
-    except DatasetError:
-        return 0.0, 0.0, 0
+    spread that work over (none: it adds to the compute)."""
     spec = get_spec(config.arch)
-    picked = [int(i) for i in torch.linspace(0, len(dataset) - 1, min(count, len(dataset)))]
+    picked = [int(i) for i in torch.linspace(0, len(images) - 1, min(count, len(images)))]
     times = []
     for train in (True, False):
-        subset = TransformedSubset(dataset, picked, transforms_for(spec, train, config.image_size))
+        subset = TransformedSubset(images, picked, transforms_for(spec, train, config.image_size))
         start = time.perf_counter()
         for index in range(len(subset)):
             subset[index]
         times.append((time.perf_counter() - start) * 1000 / len(subset))
-    return times[0], times[1], config.workers if config.workers is not None else worker_count(dataset, cuda)
+    return times[0], times[1], config.workers if config.workers is not None else worker_count(images, cuda)

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, check_dataset,
-                         first_names, image_folders_root, save_uploaded_archive, server_folders,
+from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
+                         first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
                          suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
@@ -47,9 +47,10 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32, ttl=300)
-def cached_estimate(config, num_classes: int, images: int) -> RunEstimate:
-    """Kept five minutes, and only while no run trains: the machine's load changes the timing."""
-    return estimate_run(config, num_classes, images)
+def cached_estimate(config, _images: ImageSet) -> RunEstimate:
+    """Kept five minutes, and only while no run trains: the machine's load changes the timing. `_images` are the
+    images of `config.dataset`, not hashed."""
+    return estimate_run(config, _images)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -318,8 +319,9 @@ def estimate_message(config) -> tuple[str, bool]:
     """The estimate for `config` in words, and whether a run was training while it was timed (it then reads long)."""
     training = any(r.status == "running" for r in RunStore().runs())
     with st.spinner("Timing a few steps..."):
-        estimate = (estimate_run if training else cached_estimate)(config, checked.num_classes, checked.images)
-        cached = features_cached(config)
+        images = load_dataset(config.dataset, download=False)
+        estimate = (estimate_run if training else cached_estimate)(config, images)
+        cached = features_cached(config, images)
     if cached:
         return (f"**A few seconds**: the features of these {checked.images:,} images are cached from an earlier run "
                 "with the same backbone, weights and input size, so this run skips the forward pass and only fits "

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from cnnlab.data import load_dataset
 from cnnlab.latency import LatencyCache, estimate_run, measure_latency
 from cnnlab.training import make_config, resolve_device
 from cnnlab.lecture import check_claims
@@ -52,9 +53,11 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
 
     from cnnlab.data import stratified_split
 
+    digits = load_dataset("digits")
+
     def estimate(strategy, **options):
         config = make_config(strategy, "tf_efficientnet_lite0", "digits", image_size=64, batch_size=16, **options)
-        return estimate_run(config, 10, 1797, steps=3, budget_s=0)
+        return estimate_run(config, digits, steps=3, budget_s=0)
 
     scratch, finetune = estimate("scratch", epochs=3), estimate("finetune", epochs=3, freeze="body")
     extract = estimate("extract")
@@ -72,7 +75,7 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     assert extract.seconds < scratch.seconds
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
     assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
-    full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), 10, 1797, budget_s=0)
+    full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), digits, budget_s=0)
     assert full_size.batch == 10  # at 224x224, 10 images of about 0.4 GMACs each, not the run's 64
 
 
@@ -107,11 +110,10 @@ def test_step_timing_takes_more_steps_within_its_budget_and_stops_at_five_times_
     assert len(_step_times(step, torch.device("cpu"), 0, 2, budget_s=10)) == 10
 
 
-def test_data_preparation_is_timed_on_the_runs_own_images_and_skipped_for_data_not_here(isolated_data_dir):
+def test_data_preparation_is_timed_on_the_runs_own_images():
     from cnnlab.latency import data_preparation_ms
 
-    lenet = make_config("scratch", "lenet5", "digits")
-    augmented, plain, workers = data_preparation_ms(lenet)
+    digits = load_dataset("digits")
+    augmented, plain, workers = data_preparation_ms(make_config("scratch", "lenet5", "digits"), digits)
     assert augmented > 0 and plain > 0 and workers == 0  # in memory, on the CPU: prepared between the steps
-    assert data_preparation_ms(make_config("scratch", "lenet5", "digits", workers=3))[2] == 3
-    assert data_preparation_ms(make_config("scratch", "lenet5", "mnist")) == (0.0, 0.0, 0)  # not downloaded here
+    assert data_preparation_ms(make_config("scratch", "lenet5", "digits", workers=3), digits)[2] == 3
