@@ -179,7 +179,7 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
             reached = {part_of.get(row.name, "after the last stage") for row in profile.rows[:last + 1]}
             unused = set(totals) - reached
     parts = tuple(StagePlan(name, *counts, runs=name not in unused) for name, counts in totals.items() if counts[0])
-    order = [*dict.fromkeys(p for p in part_of.values() if p != "classifier"), "after the last stage", "classifier"]
+    order = [*stage_labels(arch), "after the last stage", "classifier"]
     parts = tuple(sorted(parts, key=lambda part: order.index(part.name)))
     return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params,
                       profile.params - profile.trainable_params, forward_macs, input_grad, weight_grad)
