@@ -315,6 +315,7 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
         st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
 
+
 def estimate_message(config) -> tuple[str, bool]:
     """The estimate for `config` in words, and whether a run was training while it was timed (it then reads long)."""
     training = any(r.status == "running" for r in RunStore().runs())
@@ -323,11 +324,11 @@ def estimate_message(config) -> tuple[str, bool]:
         estimate = (estimate_run if training else cached_estimate)(config, images)
         cached = features_cached(config, images)
     if cached:
-        return (f"**A few seconds**: the features of these {checked.images:,} images are cached from an earlier run "
+        return (f"**A few seconds**: the features of these {len(images):,} images are cached from an earlier run "
                 "with the same backbone, weights and input size, so this run skips the forward pass and only fits "
                 f"its classifier (without them: {estimate.describe()})."), training
     epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
-    return (f"**{estimate.describe().capitalize()}** for {checked.images:,} images{epochs}: the network's compute "
+    return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
             "and the preparing of the images, timed on a few steps and images here. Loading the weights comes on "
             "top; the worker trains one run at a time."), training
 
