@@ -22,7 +22,10 @@ TILE_PIXELS = 64
 MAX_SIDE = 1600
 PAD = 2
 PAD_COLOR = (255, 255, 255)
+DISPLAY_PX = 480
+"""About how wide a page shows a mosaic (a laptop's column): text is drawn to read at 12 px there."""
 LABEL_MIN_TILE = 28
+"""Tiles get their channel number only when they show at least this wide (at `DISPLAY_PX` for the whole grid)."""
 ROBUST_PERCENTILE = 99.5
 
 
@@ -60,6 +63,7 @@ class Mosaic:
     vmax: float
     colormap: str
     per_channel: bool
+    labelled: bool = False
 
     @property
     def rows(self) -> int:
@@ -144,10 +148,11 @@ def mosaic(values: np.ndarray, top: int | None = None, order: str = "mean", colo
         colored = colored.repeat(upsample, axis=1).repeat(upsample, axis=2)
     tile_h, tile_w = colored.shape[1:3]
     grid = tile_grid(colored, columns)
-    if labels and min(tile_h, tile_w) >= LABEL_MIN_TILE:
+    labelled = labels and min(tile_h, tile_w) * DISPLAY_PX / grid.shape[1] >= LABEL_MIN_TILE
+    if labelled:
         grid = _label_tiles(grid, chosen, columns, tile_h, tile_w)
     return Mosaic(grid, tuple(int(i) for i in chosen), columns, (tile_h, tile_w), vmin, vmax, colormap_name,
-                  per_channel)
+                  per_channel, labelled)
 
 
 def tile_grid(tiles: np.ndarray, columns: int) -> np.ndarray:
@@ -168,10 +173,16 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def text_px(image_width: int) -> int:
+    """The font size, in the image's pixels, that reads as about 12 px once an `image_width` wide picture is shown
+    `DISPLAY_PX` wide (never under 11)."""
+    return max(11, round(12 * image_width / DISPLAY_PX))
+
+
 def _label_tiles(grid: np.ndarray, channels, columns: int, tile_h: int, tile_w: int) -> np.ndarray:
     image = Image.fromarray(grid)
     draw = ImageDraw.Draw(image)
-    font = _font(10 if tile_w < 48 else 11)
+    font = _font(max(10, min(text_px(grid.shape[1]), tile_h // 3)))
     for i, channel in enumerate(channels):
         r, c = divmod(i, columns)
         x, y = PAD + c * (tile_w + PAD), PAD + r * (tile_h + PAD)
@@ -183,13 +194,13 @@ def _label_tiles(grid: np.ndarray, channels, columns: int, tile_h: int, tile_w: 
 
 
 def colorbar(vmin: float, vmax: float, colormap_name: str = "viridis", width: int = 320, height: int = 14,
-             caption: str = "") -> np.ndarray:
+             caption: str = "", font_px: int = 11) -> np.ndarray:
     """A horizontal colour scale from `vmin` to `vmax` with its end values (and `caption`) written below."""
     strip = apply_colormap(np.linspace(0.0, 1.0, width)[None, :].repeat(height, axis=0), 0.0, 1.0, colormap_name)
-    canvas = Image.new("RGB", (width, height + 16), PAD_COLOR)
+    canvas = Image.new("RGB", (width, height + round(font_px * 1.45)), PAD_COLOR)
     canvas.paste(Image.fromarray(strip), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    font = _font(11)
+    font = _font(font_px)
     right = f"{vmax:.3g}"
     draw.text((0, height + 2), f"{vmin:.3g}", fill=(0, 0, 0), font=font)
     draw.text((width - draw.textlength(right, font=font), height + 2), right, fill=(0, 0, 0), font=font)
@@ -201,8 +212,9 @@ def colorbar(vmin: float, vmax: float, colormap_name: str = "viridis", width: in
 def with_colorbar(picture: Mosaic) -> np.ndarray:
     """The mosaic with its colour scale underneath: one self-explaining image (for files and pages)."""
     caption = "per-channel min to max" if picture.per_channel else "activation"
-    width = min(picture.image.shape[1], 360)
-    bar = colorbar(picture.vmin, picture.vmax, picture.colormap, width=width, caption=caption)
+    width, font_px = picture.image.shape[1], text_px(picture.image.shape[1])
+    bar = colorbar(picture.vmin, picture.vmax, picture.colormap, width=width // 2, height=font_px,
+                   caption=caption, font_px=font_px)
     out = np.full((picture.image.shape[0] + bar.shape[0] + 6, picture.image.shape[1], 3), 255, dtype=np.uint8)
     out[:picture.image.shape[0]] = picture.image
     out[picture.image.shape[0] + 6:, :bar.shape[1]] = bar

@@ -9,7 +9,7 @@ from cnnlab.jobs import transfer_results
 from cnnlab.latency import LatencyCache
 from cnnlab.lecture import check_claims
 from cnnlab.profiling import human, profile_arch
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import arch_names, get_spec, stage_labels
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, arch_picker, metric_row, panes
 
@@ -151,7 +151,7 @@ with left:
                 f"[{spec.paper.title}]({spec.paper.url}), {spec.paper.authors}")
     st.markdown(f"Implementation: **{spec.source}** `{spec.builder}`  \n"
                 f"Input {'x'.join(map(str, spec.input_size))}: {spec.preprocessing.describe()}  \n"
-                f"Classifier: `{spec.classifier}`; stages: {', '.join(f'`{s}`' for s in spec.stages)}")
+                f"Classifier: `{spec.classifier}`; stages: {', '.join(stage_labels(arch))}")
     row = metric_row()
     row.metric("Parameters", human(profile.params))
     row.metric("MACs", human(profile.macs), help=f"FLOPs = 2 x MACs = {human(profile.flops)}")

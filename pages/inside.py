@@ -174,7 +174,8 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
             figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
                              opacity=0.08, line_width=0)
         figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
-                              text=group["stage"].iloc[0], showarrow=False, yanchor="bottom", font={"size": 10},
+                              text=group["stage_label"].iloc[0].split(" (")[0], showarrow=False, yanchor="bottom",
+                              font={"size": 10},
                               yshift=14 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
     figure.update_yaxes(title_text="Mean activation", row=1, col=1)
     figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
@@ -213,7 +214,9 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     with grid_col:
         st.image(with_colorbar(picture), width="stretch", output_format="PNG",
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
-                         f"{ORDER_LABELS[order].lower()}; each tile is labelled with its channel number.")
+                         f"{ORDER_LABELS[order].lower()}; " + ("each tile is labelled with its channel number."
+                                                               if picture.labelled else "too many to label each "
+                                                               "tile: show fewer to see their channel numbers."))
     with channel_col:
         channel_view(layer, values, picture, result.view, colormap_name)
 
@@ -258,12 +261,12 @@ def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
         values = result.activations.maps[layer.name]
         with col:
             if layer.spatial is None:
-                st.caption(f"**{layer.name}**: a vector of {layer.channels}")
+                st.caption(f"**{layer.stage_label}**: a vector of {layer.channels}")
                 continue
             picture, channel = representative(values, colormap_name)
             height, width = layer.spatial
             st.image(picture, width="stretch", output_format="PNG",
-                     caption=f"{layer.name}: channel {channel} of {layer.channels}, {height}x{width}")
+                     caption=f"{layer.stage_label}: channel {channel} of {layer.channels}, {height}x{width}")
     st.plotly_chart(depth_figure(result.statistics), width="stretch")
     st.caption("Per layer: mean activation, the share of exact zeros (high right after a ReLU), then channels and "
                "spatial size (log scales). Stages are shaded alternately; hover for the layer.")
@@ -402,7 +405,7 @@ def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage)
         for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
             stages = found.activations.stage_outputs()
             if k < len(stages):
-                stage_cell(col, stages[k], found)
+                stage_cell(col, stages[k], found, get_spec(name).title)
     for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
         spec = get_spec(name)
         layer = default_cam_layer(spec)
@@ -416,17 +419,20 @@ def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage)
                   caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
 
 
-def stage_cell(col, layer: LayerInfo, found: Look) -> None:
+def stage_cell(col, layer: LayerInfo, found: Look, title: str) -> None:
+    """One network's stage output in the side-by-side grid, named with its network: on a phone the columns stack,
+    and the networks then alternate stage by stage."""
     shape = "x".join(map(str, layer.shape))
     if layer.spatial is None:
-        col.caption(f"{layer.stage_label}, a vector of {layer.channels}")
+        col.caption(f"{title}, {layer.stage_label}: a vector of {layer.channels}")
         return
     values = found.activations.maps[layer.name]
     picture, channel = representative(values, "viridis")
     left, right = col.columns(2)
     left.image(picture, width="stretch", output_format="PNG",
-               caption=f"{layer.stage_label}, {shape}, channel {channel}")
-    right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch")
+               caption=f"{title}, {layer.stage_label}: {shape}, channel {channel}")
+    right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch",
+                caption=f"channel {channel} over the input")
 
 
 st.title("Look inside")

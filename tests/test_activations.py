@@ -189,6 +189,18 @@ def test_mosaic_orders_channels_by_mean_and_keeps_the_top(lite0, chelsea):
     assert mosaic(np.arange(10, dtype=np.float32)).channels == tuple(range(9, -1, -1)), "a vector: one tile a value"
 
 
+def test_mosaic_text_reads_at_page_size_and_tiles_too_small_to_label_go_unlabelled(lite0, chelsea):
+    from cnnlab.mosaic import DISPLAY_PX, text_px
+
+    maps = extract(lite0, batch_for(chelsea), get_spec(LITE0), layers=["blocks.1", "bn2"]).maps
+    few, many = mosaic(maps["blocks.1"]), mosaic(maps["bn2"])
+    assert few.labelled and few.tile_size[1] * DISPLAY_PX / few.image.shape[1] >= 28
+    assert not many.labelled, "1,280 tiles of a few pixels each on the page: numbers would cover them"
+    assert text_px(2 * DISPLAY_PX) == 24 and text_px(DISPLAY_PX // 2) == 11
+    bar_rows = with_colorbar(few).shape[0] - few.image.shape[0]
+    assert bar_rows >= 2 * text_px(few.image.shape[1]), "the scale's numbers grow with the picture"
+
+
 def test_overlay_network_view_and_filters(lite0, chelsea):
     spec = get_spec(LITE0)
     batch = batch_for(chelsea)

@@ -49,7 +49,8 @@ def test_sample_photo_shows_predictions_maps_filters_and_cam(page):
     shown = captions(page)
     assert "chelsea.png (451x300)" in shown
     assert any(c.startswith("32 of 32 channels of conv_stem") for c in shown)
-    assert any(c.startswith("bn2: channel") and "of 1280, 7x7" in c for c in shown), "depth overview, last stage"
+    assert any(c.startswith("stage 5 (blocks.5 … bn2): channel") and "of 1280, 7x7" in c
+               for c in shown), "depth overview, last stage, named as the freeze menu names it"
     assert any("HiResCAM for 'tiger cat'" in c and "at bn2" in c for c in shown)
     assert any("conv_stem: 32 filters of 3x3x3" in c.value and "only 9 pixels per channel" in c.value
                for c in page.caption)
@@ -182,12 +183,13 @@ def test_side_by_side_shows_each_network_stage_by_stage(page):
     assert any("LeNet-5** (random weights)" in h for h in headers)
     assert any(c.startswith("HiResCAM for") and c.endswith("at layer4 (random weights)") for c in captions(page))
     shown = captions(page)
-    assert any(c.startswith("stage 5 (layer4), 512x7x7") for c in shown)
-    assert any(c.startswith("stage 5 (blocks.5 … bn2), 1280x7x7") for c in shown)
-    assert any(c.startswith("stage 1 (c1), 6x28x28") for c in shown)
+    assert any(c.startswith("ResNet-18, stage 5 (layer4): 512x7x7") for c in shown)
+    assert any(c.startswith("EfficientNet-Lite0, stage 5 (blocks.5 … bn2): 1280x7x7") for c in shown)
+    assert any(c.startswith("LeNet-5, stage 1 (c1): 6x28x28") for c in shown), "a stacked column says its network"
+    assert any(c.endswith("over the input") for c in shown)
 
 
-@pytest.mark.parametrize("arch, stage", [("lenet5", "c1"), ("lecture_cnn", "maxpool_1")])
+@pytest.mark.parametrize("arch, stage", [("lenet5", "stage 1 (c1)"), ("lecture_cnn", "stage 1 (conv_1 … maxpool_1)")])
 def test_grayscale_and_binary_networks_with_random_weights(page, arch, stage):
     page.selectbox(key="inside_arch").set_value(arch).run()
     page.selectbox(key=f"inside_weights_{arch}").set_value("none").run()
