@@ -346,13 +346,12 @@ def _conv_table(module) -> pd.DataFrame:
     stride column only where some convolution strides."""
     strided = any(c.built.stride[0] != 1 for c in module.convs)
     return pd.DataFrame([{
-        "Convolution": c.path, "Role": c.role, "Fed by": ", ".join(c.fed_by),
-        "Kernel": "x".join(map(str, c.built.kernel)), **({"Stride": c.built.stride[0]} if strided else {}),
-        "C_in": c.built.in_channels, "C_out": c.built.out_channels,
-        "Output H x W": "x".join(map(str, c.built.output_hw)),
-        "As built": c.built.formula, "MACs": c.built.macs, "Params": c.built.params,
-        "Without reductions": c.without.formula if c.without else "removed",
-        "MACs without": c.without.macs if c.without else 0, "Params without": c.without.params if c.without else 0,
+        "Convolution": c.path, "Role": c.role, "Kernel": "x".join(map(str, c.built.kernel)),
+        "C_in": c.built.in_channels, "C_out": c.built.out_channels, "MACs": c.built.macs,
+        "MACs without": c.without.macs if c.without else 0, "As built": c.built.formula,
+        "Without reductions": c.without.formula if c.without else "removed", "Params": c.built.params,
+        "Params without": c.without.params if c.without else 0, "Output H x W": "x".join(map(str, c.built.output_hw)),
+        **({"Stride": c.built.stride[0]} if strided else {}), "Fed by": ", ".join(c.fed_by),
     } for c in module.convs])
 
 
@@ -382,8 +381,14 @@ def real_modules() -> None:
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
         "macs_without": "MACs without", "ratio": "Saved (x)", "params": "Params", "params_without": "Params without"})
     st.dataframe(summary, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="localized")
-                                for c in ("MACs", "MACs without", "Params", "Params without")})
+                 column_order=["#", "Module", "Saved (x)", "MACs", "MACs without", "Params", "Params without",
+                               "Type", "Input", "Output", "1x1 reductions", "1x1 branches", "Pool projections"],
+                 column_config={"#": st.column_config.NumberColumn(pinned=True),
+                                "Module": st.column_config.TextColumn(pinned=True),
+                                "Saved (x)": st.column_config.NumberColumn(format="%.2fx", help=(
+                                    "MACs without the reductions / MACs as built")),
+                                **{c: st.column_config.NumberColumn(format="localized")
+                                   for c in ("MACs", "MACs without", "Params", "Params without")}})
     if arch == "googlenet":
         st.caption("The lecture's slide is inception4a's third branch (480 channels at 14x14, reduced to 16, "
                    "then 48 filters). torchvision's GoogLeNet uses 3x3 where the paper has 5x5 in that branch, "
@@ -425,10 +430,10 @@ def global_average_pooling() -> None:
     with st.spinner("Reading every network's head"):
         comparisons = head_comparisons()
     table = pd.DataFrame([{
-        "Architecture": get_spec(c.arch).title, "Last feature map": "x".join(map(str, c.feature_shape)),
-        "Dense layer": c.dense_path, "Width": c.width, "Head as built": c.built_head,
-        "With GAP": c.gap_formula, "With flatten": c.flatten_formula, "Flatten / GAP": round(c.ratio, 1),
+        "Architecture": get_spec(c.arch).title, "Flatten / GAP": round(c.ratio, 1), "Head as built": c.built_head,
         "Model params": c.model_params, "Model params with the other head": c.model_params_other_head,
+        "Last feature map": "x".join(map(str, c.feature_shape)), "Dense layer": c.dense_path, "Width": c.width,
+        "With GAP": c.gap_formula, "With flatten": c.flatten_formula,
     } for c in comparisons])
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Architecture": st.column_config.TextColumn(pinned=True),
