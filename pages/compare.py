@@ -62,20 +62,22 @@ except ValueError as error:
     st.warning(str(error))
     measured = {}
 yours = transfer_results()
+your_datasets = sorted({y["dataset"] for y in yours.values()})
+YOURS = ("Yours: best val acc" + (f" on {your_datasets[0]}" if len(your_datasets) == 1 else ""))
 table = pd.DataFrame([{
-    "Architecture": r["title"], "Year": r["year"], "Top-1 %": r["top1"],
-    "Your data: best val acc": 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    "Architecture": r["title"], "Year": r["year"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
+    YOURS: 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"],
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
-    "Top-5 %": r["top5"], "Depth": r["depth"],
+    "Depth": r["depth"],
     "Size (MB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
     "Your run": (f"{yours[r['name']]['method']} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
 unmeasured = [latency_column(b) for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
-table = table.drop(columns=unmeasured + ([] if yours else ["Your data: best val acc", "Your run"]))  # no empty columns
+table = table.drop(columns=unmeasured + ([] if yours else [YOURS, "Your run"]))  # no empty columns
 st.dataframe(
     table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
     column_config={
@@ -89,9 +91,9 @@ st.dataframe(
             format="%.1f", help=f"Measured forward time of one batch of {b} image{'s' if b > 1 else ''} on this "
                                 f"machine (median){f', {b} images at once: divide by {b} for one' if b > 1 else ''}")
            for b in LATENCY_BATCHES},
-        "Your data: best val acc": st.column_config.NumberColumn(
+        YOURS: st.column_config.NumberColumn(
             format=PERCENT, help="Your transfer results, not ImageNet's: the best finished run of this architecture "
-                                 "on your data (Runs page); the next column names it"),
+                                 "on your own data (Runs page); the 'Your run' column names it and its dataset"),
     },
 )
 not_imagenet = [f"{r['title']}'s published result is a {r['error']}% error on {r['accuracy_dataset']}"

@@ -14,7 +14,7 @@ from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RunStore
-from cnnlab.training import probe_reading
+from cnnlab.training import config_in_use, probe_reading
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
 
@@ -276,4 +276,8 @@ elif result and "stages" in result:
                      "Val accuracy", format=PERCENT)})
 
 with st.expander("Configuration"):
-    st.json(run.config)
+    shown = config_in_use(run.config)
+    st.json(shown)
+    if len(shown) < len(run.config):
+        st.caption(f"Left out, as this run never read them: {', '.join(sorted(set(run.config) - set(shown)))}. "
+                   "The run's folder keeps the whole record (config.json).")

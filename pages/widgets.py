@@ -89,14 +89,14 @@ def start_at(key: str, options: list, default) -> None:
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_examples(weights: str) -> dict[str, tuple[str, bytes]]:
     """When `weights` is a run's folder, one of its validation images per class, as samples to pick:
-    {'val-0': ("Its validation image of '0' (#10)", PNG bytes)}; otherwise none."""
+    {'val-0': ("From its validation set: '0', image 10", PNG bytes)}; otherwise none."""
     if trained_arch(weights) is None:
         return {}
     try:
         examples = validation_examples(Path(weights))
     except MistakesError:
         return {}
-    return {f"val-{i}": (f"From its validation set: '{name}' (#{index})", png_bytes(image))
+    return {f"val-{i}": (f"From its validation set: '{name}', image {index}", png_bytes(image))
             for i, (name, index, image) in enumerate(examples)}
 
 

@@ -243,6 +243,8 @@ def test_probe_every_stage_from_the_launch_page_charts_accuracy_by_depth():
     assert any(c.value.startswith("Strategy III with logistic regression on each stage") and
                probe_reading(stages, 359, "tf_efficientnet_lite0") in c.value for c in page.caption)
     assert RunStore().get(run.id).result["val_size"] == 359 and not page.warning, "359 images: no warning"
+    assert any(c.value.startswith("Left out, as this run never read them: body_lr_scale, compile, epochs, freeze")
+               for c in page.caption), "a probe's configuration shows what it used"
     assert page.dataframe[0].value["val_acc"].iloc[0] == pytest.approx(100 * max(s["val_acc"] for s in stages))  # in %
 
 
@@ -284,7 +286,9 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
 
     compare = open_page("pages/compare.py")
     table = compare.dataframe[0].value.set_index("Architecture")
-    assert table.loc["LeNet-5", "Your data: best val acc"] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
+    column = "Yours: best val acc on digits"  # one dataset among your runs: named
+    assert table.loc["LeNet-5", column] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
+    assert list(table.columns[:4]) == ["Year", "Top-1 %", "Top-5 %", column], "ImageNet's accuracies, then yours"
 
     again = open_page("pages/launch.py")  # Strategy II from the model that run trained
     again.radio(key="launch_strategy").set_value("finetune").run()
@@ -450,7 +454,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     samples = at.selectbox(key="predict_image_sample")
     assert samples.value == "val-0", "a run opens on one of its own validation images, not the cat"
     assert [samples.format_func(o) for o in samples.options[:2]] == [
-        f"From its validation set: '{c}' (#{i})" for c, i, _ in validation_examples(jobs.run_dir(run_id), 2)]
+        f"From its validation set: '{c}', image {i}" for c, i, _ in validation_examples(jobs.run_dir(run_id), 2)]
     assert not at.exception and not at.warning, [w.value for w in at.warning]
     assert at.metric[0].value == "0"
     samples.set_value("digit").run()

@@ -500,3 +500,18 @@ def test_a_runs_method_names_its_classifier_and_an_input_size_not_the_networks_o
     assert run_method(make_config("finetune", LITE0, "digits", image_size=96).to_dict()) == "II: finetune, 96 px"
     assert run_method(make_config("probe", LITE0, "digits", classifier="knn", image_size=224).to_dict()) == \
         "probe of every stage + k-NN"
+
+
+def test_a_runs_config_shown_without_the_fields_its_strategy_never_reads():
+    from cnnlab.training import config_in_use
+
+    fitted = config_in_use(make_config("extract", LITE0, "digits").to_dict())
+    assert not {"freeze", "head", "epochs", "lr"} & set(fitted) and fitted["classifier"] == "logreg"
+    linear = config_in_use(make_config("extract", LITE0, "digits", classifier="linear").to_dict())
+    assert linear["epochs"] == 30 and "lr" in linear and "freeze" not in linear
+    finetune = config_in_use(make_config("finetune", LITE0, "digits").to_dict())
+    assert {"freeze", "head", "epochs", "lr"} <= set(finetune) and not {"classifier", "tap"} & set(finetune)
+    probe = config_in_use(make_config("probe", LITE0, "digits").to_dict())
+    assert not {"tap", "epochs", "lr", "freeze"} & set(probe)
+    with pytest.raises(ConfigError, match="freeze does not apply to --strategy extract"):
+        make_config("extract", LITE0, "digits", freeze="stage:2")
