@@ -219,10 +219,12 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
                colors: dict[str, str] | None = None) -> go.Figure:
     """Per-epoch curves of several runs overlaid: one line per (run, metric), in `colors` (by run label) where
     given; training metrics dotted with open markers (and in grey when there is one run), validation solid. With
-    several runs the legend names each run once (its lines toggle together), below a plot of fixed height."""
+    several runs the legend names each run once (its lines toggle together), below a plot of fixed height, and the
+    axis title says which line style is which data."""
     figure = go.Figure()
     colors = colors or stable_colors(list(histories))
     several = len(histories) > 1
+    named = next((m for m in metrics if m.startswith("val")), metrics[0])  # the run's line that carries its name
     for label, epochs in histories.items():
         for metric in metrics:
             points = [(e["epoch"], e[metric]) for e in epochs if e.get(metric) is not None]
@@ -234,15 +236,19 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
             name = CURVE_NAMES.get(metric, metric)
             figure.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers", name=wrap_label(label) if several else name,
-                legendgroup=label, showlegend=validation or not several,
+                legendgroup=label, showlegend=metric == named or not several,
                 hovertemplate=f"{label}<br>{name}, epoch %{{x}}: %{{y:.4g}}<extra></extra>" if several else None,
                 line={"color": color, "dash": "solid" if validation else "dot"},
                 marker={"symbol": "circle" if validation else "circle-open", "size": 8 if validation else 9}))
     title = "Accuracy" if any("acc" in m for m in metrics) else "Loss"
+    kinds = {m.startswith("val") for m in metrics}
+    axis_title = f"{'Validation' if True in kinds else 'Training'} {title.lower()}" if len(kinds) == 1 else title
+    epoch_title = "Epoch (validation solid, training dotted)" if several and len(kinds) > 1 else "Epoch"
     plot_px, legend_lines = 260, (sum(wrap_label(label).count("<br>") + 1 for label in histories) if several else 1)
     bottom = 70 + 16 * legend_lines  # room for the axis title, then the legend's lines stacked at worst
-    figure.update_layout(height=30 + plot_px + bottom, margin={"t": 30, "b": bottom}, xaxis_title="Epoch",
-                         yaxis_title=title, legend={"orientation": "h", "y": -62 / plot_px, "yanchor": "top", "x": 0})
+    figure.update_layout(height=30 + plot_px + bottom, margin={"t": 30, "b": bottom}, xaxis_title=epoch_title,
+                         yaxis_title=axis_title, legend={"orientation": "h", "y": -62 / plot_px, "yanchor": "top",
+                                                         "x": 0})
     if title == "Accuracy":
         figure.update_yaxes(**accuracy_axis())
     elif values := [y for trace in figure.data for y in trace.y]:

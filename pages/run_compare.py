@@ -83,8 +83,12 @@ def draw_comparison(chosen: list[str]) -> None:
         loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
         loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
         acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
-        st.caption("Dotted: training; solid: validation. Strategy III with a scikit-learn classifier has no epochs, "
-                   "so it appears in the table and the chart above only.")
+        if not all(histories.values()):
+            st.caption("Strategy III with a scikit-learn classifier has no epochs, so it appears in the table and the "
+                       "chart above only.")
+    else:
+        st.caption("No curves to overlay: Strategy III with a scikit-learn classifier fits in one go, without epochs. "
+                   "Runs of Strategy I or II, or III with a linear classifier, draw a curve per epoch.")
 
 
 st.title("Compare runs")

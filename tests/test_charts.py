@@ -100,6 +100,11 @@ def test_run_curves_take_each_runs_own_colour():
     figure = run_curves({"r1": history, "r2": history}, ("loss", "val_loss"), colors)
     assert [trace.line.color for trace in figure.data] == ["#111111", "#111111", "#222222", "#222222"]
     assert figure.layout.xaxis.dtick == 2, "15 epochs: a tick every second epoch, not fifteen crammed ticks"
+    assert [t.showlegend for t in figure.data] == [False, True, False, True], "each run named once, on its solid line"
+    assert figure.layout.xaxis.title.text == "Epoch (validation solid, training dotted)"
+    training = run_curves({"r1": history, "r2": history}, ("loss",), colors)
+    assert [t.showlegend for t in training.data] == [True, True], "training curves alone still name their runs"
+    assert training.layout.yaxis.title.text == "Training loss" and training.layout.xaxis.title.text == "Epoch"
     single = run_curves({"r1": history[:1]}, ("loss",), colors)
     low, high = single.layout.xaxis.range
     assert 0 < low < 1 < high < 2, "one epoch: no empty epoch 0 or 2 on the axis"

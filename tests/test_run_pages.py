@@ -335,6 +335,16 @@ def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
     assert next(b for b in at.button if b.label == "Cancel").disabled
 
 
+def test_compare_runs_says_why_a_strategy_iii_run_draws_no_curves():
+    store = RunStore()
+    run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, device="cpu"), store)
+    jobs.work(store, once=True)
+    at = open_page("pages/run_compare.py")
+    assert not at.exception, at.exception
+    assert at.multiselect[0].value == [run_id] and len(at.get("plotly_chart")) == 1, "accuracy against compute only"
+    assert any(c.value.startswith("No curves to overlay: Strategy III with a scikit-learn classifier") for c in at.caption)
+
+
 def test_compare_runs_overlays_finished_runs():
     store = RunStore()
     ids = [jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e, device="cpu"), store) for e in (2, 3)]
