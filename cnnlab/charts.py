@@ -199,15 +199,22 @@ def log_axis(values: list[float]) -> dict:
             "range": [math.log10(low), math.log10(high)]}
 
 
+BAR_ROW_PX = 24
+
+
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:
-    """One bar per architecture for `metric` (a key of the rows), coloured by family."""
-    figure = px.bar(rows, x="title", y=metric, color="family", log_y=log,
-                    color_discrete_map=family_colors(rows), labels={metric: label, "title": ""},
-                    hover_data={metric: ":,"})
-    figure.update_layout(height=400, margin={"t": 30}, xaxis_tickangle=-35, legend_title_text="Family",
-                         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
+    """One horizontal bar per architecture for `metric` (a key of the rows), coloured by family, in the rows'
+    order from the top: the names read level on any screen, where a column chart's slanted names collide on a
+    phone."""
+    points = [dict(r, name=short_title(r["title"])) for r in rows]
+    figure = px.bar(points, y="name", x=metric, color="family", log_x=log, orientation="h",
+                    color_discrete_map=family_colors(rows), labels={metric: label, "name": ""},
+                    hover_data={metric: ":,", "title": True, "name": False})
+    figure.update_layout(height=200 + BAR_ROW_PX * len(rows), margin={"t": 30, "l": 10, "b": 150},
+                         legend_title_text="Family", legend=LEGEND_BELOW)  # not on top: a phone's Plotly toolbar is
+    figure.update_yaxes(categoryorder="array", categoryarray=[p["name"] for p in points], autorange="reversed")
     if log:
-        figure.update_yaxes(**log_axis([r[metric] for r in rows]))
+        figure.update_xaxes(**log_axis([r[metric] for r in rows]))
     return figure
 
 
@@ -272,8 +279,7 @@ def step_loss_figure(steps: list[dict]) -> go.Figure:
     figure = go.Figure(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers",
                                   marker={"size": 5}, line={"color": TRAINING_COLOR},
                                   hovertemplate="epoch %{x:.2f}: loss %{y:.4f}<extra></extra>"))
-    figure.update_layout(height=260, margin={"t": 40, "b": 40}, title="Training loss, step by step (live)",
-                         xaxis_title="Epochs done", yaxis_title="Loss")
+    figure.update_layout(height=240, margin={"t": 30, "b": 40}, xaxis_title="Epochs done", yaxis_title="Training loss")
     return figure
 
 
@@ -281,9 +287,8 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
     """The confusion matrix as a heatmap: rows are true classes, columns predicted, counts in the cells."""
     figure = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", text=matrix,
                                   texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    figure.update_layout(height=170 + 28 * len(classes), margin={"t": 50}, xaxis_title="Predicted",
-                         yaxis_title="True", yaxis_autorange="reversed",
-                         title="Confusion matrix (validation)")  # its caption: the diagonal is right
+    figure.update_layout(height=150 + 28 * len(classes), margin={"t": 30}, xaxis_title="Predicted",
+                         yaxis_title="True", yaxis_autorange="reversed")  # its caption: the diagonal is right
     figure.update_xaxes(type="category")
     figure.update_yaxes(type="category")
     return figure
@@ -295,8 +300,8 @@ def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
                               text=[f"{100 * v:.0f}" for v in per_class_acc.values()], textposition="inside",
                               textangle=0,  # no % sign (the axis has it): '100' fits a narrow bar, '100%' did not
                               hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
-    figure.update_layout(height=330, margin={"t": 50}, xaxis_title="Class", yaxis_title="Validation accuracy",
-                         yaxis=accuracy_axis(), title="Accuracy per class",
+    figure.update_layout(height=310, margin={"t": 30}, xaxis_title="Class", yaxis_title="Validation accuracy",
+                         yaxis=accuracy_axis(),
                          uniformtext={"minsize": 9, "mode": "hide"})
     figure.update_xaxes(type="category")
     return figure

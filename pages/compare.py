@@ -38,9 +38,8 @@ def layer_table(arch: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
-        "Architecture": short_title(get_spec(c.claim.arch).title), "What": c.claim.what,
-        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Agrees": c.agrees,
-        "Counted as": c.measured_how,
+        "Claim": f"{short_title(get_spec(c.claim.arch).title)}, {c.claim.what}", "Agrees": c.agrees,
+        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
     } for c in check_claims()])
 
 
@@ -134,8 +133,7 @@ st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stret
 st.subheader("Lecture claims, checked")
 claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
-             column_config={"Architecture": st.column_config.TextColumn(width=120),
-                            "What": st.column_config.TextColumn(width=150),
+             column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
                             "Agrees": st.column_config.CheckboxColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
                             "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),

@@ -12,7 +12,7 @@ st.markdown(
 st.caption("Everything works offline: EfficientNet-Lite0's and Lite2's ImageNet weights, sample photos and "
            "scikit-learn's handwritten digits ship with the lab.")
 st.info("New here? See a pretrained network at work in **Predict** and **Look inside**, then train one of your own "
-        "in **Launch a run**: the default there, Strategy III on the digits, takes about a minute on a laptop "
+        "in **Launch a run**: the default there, Strategy III on the digits, takes under a minute on a laptop "
         "(**Estimate time** there times it on yours).",
         icon=":material/waving_hand:")
 for page in PAGES[1:]:

@@ -230,7 +230,7 @@ def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) ->
     top = np.argsort(-flat, kind="stable")[:VECTOR_TOP][::-1]
     labels = [f"{names[i]} ({i})" if names else f"unit {i}" for i in top]
     figure = go.Figure(go.Bar(x=flat[top], y=labels, orientation="h", hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
-    figure.update_layout(height=60 + 30 * len(top), margin={"t": 10, "b": 40, "l": 10, "r": 10},
+    figure.update_layout(height=84 + 30 * len(top), margin={"t": 34, "b": 40, "l": 10, "r": 10},
                          xaxis_title="Logit (before softmax)" if names else "Value", yaxis={"type": "category"})
     st.plotly_chart(figure, width="stretch", key=f"inside_vector_{layer.name}")
     pooled = " (a 1x1 map per channel)" if len(layer.shape) == 3 else ""

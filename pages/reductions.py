@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.charts import LEGEND_BELOW, count_axis, log_axis
+from cnnlab.charts import BAR_ROW_PX, LEGEND_BELOW, count_axis, log_axis, short_title
 from cnnlab.profiling import human
 from cnnlab.reductions import (
     FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
@@ -106,7 +106,8 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
     for bar, total in totals.items():
         if bar in stacked:
             figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
-    figure.update_layout(barmode="stack", title=title, height=380, margin={"t": 50}, yaxis_title=title,
+    figure.update_layout(barmode="stack", height=360, margin={"t": 40}, yaxis_title=title,  # no title: a phone's
+                         # Plotly toolbar sits where it would be
                          uniformtext={"minsize": 10, "mode": "hide"}, legend=LEGEND_BELOW)
     figure.update_yaxes(**count_axis(list(totals.values())))
     return figure
@@ -125,8 +126,8 @@ def _sweep_chart(setup: ConvSetup) -> go.Figure:
         current = compare_reduction(setup)
         figure.add_scatter(x=[setup.reduce_to], y=[current.total_macs], name=f"C_red = {setup.reduce_to}",
                            mode="markers", marker={"size": 12, "color": PART_COLORS["1x1 reduction"]})
-    figure.update_layout(title="Total MACs against the reduction's width", height=380, margin={"t": 50},
-                         xaxis_title="C_red (channels after the 1x1)", yaxis_title="MACs", legend=LEGEND_BELOW)
+    figure.update_layout(height=360, margin={"t": 40}, xaxis_title="C_red (channels after the 1x1)",
+                         yaxis_title="Total MACs", legend=LEGEND_BELOW)
     figure.update_yaxes(**count_axis([r.total_macs for r in sweep] + [sweep[0].naive.macs]))
     return figure
 
@@ -193,6 +194,7 @@ def calculator() -> None:
                    "finds no spatial pattern: where the slide says it 'can extract spatial information', read "
                    "'combines the channels at each position'.")
     if result.reduce is not None:
+        st.markdown("**Total MACs against the reduction's width**")
         st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart", width="stretch")
         st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                    "channels than the k x k convolution can use cheaply.")
@@ -409,15 +411,18 @@ def real_modules() -> None:
 
 
 def _head_chart(comparisons) -> go.Figure:
-    titles = [get_spec(c.arch).title for c in comparisons]
+    """Each network's first dense layer fed by GAP and by a flatten, as a pair of horizontal bars (names level)."""
+    titles = [short_title(get_spec(c.arch).title) for c in comparisons]
     figure = go.Figure()
-    figure.add_bar(x=titles, y=[c.gap_params for c in comparisons], name="global average pooling",
-                   hovertext=[c.gap_formula for c in comparisons])
-    figure.add_bar(x=titles, y=[c.flatten_params for c in comparisons], name="flatten",
-                   hovertext=[c.flatten_formula for c in comparisons])
-    figure.update_layout(barmode="group", height=440, margin={"t": 30}, xaxis_tickangle=-35,
-                         yaxis_title="Parameters of the first dense layer (log)", legend=LEGEND_BELOW)
-    figure.update_yaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]))
+    for name, params, formulas in (("global average pooling", [c.gap_params for c in comparisons],
+                                    [c.gap_formula for c in comparisons]),
+                                   ("flatten", [c.flatten_params for c in comparisons],
+                                    [c.flatten_formula for c in comparisons])):
+        figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
+    figure.update_layout(barmode="group", height=150 + 2 * BAR_ROW_PX * len(comparisons), margin={"t": 30, "l": 10, "b": 100},
+                         xaxis_title="Parameters of the first dense layer (log)", legend=LEGEND_BELOW)
+    figure.update_yaxes(autorange="reversed")
+    figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]))
     return figure
 
 

@@ -164,6 +164,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
         st.progress(progress.fraction, text=progress.describe())
         losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
+            st.markdown("**Training loss, step by step (live)**")
             st.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
     elif current.status == "queued":
         place, queued = live_store.queue_position(run_id)
@@ -244,7 +245,9 @@ if result and "confusion_matrix" in result:
                    "cache an earlier run with the same backbone, weights and images filled: the training time counts "
                    "little more than the classifier.")
     matrix_column, classes_column = panes("run-classes", 1, 1, min_width=360)
+    matrix_column.markdown("**Confusion matrix (validation)**")  # titles above the charts, where a phone's Plotly
     matrix_column.plotly_chart(confusion_figure(result["classes"], result["confusion_matrix"]), width="stretch")
+    classes_column.markdown("**Accuracy per class**")  # toolbar does not cover them
     classes_column.plotly_chart(per_class_bars(result["per_class_acc"]), width="stretch")
     st.caption("Confusion matrix: each row is a true class, each column what the model said; the diagonal is right. "
                "Accuracy per class in percent.")

@@ -245,9 +245,9 @@ def predictions_figure(predictions: tuple[Prediction, ...]) -> go.Figure:
     figure = go.Figure(go.Bar(
         x=[100 * p.probability for p in ordered], y=[p.shown for p in ordered], orientation="h",
         text=[f"{100 * p.probability:.1f}%" for p in ordered], textangle=0,
-        textposition=["inside" if p.probability >= 0.15 else "outside" for p in ordered],  # no shrunken labels
+        textposition=["inside" if p.probability >= 0.25 else "outside" for p in ordered],  # no shrunken labels
         hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    figure.update_layout(height=60 + 48 * len(ordered), margin={"t": 10, "b": 40, "l": 10, "r": 10},
+    figure.update_layout(height=84 + 48 * len(ordered), margin={"t": 34, "b": 40, "l": 10, "r": 10},
                          xaxis={"title": "Probability (%)", "range": [0, 100]},
                          yaxis={"type": "category"})  # digit labels ('7') must stay names, not numbers
     return figure

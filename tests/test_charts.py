@@ -146,7 +146,8 @@ def test_log_axes_label_every_tick_in_full():
     assert figure.layout.xaxis.type == "log"
     assert list(figure.layout.xaxis.ticktext) == ["0.3", "1", "3", "10"]  # published accuracies: 0.3 to 15.5 GMACs
     params = metric_bars(rows, "params", "Parameters", log=True)
-    assert list(params.layout.yaxis.ticktext) == ["100K", "1M", "10M", "100M"]
+    assert list(params.layout.xaxis.ticktext) == ["100K", "1M", "10M", "100M"]
+    assert list(params.layout.yaxis.categoryarray)[:2] == ["LeNet-5", "Lecture CNN"], "the registry's order, top down"
     assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]
 
 

@@ -268,3 +268,5 @@ def test_prediction_bars_label_a_thin_bar_beside_it_in_full_size_text():
     bars = predictions_figure((Prediction(2, "2", 0.496), Prediction(3, "3", 0.354), Prediction(0, "0", 0.048))).data[0]
     assert list(bars.y) == ["0", "3", "2"]  # the most probable on top
     assert list(bars.textposition) == ["outside", "inside", "inside"] and list(bars.text)[0] == "4.8%"
+    tiger = predictions_figure((Prediction(282, "tiger cat", 0.39), Prediction(285, "Egyptian cat", 0.17))).data[0]
+    assert list(tiger.textposition) == ["outside", "inside"], "17% of a phone's plot is too short for '17.0%'"

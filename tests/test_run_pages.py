@@ -314,7 +314,8 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     text = at.get("progress")[0].proto.text
     assert re.fullmatch(r"epoch \d+/300, (train|eval) step \d+/\d+(, loss [\d.]+( at (epoch \d+ )?step \d+)?)?; about \d+(\.\d)? (s|min|h) left",
                         text), text
-    assert any("Training loss, step by step" in c.proto.spec for c in at.get("plotly_chart")), "before any epoch ends"
+    assert any(m.value == "**Training loss, step by step (live)**" for m in at.markdown), "before any epoch ends"
+    assert any('"Epochs done"' in c.proto.spec for c in at.get("plotly_chart"))
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
     at = open_page("pages/runs.py")
