@@ -371,7 +371,7 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
             hovertemplate=(f"{row['label']}<br>%{{customdata[0]}} on %{{customdata[1]}}<br>"
                            f"validation accuracy %{{y:.1%}}<br>{label}: %{{x:,.3~g}}<br>"
                            "trainable params %{customdata[2]:,}<extra></extra>")))
-    figure.update_layout(height=440, margin={"t": 30, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
+    figure.update_layout(height=420, margin={"t": 10, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
     figure.update_xaxes(**{**(log_axis(costs) if log and costs else {}), "range": x_range})
