@@ -311,19 +311,21 @@ def _module_chart(network) -> go.Figure:
     present = {c.role for m in network.modules for c in m.convs}
     roles = [role for role in ROLE_DESCRIPTIONS if role in present]
     names = [m.path for m in network.modules]
-    x = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
+    y = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
     figure = go.Figure()
-    totals = [0] * len(x[0])
+    totals = [0] * len(y[0])
     for role in roles:
         values = []
         for module in network.modules:
             convs = module.with_role(role)
             values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
-        figure.add_bar(x=x, y=values, name=role, marker_color=ROLE_COLORS[role], hovertemplate="%{x}<br>%{y:,} MACs<extra>" + role + "</extra>")
+        figure.add_bar(y=y, x=values, name=role, orientation="h", marker_color=ROLE_COLORS[role],
+                       hovertemplate="%{y}<br>%{x:,} MACs<extra>" + role + "</extra>")
         totals = [total + value for total, value in zip(totals, values)]
-    figure.update_layout(barmode="stack", height=540, margin={"t": 30, "b": 130}, yaxis_title="Multiply-accumulates",
-                         legend_title_text="Convolution", legend=LEGEND_BELOW)  # below two rows of axis labels
-    figure.update_yaxes(**count_axis(totals))
+    figure.update_layout(barmode="stack", height=150 + BAR_ROW_PX * len(y[0]), margin={"t": 30, "b": 120, "l": 10},
+                         xaxis_title="Multiply-accumulates", legend_title_text="Convolution", legend=LEGEND_BELOW)
+    figure.update_xaxes(**count_axis(totals))
+    figure.update_yaxes(autorange="reversed")  # the first module on top; names level, readable on a phone too
     return figure
 
 
