@@ -324,7 +324,8 @@ def probe_figure(stages: list[dict], arch: str) -> go.Figure:
     figure.update_layout(height=360, margin={"t": 30}, xaxis_title="Stage the features are read from (stem to top)",
                          yaxis={"title": "Accuracy", **accuracy_axis(max(0.0, low - 0.1), headroom=0.05)},
                          legend={"orientation": "h", "y": -0.3})
-    figure.update_xaxes(type="category")
+    short = [name.split(" (")[0] for name in names]  # 'stage 1' fits under a phone's plot; hover names the modules
+    figure.update_xaxes(type="category", tickvals=names, ticktext=short)
     return figure
 
 

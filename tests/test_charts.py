@@ -168,6 +168,7 @@ def test_probe_figure_reads_stage_by_stage_from_stem_to_top():
     validation = next(t for t in figure.data if t.name == "validation accuracy")
     assert list(validation.x) == ["stage 1 (conv_stem … blocks.0)", "stage 5 (blocks.5 … bn2)"]
     assert list(validation.text) == ["68.0%", "97.0%"]
+    assert list(figure.layout.xaxis.ticktext) == ["stage 1", "stage 5"], "short ticks: the hover names the modules"
     assert list(validation.textposition) == ["top center", "bottom center"], "away from the training line"
     low, high = figure.layout.yaxis.range
     assert 0.5 < low < 0.66 and high > 1.0

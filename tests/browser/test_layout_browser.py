@@ -14,8 +14,11 @@ def boxes(browser, url: str, width: int, first: str, second: str, name: str) -> 
         top = page.locator("[data-testid='stMain']").get_by_text(first, exact=True).first
         other = page.locator("[data-testid='stMain']").get_by_text(second, exact=True).first
         other.wait_for(timeout=60_000)
+        wait_for_app(page)  # the whole script has run: a busy machine may still be drawing the panes
+        page.wait_for_function("() => [...document.images].every(img => img.complete)", timeout=60_000)
+        placed = top.bounding_box(), other.bounding_box()
         screenshot(page, name)
-        return top.bounding_box(), other.bounding_box()
+        return placed
     finally:
         context.close()
 
