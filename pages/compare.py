@@ -64,9 +64,9 @@ yours = transfer_results()
 your_datasets = sorted({y["dataset"] for y in yours.values()})
 YOURS = ("Yours: best val acc" + (f" on {your_datasets[0]}" if len(your_datasets) == 1 else ""))
 table = pd.DataFrame([{
-    "Architecture": r["title"], "Year": r["year"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
+    "Architecture": r["title"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
     YOURS: 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
-    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"],
+    "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Year": r["year"],
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
     "Depth": r["depth"],
