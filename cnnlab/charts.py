@@ -211,7 +211,7 @@ def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) ->
                     color_discrete_map=family_colors(rows), labels={metric: label, "name": ""},
                     hover_data={metric: ":,", "title": True, "name": False})
     figure.update_layout(height=200 + BAR_ROW_PX * len(rows), margin={"t": 30, "l": 10, "b": 150},
-                         legend_title_text="Family", legend=LEGEND_BELOW)  # not on top: a phone's Plotly toolbar is
+                         legend_title_text="Family", legend=LEGEND_BELOW)  # below: Plotly's toolbar covers the top
     figure.update_yaxes(categoryorder="array", categoryarray=[p["name"] for p in points], autorange="reversed")
     if log:
         figure.update_xaxes(**log_axis([r[metric] for r in rows]))

@@ -353,12 +353,13 @@ class StoreReporter:
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
         self._last_report = now
-        train = event.phase == "train"
+        loss = {"loss": event.loss}  # evaluation: its running loss; training: the last measured, and where
+        if event.phase == "train":
+            loss = {"loss": self._loss, "loss_at": self._loss_at, "loss_epoch": self._loss_where[0],
+                    "loss_step": self._loss_where[1]}
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
-            "steps": event.steps, "loss": self._loss if train else event.loss, "loss_at": self._loss_at if train
-            else None, "loss_epoch": self._loss_where[0] if train else None,
-            "loss_step": self._loss_where[1] if train else None, "lr": event.lr})
+            "steps": event.steps, **loss, "lr": event.lr})
         self._check_cancel()
 
     def on_message(self, text: str) -> None:

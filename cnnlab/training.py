@@ -1067,7 +1067,7 @@ def default_run_dir(config: RunConfig) -> Path:
     return data_dir() / "runs" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
 
 
-__all__ = ["STRATEGIES", "RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun", "Callback", "ConsoleProgress",
-           "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
+__all__ = ["STRATEGIES", "RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun",
+           "Callback", "ConsoleProgress", "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
            "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

