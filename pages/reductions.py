@@ -75,12 +75,13 @@ def _number_typed(field: str, slider_max: int) -> None:
 
 
 def _linked_input(field: str, label: str, slider_max: int, number_max: int, disabled: bool = False) -> int:
-    """A slider and a number input kept in step; the number input can go past the slider's range."""
-    slider_column, number_column = st.columns([3, 1])
-    slider_column.slider(label, 1, slider_max, key=_slider_key(field), on_change=_slider_moved, args=(field,),
-                         disabled=disabled)
-    number_column.number_input(label, 1, number_max, step=1, key=_number_key(field), on_change=_number_typed,
-                               args=(field, slider_max), disabled=disabled, label_visibility="hidden")
+    """A slider and a number input kept in step, on one line at any screen width (columns would stack them on a
+    phone); the number input can go past the slider's range."""
+    line = st.container(horizontal=True, wrap=False, vertical_alignment="bottom")
+    line.slider(label, 1, slider_max, key=_slider_key(field), on_change=_slider_moved, args=(field,),
+                disabled=disabled, width="stretch")
+    line.number_input(label, 1, number_max, step=1, key=_number_key(field), on_change=_number_typed,
+                      args=(field, slider_max), disabled=disabled, label_visibility="hidden", width=120)
     return int(st.session_state[_number_key(field)])
 
 
@@ -135,9 +136,9 @@ def _sweep_chart(setup: ConvSetup) -> go.Figure:
 def calculator() -> None:
     st.header("Calculator")
     st.caption("A k x k convolution with 'same' padding and stride 1 (its output keeps the input's H x W; an even k "
-               "pads one side one more row and column, as PyTorch's padding='same' does), alone or after a 1x1 convolution that first reduces C_in to C_red. Operations are "
-               "multiply-accumulates per image, counted as (H x W x C_out) x (k x k x C_in); parameters include "
-               "one bias per filter.")
+               "pads one side one more row and column, as PyTorch's padding='same' does), alone or after a 1x1 "
+               "convolution that first reduces C_in to C_red. Operations are multiply-accumulates per image, counted "
+               "as (H x W x C_out) x (k x k x C_in); parameters include one bias per filter.")
     if _number_key("height") not in st.session_state:
         st.session_state["calc_preset"] = next(iter(PRESETS))
         _apply_preset()
