@@ -156,6 +156,15 @@ class RunEstimate:
         return f"about {in_words(self.seconds)} on {self.device}"
 
 
+BUSY_LOAD = 0.8
+"""Above this CPU load (the last minute's load average per core), timings here read long."""
+
+
+def cpu_load() -> float:
+    """The machine's load average over the last minute, per core (1.0: every core busy)."""
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
 ESTIMATE_BATCH_MACS = 4e9
 """The most multiply-accumulates one forward of the estimate's batch may cost (EfficientNet-Lite0 at 224: a batch
 of 10; LeNet-5: the run's own batch, whose per-step overhead a smaller batch would overstate)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -239,9 +240,21 @@ def default_freeze(arch: str) -> str:
 
 
 def freeze_choices(arch: str) -> list[str]:
-    """The freeze plans a user can pick for `arch`: nothing, each stage boundary, or all but the head."""
+    """The freeze plans a user can pick for `arch`: nothing, each stage boundary, or all but the head; the last
+    stage is left out where freezing through it is freezing all but the head (EfficientNet's bn2, ResNet's layer4)."""
     spec = get_spec(arch)
-    return ["none", *(f"stage:{k}" for k in range(1, len(spec.stages) + 1)), "body"]
+    stages = len(spec.stages) - (_last_stage_is_body(arch) and spec.lecture_freeze != f"stage:{len(spec.stages)}")
+    return ["none", *(f"stage:{k}" for k in range(1, stages + 1)), "body"]
+
+
+@cache
+def _last_stage_is_body(arch: str) -> bool:
+    from cnnlab.training import freeze_layers
+
+    spec = get_spec(arch)
+    with torch.device("meta"):
+        model = build_model(arch)
+    return set(freeze_layers(model, spec, f"stage:{len(spec.stages)}")) == set(freeze_layers(model, spec, "body"))
 
 
 def head_choices(arch: str, strategy: str) -> list[str]:

@@ -432,7 +432,7 @@ def stage_cell(col, layer: LayerInfo, found: Look, title: str) -> None:
     left.image(picture, width="stretch", output_format="PNG",
                caption=f"{title}, {layer.stage_label}: {shape}, channel {channel}")
     right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch",
-                caption=f"channel {channel} over the input")
+                caption=f"{title}: channel {channel} over the input")
 
 
 st.title("Look inside")

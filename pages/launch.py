@@ -12,7 +12,7 @@ from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetE
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
-from cnnlab.latency import RunEstimate, estimate_run
+from cnnlab.latency import BUSY_LOAD, RunEstimate, cpu_load, estimate_run
 from cnnlab.profiling import human
 from cnnlab.runstore import RunStore
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
@@ -316,21 +316,30 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
         st.switch_page("pages/runs.py")
 
 
-def estimate_message(config) -> tuple[str, bool]:
-    """The estimate for `config` in words, and whether a run was training while it was timed (it then reads long)."""
-    training = any(r.status == "running" for r in RunStore().runs())
+def busy_reason() -> str | None:
+    """Why timings made now would read long: a run training here, or other work keeping the processors busy."""
+    if any(r.status == "running" for r in RunStore().runs()):
+        return "A run is training on this machine now, sharing its processor with these timings"
+    if (load := cpu_load()) > BUSY_LOAD:
+        return f"This machine is busy (its processors {min(load, 1):.0%} loaded over the last minute)"
+    return None
+
+
+def estimate_message(config) -> tuple[str, str | None]:
+    """The estimate for `config` in words, and why it reads long when the machine was busy while it was timed."""
+    busy = busy_reason()
     with st.spinner("Timing a few steps..."):
         images = load_dataset(config.dataset, download=False)
-        estimate = (estimate_run if training else cached_estimate)(config, images)
+        estimate = (estimate_run if busy else cached_estimate)(config, images)
         cached = features_cached(config, images)
     if cached:
         return (f"**A few seconds**: the features of these {len(images):,} images are cached from an earlier run "
                 "with the same backbone, weights and input size, so this run skips the forward pass and only fits "
-                f"its classifier (without them: {estimate.describe()})."), training
+                f"its classifier (without them: {estimate.describe()})."), busy
     epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
     return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
             "and the preparing of the images, timed on a few steps and images here. Loading the weights comes on "
-            "top; the worker trains one run at a time."), training
+            "top; the worker trains one run at a time."), busy
 
 
 def form_config():
@@ -351,12 +360,11 @@ if buttons.button("Estimate time", icon=":material/timer:", disabled=not (ready 
         st.session_state.pop("launch_estimate", None)
         st.error(str(error))
 if shown := st.session_state.get("launch_estimate"):
-    estimated, message, training = shown
+    estimated, message, busy = shown
     if estimated != form_config():
         st.caption(f"Estimated before your last change of settings: {message.replace('**', '')} Press Estimate "
                    "time again for these settings.")
     else:
-        if training:
-            st.warning("A run is training on this machine now, sharing its processor with these timings: the "
-                       "estimate reads long. Estimate again once it has finished.", icon=":material/speed:")
+        if busy:
+            st.warning(f"{busy}: the estimate reads long. Estimate again once it is idle.", icon=":material/speed:")
         st.info(message, icon=":material/timer:")

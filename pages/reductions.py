@@ -422,10 +422,11 @@ def _head_chart(comparisons) -> go.Figure:
                                    ("flatten", [c.flatten_params for c in comparisons],
                                     [c.flatten_formula for c in comparisons])):
         figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
-    figure.update_layout(barmode="group", height=150 + 2 * BAR_ROW_PX * len(comparisons), margin={"t": 30, "l": 10, "b": 100},
-                         xaxis_title="Parameters of the first dense layer (log)", legend=LEGEND_BELOW)
+    figure.update_layout(barmode="group", height=150 + 36 * len(comparisons), margin={"t": 60, "l": 10, "b": 70},
+                         legend=LEGEND_BELOW)
     figure.update_yaxes(autorange="reversed")
-    figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]))
+    figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]),
+                        side="top", title="Parameters of the first dense layer (log)")  # read beside the top bars
     return figure
 
 

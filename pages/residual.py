@@ -47,6 +47,7 @@ def gradient_chart(data: dict[str, GradientProfile], quantity: str) -> go.Figure
     figure.update_layout(height=400, margin={"t": 30}, xaxis_title="Block (1 = nearest the input)",
                          yaxis_title=QUANTITIES[quantity] + " (log)", legend={"orientation": "h", "y": -0.2})
     figure.update_yaxes(**log_axis(values))
+    figure.update_xaxes(range=[0.5, len(norms) + 0.5])  # blocks count from 1
     return figure
 
 

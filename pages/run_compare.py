@@ -88,7 +88,8 @@ def draw_comparison(chosen: list[str]) -> None:
                        "chart above only.")
     else:
         st.caption("No curves to overlay: Strategy III with a scikit-learn classifier fits in one go, without epochs. "
-                   "Runs of Strategy I or II, or III with a linear classifier, draw a curve per epoch.")
+                   "Runs of Strategy I or II, or III with the linear layer trained in PyTorch, draw a curve per "
+                   "epoch.")
 
 
 st.title("Compare runs")

@@ -235,3 +235,13 @@ def test_a_stage_span_leaves_out_what_inference_never_runs():
 
     assert stage_labels("inception_v3")[4] == "stage 5 (Mixed_7a … Mixed_7c)", "AuxLogits runs only in training"
     assert stage_labels("tf_efficientnet_lite0")[3] == "stage 4 (blocks.3 … blocks.4)"
+
+
+def test_the_freeze_menu_offers_no_stage_that_freezes_exactly_what_body_freezes():
+    from cnnlab.planner import freeze_choices, freeze_plan
+
+    lite0 = freeze_choices("tf_efficientnet_lite0")
+    assert "stage:5" not in lite0 and lite0[-2:] == ["stage:4", "body"], "through bn2 is the whole backbone"
+    assert "stage:5" in freeze_choices("vgg16"), "VGG's first two dense layers still train after stage 5"
+    plans = {f: freeze_plan("vgg16", "finetune", f, 10).params_trainable for f in ("stage:5", "body")}
+    assert plans["stage:5"] > plans["body"]

@@ -200,6 +200,16 @@ def test_launch_estimates_a_runs_time_by_timing_its_network():
     assert any(c.value.startswith("Estimated before your last change of settings: About ") for c in at.caption)
 
 
+def test_launch_estimate_says_it_reads_long_on_a_busy_machine(monkeypatch):
+    monkeypatch.setattr("cnnlab.latency.cpu_load", lambda: 1.4)  # other work on every core, no run of cnnlab's
+    at = open_page("pages/launch.py")
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert not at.exception, at.exception
+    assert any(w.value.startswith("This machine is busy (its processors 100% loaded over the last minute): the "
+                                  "estimate reads long") for w in at.warning)
+    assert any(i.value.startswith("**About ") for i in at.info), "still estimated"
+
+
 def test_launch_estimate_knows_when_strategy_iii_finds_its_features_cached():
     at = open_page("pages/launch.py")
     next(b for b in at.button if b.label == "Launch").click().run()
