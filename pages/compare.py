@@ -11,10 +11,9 @@ from cnnlab.lecture import check_claims
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec, stage_labels
 from pages.common import current_settings
-from pages.widgets import EMPTY, PERCENT, arch_picker, metric_row, panes
+from pages.widgets import EMPTY, PERCENT, arch_picker, metric_row, panes, whole_table_height
 
 LATENCY_BATCHES = (1, 8)
-TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
 
 st.title("Compare architectures")
 st.caption("Parameters, operations (multiply-accumulates, MACs; FLOPs = 2 x MACs) and depth are measured on "
@@ -78,7 +77,7 @@ table = pd.DataFrame([{
 unmeasured = [latency_column(b) for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
 table = table.drop(columns=unmeasured + ([] if yours else [YOURS, "Your run"]))  # no empty columns
 st.dataframe(
-    table, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
+    table, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(table)),
     column_config={
         "Architecture": st.column_config.TextColumn(pinned=True),
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
@@ -132,7 +131,7 @@ st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stret
 
 st.subheader("Lecture claims, checked")
 claims = claims_table()
-st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=TABLE_ROW_PX * (len(claims) + 1) + 3,
+st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(claims)),
              column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
                             "Agrees": st.column_config.CheckboxColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),

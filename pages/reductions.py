@@ -14,7 +14,7 @@ from cnnlab.reductions import (
     receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
-from pages.widgets import EMPTY, metric_row, panes
+from pages.widgets import EMPTY, metric_row, panes, whole_table_height
 
 CUSTOM = "Your own numbers"
 PRESETS = {
@@ -444,7 +444,7 @@ def global_average_pooling() -> None:
         "Last feature map": "x".join(map(str, c.feature_shape)), "Dense layer": c.dense_path, "Width": c.width,
         "With GAP": c.gap_formula, "With flatten": c.flatten_formula,
     } for c in comparisons])
-    st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
+    st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(table)),
                  column_config={"Architecture": st.column_config.TextColumn(pinned=True),
                                 **{c: st.column_config.NumberColumn(format="localized")
                                    for c in ("Model params", "Model params with the other head")}})

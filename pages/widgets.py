@@ -25,6 +25,14 @@ EMPTY = "—"  # what a table shows for a missing number, instead of Streamlit's
 PERCENT = "%.1f%%"  # accuracies in tables, given in percent: '95.0%' as the metrics write them, not '94.99%'
 
 
+TABLE_ROW_PX = 35  # st.dataframe's row height
+
+
+def whole_table_height(rows: int) -> int:
+    """The height at which st.dataframe shows `rows` rows and its header without an inner scroll."""
+    return TABLE_ROW_PX * (rows + 1) + 3
+
+
 def in_percent(fractions):
     """A table column of fractions (0.9499, or None where there is none yet) in percent, for PERCENT."""
     return pd.to_numeric(fractions, errors="coerce") * 100
