@@ -193,7 +193,9 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     layer = layer_choice(arch, result.activations.layers, result.view.shape[0])
     stats = result.statistics[layer.index]
     row = metric_row()
-    row.metric("Stage", layer.stage_label)
+    short, _, span = layer.stage_label.partition(" (")  # short enough for a phone's metric; the span on hover
+    row.metric("Stage", short, help=f"Modules {span.rstrip(')')}, numbered as Launch's freeze plans number the "
+                                    "stages" if span else None)
     row.metric("Output", "x".join(map(str, layer.shape)), help="channels x height x width (one image)")
     row.metric("Mean activation", f"{stats['mean']:.3g}")
     row.metric("Zeros", f"{100 * stats['zero_fraction']:.0f}%", help="Share of exact zeros (after a ReLU)")

@@ -63,7 +63,8 @@ def test_changing_the_layer_by_list_or_slider_updates_the_browser(page):
     layer_list(page).set_value(24).run()
     assert not page.exception
     assert page.slider(key=slider).value == 24 and layer_list(page).value == 24
-    assert metrics(page)["Stage"] == "stage 3 (blocks.2)"  # numbered as Launch numbers the stages
+    assert metrics(page)["Stage"] == "stage 3"  # numbered as Launch numbers the stages
+    assert next(m for m in page.metric if m.label == "Stage").help.startswith("Modules blocks.2, numbered as Launch")
     page.slider(key=slider).set_value(len(layer_list(page).options) - 1).run()
     assert not page.exception
     assert layer_list(page).value == len(layer_list(page).options) - 1
