@@ -48,8 +48,8 @@ def checked_dataset(name: str) -> tuple[DatasetCheck | None, str | None]:
 
 @st.cache_data(show_spinner=False, max_entries=32, ttl=300)
 def cached_estimate(config, _images: ImageSet) -> RunEstimate:
-    """Kept five minutes, and only while no run trains: the machine's load changes the timing. `_images` are the
-    images of `config.dataset`, not hashed."""
+    """Kept five minutes, and only when made on an idle machine (`busy_reason`): load changes the timing. `_images`
+    are the images of `config.dataset`, not hashed."""
     return estimate_run(config, _images)
 
 
