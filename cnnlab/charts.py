@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from cnnlab.profiling import human
-from cnnlab.registry import stage_labels
+from cnnlab.registry import stage_labels, stage_name
 
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
@@ -324,7 +324,7 @@ def probe_figure(stages: list[dict], arch: str) -> go.Figure:
     figure.update_layout(height=360, margin={"t": 30}, xaxis_title="Stage the features are read from (stem to top)",
                          yaxis={"title": "Accuracy", **accuracy_axis(max(0.0, low - 0.1), headroom=0.05)},
                          legend={"orientation": "h", "y": -0.3})
-    short = [name.split(" (")[0] for name in names]  # 'stage 1' fits under a phone's plot; hover names the modules
+    short = [stage_name(row["stage"]) for row in stages]  # fits under a phone's plot; hover names the modules
     figure.update_xaxes(type="category", tickvals=names, ticktext=short)
     return figure
 

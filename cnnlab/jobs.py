@@ -321,7 +321,7 @@ class StoreReporter:
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
-        self._loss, self._loss_at, self._loss_where = None, None, (None, None)
+        self._measured: dict = {"loss": None}  # the last training loss read, and where: the step rows repeat it
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
@@ -347,19 +347,16 @@ class StoreReporter:
     def on_step(self, event) -> None:
         self._steps += 1
         if event.loss is not None:  # measured on this step (every few steps: reading it waits for the GPU)
-            self._loss, self._loss_at = event.loss, event.epoch - 1 + event.step / event.steps
-            self._loss_where = (event.epoch, event.step)
+            self._measured = {"loss": event.loss, "loss_at": event.epoch - 1 + event.step / event.steps,
+                              "loss_epoch": event.epoch, "loss_step": event.step}
         now = time.monotonic()
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
         self._last_report = now
-        loss = {"loss": event.loss}  # evaluation: its running loss; training: the last measured, and where
-        if event.phase == "train":
-            loss = {"loss": self._loss, "loss_at": self._loss_at, "loss_epoch": self._loss_where[0],
-                    "loss_step": self._loss_where[1]}
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
-            "steps": event.steps, **loss, "lr": event.lr})
+            "steps": event.steps, **(self._measured if event.phase == "train" else {"loss": event.loss}),
+            "lr": event.lr})
         self._check_cancel()
 
     def on_message(self, text: str) -> None:

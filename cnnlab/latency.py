@@ -17,6 +17,7 @@ from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
+from cnnlab.runstore import RunStore
 from cnnlab.training import freeze_layers, resolve_device
 
 
@@ -163,6 +164,16 @@ BUSY_LOAD = 0.8
 def cpu_load() -> float:
     """The machine's load average over the last minute, per core (1.0: every core busy)."""
     return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
+def busy_reason(store=None) -> str | None:
+    """Why timings made now would read long: a run of `store` (the default RunStore) training on this machine, or
+    other work keeping its processors busy; None when idle."""
+    if any(run.status == "running" for run in (store or RunStore()).runs()):
+        return "A run is training on this machine now, sharing its processor with these timings"
+    if (load := cpu_load()) > BUSY_LOAD:
+        return f"This machine is busy (its processors {min(load, 1):.0%} loaded over the last minute)"
+    return None
 
 
 ESTIMATE_BATCH_MACS = 4e9

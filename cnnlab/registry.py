@@ -483,10 +483,15 @@ def assign_stages(names: list[str], stages: tuple[str, ...]) -> tuple[list[int],
     return index, spans
 
 
+def stage_name(number: int) -> str:
+    """'stage 3': a stage's short name, numbered from 1 as `stage:K` freezes and the probe counts."""
+    return f"stage {number}"
+
+
 def stage_label(number: int, module: str) -> str:
-    """'stage 3 (blocks.2)': a backbone's stage as every page and the CLI name it, numbered from 1 as `stage:K`
-    freezes and the probe counts; `module` may be a span ('conv_stem … blocks.0')."""
-    return f"stage {number} ({module})"
+    """'stage 3 (blocks.2)': a backbone's stage as every page and the CLI name it (`stage_name` with its modules);
+    `module` may be a span ('conv_stem … blocks.0')."""
+    return f"{stage_name(number)} ({module})"
 
 
 @cache

@@ -61,10 +61,10 @@ except ValueError as error:
     measured = {}
 yours = transfer_results()
 your_datasets = sorted({y["dataset"] for y in yours.values()})
-YOURS = ("Yours: best val acc" + (f" on {your_datasets[0]}" if len(your_datasets) == 1 else ""))
+yours_column = "Yours: best val acc" + (f" on {your_datasets[0]}" if len(your_datasets) == 1 else "")
 table = pd.DataFrame([{
     "Architecture": r["title"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
-    YOURS: 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
+    yours_column: 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Year": r["year"],
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
@@ -75,7 +75,7 @@ table = pd.DataFrame([{
     "Accuracy source": r["accuracy_source"] or "—",
 } for r in rows])
 unmeasured = [latency_column(b) for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
-table = table.drop(columns=unmeasured + ([] if yours else [YOURS, "Your run"]))  # no empty columns
+table = table.drop(columns=unmeasured + ([] if yours else [yours_column, "Your run"]))  # no empty columns
 st.dataframe(
     table, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(table)),
     column_config={
@@ -89,7 +89,7 @@ st.dataframe(
             format="%.1f", help=f"Measured forward time of one batch of {b} image{'s' if b > 1 else ''} on this "
                                 f"machine (median){f', {b} images at once: divide by {b} for one' if b > 1 else ''}")
            for b in LATENCY_BATCHES},
-        YOURS: st.column_config.NumberColumn(
+        yours_column: st.column_config.NumberColumn(
             format=PERCENT, help="Your transfer results, not ImageNet's: the best finished run of this architecture "
                                  "on your own data (Runs page); the 'Your run' column names it and its dataset"),
     },

@@ -14,12 +14,12 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from PIL import Image
 
-from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
+from cnnlab.activations import HEAD, Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, label_set, predict_loaded
-from cnnlab.registry import arch_names, get_spec
+from cnnlab.registry import arch_names, get_spec, stage_name
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
                            predictions_chart, random_weights_advice, show_image, weights_error, weights_picker)
@@ -174,8 +174,8 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
             figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
                              opacity=0.08, line_width=0)
         figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
-                              text=group["stage_label"].iloc[0].split(" (")[0], showarrow=False, yanchor="bottom",
-                              font={"size": 10},
+                              text=HEAD if group["stage"].iloc[0] == HEAD else stage_name(stage + 1),
+                              showarrow=False, yanchor="bottom", font={"size": 10},
                               yshift=14 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
     figure.update_yaxes(title_text="Mean activation", row=1, col=1)
     figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)

@@ -12,9 +12,8 @@ from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetE
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
-from cnnlab.latency import BUSY_LOAD, RunEstimate, cpu_load, estimate_run
+from cnnlab.latency import RunEstimate, busy_reason, estimate_run
 from cnnlab.profiling import human
-from cnnlab.runstore import RunStore
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
                              preflight)
@@ -314,15 +313,6 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
     if ids := queue_runs(["probe"], classifier=probe_classifier):
         st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
-
-
-def busy_reason() -> str | None:
-    """Why timings made now would read long: a run training here, or other work keeping the processors busy."""
-    if any(r.status == "running" for r in RunStore().runs()):
-        return "A run is training on this machine now, sharing its processor with these timings"
-    if (load := cpu_load()) > BUSY_LOAD:
-        return f"This machine is busy (its processors {min(load, 1):.0%} loaded over the last minute)"
-    return None
 
 
 def estimate_message(config) -> tuple[str, str | None]:
