@@ -16,6 +16,7 @@ from PIL import Image
 
 from cnnlab.activations import HEAD, Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
+from cnnlab.charts import log_axis
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, label_set, predict_loaded
@@ -175,15 +176,15 @@ def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
                              opacity=0.08, line_width=0)
         figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
                               text=HEAD if group["stage"].iloc[0] == HEAD else stage_name(stage + 1),
-                              showarrow=False, yanchor="bottom", font={"size": 10},
-                              yshift=14 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
+                              showarrow=False, yanchor="bottom", font={"size": 12},
+                              yshift=16 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
     figure.update_yaxes(title_text="Mean activation", row=1, col=1)
     figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
-    figure.update_yaxes(title_text="Channels", type="log", dtick=1, row=3, col=1, secondary_y=False)
+    figure.update_yaxes(title_text="Channels", **log_axis(frame["channels"].tolist()), row=3, col=1, secondary_y=False)
     figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
                         showgrid=False, row=3, col=1, secondary_y=True)
     figure.update_xaxes(title_text="Layer (in the order it runs)", row=3, col=1)
-    figure.update_layout(height=680, margin={"t": 56, "b": 40}, legend={"orientation": "h", "y": -0.1})
+    figure.update_layout(height=680, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.1})
     return figure
 
 
@@ -258,16 +259,16 @@ def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
     st.markdown("The most active channel of each stage's output, from the first layers to the last: early maps "
                 "respond to edges and colours, later ones to parts and whole objects (the lecture's Zeiler & "
                 "Fergus slide).")
-    cols = st.columns(len(stages))
-    for col, layer in zip(cols, stages):
+    row = st.container(horizontal=True)  # wraps: two tiles a row on a phone instead of one screen-wide tile each
+    for layer in stages:
         values = result.activations.maps[layer.name]
-        with col:
+        with row.container(width=STAGE_TILE):
             if layer.spatial is None:
                 st.caption(f"**{layer.stage_label}**: a vector of {layer.channels}")
                 continue
             picture, channel = representative(values, colormap_name)
             height, width = layer.spatial
-            st.image(picture, width="stretch", output_format="PNG",
+            st.image(picture, width=STAGE_TILE, output_format="PNG",
                      caption=f"{layer.stage_label}: channel {channel} of {layer.channels}, {height}x{width}")
     st.plotly_chart(depth_figure(result.statistics), width="stretch")
     st.caption("Per layer: mean activation, the share of exact zeros (high right after a ReLU), then channels and "

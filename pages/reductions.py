@@ -9,9 +9,9 @@ import streamlit as st
 from cnnlab.charts import BAR_ROW_PX, LEGEND_BELOW, count_axis, log_axis, short_title
 from cnnlab.profiling import human
 from cnnlab.reductions import (
-    FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
-    ConvSetup, FactorizationSetup, compare_reduction, factorizations, head_comparisons, network_reductions,
-    receptive_field, reduction_archs, reduction_sweep)
+    AFTER_REDUCTION, FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION,
+    ROLE_DESCRIPTIONS, ConvSetup, FactorizationSetup, compare_reduction, factorizations, head_comparisons,
+    network_reductions, receptive_field, reduction_archs, reduction_sweep)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
 from pages.widgets import EMPTY, metric_row, panes, whole_table_height
@@ -301,6 +301,7 @@ def factorized_convolutions() -> None:
                                 for c in ("k x k MACs", "3x3 stack MACs", "1xk + kx1 MACs")})
 
 
+CHART_ROLE_NAMES = {AFTER_REDUCTION: "k x k after a reduction<br>(in 'without': on the full input)"}
 MANY_MODULES = 16  # above this, one numbered pair of bars per module: names and roles would not fit
 
 
@@ -320,11 +321,13 @@ def _module_chart(network) -> go.Figure:
         for module in network.modules:
             convs = module.with_role(role)
             values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
-        figure.add_bar(y=y, x=values, name=role, orientation="h", marker_color=ROLE_COLORS[role],
-                       hovertemplate="%{y}<br>%{x:,} MACs<extra>" + role + "</extra>")
+        name = CHART_ROLE_NAMES.get(role, role)
+        figure.add_bar(y=y, x=values, name=name, orientation="h", marker_color=ROLE_COLORS[role],
+                       hovertemplate="%{y}<br>%{x:,} MACs<extra>" + name + "</extra>")
         totals = [total + value for total, value in zip(totals, values)]
     figure.update_layout(barmode="stack", height=150 + BAR_ROW_PX * len(y[0]), margin={"t": 30, "b": 120, "l": 10},
-                         xaxis_title="Multiply-accumulates", legend_title_text="Convolution", legend=LEGEND_BELOW)
+                         xaxis_title="Multiply-accumulates", legend_title_text="Convolution",
+                         legend=LEGEND_BELOW | {"traceorder": "normal"})  # legend in the bars' left-to-right order
     figure.update_xaxes(**count_axis(totals))
     figure.update_yaxes(autorange="reversed")  # the first module on top; names level, readable on a phone too
     return figure
