@@ -20,18 +20,19 @@ class Settings:
 
 
 def sidebar_settings() -> Settings:
-    """Draw the shared sidebar controls (kept across pages in session state) and return their values."""
+    """Draw the shared sidebar controls and return their values. Their state persists for the session: a button
+    that opens another page (st.switch_page) would otherwise reset them."""
     names = arch_names()
     st.session_state.setdefault("arch", DEFAULT_ARCH)
     st.session_state.setdefault("device", "auto")
     with st.sidebar:
         st.selectbox("Default architecture", names, key="arch", format_func=lambda n: get_spec(n).title,
-                     on_change=_count_sidebar_choice,
+                     on_change=_count_sidebar_choice, persist_state="session",
                      help="The network every page shows; a page can pick another for itself until this changes.")
         devices = list(available_devices())
         if st.session_state["device"] not in devices:
             st.session_state["device"] = "auto"
-        st.radio("Device", devices, key="device", horizontal=True,
+        st.radio("Device", devices, key="device", horizontal=True, persist_state="session",
                  help="Where training runs and latency measurements run; 'auto' uses a CUDA GPU when there is one "
                       "(cuda is offered where PyTorch sees one). Single-image pages (Predict, Look inside) run on "
                       "the CPU, which is fast enough for one image.")

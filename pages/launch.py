@@ -69,9 +69,10 @@ st.session_state.setdefault("launch_nonce", uuid.uuid4().hex)
 with st.expander("When to use what?", icon=":material/help:"):
     st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet.")
     size_column, similarity_column = st.columns(2)
-    large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size") == "large"
+    large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size",
+                              persist_state="session") == "large"
     similar = similarity_column.radio("Compared with ImageNet's photos it is", ["similar", "different"],
-                                      horizontal=True, key="launch_similarity") == "similar"
+                                      horizontal=True, key="launch_similarity", persist_state="session") == "similar"
     suggested_arch = st.session_state.get("launch_arch", settings.arch)
     suggestion = suggest_strategy(large, similar, suggested_arch)
     number, title, _ = STRATEGY_INFO[suggestion.strategy]
@@ -83,7 +84,7 @@ with st.expander("When to use what?", icon=":material/help:"):
         st.session_state["launch_freeze_suggested"] = suggestion.freeze
         st.rerun()
 
-strategy = st.radio("Strategy", list(STRATEGY_INFO), key="launch_strategy", horizontal=True,
+strategy = st.radio("Strategy", list(STRATEGY_INFO), key="launch_strategy", persist_state="session", horizontal=True,
                     format_func=lambda s: f"{STRATEGY_INFO[s][0]}: {STRATEGY_INFO[s][1]}")
 st.caption(STRATEGY_INFO[strategy][2])
 
@@ -103,7 +104,7 @@ with left:
             weights = None
         else:
             weights = st.selectbox("Pretrained weights", list(labels), key=f"launch_weights_{arch}",
-                                   format_func=labels.get,
+                                   persist_state="session", format_func=labels.get,
                                    help="ImageNet weights, or the model one of your finished runs trained (with a "
                                         "new head when your classes differ from its).")
             chosen = next((o for o in pretrained if o.key == weights), None)
@@ -113,6 +114,7 @@ with left:
                 weights = None
 
     kind = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="launch_dataset",
+                        persist_state="session",
                         help="The digits are scikit-learn's, shipped with it: a small offline stand-in for MNIST, so "
                              "the lecture's MNIST numbers differ. MNIST and CIFAR-10 download once, or read a local "
                              "copy from the data directory.")
@@ -123,7 +125,8 @@ with left:
             st.warning(f"No image folders yet: put one (a sub-folder per class) under `{image_folders_root()}`.")
             dataset = None
         else:
-            folder = st.selectbox("Folder", folders, format_func=lambda p: p.name, key="launch_folder")
+            folder = st.selectbox("Folder", folders, format_func=lambda p: p.name, key="launch_folder",
+                                  persist_state="session")
             dataset = f"folder:{folder}"
     elif kind == "zip":
         upload = st.file_uploader("Zip archive", type=["zip"], key="launch_zip",
@@ -156,7 +159,7 @@ with left:
         st.session_state.setdefault(f"launch_freeze_{arch}", default_freeze(arch))
         if suggested in choices:
             st.session_state[f"launch_freeze_{arch}"] = suggested
-        freeze = st.selectbox("Freeze", choices, key=f"launch_freeze_{arch}",
+        freeze = st.selectbox("Freeze", choices, key=f"launch_freeze_{arch}", persist_state="session",
                               format_func=lambda f: describe_freeze(arch, f)[0].upper() + describe_freeze(arch, f)[1:],
                               help="cnnlab train --freeze takes the same choices: none, stage:K (every layer "
                                    "through stage K), body (everything but the head), and also all-but:N (only the "
@@ -164,20 +167,22 @@ with left:
     head = default_head(arch, strategy)
     if heads := head_choices(arch, strategy):
         head = st.radio("Head", heads, index=heads.index(head), key=f"launch_head_{arch}_{strategy}",
+                        persist_state="session",
                         format_func=lambda h: describe_head(arch, h)[0].upper() + describe_head(arch, h)[1:],
                         help="cnnlab train --head own|lecture. The lecture's fine-tuning slide puts this new head on "
                              "the frozen VGG16 base in place of VGG's own 4096-wide fully connected layers.")
     if strategy == "extract":
         classifier = st.selectbox("Classifier on the features", list(CLASSIFIERS), key="launch_classifier",
-                                  format_func=CLASSIFIER_LABELS.get)
+                                  persist_state="session", format_func=CLASSIFIER_LABELS.get)
         tap_column, pooling_column = st.columns(2)
         taps = [PENULTIMATE, *spec.stages]
-        tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}",
+        tap = tap_column.selectbox("Features from", taps, key=f"launch_tap_{arch}", persist_state="session",
                                    format_func=lambda t: "the classifier's input" if t == PENULTIMATE
                                    else stage_labels(arch)[taps.index(t) - 1],
                                    help="Where the frozen backbone's features are read. Earlier stages are more "
                                         "general, later ones more specific to ImageNet (the Probe measures each).")
         pooling = pooling_column.radio("Feature maps", POOLINGS, key=f"launch_pooling_{arch}", horizontal=True,
+                                       persist_state="session",
                                        disabled=tap == PENULTIMATE, format_func=POOLING_LABELS.get,
                                        help="Average each map over its positions (one number per channel), or keep "
                                             "every position as the lecture's VGG16 recipe does (7 x 7 x 512 = "
@@ -194,7 +199,8 @@ with left:
     image_size = st.number_input(
         "Input size (pixels)", spec.min_input_size, 1024,
         suggested_input_size(kind, spec.image_size, spec.min_input_size, spec.fixed_input_size), step=16,
-        key=f"launch_size_{arch}" + ("_small" if small else ""), disabled=spec.fixed_input_size,
+        key=f"launch_size_{arch}" + ("_small" if small else ""), persist_state="session",
+        disabled=spec.fixed_input_size,
         help=f"{spec.title} was trained on ImageNet at {spec.image_size}x{spec.image_size}. Smaller inputs train much "
              f"faster on a CPU" + (f": the {SMALL_IMAGES[kind]}x{SMALL_IMAGES[kind]} images of this dataset start at "
                                    f"{SMALL_IMAGE_INPUT}, several times faster than {spec.image_size} for a point or "
@@ -202,14 +208,15 @@ with left:
     epochs_default = DEFAULT_EPOCHS["linear" if classifier == "linear" else strategy]
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",
+                             persist_state="session",
                              disabled=strategy == "extract" and classifier != "linear",
                              help="Strategy III with a scikit-learn classifier fits in one go."
                              if strategy == "extract" and classifier != "linear" else
                              "Passes over the training images; a checkpoint is written after each.")
-    batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch",
+    batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch", persist_state="session",
                                  help="Images per step; 2 or more (batch normalization needs them).")
     lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], step=DEFAULT_LR[strategy] / 2,
-                         format="%.4g", key=f"launch_lr_{strategy}",
+                         format="%.4g", key=f"launch_lr_{strategy}", persist_state="session",
                          disabled=strategy == "extract" and classifier != "linear",
                          help="Peak learning rate (AdamW, warm-up then cosine decay); +/- moves by half the "
                               "strategy's default, or type any value.")

@@ -99,10 +99,14 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     expect(shown).to_have_count(min(wrong, 24), timeout=30_000)
     screenshot(page, "runs_mistakes")
 
-    # the trained model at work: Predict opens with it and names the digits it learned
+    # the trained model at work: Predict opens with it and names the digits it learned, keeping the sidebar's choice
+    sidebar_cpu = page.locator("[data-testid='stSidebar']").get_by_role("radio", name="cpu")
+    sidebar_cpu.check(force=True)  # the input itself is hidden behind Streamlit's drawn circle
+    wait_for_app(page)
     page.get_by_role("button", name="Predict with it").click()
     page.wait_for_url(re.compile(r".*/predict$"), timeout=30_000)
     wait_for_app(page)
+    expect(sidebar_cpu).to_be_checked()
     samples = page.get_by_role("combobox", name="...or use a sample photo")
     expect(samples).to_have_value(re.compile(r"^From its validation set: '0', image \d+$"))  # a held-out digit
     expect(page.locator("[data-testid='stMetricValue']").first).to_have_text(re.compile(r"^\d$"), timeout=60_000)
