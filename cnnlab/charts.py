@@ -295,14 +295,17 @@ def confusion_figure(classes: list[str], matrix: list[list[int]]) -> go.Figure:
 
 
 def per_class_bars(per_class_acc: dict[str, float]) -> go.Figure:
-    """Validation accuracy of each class."""
+    """Validation accuracy of each class, its number in the bar, or above it where the bar is too short for it (a
+    class at 0 shows "0", not an empty slot)."""
     figure = go.Figure(go.Bar(x=list(per_class_acc), y=list(per_class_acc.values()),
-                              text=[f"{100 * v:.0f}" for v in per_class_acc.values()], textposition="inside",
+                              text=[f"{100 * v:.0f}" for v in per_class_acc.values()], textposition="auto",
                               textangle=0,  # no % sign (the axis has it): '100' fits a narrow bar, '100%' did not
                               hovertemplate="class %{x}: %{y:.1%}<extra></extra>"))
+    if zeros := [name for name, value in per_class_acc.items() if value == 0]:  # Plotly writes no text on an empty bar
+        figure.add_scatter(x=zeros, y=[0] * len(zeros), mode="text", text=["0"] * len(zeros),
+                           textposition="top center", hoverinfo="skip", showlegend=False)
     figure.update_layout(height=310, margin={"t": 30}, xaxis_title="Class", yaxis_title="Validation accuracy",
-                         yaxis=accuracy_axis(),
-                         uniformtext={"minsize": 9, "mode": "hide"})
+                         yaxis=accuracy_axis(), uniformtext={"minsize": 9, "mode": "hide"}, showlegend=False)
     figure.update_xaxes(type="category")
     return figure
 

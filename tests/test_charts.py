@@ -6,9 +6,8 @@ import math
 import pytest
 
 from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_axis, accuracy_vs_cost, accuracy_vs_operations,
-                           bubble_radius,
-                           confusion_figure, count_axis, log_axis, metric_bars, place_labels, probe_figure, run_curves,
-                           short_title, step_loss_figure, wrap_label)
+                           bubble_radius, confusion_figure, count_axis, log_axis, metric_bars, per_class_bars,
+                           place_labels, probe_figure, run_curves, short_title, step_loss_figure, wrap_label)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
 
@@ -138,6 +137,15 @@ def test_confusion_matrix_rows_are_true_classes():
     heatmap = figure.data[0]
     assert heatmap.z[0][1] == 1 and list(heatmap.y) == ["0", "1"]
     assert figure.layout.yaxis.title.text == "True" and figure.layout.xaxis.title.text == "Predicted"
+
+
+def test_per_class_bars_write_every_class_accuracy_a_class_at_zero_too():
+    figure = per_class_bars({"cat": 1.0, "dog": 0.83, "fox": 0.0})
+    bars = figure.data[0]
+    assert list(bars.text) == ["100", "83", "0"] and bars.textposition != "inside"  # a short bar's goes above it
+    written_at_zero = [t for t in figure.data[1:] if t.mode == "text"]  # Plotly writes nothing on an empty bar
+    assert [(list(t.x), list(t.text)) for t in written_at_zero] == [(["fox"], ["0"])]
+    assert per_class_bars({"cat": 1.0, "dog": 0.5}).data[1:] == ()
 
 
 def test_log_axes_label_every_tick_in_full():
