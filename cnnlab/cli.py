@@ -296,15 +296,16 @@ def _make_run_config(strategy: str, args, **options):
 
 
 def _input_size(args) -> int | None:
-    """--input-size, else the size the dashboard starts from: None (the network's own) but for the built-in
-    datasets of tiny images (see data.suggested_input_size)."""
-    from cnnlab.data import suggested_input_size
+    """--input-size, else the size the dashboard starts from: None (the network's own) but for datasets of tiny
+    images (see data.suggested_input_size)."""
+    from cnnlab.data import image_side, suggested_input_size
     from cnnlab.registry import get_spec
 
     if args.input_size is not None:
         return args.input_size
     spec = get_spec(_arch_of(args))
-    suggested = suggested_input_size(args.dataset, spec.image_size, spec.min_input_size, spec.fixed_input_size)
+    suggested = suggested_input_size(spec.image_size, spec.min_input_size, spec.fixed_input_size,
+                                     image_side(args.dataset))
     return None if suggested == spec.image_size else suggested
 
 

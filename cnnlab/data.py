@@ -431,6 +431,8 @@ def dataset_label(name: str) -> str:
 
 SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of the built-in datasets' images
 SMALL_IMAGE_INPUT = 128
+SMALL_IMAGE_SIDE = 64
+"""Images no larger than this (their shorter side, typically) are tiny: a run starts them at SMALL_IMAGE_INPUT."""
 
 
 def first_names(names, limit: int = 10) -> str:
@@ -439,10 +441,29 @@ def first_names(names, limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
-def suggested_input_size(dataset: str, native: int, smallest: int, fixed: bool = False) -> int:
+def typical_image_side(images: ImageSet, count: int = 16) -> int:
+    """The median shorter side, in pixels, of `count` of `images` spread evenly over the set."""
+    picked = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
+    return int(np.median([min(v2.functional.get_size(images[int(i)][0])) for i in picked]))
+
+
+def image_side(dataset: str) -> int | None:
+    """The typical shorter side of `dataset`'s images: known for the built-in ones, read for a folder or a zip
+    (None when it cannot be read: the run will say why)."""
+    kind = dataset.partition(":")[0]
+    if kind in SMALL_IMAGES:
+        return SMALL_IMAGES[kind]
+    try:
+        return typical_image_side(load_dataset(dataset, download=False))
+    except DatasetError:
+        return None
+
+
+def suggested_input_size(native: int, smallest: int, fixed: bool = False, side: int | None = None) -> int:
     """The input size a run should start from: the network's `native` one, but SMALL_IMAGE_INPUT (or the network's
-    `smallest`) for the built-in datasets of tiny images, which lose little there and train several times faster."""
-    if fixed or dataset.partition(":")[0] not in SMALL_IMAGES:
+    `smallest`) for tiny images (a typical `side` up to SMALL_IMAGE_SIDE), which lose little there and train several
+    times faster."""
+    if fixed or side is None or side > SMALL_IMAGE_SIDE:
         return native
     return min(native, max(SMALL_IMAGE_INPUT, smallest))
 
@@ -457,6 +478,7 @@ class DatasetCheck:
     images: int
     skipped: tuple[str, ...] = ()
     download_from: str | None = None
+    image_side: int | None = None  # typical shorter side in pixels; None before a download
 
     @property
     def num_classes(self) -> int:
@@ -464,12 +486,13 @@ class DatasetCheck:
         return len(self.classes) or 10
 
     def describe(self) -> str:
-        """'pets.zip: 45 images in 3 classes (cat, dog, fox)'."""
+        """'pets.zip: 45 images in 3 classes (cat, dog, fox), typically 32 px on their shorter side'."""
         if self.download_from:
             return (f"{dataset_label(self.name)} is not on this machine yet: the run downloads it first "
                     f"(from {self.download_from}).")
+        side = f", typically {self.image_side} px on their shorter side" if self.image_side else ""
         return (f"{dataset_label(self.name)}: {self.images:,} images in {len(self.classes)} classes "
-                f"({first_names(self.classes, 12)}).")
+                f"({first_names(self.classes, 12)}){side}.")
 
 
 def check_dataset(name: str) -> DatasetCheck:
@@ -493,4 +516,4 @@ def check_dataset(name: str) -> DatasetCheck:
         skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: "
                    f"{first_names(images.skipped, 3)})" if count else "")
         raise DatasetError(f"{dataset_label(name)}: {error}{skipped}") from None
-    return DatasetCheck(name, images.classes, len(images), images.skipped)
+    return DatasetCheck(name, images.classes, len(images), images.skipped, image_side=typical_image_side(images))

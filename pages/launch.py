@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab import jobs
-from cnnlab.data import (SMALL_IMAGE_INPUT, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
+from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
                          first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
                          suggested_input_size)
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
@@ -195,16 +195,17 @@ with left:
                     "export or look inside: features read before the classifier's input, or flattened, do not fit "
                     "the network's head. For a model, read the classifier's input.", icon=":material/info:")
 
-    small = kind in SMALL_IMAGES
+    side = checked.image_side if checked and checked.image_side else SMALL_IMAGES.get(kind)
+    suggested_size = suggested_input_size(spec.image_size, spec.min_input_size, spec.fixed_input_size, side)
+    tiny = side is not None and side <= SMALL_IMAGE_SIDE
     image_size = st.number_input(
-        "Input size (pixels)", spec.min_input_size, 1024,
-        suggested_input_size(kind, spec.image_size, spec.min_input_size, spec.fixed_input_size), step=16,
-        key=f"launch_size_{arch}" + ("_small" if small else ""), persist_state="session",
+        "Input size (pixels)", spec.min_input_size, 1024, suggested_size, step=16,
+        key=f"launch_size_{arch}" + ("_small" if tiny else ""), persist_state="session",
         disabled=spec.fixed_input_size,
         help=f"{spec.title} was trained on ImageNet at {spec.image_size}x{spec.image_size}. Smaller inputs train much "
-             f"faster on a CPU" + (f": the {SMALL_IMAGES[kind]}x{SMALL_IMAGES[kind]} images of this dataset start at "
-                                   f"{SMALL_IMAGE_INPUT}, several times faster than {spec.image_size} for a point or "
-                                   "two of accuracy." if small else "."))
+             f"faster on a CPU" + (f": images of this dataset, {side} px on their shorter side, start at "
+                                   f"{suggested_size}, several times faster than {spec.image_size} for a point or "
+                                   "two of accuracy." if suggested_size < spec.image_size else "."))
     epochs_default = DEFAULT_EPOCHS["linear" if classifier == "linear" else strategy]
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",

@@ -1,16 +1,18 @@
 """Datasets: digits, MNIST from a local root, folders, safe zip extraction, the split and the preprocessing."""
 import io
+import shutil
 import stat
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (DatasetError, ZipLimits, check_dataset, dataset_label, extract_zip, load_dataset, load_folder,
-                         save_uploaded_archive, stratified_split, transforms_for)
+from cnnlab.data import (DatasetError, ZipLimits, check_dataset, dataset_label, extract_zip, image_side, load_dataset,
+                         load_folder, save_uploaded_archive, stratified_split, suggested_input_size, transforms_for)
 from cnnlab.registry import get_spec
 
 
@@ -112,13 +114,14 @@ def test_folder_dataset_errors_are_clear(tmp_path, digits):
 def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_path, digits, isolated_data_dir):
     digits_check = check_dataset("digits")
     assert (digits_check.images, len(digits_check.classes)) == (1797, 10)
-    assert digits_check.describe() == "digits: 1,797 images in 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)."
+    assert digits_check.describe() == ("digits: 1,797 images in 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), "
+                                       "typically 8 px on their shorter side.")
     entries = {f"pets/{c}/{i}.png": png_bytes(40 * i + (100 if c == "dog" else 0)) for c in ("cat", "dog")
                for i in range(3)}
     archive = save_uploaded_archive(zip_of(entries, tmp_path / "a.zip").read_bytes(), "My pets!.zip")
     assert archive.name == "My pets.zip" and archive.is_relative_to(isolated_data_dir / "uploads")
     check = check_dataset(f"zip:{archive}")
-    assert check.describe() == "My pets.zip: 6 images in 2 classes (cat, dog)."
+    assert check.describe() == "My pets.zip: 6 images in 2 classes (cat, dog), typically 16 px on their shorter side."
     assert dataset_label(f"folder:{tmp_path / 'pets'}") == "pets/" and dataset_label("mnist:/data") == "mnist:/data"
 
     one_class = save_uploaded_archive(zip_of({f"zero/{i}.png": png_bytes(i) for i in range(3)},
@@ -163,6 +166,25 @@ def zip_of(entries: dict[str, bytes], path, symlinks=()):
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, target)
     return path
+
+
+def test_tiny_images_start_at_a_smaller_input_size_and_photos_at_the_networks_own(tmp_path):
+    lite0, lenet = get_spec("tf_efficientnet_lite0"), get_spec("lenet5")
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    for name, picture in (("cats", "chelsea.png"), ("cups", "coffee.png"), ("people", "astronaut.png")):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        shutil.copy(assets / picture, tmp_path / "photos" / name / picture)
+    (tmp_path / "photos" / "cats" / "again.png").write_bytes((assets / "chelsea.png").read_bytes())
+    for c in "ab":
+        (tmp_path / "tiny" / c).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "tiny" / c / f"{i}.png").write_bytes(png_bytes(40 * i))
+    sides = {name: image_side(name) for name in ("digits", "cifar10", f"folder:{tmp_path / 'tiny'}",
+                                                 f"folder:{tmp_path / 'photos'}", f"folder:{tmp_path / 'missing'}")}
+    assert list(sides.values()) == [8, 32, 16, 350, None]  # shorter sides 300, 300 (the cat twice), 400, 512
+    assert [suggested_input_size(lite0.image_size, lite0.min_input_size, side=s) for s in sides.values()] == [
+        128, 128, 128, 224, 224]
+    assert suggested_input_size(lenet.image_size, lenet.min_input_size, lenet.fixed_input_size, 8) == 32
 
 
 def png_bytes(value: int) -> bytes:

@@ -584,13 +584,15 @@ def test_launch_checks_an_uploaded_zip_before_anything_is_queued():
     at.file_uploader(key="launch_zip").set_value(("three.zip", zip_bytes(digit_pngs((0, 1, 2), top="digits/")),
                                                   "")).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any(c.value == "three.zip: 18 images in 3 classes (0, 1, 2)." for c in at.caption)
+    assert any(c.value == "three.zip: 18 images in 3 classes (0, 1, 2), typically 32 px on their shorter side."
+               for c in at.caption)
+    assert at.number_input(key="launch_size_tf_efficientnet_lite0_small").value == 128, "tiny images: not 224"
     table = at.dataframe[0].value
     assert table["Params"].iloc[-1] == (1280 + 1) * 3, "logistic regression sized for the three classes found"
     assert not any("Counted for a 10-class head" in c.value for c in at.caption)
     launch().click().run()
     run = RunStore().runs()[0]
-    assert jobs.run_label(run).endswith("· III: extract + logistic regression · EfficientNet-Lite0 on three.zip")
+    assert jobs.run_label(run).endswith("· III: extract + logistic regression, 128 px · EfficientNet-Lite0 on three.zip")
     assert wait_status(run.id, ("succeeded", "failed")) == "succeeded", RunStore().get(run.id).error
     page = open_run(run.id)
     assert any(w.value.startswith("Only 4 validation images: each one moves the accuracy by 25.0%")
