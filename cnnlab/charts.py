@@ -193,8 +193,15 @@ def log_axis(values: list[float]) -> dict:
     low, high = min(positive) / 1.5, max(positive) * 1.5
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     mantissas = (1, 2, 5) if len(decades) <= 3 else (1, 3) if len(decades) <= 5 else (1,)
-    decades = decades[::math.ceil(len(decades) / 10)]
-    ticks = [m * 10.0 ** e for e in decades for m in mantissas if low <= m * 10.0 ** e <= high]
+    stride = math.ceil(len(decades) / 10)
+    candidates = [m * 10.0 ** e for e in range(decades.start - stride, decades.stop + stride, stride)
+                  for m in mantissas]
+    ticks = [t for t in candidates if low <= t <= high]
+    if ticks and max(positive) > 2 * ticks[-1]:  # far above the top tick: one more tick above it to read it against
+        ticks.append(min(t for t in candidates if t > max(positive)))
+    if ticks and min(positive) < ticks[0] / 2:
+        ticks.insert(0, max(t for t in candidates if t < min(positive)))
+    low, high = min([low] + ticks), max([high] + ticks)
     return {"type": "log", "tickvals": ticks, "ticktext": [_count_label(t) for t in ticks],
             "range": [math.log10(low), math.log10(high)]}
 

@@ -13,7 +13,8 @@ from cnnlab.registry import get_spec
 @dataclass(frozen=True)
 class Claim:
     """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top1_error', 'top5_error', 'conv_layers',
-    'pool_layers', 'dense_layers', 'dropout_layers', 'first_conv_filters' or 'depth_with_pooling'."""
+    'pool_layers', 'dense_layers', 'dropout_layers', 'first_conv_filters', 'depth_with_pooling' or 'input_size'.
+    `tolerance` is relative: slides round their numbers."""
 
     arch: str
     quantity: str
@@ -26,8 +27,13 @@ class Claim:
     def what(self) -> str:
         """The quantity in words: 'top-5 error (%)', 'dropout layers'."""
         return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)",
-                "depth_with_pooling": "depth with pooling"}.get(
+                "depth_with_pooling": "depth with pooling", "input_size": "input size (pixels)"}.get(
             self.quantity, self.quantity.replace("_", " "))
+
+    @property
+    def within(self) -> str:
+        """How close a measured number must come to agree: 'exactly', 'within 10%'."""
+        return "exactly" if self.tolerance == 0 else f"within {self.tolerance:.0%}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,10 @@ CLAIMS = (
           "fully connected layers."),
     Claim("alexnet", "first_conv_filters", 96, "the next convolution layer applies 96 of 11x11 filter with stride of 4",
           "torchvision follows Krizhevsky's 2014 'one weird trick' variant with 64 filters.", tolerance=0.0),
+    Claim("alexnet", "input_size", 227, "It starts with 227x227x3 images",
+          "The paper says 224x224, but its first layer only works out for 227: (227 - 11) / 4 + 1 = 55, the 55x55 "
+          "of its figure, where 224 gives 54.25. torchvision's AlexNet takes 224 and pads its first convolution by "
+          "2 pixels: (224 + 4 - 11) / 4 + 1 = 55.25, floored to 55.", tolerance=0.0),
     Claim("alexnet", "conv_layers", 5, "It had five convolutional-pooling layer blocks", "", tolerance=0.0),
     Claim("alexnet", "pool_layers", 5, "It had five convolutional-pooling layer blocks",
           "Only the first, second and fifth convolutions are followed by max pooling; the paper: 'five "
@@ -115,6 +125,8 @@ def measure(claim: Claim) -> ClaimCheck:
     if claim.quantity == "first_conv_filters":
         first = next(row for row in profile.rows if row.type == nn.Conv2d.__name__)
         return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")
+    if claim.quantity == "input_size":
+        return ClaimCheck(claim, spec.image_size, f"input size of {spec.source}'s {spec.title}")
     if claim.quantity in ("top1_error", "top5_error"):
         accuracy = spec.accuracy.top1 if claim.quantity == "top1_error" else spec.accuracy.top5
         return ClaimCheck(claim, round(100 - accuracy, 2),

@@ -38,7 +38,7 @@ def layer_table(arch: str) -> pd.DataFrame:
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
         "Claim": f"{short_title(get_spec(c.claim.arch).title)}, {c.claim.what}", "Agrees": c.agrees,
-        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
+        "Within": c.claim.within, "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
     } for c in check_claims()])
 
 
@@ -69,7 +69,7 @@ table = pd.DataFrame([{
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
        for b in LATENCY_BATCHES},
     "Depth": r["depth"],
-    "Size (MB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
+    "Size (MiB, fp32)": r["size_mb"], "Family": r["family"], "Input": "x".join(map(str, r["input_size"])),
     "Your run": (f"{yours[r['name']]['method']} on {yours[r['name']]['dataset']} "
                  f"({yours[r['name']]['run']})" if r["name"] in yours else "—"),
     "Accuracy source": r["accuracy_source"] or "—",
@@ -84,7 +84,9 @@ st.dataframe(
         "GMACs": st.column_config.NumberColumn(format="%.3g"),
         "Top-1 %": st.column_config.NumberColumn(format="%.1f"),
         "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
-        "Size (MB, fp32)": st.column_config.NumberColumn(format="%.1f"),
+        "Size (MiB, fp32)": st.column_config.NumberColumn(
+            format="%.1f", help="Parameters and buffers at 4 bytes each, in MiB (2^20 bytes), as torchvision's "
+                                "'file size' counts them: VGG-16's 138.4M parameters are 527.8 MiB, 553 MB."),
         **{latency_column(b): st.column_config.NumberColumn(
             format="%.1f", help=f"Measured forward time of one batch of {b} image{'s' if b > 1 else ''} on this "
                                 f"machine (median){f', {b} images at once: divide by {b} for one' if b > 1 else ''}")
@@ -133,7 +135,10 @@ st.subheader("Lecture claims, checked")
 claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(claims)),
              column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
-                            "Agrees": st.column_config.CheckboxColumn(width=70),
+                            "Agrees": st.column_config.CheckboxColumn(
+                                width=70, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
+                                               "slides round their numbers (60 Million for 61.1M)"),
+                            "Within": st.column_config.TextColumn(width=90),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
                             "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),
                             "Counted as": st.column_config.TextColumn(help="Click a cell to read it whole")})

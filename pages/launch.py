@@ -335,9 +335,10 @@ def estimate_message(config) -> tuple[str, str | None]:
                 "with the same backbone, weights and input size, so this run skips the forward pass and only fits "
                 f"its classifier (without them: {estimate.describe()})."), busy
     epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
+    fit = " and fitting the classifier on the features" if config.strategy == "extract" else ""
     return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
-            "and the preparing of the images, timed on a few steps and images here. Loading the weights comes on "
-            "top; the worker trains one run at a time."), busy
+            f"and the preparing of the images, timed on a few steps and images here. Loading the weights{fit} "
+            "comes on top; the worker trains one run at a time."), busy
 
 
 def form_config():

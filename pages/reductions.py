@@ -425,11 +425,11 @@ def _head_chart(comparisons) -> go.Figure:
                                    ("flatten", [c.flatten_params for c in comparisons],
                                     [c.flatten_formula for c in comparisons])):
         figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
-    figure.update_layout(barmode="group", height=150 + 36 * len(comparisons), margin={"t": 60, "l": 10, "b": 70},
-                         legend=LEGEND_BELOW)
+    figure.update_layout(barmode="group", height=130 + 36 * len(comparisons), margin={"t": 40, "l": 10, "b": 70},
+                         legend=LEGEND_BELOW)  # titled in the page: a phone's Plotly toolbar covers a chart's top
     figure.update_yaxes(autorange="reversed")
     figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]),
-                        side="top", title="Parameters of the first dense layer (log)")  # read beside the top bars
+                        side="top")  # read beside the top bars
     return figure
 
 
@@ -451,6 +451,7 @@ def global_average_pooling() -> None:
                  column_config={"Architecture": st.column_config.TextColumn(pinned=True),
                                 **{c: st.column_config.NumberColumn(format="localized")
                                    for c in ("Model params", "Model params with the other head")}})
+    st.markdown("**Parameters of the first dense layer** (log scale)")
     st.plotly_chart(_head_chart(comparisons), key="gap_chart", width="stretch")
 
 

@@ -157,6 +157,9 @@ def test_log_axes_label_every_tick_in_full():
     assert list(params.layout.xaxis.ticktext) == ["100K", "1M", "10M", "100M"]
     assert list(params.layout.yaxis.categoryarray)[:2] == ["LeNet-5", "Lecture CNN"], "the registry's order, top down"
     assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]
+    vanishing = log_axis([3e-17, 0.05])  # a plain net's gradients against a residual one's: a tick every 2 decades
+    assert vanishing["tickvals"][0] <= 3e-17 and vanishing["tickvals"][-1] >= 0.05, "ticks bracket every point"
+    assert vanishing["range"] == [math.log10(vanishing["tickvals"][0]), math.log10(vanishing["tickvals"][-1])]
 
 
 def test_count_axes_step_roundly_from_zero_past_the_top_in_cnnlab_units():

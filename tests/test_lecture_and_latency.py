@@ -24,6 +24,10 @@ def test_lecture_claims_are_checked_against_measurements():
     alexnet_top1, alexnet_top5 = checks[("alexnet", "top1_error")], checks[("alexnet", "top5_error")]
     assert (alexnet_top1.measured, alexnet_top5.measured) == (pytest.approx(43.48), pytest.approx(20.93))
     assert not alexnet_top1.agrees and "LSVRC-2010" in alexnet_top1.claim.note  # another test set, said so
+    alexnet_input = checks[("alexnet", "input_size")]
+    assert (alexnet_input.measured, alexnet_input.agrees) == (224, False) and "(227 - 11) / 4 + 1 = 55" in \
+        alexnet_input.claim.note
+    assert (checks[("lenet5", "params")].claim.within, alexnet_input.claim.within) == ("within 10%", "exactly")
     assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
 
 
