@@ -401,15 +401,15 @@ def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage)
             results[name] = (weights, found)
     if not results:
         return  # each one's error is shown above
-    for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+    for col, (name, (weights, found)) in zip(side_row(len(results)), results.items()):
         col.markdown(network_header(name, weights, found.predictions[0]))
     depth = max(len(found.activations.stage_outputs()) for _, found in results.values())
     for k in range(depth):
-        for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+        for col, (name, (weights, found)) in zip(side_row(len(results)), results.items()):
             stages = found.activations.stage_outputs()
             if k < len(stages):
-                stage_cell(col, stages[k], found, get_spec(name).title)
-    for col, (name, (weights, found)) in zip(st.columns(len(results)), results.items()):
+                stage_cell(col, stages[k], found)
+    for col, (name, (weights, found)) in zip(side_row(len(results)), results.items()):
         spec = get_spec(name)
         layer = default_cam_layer(spec)
         try:
@@ -422,20 +422,26 @@ def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage)
                   caption=f"{METHODS[DEFAULT_CAM_METHOD]} for '{found.predictions[0].label}' at {layer}{untrained}")
 
 
-def stage_cell(col, layer: LayerInfo, found: Look, title: str) -> None:
-    """One network's stage output in the side-by-side grid, named with its network: on a phone the columns stack,
-    and the networks then alternate stage by stage."""
+def side_row(count: int, container=st) -> list:
+    """`count` equal cells side by side that stay side by side on a phone (st.columns would stack them there, and the
+    networks would then alternate down the page instead of standing next to each other)."""
+    row = container.container(horizontal=True, wrap=False, gap="small")
+    return [row.container(width="stretch") for _ in range(count)]
+
+
+def stage_cell(col, layer: LayerInfo, found: Look) -> None:
+    """One network's stage output in the side-by-side grid, under its network's header."""
     shape = "x".join(map(str, layer.shape))
     if layer.spatial is None:
-        col.caption(f"{title}, {layer.stage_label}: a vector of {layer.channels}")
+        col.caption(f"{layer.stage_label}: a vector of {layer.channels}")
         return
     values = found.activations.maps[layer.name]
     picture, channel = representative(values, "viridis")
-    left, right = col.columns(2)
+    left, right = side_row(2, col)
     left.image(picture, width="stretch", output_format="PNG",
-               caption=f"{title}, {layer.stage_label}: {shape}, channel {channel}")
+               caption=f"{layer.stage_label}: {shape}, channel {channel}")
     right.image(overlay(values[channel], found.view, "viridis", 0.85), width="stretch",
-                caption=f"{title}: channel {channel} over the input")
+                caption=f"channel {channel} over the input")
 
 
 st.title("Look inside")

@@ -184,9 +184,9 @@ def test_side_by_side_shows_each_network_stage_by_stage(page):
     assert any("LeNet-5** (random weights)" in h for h in headers)
     assert any(c.startswith("HiResCAM for") and c.endswith("at layer4 (random weights)") for c in captions(page))
     shown = captions(page)
-    assert any(c.startswith("ResNet-18, stage 5 (layer4): 512x7x7") for c in shown)
-    assert any(c.startswith("EfficientNet-Lite0, stage 5 (blocks.5 … bn2): 1280x7x7") for c in shown)
-    assert any(c.startswith("LeNet-5, stage 1 (c1): 6x28x28") for c in shown), "a stacked column says its network"
+    assert any(c.startswith("stage 5 (layer4): 512x7x7") for c in shown)
+    assert any(c.startswith("stage 5 (blocks.5 … bn2): 1280x7x7") for c in shown)
+    assert any(c.startswith("stage 1 (c1): 6x28x28") for c in shown)
     assert any(c.endswith("over the input") for c in shown)
 
 
