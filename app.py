@@ -6,12 +6,15 @@ import streamlit as st
 from pages.menu import PAGES  # first: it leaves Streamlit's legacy pages mode before anything slow loads
 
 ICON = Path(__file__).parent / "assets" / "ui" / "icon.png"  # a file, not a Material icon: those come from Google's CDN
+TOUCH_CSS = "@media (hover: none) {[data-testid=stDataFrame] {margin-top: 44px}}"
+"""On a touch screen a table's toolbar always shows, 44 px above the table: room for it, not over the text above."""
 
 st.set_page_config(page_title="cnnlab", page_icon=str(ICON), layout="wide")
 pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]
 navigation = st.navigation(pages)
 current = next(info for info, page in zip(PAGES, pages) if page is navigation)
 st.set_page_config(page_title=f"{current.title} · cnnlab")  # the browser tab names the page
+st.html(f"<style>{TOUCH_CSS}</style>")
 
 with st.spinner("Starting up: loading PyTorch (only on the first visit after the server starts)..."):
     from pages.common import sidebar_settings  # noqa: E402  (loads PyTorch: after the menu is drawn)

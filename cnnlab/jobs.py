@@ -277,7 +277,8 @@ def run_summaries(runs: list[Run]) -> list[dict]:
 
 def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     """The finished runs of `arch` that saved a whole model, newest first: {run folder: short label with accuracy}
-    ('d777f64f8469 · III: extract on digits, val 96.7%'; the architecture is the caller's).
+    ('d777f64f8469 · val 96.7% · III: extract on digits': the accuracy before the longer part a narrow menu cuts;
+    the architecture is the caller's).
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
     from cnnlab.data import dataset_label
@@ -288,9 +289,9 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
         if run.config.get("arch") != arch or not run.checkpoint or not Path(run.checkpoint).is_dir():
             continue
         accuracy = (run.result or {}).get("val_acc")
-        shown = f", val {100 * accuracy:.1f}%" if accuracy is not None else ""
-        found[str(run_dir(run.id))] = f"{run.id} · {run_method(run.config)} on " \
-                                      f"{dataset_label(run.config.get('dataset', ''))}{shown}"
+        shown = f" · val {100 * accuracy:.1f}%" if accuracy is not None else ""
+        found[str(run_dir(run.id))] = f"{run.id}{shown} · {run_method(run.config)} on " \
+                                      f"{dataset_label(run.config.get('dataset', ''))}"
     return found
 
 

@@ -32,8 +32,8 @@ class Claim:
 
     @property
     def within(self) -> str:
-        """How close a measured number must come to agree: 'exactly', 'within 10%'."""
-        return "exactly" if self.tolerance == 0 else f"within {self.tolerance:.0%}"
+        """How close a measured number must come to agree: 'exact', '10%'."""
+        return "exact" if self.tolerance == 0 else f"{self.tolerance:.0%}"
 
 
 @dataclass(frozen=True)

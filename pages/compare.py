@@ -138,7 +138,7 @@ st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height
                             "Agrees": st.column_config.CheckboxColumn(
                                 width=70, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
                                                "slides round their numbers (60 Million for 61.1M)"),
-                            "Within": st.column_config.TextColumn(width=90),
+                            "Within": st.column_config.TextColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
                             "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),
                             "Counted as": st.column_config.TextColumn(help="Click a cell to read it whole")})

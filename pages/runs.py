@@ -108,7 +108,7 @@ def draw_table() -> None:
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "method", "arch", "dataset", "duration_s", "created"],
                  column_config={"id": text("Run", pinned=True, width=105), "status": text("Status", width=85),
-                                "method": text("Strategy", width=200, help="Click a cell to read it whole"),
+                                "method": text("Strategy", width=265, help="Click a cell to read it whole"),
                                 "arch": text("Architecture", width=120), "dataset": text("Dataset", width=80),
                                 "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm",
                                                                            width=110),

@@ -27,7 +27,7 @@ def test_lecture_claims_are_checked_against_measurements():
     alexnet_input = checks[("alexnet", "input_size")]
     assert (alexnet_input.measured, alexnet_input.agrees) == (224, False) and "(227 - 11) / 4 + 1 = 55" in \
         alexnet_input.claim.note
-    assert (checks[("lenet5", "params")].claim.within, alexnet_input.claim.within) == ("within 10%", "exactly")
+    assert (checks[("lenet5", "params")].claim.within, alexnet_input.claim.within) == ("10%", "exact")
     assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
 
 

@@ -160,7 +160,7 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
                                  ("empty.png", b"", "is empty")]:
         at.file_uploader(key="predict_image_upload").set_value((name, data, "image/png")).run()
         assert not at.exception and len(at.error) == 1 and expected in at.error[0].value, name
-        assert not at.metric
+        assert not at.metric and [i.value.startswith("No prediction: the uploaded file") for i in at.info] == [True]
 
 
 def test_page_starts_offline_architectures_at_random_init_with_one_info_line():

@@ -1,6 +1,8 @@
-"""Side-by-side panes stack in a narrow window: a laptop's half screen gets the form, then the plan below it,
-each at full width, instead of two squeezed columns."""
+"""Layout at the sizes people use: side-by-side panes stack in a narrow window (a laptop's half screen gets the
+form, then the plan below it, each at full width, instead of two squeezed columns); on a phone, a table's toolbar
+has room of its own."""
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot, wait_for_app
 
@@ -32,3 +34,23 @@ def test_panes_sit_side_by_side_when_wide_and_stack_when_narrow(browser, dashboa
     assert plan["x"] > form["x"] + form["width"], "wide: the second pane is to the right of the first"
     form, plan = boxes(browser, f"{dashboard_url}/{path}", 900, first, second, f"layout_{path}_narrow")
     assert plan["y"] > form["y"] + 100 and abs(plan["x"] - form["x"]) < 5, "narrow: below it, same left edge"
+
+
+def test_a_tables_toolbar_on_a_phone_does_not_cover_the_heading_above_it(browser, dashboard_url):
+    """A touch screen shows a table's toolbar all the time, just above the table: the table leaves it room."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{dashboard_url}/compare")
+        wait_for_app(page)
+        heading = page.get_by_role("heading", name="Lecture claims, checked")
+        heading.wait_for(timeout=60_000)
+        table = page.locator("[data-testid='stDataFrame']").filter(has_text="Agrees").first
+        table.scroll_into_view_if_needed()
+        toolbar = table.locator("[data-testid='stElementToolbar']")
+        expect(toolbar).to_be_visible()
+        above, tools = heading.bounding_box(), toolbar.bounding_box()
+        assert tools["y"] >= above["y"] + above["height"] - 1, (above, tools)
+        screenshot(page, "layout_phone_table_toolbar")
+    finally:
+        context.close()
