@@ -485,7 +485,8 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert any("on digits (10 classes)" in i.value for i in at.info)
     at.selectbox(key="predict_weights_lenet5").set_value("none").run()
     assert not at.metric, "no headline for random weights' guess"
-    assert f"Pick your run under Weights (the newest: {run_id} · I: scratch on digits" in at.warning[0].value
+    assert re.search(rf"Pick your run under Weights \(the newest: {run_id} · val [\d.]+% · I: scratch on digits\)",
+                     at.warning[0].value)
 
     at.switch_page("pages/inside.py")
     at.session_state["inside_weights_lenet5"] = str(jobs.run_dir(run_id))
