@@ -22,8 +22,9 @@ TILE_PIXELS = 64
 MAX_SIDE = 1600
 PAD = 2
 PAD_COLOR = (255, 255, 255)
-DISPLAY_PX = 480
-"""About how wide a page shows a mosaic (a laptop's column): text is drawn to read at 12 px there."""
+DISPLAY_PX = 400
+"""About how wide a page shows a mosaic, between a phone's column (360) and a laptop's (480): text drawn to read at
+12 px there reads at 11 on a phone and 14 on a laptop."""
 LABEL_MIN_TILE = 28
 """Tiles get their channel number only when they show at least this wide (at `DISPLAY_PX` for the whole grid)."""
 ROBUST_PERCENTILE = 99.5

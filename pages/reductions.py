@@ -254,8 +254,9 @@ def _factorization_block(result, title: str) -> None:
                help=f"{result.params_ratio:.2f}x fewer. One {result.single.label}: "
                     f"{result.single.params_formula}; the chain: {result.params_formula}")
     st.latex(_c_squared_latex(result))
-    st.caption(f"Weights per output position with C_in = C_out = C (no bias): the chain needs "
-               f"{result.c_squared_coefficients[1]}/{result.c_squared_coefficients[0]} of the single convolution.")
+    st.caption(f"All weights with C_in = C_out = C and no bias (also the multiply-accumulates per output pixel): "
+               f"the chain has {result.c_squared_coefficients[1]}/{result.c_squared_coefficients[0]} of the single "
+               "convolution's.")
 
 
 def _kernel_sweep_table(setup: FactorizationSetup, bias: bool) -> pd.DataFrame:
