@@ -73,7 +73,7 @@ def test_upload_a_photo_and_browse_its_layers(page, dashboard_url, tmp_path):
     page.wait_for_function(IMAGES_LOADED, arg="HiResCAM for 'tiger cat'", timeout=60_000)
     screenshot(page, "inside_cam")
     page.get_by_role("tab", name="Side by side").click()
-    page.wait_for_function(IMAGES_LOADED, arg="EfficientNet-Lite2, stage 5 (blocks.5 … bn2): 1280x9x9", timeout=120_000)  # Lite2 beside Lite0
+    page.wait_for_function(IMAGES_LOADED, arg="stage 5 (blocks.5 … bn2): 1280x9x9", timeout=120_000)  # Lite2 (9x9) beside Lite0
     screenshot(page, "inside_side_by_side")
 
     # ResNet-18: offline its ImageNet weights cannot download, so the page starts at random init and says how
