@@ -30,6 +30,8 @@ def test_every_page_renders_without_exception(path):
 def test_home_links_every_page():
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
+    drawn = [e for e in at.main if type(e).__name__ != "SpecialBlock"]  # the entry file's style and spinner blocks
+    assert type(drawn[0]).__name__ == "Title", "app.py writes nothing above a page (a bare string would: magic)"
     markdown = " ".join(str(m.value) for m in at.markdown)
     assert "transfer learning" in markdown
     assert len(at.get("page_link")) == len(PAGES) - 1
