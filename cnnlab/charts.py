@@ -35,6 +35,11 @@ def short_title(title: str) -> str:
     return re.sub(r"\s*\(.*\)$", "", title)
 
 
+def bubble_label(title: str) -> str:
+    """A bubble's label: the short title, EfficientNet written 'EffNet' ('EffNet-Lite0')."""
+    return short_title(title).replace("EfficientNet", "EffNet")
+
+
 def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
     """`text` broken at its separators into lines of about `width` characters at most, joined with Plotly's <br>:
     a long run label in a legend stays whole in a narrow chart instead of being cut off."""
@@ -51,8 +56,9 @@ def wrap_label(text: str, width: int = 44, separator: str = " · ") -> str:
 
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}
 """A legend under the whole chart, in rows, so that a narrow screen keeps the full width for the plot."""
-PHONE_PLOT_PX = 330  # the plot's width in a narrow column (a 900 px window with the sidebar open): labels placed
-# for it stay apart on wider screens too
+PHONE_PLOT_PX = 310  # the bubble chart's plot width on a 390 px phone (its margins take 48 px): labels placed for it
+# stay apart on wider screens too
+BUBBLE_LABEL_PX = 11
 BUBBLE_PX = 40  # px.scatter's size_max: Plotly draws the largest bubble about BUBBLE_PX x sqrt(2) across
 
 
@@ -64,8 +70,9 @@ def bubble_radius(params: int, largest: int) -> float:
 
 def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     """The lecture's 'Comparison' slide: ImageNet top-1 against GMACs, bubble area proportional to parameters.
-    Each bubble is labelled with its architecture's short title on the side where the label covers least."""
-    points = [dict(r, label=short_title(r["title"])) for r in rows if r.get("top1") is not None]
+    Each bubble is labelled with its architecture's short title ('EffNet' for EfficientNet, to fit a phone) on the
+    side where the label covers least; the hover names it in full."""
+    points = [dict(r, label=bubble_label(r["title"])) for r in rows if r.get("top1") is not None]
     figure = px.scatter(
         points, x="gmacs", y="top1", size="params", color="family", text="label", log_x=True, size_max=BUBBLE_PX,
         color_discrete_map=family_colors(rows),
@@ -74,17 +81,18 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
         labels={"gmacs": "Operations per image (GMACs, log scale)", "top1": "ImageNet top-1 accuracy (%)",
                 "params": "Parameters", "title": "Architecture"},
     )
-    figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False)
-    x_range = [math.log10(min(r["gmacs"] for r in points) / 1.8), math.log10(max(r["gmacs"] for r in points) * 1.6)]
+    figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False,
+                         textfont_size=BUBBLE_LABEL_PX)
+    x_range = [math.log10(min(r["gmacs"] for r in points) / 2.2), math.log10(max(r["gmacs"] for r in points) * 1.6)]
     y_range = [min(r["top1"] for r in points) - 4, max(r["top1"] for r in points) + 4]
     largest = max(r["params"] for r in points)
     positions = place_labels([LabelledPoint(
         (math.log10(r["gmacs"]) - x_range[0]) / (x_range[1] - x_range[0]),
         (r["top1"] - y_range[0]) / (y_range[1] - y_range[0]), r["label"],
-        bubble_radius(r["params"], largest)) for r in points], width=PHONE_PLOT_PX)
+        bubble_radius(r["params"], largest)) for r in points], width=PHONE_PLOT_PX, font_px=BUBBLE_LABEL_PX)
     for trace in figure.data:
         trace.textposition = [positions[label] for label in trace.text]
-    figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 60, "r": 40},
+    figure.update_layout(height=600, legend_title_text="Family", margin={"t": 30, "l": 42, "r": 6},
                          legend={"orientation": "h", "y": -0.15, "yanchor": "top", "x": 0})
     figure.update_xaxes(**{**log_axis([r["gmacs"] for r in points]), "range": x_range})
     figure.update_yaxes(range=y_range)
@@ -93,7 +101,8 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
 
 LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left",
                    "top right", "top left", "bottom right", "bottom left")
-CHAR_PX, LINE_PX, GAP_PX = 6.6, 15.0, 3.0  # Plotly's 12 px sans-serif: average character width, line height
+LABEL_FONT_PX = 12  # Plotly's default text size
+GAP_PX = 3.0
 
 
 @dataclass(frozen=True)
@@ -105,23 +114,25 @@ class LabelledPoint:
     radius: float = 6.0
 
 
-def _label_box(point: LabelledPoint, position: str, width: float, height: float) -> tuple[float, ...]:
+def _label_box(point: LabelledPoint, position: str, width: float, height: float,
+               font_px: float = LABEL_FONT_PX) -> tuple[float, ...]:
     """The pixel box (left, bottom, right, top) a label at `position` takes, y upwards, the way Plotly sets text
-    beside a marker."""
+    of `font_px` beside a marker (sans-serif: characters average 0.55 of the size across, lines 1.25 of it)."""
     x, y, r = point.x * width, point.y * height, point.radius
-    w = len(point.label) * CHAR_PX
+    w, line = len(point.label) * 0.55 * font_px, 1.25 * font_px
     vertical, horizontal = position.split()
-    bottom = {"top": y + r + GAP_PX, "bottom": y - r - GAP_PX - LINE_PX, "middle": y - LINE_PX / 2}[vertical]
+    bottom = {"top": y + r + GAP_PX, "bottom": y - r - GAP_PX - line, "middle": y - line / 2}[vertical]
     side = r + GAP_PX if vertical == "middle" else r * 0.7
     left = {"center": x - w / 2, "right": x + side, "left": x - side - w}[horizontal]
-    return left, bottom, left + w, bottom + LINE_PX
+    return left, bottom, left + w, bottom + line
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
-def place_labels(points: list[LabelledPoint], width: float = 520, height: float = 420) -> dict[str, str]:
+def place_labels(points: list[LabelledPoint], width: float = 520, height: float = 420,
+                 font_px: float = LABEL_FONT_PX) -> dict[str, str]:
     """A Plotly text position for each point's label, so that labels print neither over each other nor over other
     markers nor outside the plot, as far as they can in a `width` x `height` pixel plot (a narrow one: wider plots
     only spread the points further). Crowded points choose first, each the position that covers least; ties go
@@ -138,7 +149,7 @@ def place_labels(points: list[LabelledPoint], width: float = 520, height: float 
     positions: dict[str, str] = {}
 
     def cost(point: LabelledPoint, position: str) -> float:
-        box = _label_box(point, position, width, height)
+        box = _label_box(point, position, width, height, font_px)
         area = (box[2] - box[0]) * (box[3] - box[1])
         return (sum(_overlap(box, other) for label, other in boxes.items() if label != point.label) * 2
                 + sum(_overlap(box, m) for m, p in zip(markers, points) if p is not point)
@@ -150,7 +161,7 @@ def place_labels(points: list[LabelledPoint], width: float = 520, height: float 
             best = min(LABEL_POSITIONS, key=lambda position: cost(point, position))
             if current is None or cost(point, best) < cost(point, current):
                 positions[point.label] = best
-                boxes[point.label] = _label_box(point, best, width, height)
+                boxes[point.label] = _label_box(point, best, width, height, font_px)
     return positions
 
 

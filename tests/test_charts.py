@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from cnnlab.charts import (LabelledPoint, _label_box, _overlap, accuracy_axis, accuracy_vs_cost, accuracy_vs_operations,
-                           bubble_radius, confusion_figure, count_axis, log_axis, metric_bars, per_class_bars,
+from cnnlab.charts import (BUBBLE_LABEL_PX, PHONE_PLOT_PX, LabelledPoint, _label_box, _overlap, accuracy_axis,
+                           accuracy_vs_cost, accuracy_vs_operations, bubble_label, bubble_radius, confusion_figure, count_axis, log_axis, metric_bars, per_class_bars,
                            place_labels, probe_figure, run_curves, short_title, step_loss_figure, wrap_label)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
@@ -16,16 +16,17 @@ def test_accuracy_chart_labels_cover_no_other_label_or_bubble_at_a_narrow_width(
     rows = architecture_rows()
     figure = accuracy_vs_operations(rows)
     shown = {label: position for trace in figure.data for label, position in zip(trace.text, trace.textposition)}
-    assert set(shown) == {short_title(r["title"]) for r in rows if r["top1"] is not None}
+    assert set(shown) == {bubble_label(r["title"]) for r in rows if r["top1"] is not None}
     assert "GoogLeNet" in shown and "Inception v3" in shown  # the parenthesis is left to the hover
+    assert "EffNet-Lite0" in shown and figure.data[0].textfont.size == BUBBLE_LABEL_PX
     x_low, x_high = figure.layout.xaxis.range
     y_low, y_high = figure.layout.yaxis.range
     largest = max(r["params"] for r in rows if r["top1"] is not None)
     points = [LabelledPoint((math.log10(r["gmacs"]) - x_low) / (x_high - x_low), (r["top1"] - y_low) / (y_high - y_low),
-                            short_title(r["title"]), bubble_radius(r["params"], largest))
+                            bubble_label(r["title"]), bubble_radius(r["params"], largest))
               for r in rows if r["top1"] is not None]
-    for width in (340, 520, 900):  # a laptop's column with the sidebar open, a wider one, a wide screen's
-        boxes = {p.label: _label_box(p, shown[p.label], width, 420) for p in points}
+    for width in (PHONE_PLOT_PX, 520, 900):  # a phone's plot, a laptop's column with the sidebar open, a wide screen's
+        boxes = {p.label: _label_box(p, shown[p.label], width, 420, BUBBLE_LABEL_PX) for p in points}
         clashes = [(a, b) for a in boxes for b in boxes if a < b and _overlap(boxes[a], boxes[b]) > 0]
         assert clashes == [], width
         bubbles = {p.label: (p.x * width - p.radius, p.y * 420 - p.radius, p.x * width + p.radius,
