@@ -29,6 +29,7 @@ DATASETS = {"digits": "Handwritten digits (1,797 of 8x8, offline)",
 POOLING_LABELS = {AVERAGE: "averaged", FLATTEN: "flattened"}
 CLASSIFIER_LABELS = {"logreg": "Logistic regression", "svm": "SVM (RBF kernel)", "knn": "k nearest neighbours",
                      "linear": "Linear layer trained in PyTorch"}
+TRAINED_STRATEGIES = ("scratch", "finetune")  # I and II: trained for epochs; a shootout gives both the same
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -262,6 +263,8 @@ def build_config(run_strategy: str, **overrides):
     """The RunConfig for the form's values (the strategy may differ for a shootout)."""
     options = {"weights": weights, "batch_size": int(batch_size), "device": settings.device,
                "image_size": None if image_size == spec.image_size else int(image_size)}
+    if {run_strategy, strategy} <= set(TRAINED_STRATEGIES):  # a shootout trains I and II for the form's epochs
+        options["epochs"] = int(epochs)
     if run_strategy == strategy:
         if run_strategy != "extract" or classifier == "linear":  # a scikit-learn classifier is fitted in one go
             options.update(epochs=int(epochs), lr=float(lr))
@@ -302,8 +305,11 @@ if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", dis
         st.switch_page("pages/runs.py")
 
 has_pretrained = pretrained_weights != NONE
-shootout_help = ("The same backbone and data with each strategy (defaults for the other two), to compare accuracy "
-                 "against compute on the Compare runs page.")
+shared_epochs = (f"I and II for the {int(epochs)} epochs set here" if strategy in TRAINED_STRATEGIES else
+                 f"I for {DEFAULT_EPOCHS['scratch']} epochs and II for {DEFAULT_EPOCHS['finetune']} (set epochs "
+                 "with I or II chosen above)")
+shootout_help = (f"The same backbone and data with each strategy: {shared_epochs}, III with its defaults. Then "
+                 "compare accuracy against compute on the Compare runs page.")
 missing = "" if has_pretrained else f" Needs pretrained weights; {spec.title} " + (
     "has them only as a download, which cannot be fetched now." if any(o.pretrained for o in weights_options(arch))
     else "has none.")
@@ -321,6 +327,8 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
     if ids := queue_runs(["probe"], classifier=probe_classifier):
         st.session_state["selected_run"] = ids[0]
         st.switch_page("pages/runs.py")
+if ready and missing:  # a disabled button's help does not open on a touch screen: say it where it shows
+    st.caption(f"Strategy shootout and Probe every stage:{missing}")
 
 
 def estimate_message(config) -> tuple[str, str | None]:

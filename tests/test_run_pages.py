@@ -401,6 +401,8 @@ def test_shootout_queues_the_three_strategies_on_one_backbone(monkeypatch):
     at = open_page("pages/launch.py")
     at.number_input(key="launch_size_tf_efficientnet_lite0_small").set_value(64).run()
     assert metric(at, "MACs per image, once") != "383.9M"  # the planner follows the input size
+    at.radio(key="launch_strategy").set_value("finetune").run()
+    at.number_input(key="launch_epochs_finetune_None").set_value(2).run()
     reads = []
     monkeypatch.setattr(cnnlab.data, "check_dataset", lambda name: reads.append(name))
     next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
@@ -413,6 +415,8 @@ def test_shootout_queues_the_three_strategies_on_one_backbone(monkeypatch):
         ("tf_efficientnet_lite0", "digits", 64)}
     assert {r.config["strategy"]: r.config["weights"] for r in runs} == {
         "scratch": "none", "finetune": "shipped", "extract": "shipped"}
+    assert {r.config["strategy"]: r.config["epochs"] for r in runs} == {"scratch": 2, "finetune": 2, "extract": 1}, \
+        "I trains as many epochs as the II the form set, not its own default of 15"
     assert at.title[0].value == "Compare runs"  # the shootout takes the user to the comparison
     assert sorted(at.multiselect[0].value) == sorted(r.id for r in runs)
     for run in runs:
@@ -430,6 +434,8 @@ def test_strategy_one_offers_the_shootout_only_where_pretrained_weights_can_load
     for label in ("Strategy shootout: launch I, II and III", "Probe every stage"):
         button = next(b for b in at.button if b.label == label)
         assert button.disabled and "only as a download, which cannot be fetched now" in button.help
+    assert any(c.value.startswith("Strategy shootout and Probe every stage: Needs pretrained weights; ResNet-18")
+               for c in at.caption), "said on the page too: a disabled button's help does not open on a phone"
     assert not next(b for b in at.button if b.label == "Launch").disabled  # Strategy I itself needs no weights
     at.selectbox(key="launch_arch").set_value("tf_efficientnet_lite0").run()
     next(b for b in at.button if b.label.startswith("Strategy shootout")).click().run()
