@@ -355,7 +355,9 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     """Finished runs: validation accuracy against what they cost (`cost`: a key of the rows). Each run is drawn in
     its colour from `colors` (by run label, as in `run_curves`), with its strategy's marker, and grouped under its
     strategy in the legend; the accuracy axis zooms in on the runs' range. A run stopped before its last epoch
-    (a `status` other than succeeded) has a hollow marker and says so: its accuracy is a partial one."""
+    (a `status` other than succeeded) has a hollow marker and says so: its accuracy is a partial one. A Strategy III
+    run whose features came from the cache (`feature_cache` 'hit' or 'partial') says so too: it took seconds where
+    the same run without the cache takes minutes. Labels are placed for a phone's plot; legend names wrap."""
     from cnnlab.planner import strategy_label
 
     colors = colors or stable_colors([row["label"] for row in rows])
@@ -373,16 +375,18 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
         return (math.log10(value) - x_range[0]) / (x_range[1] - x_range[0]) if log else value / x_range[1]
 
     positions = place_labels([LabelledPoint(along(r[cost]), (r["val_acc"] - low) / (1.04 - low), r["run"], 6.5)
-                              for r in placed], height=300)
+                              for r in placed], width=PHONE_PLOT_PX, height=300)
     figure = go.Figure()
     grouped = sorted(placed, key=lambda r: list(STRATEGY_SYMBOLS).index(r["strategy"]))
     for i, row in enumerate(grouped):
         first_of_strategy = i == 0 or grouped[i - 1]["strategy"] != row["strategy"]
         partial = row.get("status", "succeeded") != "succeeded"  # stopped early: its accuracy is not the run's
+        notes = [row["status"]] if partial else []
+        notes += ["features cached"] if row.get("feature_cache") in ("hit", "partial") else []
+        noted = f" ({', '.join(notes)})" if notes else ""
         figure.add_trace(go.Scatter(
             x=[row[cost]], y=[row["val_acc"]], mode="markers+text",
-            name=row["label"] + (f" ({row['status']})" if partial else ""),
-            text=[row["run"] + (f" ({row['status']})" if partial else "")],
+            name=wrap_label(row["label"] + noted, width=36), text=[row["run"] + noted],
             textposition=positions.get(row["run"], "top center"), cliponaxis=False,
             marker={"size": 13, "color": colors[row["label"]],
                     "symbol": STRATEGY_SYMBOLS[row["strategy"]] + ("-open" if partial else ""),

@@ -46,6 +46,7 @@ def draw_comparison(chosen: list[str]) -> None:
                      "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
                      "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                      "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None,
+                     "feature_cache": result.get("feature_cache"),
                      "features": FEATURE_SOURCES.get(result.get("feature_cache"))})
 
     table = pd.DataFrame(rows)

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from cnnlab.charts import (BUBBLE_LABEL_PX, PHONE_PLOT_PX, LabelledPoint, _label_box, _overlap, accuracy_axis,
-                           accuracy_vs_cost, accuracy_vs_operations, bubble_label, bubble_radius, confusion_figure, count_axis, log_axis, metric_bars, per_class_bars,
-                           place_labels, probe_figure, run_curves, short_title, step_loss_figure, wrap_label)
+                           accuracy_vs_cost, accuracy_vs_operations, bubble_label, bubble_radius, confusion_figure,
+                           count_axis, log_axis, metric_bars, per_class_bars, place_labels, probe_figure, run_curves,
+                           short_title, step_loss_figure, wrap_label)
 from cnnlab.compare import architecture_rows
 from cnnlab.reductions import ConvSetup, compare_reduction
 
@@ -83,6 +84,15 @@ def test_accuracy_vs_cost_marks_a_run_stopped_early_as_partial():
     figure = accuracy_vs_cost(rows, "train_time_s", "Training time (s)")
     drawn = {t.text[0]: t.marker.symbol for t in figure.data}
     assert drawn == {"r1 (cancelled)": "diamond-open", "r2": "diamond"}
+
+
+def test_accuracy_vs_cost_says_when_strategy_iii_read_its_features_from_the_cache():
+    rows = [{"label": f"{run} · III: extract + logistic regression", "run": run, "strategy": "extract",
+             "arch": "lite0", "val_acc": 0.958, "train_time_s": seconds, "dataset": "digits", "feature_cache": cache}
+            for run, seconds, cache in (("a1", 95.0, "miss"), ("b2", 0.7, "hit"))]
+    traces = accuracy_vs_cost(rows, "train_time_s", "Training time (s)").data
+    assert [t.text[0] for t in traces] == ["a1", "b2 (features cached)"], "0.7 s is the cache, not Strategy III"
+    assert "features cached" in traces[1].name
 
 
 def test_accuracy_vs_cost_labels_runs_by_id_and_keeps_twins_apart():
