@@ -588,6 +588,11 @@ class PassStats:
         return self.images / self.seconds if self.seconds else 0.0
 
 
+LOSS_EVERY_S = 2.0
+"""Step events carry the loss every `log_every` steps (reading it waits for a GPU), and also once this many seconds
+have passed since the last one: slow steps on a CPU still show a fresh loss."""
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     lr_at: Callable[[int], float], first_step: int, runtime: Runtime,
                     epoch: int = 1, epochs: int = 1, callbacks: Iterable = (), log_every: int = 10) -> PassStats:
@@ -595,7 +600,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     model.train()
     keep_frozen_norms_in_eval(model)
     totals = torch.zeros(3, device=runtime.device)  # loss sum, correct, images
-    start = time.perf_counter()
+    start = loss_read = time.perf_counter()
     for index, (images, labels) in enumerate(loader):
         lr = lr_at(first_step + index)
         for group in optimizer.param_groups:
@@ -611,7 +616,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         totals[1] += (logits_of(output).argmax(1) == labels).sum()
         totals[2] += len(labels)
         last = index + 1 == len(loader)
-        shown = loss.item() if last or index % log_every == 0 else None
+        shown = None
+        if last or index % log_every == 0 or time.perf_counter() - loss_read > LOSS_EVERY_S:
+            shown, loss_read = loss.item(), time.perf_counter()
         _emit(callbacks, "on_step", StepEvent("train", epoch, epochs, index + 1, len(loader), shown, lr))
     loss_sum, correct, seen = distributed.all_reduce_sum(totals, runtime.dist).tolist()
     seen = max(seen, 1)

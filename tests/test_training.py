@@ -9,6 +9,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from cnnlab import training
 from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
@@ -17,9 +20,9 @@ from cnnlab.data import TransformedSubset, load_dataset, stratified_split, trans
 from cnnlab.paths import data_dir
 from cnnlab.planner import describe_freeze, run_method
 from cnnlab.registry import build_model, fit_head, get_spec
-from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, StopRun,
-                             count_params, features_cached, freeze_layers, keeps_model, make_config, parse_freeze, probe_reading,
-                             run)
+from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, Runtime, StopRun,
+                             count_params, features_cached, freeze_layers, keeps_model, make_config, parse_freeze,
+                             probe_reading, run, train_one_epoch)
 from cnnlab.weights import create_model
 
 LITE0 = "tf_efficientnet_lite0"
@@ -40,6 +43,19 @@ class Recorder(Callback):
 
     def on_run_end(self, result):
         self.end = result
+
+
+@pytest.mark.parametrize("loss_every_s, shown_at", [(60.0, [1, 11, 21, 25]), (0.0, list(range(1, 26)))])
+def test_step_events_carry_the_loss_every_ten_steps_or_when_steps_are_slow(monkeypatch, loss_every_s, shown_at):
+    monkeypatch.setattr(training, "LOSS_EVERY_S", loss_every_s)  # 0: as if every step took longer than that
+    digits = load_digits()
+    data = TensorDataset(torch.tensor(digits.data[:100], dtype=torch.float32), torch.tensor(digits.target[:100]))
+    model = nn.Linear(64, 10)
+    optimizer = torch.optim.SGD([{"params": model.parameters(), "lr_scale": 1.0}], lr=0.1)
+    recorder = Recorder()
+    train_one_epoch(model, DataLoader(data, batch_size=4), optimizer, lambda step: 0.1, 0, Runtime(torch.device("cpu")),
+                    callbacks=[recorder])
+    assert [e.step for e in recorder.steps if e.loss is not None] == shown_at
 
 
 def test_configs_take_strategy_defaults_and_refuse_nonsense():
