@@ -127,6 +127,12 @@ class FreezePlan:
         return self.forward_macs + self.input_grad_macs + self.weight_grad_macs
 
     @property
+    def stages_without_params(self) -> list[str]:
+        """The stages `parts` leaves out for having no parameters (LeNet-5's pooling stages)."""
+        listed = {part.name for part in self.parts}
+        return [label for label in stage_labels(self.arch) if label not in listed]
+
+    @property
     def formula(self) -> str:
         return (f"{self.forward_macs:,} forward + {self.input_grad_macs:,} input gradients + "
                 f"{self.weight_grad_macs:,} weight gradients = {self.training_macs:,} MACs per image")

@@ -160,9 +160,13 @@ def unused_fields(strategy: str, classifier: str) -> set[str]:
 
 
 def config_in_use(config: dict) -> dict:
-    """A stored config without the fields its run never read (a Strategy III run's freeze or learning rate)."""
+    """A stored config without the fields its run never read (a Strategy III run's freeze or learning rate), and
+    with the input size it ran at where it left that to the network (stored as None)."""
     unused = unused_fields(config["strategy"], config.get("classifier", "logreg"))
-    return {name: value for name, value in config.items() if name not in unused}
+    shown = {name: value for name, value in config.items() if name not in unused}
+    if "image_size" in shown and shown["image_size"] is None:
+        shown["image_size"] = get_spec(config["arch"]).image_size
+    return shown
 
 
 def _refuse_options(strategy: str, options: dict) -> None:

@@ -237,6 +237,8 @@ with right:
                     "State": "trained" if head else "fitted"}
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Params": st.column_config.NumberColumn(format="localized")})
+    if plan.stages_without_params:
+        st.caption(f"Not listed, having no parameters: {', '.join(plan.stages_without_params)}.")
     row = metric_row()
     if strategy == "extract":
         row.metric("Trainable parameters", human(head),

@@ -98,6 +98,9 @@ def test_plan_parts_name_the_modules_they_span():
                      "stage 4 (blocks.3 … blocks.4)", "stage 5 (blocks.5 … bn2)", "classifier"]
     resnet = [p.name for p in freeze_plan("resnet18", "finetune", "stage:2", 10).parts]
     assert resnet[:2] == ["stage 1 (conv1 … relu)", "stage 2 (maxpool … layer1)"]
+    lenet = freeze_plan("lenet5", "scratch", "none", 10)
+    assert [p.name for p in lenet.parts][:2] == ["stage 1 (c1)", "stage 3 (c3)"]
+    assert lenet.stages_without_params == ["stage 2 (s2)", "stage 4 (s4)"], "the pooling stages the plan leaves out"
 
 
 def test_an_early_tap_counts_only_the_layers_that_run():

@@ -523,6 +523,8 @@ def test_a_runs_config_shown_without_the_fields_its_strategy_never_reads():
 
     fitted = config_in_use(make_config("extract", LITE0, "digits").to_dict())
     assert not {"freeze", "head", "epochs", "lr"} & set(fitted) and fitted["classifier"] == "logreg"
+    assert fitted["image_size"] == 224, "the network's own size, where the run left it to the network (None)"
+    assert config_in_use(make_config("scratch", "lenet5", "digits", image_size=None).to_dict())["image_size"] == 32
     linear = config_in_use(make_config("extract", LITE0, "digits", classifier="linear").to_dict())
     assert linear["epochs"] == 30 and "lr" in linear and "freeze" not in linear
     finetune = config_in_use(make_config("finetune", LITE0, "digits").to_dict())
