@@ -67,8 +67,17 @@ settings = current_settings()
 st.session_state.setdefault("launch_strategy", "extract")
 st.session_state.setdefault("launch_nonce", uuid.uuid4().hex)
 
+# where the built-in datasets sit in the quadrant: the digits are 1,797 tiny grayscale handwritten digits, MNIST has
+# 60,000 of them, CIFAR-10 50,000 small photos of ImageNet-like objects
+QUADRANT = {"digits": ("small", "different"), "mnist": ("large", "different"), "cifar10": ("large", "similar")}
+preset = st.session_state.get("launch_dataset", "digits")
+if preset in QUADRANT:  # the answers start at the dataset's own, until the user gives theirs
+    st.session_state.setdefault("launch_size", QUADRANT[preset][0])
+    st.session_state.setdefault("launch_similarity", QUADRANT[preset][1])
+
 with st.expander("When to use what?", icon=":material/help:"):
-    st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet.")
+    st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet (the answers "
+             "start at the built-in dataset's: the digits are few, tiny and grayscale, unlike ImageNet's photos).")
     size_column, similarity_column = st.columns(2)
     large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size",
                               persist_state="session") == "large"

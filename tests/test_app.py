@@ -27,6 +27,20 @@ def test_every_page_renders_without_exception(path):
     assert all(table.proto.placeholder == EMPTY for table in at.dataframe), "a missing value shows as a dash"
 
 
+@pytest.mark.parametrize("script", [APP] + [p.path for p in PAGES])
+def test_no_script_holds_a_bare_value_that_streamlit_magic_would_print(script):
+    """A string or name on a line of its own in a page script is written on the page by Streamlit's magic (only
+    docstrings are spared): a note to the reader must be a comment there."""
+    import ast
+
+    tree = ast.parse((Path(APP).parent / script).read_text())
+    docstrings = {id(node.body[0]) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body}
+    bare = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Expr) and id(node) not in docstrings
+            and isinstance(node.value, (ast.Constant, ast.JoinedStr, ast.Name))]
+    assert bare == [], f"{script}: lines {bare}"
+
+
 def test_home_links_every_page():
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
