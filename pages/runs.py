@@ -29,6 +29,9 @@ def find_mistakes(checkpoint: str, device: str) -> MistakeReport:
     return validation_mistakes(Path(checkpoint), device=device)
 
 
+MISTAKE_PX = 104  # three a row on a phone's 358 px, with the gaps between them
+
+
 def mistakes_section(run_id: str, checkpoint: str) -> None:
     """The validation images the run's model gets wrong, surest first, on request (it runs the model again)."""
     st.subheader("Mistakes")
@@ -53,7 +56,7 @@ def mistakes_section(run_id: str, checkpoint: str) -> None:
                f"{shown}, as true → predicted (the model's probability).")
     grid = st.container(horizontal=True, gap="small")
     for mistake in report.mistakes:
-        grid.image(fit_within(mistake.image, 112, min_side=96), width=112,
+        grid.image(fit_within(mistake.image, MISTAKE_PX, min_side=96), width=MISTAKE_PX,
                    caption=f"{mistake.true} → {mistake.predicted} ({mistake.confidence:.0%})")
 
 
