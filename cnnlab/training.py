@@ -14,6 +14,7 @@ processes, optionally torch.compile; under torchrun: DistributedDataParallel.
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -39,6 +40,7 @@ from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PR
                                  cache_key, cache_path, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
+from cnnlab.profiling import profile_arch
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
                              logits_of, stage_labels)
 
@@ -731,6 +733,10 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
 
     # model: the new head for this dataset's classes, the freeze plan, the optimizer; resume if saved
     raw_model = fit_head(_create_model(config.arch, weights, num_classes), spec, config.head, num_classes)
+    if drop_aux_head_too_small(raw_model, spec, config.image_size):
+        _emit(callbacks, "on_message", f"{spec.title}'s auxiliary classifier needs a {spec.image_size} px input; at "
+                                       f"{config.image_size} px it is switched off and the run trains on the main "
+                                       "loss alone.")
     frozen = freeze_layers(raw_model, spec, config.freeze)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     params_trainable, params_frozen = count_params(raw_model)
@@ -858,6 +864,24 @@ def _require_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
         check_tap(model, spec, tap)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def drop_aux_head_too_small(model: nn.Module, spec: ArchSpec, image_size: int | None) -> bool:
+    """Switch off Inception v3's auxiliary classifier where `image_size` leaves its input maps (Mixed_6e's) too
+    small for its 5x5 pool and 5x5 convolution; it runs only in training, so only training meets the error. True
+    when switched off; the run then trains on the main loss alone."""
+    aux = getattr(model, "AuxLogits", None)
+    if aux is None or image_size is None or image_size >= spec.image_size:
+        return False
+    rows = profile_arch(spec.name, image_size).rows
+    maps = next(row.output_shape for row in rows if row.name.startswith("Mixed_6e."))
+    trial = copy.deepcopy(aux).to("meta").eval()
+    try:
+        trial(torch.empty(2, aux.conv0.conv.in_channels, *maps[-2:], device="meta"))
+        return False
+    except RuntimeError:
+        model.AuxLogits, model.aux_logits = None, False
+        return True
 
 
 def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module:

@@ -3,6 +3,7 @@ CUDA runtime's options (channels_last, bf16 autocast, fused AdamW, torch.compile
 from dataclasses import dataclass, replace
 import functools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -56,6 +57,21 @@ def test_step_events_carry_the_loss_every_ten_steps_or_when_steps_are_slow(monke
     train_one_epoch(model, DataLoader(data, batch_size=4), optimizer, lambda step: 0.1, 0, Runtime(torch.device("cpu")),
                     callbacks=[recorder])
     assert [e.step for e in recorder.steps if e.loss is not None] == shown_at
+
+
+def test_inception_v3_trains_below_its_299_px_without_the_auxiliary_classifier_that_cannot_run_there():
+    from cnnlab.training import drop_aux_head_too_small
+
+    spec = get_spec("inception_v3")
+    assert not drop_aux_head_too_small(fit_head(build_model("inception_v3", 3), spec, "own", 3), spec, 299)
+    model = fit_head(build_model("inception_v3", 3), spec, "own", 3)
+    assert drop_aux_head_too_small(model, spec, 128) and model.AuxLogits is None  # the digits' default size
+    data = TensorDataset(torch.randn(4, 3, 128, 128), torch.tensor([0, 1, 2, 0]))
+    optimizer = torch.optim.SGD([{"params": model.parameters(), "lr_scale": 1.0}], lr=0.01)
+    recorder = Recorder()
+    stats = train_one_epoch(model, DataLoader(data, batch_size=4), optimizer, lambda step: 0.01, 0,
+                            Runtime(torch.device("cpu")), callbacks=[recorder])
+    assert stats.images == 4 and math.isfinite(recorder.steps[-1].loss)
 
 
 def test_configs_take_strategy_defaults_and_refuse_nonsense():
