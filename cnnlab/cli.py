@@ -462,12 +462,13 @@ def _cmd_export(args) -> None:
 def _cmd_mistakes(args) -> None:
     from pathlib import Path
 
+    from cnnlab.jobs import user_errors
     from cnnlab.mistakes import MistakesError, validation_mistakes
 
     folder = Path(run_folder(args.run))
     try:
         report = validation_mistakes(folder, limit=args.limit, device=args.device)
-    except MistakesError as error:
+    except (MistakesError, *user_errors()) as error:  # a device this machine lacks, too
         raise UsageError(str(error)) from None
     if args.json:
         print_json(report.to_json())

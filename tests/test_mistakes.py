@@ -1,6 +1,7 @@
 """A finished run's mistakes on its own validation images: the same ones its confusion matrix counts."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.checkpoints import read_json
@@ -91,6 +92,9 @@ def test_cli_lists_a_runs_mistakes(tmp_path, capsys):
     assert out.startswith(f"{report['wrong']} wrong among 359 of 359 validation images of digits")
     assert main(["mistakes", str(tmp_path / "nothing")]) == 2
     assert "nothing does not exist" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["mistakes", str(tmp_path / "run"), "--device", "cuda"]) == 2  # one line, no traceback
+        assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
 def test_cli_takes_a_queued_runs_id(capsys):
