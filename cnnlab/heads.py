@@ -111,7 +111,12 @@ class NearestNeighboursHead(_ExamplesHead):
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor, examples: torch.Tensor, votes: torch.Tensor,
                  k: torch.Tensor):
         super().__init__(mean=mean, scale=scale, examples=examples, votes=votes)
-        self.register_buffer("k", k.long())
+        self.register_buffer("k", k.long())  # saved with the weights; `neighbours` is its plain int for forward
+        self.neighbours = int(k)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.neighbours = int(self.k)  # read here, not in forward: an exporter's trace then sees a constant
 
     @property
     def out_features(self) -> int:
@@ -128,7 +133,7 @@ class NearestNeighboursHead(_ExamplesHead):
                    torch.tensor(knn.n_neighbors))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = int(self.k)
+        k = self.neighbours
         nearest = _squared_distances(self.standardize(x), self.examples).topk(k, dim=1, largest=False).indices
         fractions = self.votes[nearest].sum(1) / k
         return fractions.clamp_min(1e-6).log()
