@@ -18,7 +18,7 @@ from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
 from cnnlab.runstore import RunStore
-from cnnlab.training import freeze_layers, resolve_device
+from cnnlab.training import drop_aux_head_too_small, freeze_layers, resolve_device
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,7 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
     spec, num_classes = get_spec(config.arch), len(images.classes)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()
+    drop_aux_head_too_small(model, spec, config.image_size)  # as the run itself does
     macs = profile_arch(config.arch, config.image_size).macs
     batch = max(2, min(config.batch_size, int(ESTIMATE_BATCH_MACS / macs)))
     x = torch.randn_like(example_input(spec, config.image_size, batch, target))

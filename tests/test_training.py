@@ -72,6 +72,10 @@ def test_inception_v3_trains_below_its_299_px_without_the_auxiliary_classifier_t
     stats = train_one_epoch(model, DataLoader(data, batch_size=4), optimizer, lambda step: 0.01, 0,
                             Runtime(torch.device("cpu")), callbacks=[recorder])
     assert stats.images == 4 and math.isfinite(recorder.steps[-1].loss)
+    from cnnlab.latency import estimate_run  # the Launch page's estimate times training steps the same way
+
+    config = make_config("finetune", "inception_v3", "digits", image_size=128, device="cpu")
+    assert estimate_run(config, load_dataset("digits"), steps=1, budget_s=0.1).train_ms_per_image > 0
 
 
 def test_configs_take_strategy_defaults_and_refuse_nonsense():
