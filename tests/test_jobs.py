@@ -218,9 +218,12 @@ def test_a_gpu_worker_without_that_gpu_fails_instead_of_training_on_the_cpu(isol
 
 
 def start_cli_train(*args: str) -> subprocess.Popen:
+    """`cnnlab train` as a terminal starts it: with Ctrl-C's default handling, whatever an earlier test left in this
+    process (a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt)."""
     return subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--strategy", "scratch", "--arch", "lenet5",
                              "--dataset", "digits", "--device", "cpu", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_cli_train_is_a_run_of_the_store_with_its_result(capsys):
