@@ -259,8 +259,9 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def _run_training(config, out_dir=None, record: bool = False):
-    """Run a training config with the console progress on rank 0; user-facing errors become UsageError. With
+def _run_training(config, out_dir=None, record: bool = False, result_stream=None):
+    """Run a training config with the console progress on rank 0 (its result line on `result_stream`, default
+    stderr); user-facing errors become UsageError. With
     `record`, the run is one of the run store's (the dashboard shows it live; see `jobs.run_here`) and its record
     is returned; else it writes to `out_dir` only and the engine's result is returned."""
     import warnings
@@ -269,7 +270,7 @@ def _run_training(config, out_dir=None, record: bool = False):
     from cnnlab.jobs import run_here, user_errors
     from cnnlab.training import ConsoleProgress, run
 
-    callbacks = [ConsoleProgress()] if context_from_env().is_main else []
+    callbacks = [ConsoleProgress(result_stream=result_stream)] if context_from_env().is_main else []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on foreign pickles
@@ -326,10 +327,12 @@ def _cmd_train(args) -> None:
     config = _config_from_args(args)
     if args.out:
         _check_out_folder(Path(args.out))
+    result_stream = None if args.json else sys.stdout  # the result line is the output, unless JSON is
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
-        result = _run_training(config, Path(args.out) if args.out else default_run_dir(config)).to_json()
+        out_dir = Path(args.out) if args.out else default_run_dir(config)
+        result = _run_training(config, out_dir, result_stream=result_stream).to_json()
     else:
-        result = _recorded_result(_run_training(config, record=True))
+        result = _recorded_result(_run_training(config, record=True, result_stream=result_stream))
     if not keeps_model(config.strategy, config.tap, config.tap_pooling):
         print(f"note: this run {NO_MODEL}", file=sys.stderr)
     if args.json and context_from_env().is_main:

@@ -393,10 +393,12 @@ def _emit(callbacks: Iterable, name: str, event) -> None:
 
 
 class ConsoleProgress(Callback):
-    """A progress bar (when the stream is a terminal) and Keras-style epoch lines, on stderr by default."""
+    """A progress bar (when the stream is a terminal) and Keras-style epoch lines, on stderr by default; the
+    closing result line on `result_stream` (default: the same stream)."""
 
-    def __init__(self, stream=None, bar: bool | None = None):
+    def __init__(self, stream=None, bar: bool | None = None, result_stream=None):
         self.stream = stream or sys.stderr
+        self.result_stream = result_stream or self.stream
         self.bar = self.stream.isatty() if bar is None else bar
         self._drawn = 0.0
 
@@ -427,9 +429,12 @@ class ConsoleProgress(Callback):
     def on_run_end(self, result: RunResult) -> None:
         worst = sorted(result.per_class_acc.items(), key=lambda item: item[1])[:3]
         worst_text = ", ".join(f"{name}: {acc:.3f}" for name, acc in worst)
-        self._write(("\r\033[K" if self.bar else "") + f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s "
-                    f"(weakest classes: {worst_text})" + (f"; checkpoint: {result.checkpoint}" if result.checkpoint
-                                                          else "") + "\n")
+        if self.bar:
+            self._write("\r\033[K")
+        checkpoint = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
+        self.result_stream.write(f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s "
+                                 f"(weakest classes: {worst_text}){checkpoint}\n")
+        self.result_stream.flush()
 
 
 # ------------------------------------------------------------------------------------------ the runtime

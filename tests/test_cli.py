@@ -71,3 +71,12 @@ def test_installed_console_script():
                             env={"PATH": f"{sys.prefix}/bin"})
     assert result.returncode == 0
     assert "tf_efficientnet_lite0" in result.stdout
+
+
+def test_train_prints_its_result_on_stdout_and_its_progress_on_stderr(tmp_path, capsys):
+    assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("val_acc: 0.") and len(printed.out.splitlines()) == 1
+    assert f"checkpoint: {tmp_path / 'run'}" in printed.out
+    assert printed.err.splitlines()[-1].startswith("Epoch 1/1 - "), "progress, then the result on stdout"
