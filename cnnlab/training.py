@@ -301,8 +301,9 @@ class RunResult:
                 for i, name in enumerate(self.classes)}
 
     def to_json(self) -> dict:
+        """The result as JSON: `weights` names those loaded ('default' resolved), `config` keeps what was asked."""
         c = self.config
-        return {"strategy": c.strategy, "arch": c.arch, "dataset": c.dataset, "weights": c.weights,
+        return {"strategy": c.strategy, "arch": c.arch, "dataset": c.dataset, "weights": resolve_weights(c),
                 "val_acc": self.val_acc, "val_loss": self.val_loss, "train_time_s": round(self.train_time_s, 3),
                 "params_trainable": self.params_trainable, "params_frozen": self.params_frozen,
                 "checkpoint": self.checkpoint, "out_dir": self.out_dir, "device": self.device,
@@ -332,7 +333,7 @@ class ProbeResult:
     val_size: int
 
     def to_json(self) -> dict:
-        return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": self.config.weights,
+        return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": resolve_weights(self.config),
                 "classifier": self.config.classifier, "feature_cache": self.feature_cache, "val_size": self.val_size,
                 "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows],
                 "config": self.config.to_dict()}

@@ -264,6 +264,7 @@ def test_extract_caches_features_and_saves_a_whole_model(tmp_path):
     assert not features_cached(config)
     first = run(config, out_dir=tmp_path / "run")
     assert first.feature_cache == "miss" and first.val_acc >= 0.8
+    assert (first.to_json()["weights"], first.to_json()["config"]["weights"]) == ("shipped", "default")
     assert features_cached(config) and features_cached(replace(config, classifier="svm"))
     assert not features_cached(replace(config, tap="blocks.2")) and not features_cached(replace(config, image_size=96))
     assert first.params_trainable == 1281 * 10 and first.params_frozen > 3_000_000
