@@ -483,6 +483,24 @@ def _cmd_mistakes(args) -> None:
                 ["index", "true", "predicted", "confidence", "p(true)"])
 
 
+def _print_layer_list(activations, weights: str, as_json: bool) -> None:
+    rows = [{"index": layer.index, "stage": layer.stage, "layer": layer.name, "type": layer.type,
+             "shape": list(layer.shape)} for layer in activations.layers]
+    if as_json:
+        print_json({"arch": activations.arch, "weights": weights, "layers": rows})
+        return  # the stage numbered as Launch's freeze plans and taps number it: 'stage 1 (relu)' is the stem
+    print_table([{**row, "stage": layer.stage_label, "shape": "x".join(map(str, layer.shape))}
+                 for row, layer in zip(rows, activations.layers)], ["index", "stage", "layer", "type", "shape"])
+
+
+def _layer_at(activations, index: int):
+    """The layer `--layer list` numbers `index`, or UsageError naming the range."""
+    if index >= len(activations.layers):
+        raise UsageError(f"{activations.arch} has layers 0 to {len(activations.layers) - 1}, not {index}; "
+                         f"`--layer list` lists them")
+    return activations.layers[index]
+
+
 def _cmd_features(args) -> None:
     from cnnlab.activations import extract
     from cnnlab.images import ImageInputError, read_image
@@ -497,23 +515,20 @@ def _cmd_features(args) -> None:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
     args.arch = _arch_of(args)
     spec = get_spec(args.arch)
+    by_index = args.layer.isdigit()  # the index column of --layer list
     try:
         loaded = load_weights(args.arch, args.weights)
         batch = loaded.batch_for(read_image(args.image))
-        activations = extract(loaded.model, batch, spec, None if listing else [args.layer])
+        activations = extract(loaded.model, batch, spec, None if listing or by_index else [args.layer])
     except (ImageInputError, WeightsError, ValueError) as error:
         raise UsageError(str(error)) from None
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
     if listing:
-        rows = [{"index": layer.index, "stage": layer.stage, "layer": layer.name, "type": layer.type,
-                 "shape": "x".join(map(str, layer.shape))} for layer in activations.layers]
-        if args.json:
-            print_json({"arch": args.arch, "weights": loaded.weights, "layers": rows})
-        else:  # the stage numbered as Launch's freeze plans and taps number it: 'stage 1 (relu)' is the stem
-            print_table([{**row, "stage": layer.stage_label} for row, layer in zip(rows, activations.layers)],
-                        ["index", "stage", "layer", "type", "shape"])
+        _print_layer_list(activations, loaded.weights, args.json)
         return
+    if by_index:
+        args.layer = _layer_at(activations, int(args.layer)).name
     layer = activations.info(args.layer)
     try:
         files = write_layer_pictures(activations.maps[args.layer], args.out, args.layer, args.top, args.colormap)
@@ -685,7 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--weights", default="default",
                           help="default (pretrained if available offline, else random), shipped, torchvision, timm, "
                                "none, a weights file (.safetensors or a .pth state dict), or a run folder")
-    features.add_argument("--layer", required=True, help="a layer name, or 'list' to list every layer with its shape")
+    features.add_argument("--layer", required=True,
+                          help="a layer name or index, or 'list' to list every layer with its index and shape")
     features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
     features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")
     features.add_argument("--colormap", default="viridis", help="viridis, inferno, magma, cividis, turbo or gray")

@@ -315,8 +315,8 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     assert main(["features", image, "--layer", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["weights"] == "shipped"
-    assert {"layer": "blocks.2", "shape": "40x28x28"}.items() <= next(
-        row for row in listing["layers"] if row["layer"] == "blocks.2").items()
+    blocks_2 = next(row for row in listing["layers"] if row["layer"] == "blocks.2")
+    assert blocks_2["shape"] == [40, 28, 28]
     assert main(["features", image, "--layer", "list"]) == 0
     table = {line.split()[-3]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert "stage 1 (conv_stem … blocks.0)" in table["conv_stem"] and "stage 3 (blocks.2)" in table["blocks.2"]
@@ -326,11 +326,14 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     assert "input 3x224x224" in out and "output 40x28x28" in out
     assert (tmp_path / "blocks.2_grid.png").is_file()
     assert len(list((tmp_path / "blocks.2").glob("channel_*.png"))) == 6
+    assert main(["features", image, "--layer", str(blocks_2["index"]), "--out", str(tmp_path / "i"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer"] == "blocks.2", "the index --layer list prints"
 
 
 @pytest.mark.parametrize("args, words", [
     (["--layer", "blocks.99", "--out", "OUT"], ["no layer 'blocks.99'", "--layer list"]),
     (["--layer", "blocks.2"], ["--out"]),
+    (["--layer", "999", "--out", "OUT"], ["has layers 0 to", "not 999", "--layer list"]),
     (["--layer", "list", "--colormap", "rainbow"], ["colour map"]),
 ])
 def test_cli_features_bad_input_is_one_line(args, words, tmp_path, capsys):
