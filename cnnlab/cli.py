@@ -587,7 +587,8 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                              "classes), or the lecture's new head, Flatten -> Dense(1024) -> Dropout(0.5) -> "
                              "Dense(classes) (VGG-16 only; its finetune default)")
     parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"],
-                        help="extract (default logreg); probe: logreg, svm or knn at each stage")
+                        help="extract (default logreg)" + ("; probe: logreg, svm or knn at each stage"
+                                                           if "probe" in strategies else ""))
     parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
     parser.add_argument("--tap-pooling", choices=["average", "flatten"],
                         help="extract: average the tap's feature maps over their positions (default) or flatten them "

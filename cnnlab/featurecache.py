@@ -38,10 +38,12 @@ def check_tap(model: nn.Module, spec: ArchSpec, tap: str) -> None:
     """ValueError unless `tap` is `penultimate` or a module of `model`."""
     path = spec.classifier if tap == PENULTIMATE else tap
     try:
+        if not path.strip():
+            raise AttributeError(path)  # get_submodule('') is the whole model: its logits are no tap
         model.get_submodule(path)
     except AttributeError:
-        raise ValueError(f"{spec.name} has no layer {tap!r}; use {PENULTIMATE} or one of its stages: "
-                         f"{', '.join(spec.stages)}") from None
+        raise ValueError(f"{spec.name} has no layer {tap!r}; use {PENULTIMATE}, a stage ({', '.join(spec.stages)}) "
+                         f"or a layer that `cnnlab features IMAGE --arch {spec.name} --layer list` lists") from None
 
 
 def cache_key(arch: str, weights: str, dataset_hash: str, tap: str, prep: Preprocessing, channels: int,

@@ -54,6 +54,7 @@ def test_profile_input_size(capsys):
      ["epochs and lr apply only to the linear classifier", "logreg is fitted"]),
     # a queued run is checked as `train` checks it, not left to fail in the worker
     (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", "nosuch"], ["has no layer 'nosuch'"]),
+    (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", ""], ["has no layer ''", "--layer list"]),
     (["submit", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--freeze", "stage:99"],
      ["stage:99 does not exist"]),
 ])
