@@ -18,7 +18,7 @@ import copy
 import math
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -833,7 +833,19 @@ def resolve_weights(config: RunConfig) -> str:
 
     if config.weights != "default":
         return config.weights
-    return default_weights(config.arch, pretrained=True)
+    with _transfer_weights_errors():
+        return default_weights(config.arch, pretrained=True)
+
+
+@contextmanager
+def _transfer_weights_errors():
+    """Weights errors worded for a run: random weights are Strategy I there (`WeightsError.for_training`)."""
+    from cnnlab.weights import WeightsError
+
+    try:
+        yield
+    except WeightsError as error:
+        raise error.for_training() from None
 
 
 def keeps_model(strategy: str, tap: str = PENULTIMATE, pooling: str = AVERAGE) -> bool:
@@ -861,7 +873,8 @@ def preflight(config: RunConfig, check_data: bool = True):
         freeze_layers(model, spec, config.freeze)
     if config.strategy == "extract":
         _require_tap(model, spec, config.tap)
-    check_weights(config.arch, resolve_weights(config))
+    with _transfer_weights_errors():
+        check_weights(config.arch, resolve_weights(config))
     return check_dataset(config.dataset) if check_data else None
 
 
@@ -893,7 +906,8 @@ def drop_aux_head_too_small(model: nn.Module, spec: ArchSpec, image_size: int | 
 def _create_model(arch: str, weights: str, num_classes: int | None) -> nn.Module:
     from cnnlab.weights import create_model
 
-    return create_model(arch, weights, num_classes)
+    with _transfer_weights_errors():
+        return create_model(arch, weights, num_classes)
 
 
 # ------------------------------------------------------------------------------- strategy III and probe

@@ -47,6 +47,8 @@ WEIGHTS_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PROBE_TIMEOUT_S = 5.0
 REACHABLE_TTL_S = 60.0
 RANDOM_INIT = "Random init"
+RANDOM_WEIGHTS_HINT = "start from random weights (--weights none)"
+TRAIN_FROM_RANDOM_HINT = "train from random weights (--strategy scratch)"
 HF_ENDPOINT = "https://huggingface.co"
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 NAMES_LISTED = 5
@@ -62,6 +64,11 @@ class WeightsError(ValueError):
         super().__init__(message)
         self.summary = summary or message
         self.needs_download = needs_download
+
+    def for_training(self) -> WeightsError:
+        """The error as a transfer run (finetune, extract, probe) meets it: random weights are Strategy I there."""
+        return WeightsError(str(self).replace(RANDOM_WEIGHTS_HINT, TRAIN_FROM_RANDOM_HINT), self.summary,
+                            self.needs_download)
 
 
 @dataclass(frozen=True)
@@ -252,7 +259,7 @@ def default_weights(name: str, pretrained: bool = False) -> str:
         return NONE
     if not options:
         raise WeightsError(f"no pretrained weights exist for {name}: supply a weights file (.safetensors or a .pth "
-                           f"state dict), or start from {RANDOM_INIT} ('none'; to train, --strategy scratch)")
+                           f"state dict), or {RANDOM_WEIGHTS_HINT}")
     return options[0].key
 
 
@@ -349,8 +356,7 @@ def _require_online(name: str, source: str) -> None:
     raise WeightsError(
         f"{download.what} for {name} are not in the cache ({download.cache}) and {why}. Pretrained weights "
         f"available offline: {'; '.join(available) or 'none'}. Otherwise supply a weights file (.safetensors or a "
-        f".pth state dict), {download.fill_hint}, or start from {RANDOM_INIT} ('none'; to train, --strategy "
-        "scratch).",
+        f".pth state dict), {download.fill_hint}, or {RANDOM_WEIGHTS_HINT}.",
         summary=f"{label} weights need a download and {why}: choose {RANDOM_INIT} or a weights file.",
         needs_download=True)
 

@@ -184,7 +184,7 @@ def test_page_download_choice_offline_is_a_one_line_error_with_details():
     assert [e.label for e in at.expander] == ["Details"]
     details = " ".join(m.value for m in at.markdown)
     assert "not in the cache" in details and "tf_efficientnet_lite0 (shipped)" in details
-    assert "Random init ('none'" in details
+    assert "random weights (--weights none)" in details
 
 
 def test_page_names_lenet_digits_without_tuples():
