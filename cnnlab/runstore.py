@@ -22,6 +22,8 @@ ACTIVE = ("queued", "running")
 BUSY_TIMEOUT_MS = 30_000
 QUEUE = "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)"  # oldest wait first
 
+STOPPED_WORKER = "The worker stopped while the run was going"
+STOPPED_COMMAND = "The `cnnlab train` process that ran it stopped (killed, or its terminal closed)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -251,17 +253,17 @@ class RunStore:
                 db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
             return row["status"]
 
-    def mark_interrupted(self, run_ids: list[str] | tuple[str, ...],
-                         why: str = "The worker stopped while the run was going",
+    def mark_interrupted(self, run_ids: list[str] | tuple[str, ...], why: str | None = None,
                          started_at: dict[str, float] | None = None) -> list[str]:
-        """Mark those of `run_ids` that are still running as interrupted (their worker is gone: `why`), naming the
-        time of their last checkpoint; returns the ids that changed. With `started_at` (run id: the start time seen
-        when the worker was found gone), a run resumed and taken by another worker since is left alone."""
+        """Mark those of `run_ids` that are still running as interrupted (their worker, or the `cnnlab train` that ran
+        one never queued, is gone: `why`, by default which of the two stopped), naming the time of their last
+        checkpoint; returns the ids that changed. With `started_at` (run id: the start time seen when the worker was
+        found gone), a run resumed and taken by another worker since is left alone."""
         changed = []
         with self._write() as db:
             for run_id in run_ids:
-                row = db.execute("SELECT status, started_at, heartbeat_at, checkpoint_at FROM runs WHERE id = ?",
-                                 (run_id,)).fetchone()
+                row = db.execute("SELECT status, started_at, heartbeat_at, checkpoint_at, queued_at FROM runs "
+                                 "WHERE id = ?", (run_id,)).fetchone()
                 if row is None or row["status"] != "running":
                     continue
                 if started_at is not None and row["started_at"] != started_at.get(run_id):
@@ -269,8 +271,9 @@ class RunStore:
                 saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
                          if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")
                 last_alive = row["heartbeat_at"] or row["started_at"]  # not when its end was noticed
+                stopped = why or (STOPPED_COMMAND if row["queued_at"] is None else STOPPED_WORKER)
                 db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ?",
-                           (why + saved, last_alive, run_id))
+                           (stopped + saved, last_alive, run_id))
                 changed.append(run_id)
         return changed
 

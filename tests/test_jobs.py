@@ -265,6 +265,7 @@ def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_kille
     killed.kill()
     killed.wait(30)
     assert jobs.recover_interrupted(store) == [run_id]
+    assert store.get(run_id).error.startswith("The `cnnlab train` process that ran it stopped"), "not 'the worker'"
     jobs.resume(run_id, store)  # a worker can take it from its last checkpoint
     assert store.get(run_id).status == "queued"
 
