@@ -642,8 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a network: scratch, finetune or extract (the lecture's strategies)")
     _add_run_options(train, ("scratch", "finetune", "extract"))
     train.add_argument("--out", help="a run folder of its own, outside the run store; an unfinished run of the "
-                                     "same config there is resumed (default: a run of the store, in "
-                                     "$CNNLAB_HOME/runs/<run id>, that `cnnlab runs` and the dashboard list live)")
+                                     "same config there is resumed, and a finished one trains on to a larger --epochs "
+                                     "(default: a run of the store, in $CNNLAB_HOME/runs/<run id>, that `cnnlab runs` "
+                                     "and the dashboard list live)")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     train.set_defaults(func=_cmd_train)
 

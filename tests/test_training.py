@@ -246,6 +246,9 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="different run"):
         run(make_config("scratch", "lenet5", "digits", epochs=3, lr=0.5), out_dir=tmp_path / "resumed")
+    longer = run(replace(config, epochs=5), [recorder := Recorder()], out_dir=tmp_path / "resumed")
+    assert recorder.start.start_epoch == 3 and [m.epoch for m in longer.history] == [1, 2, 3, 4, 5]
+    assert longer.checkpoint.endswith("ckpt-0005"), "a finished run trains on to a larger --epochs"
 
 
 def digit_folder(root, per_class=25):
