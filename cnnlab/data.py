@@ -119,8 +119,19 @@ def _digits() -> ImageSet:
 
 TORCHVISION_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
                     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
+TORCHVISION_FOLDERS = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}
 TORCHVISION_LAYOUTS = {"mnist": "MNIST/raw folder (train-images-idx3-ubyte and the other three files)",
                        "cifar10": "cifar-10-batches-py folder (the extracted cifar-10-python.tar.gz)"}
+
+
+def torchvision_root(kind: str, root: Path) -> Path:
+    """The root torchvision's dataset class reads `kind` from (the folder that holds MNIST/raw, or
+    cifar-10-batches-py), also when `root` points inside it: at MNIST/, MNIST/raw or cifar-10-batches-py itself."""
+    parts = TORCHVISION_FOLDERS[kind]
+    for depth in range(len(parts), 0, -1):
+        if root.parts[-depth:] == parts[:depth]:
+            return root.parents[depth - 1]
+    return root
 
 
 def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
@@ -129,15 +140,17 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
     from cnnlab.weights import host_reachable
 
     cls = datasets.MNIST if kind == "mnist" else datasets.CIFAR10
+    root = torchvision_root(kind, root)
+    expected = root.joinpath(*TORCHVISION_FOLDERS[kind])
     try:
         dataset = cls(str(root), train=True, download=False)
     except RuntimeError:
         if not download:
-            raise DatasetError(f"{kind} is not in {root} (downloads are off)") from None
+            raise DatasetError(f"{kind} is not in {root} (no {expected}; downloads are off)") from None
         if not host_reachable(TORCHVISION_URLS[kind]):
             raise DatasetError(f"{kind} is not in {root} and cannot be downloaded now (offline?). Copy torchvision's "
-                               f"{TORCHVISION_LAYOUTS[kind]} there, or on the command line give a folder that "
-                               f"holds it: --dataset {kind}:ROOT") from None
+                               f"{TORCHVISION_LAYOUTS[kind]} to {expected}, or on the command line give the folder "
+                               f"that holds {TORCHVISION_FOLDERS[kind][0]}: --dataset {kind}:ROOT") from None
         try:
             dataset = cls(str(root), train=True, download=True)
         except (RuntimeError, OSError, urllib.error.URLError) as error:

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from cnnlab.data import (DatasetError, ZipLimits, check_dataset, dataset_label, extract_zip, image_side, load_dataset,
-                         load_folder, save_uploaded_archive, stratified_split, suggested_input_size, transforms_for)
+                         load_folder, save_uploaded_archive, stratified_split, suggested_input_size, torchvision_root,
+                         transforms_for)
 from cnnlab.registry import get_spec
 
 
@@ -149,7 +150,8 @@ def test_mnist_offline_without_a_copy_says_where_to_put_it(tmp_path, monkeypatch
     import cnnlab.weights
 
     monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: False)
-    with pytest.raises(DatasetError, match=r"cannot be downloaded now \(offline\?\)\. Copy torchvision's MNIST/raw"):
+    with pytest.raises(DatasetError, match=r"cannot be downloaded now \(offline\?\)\. Copy torchvision's MNIST/raw .* "
+                                           f"to {tmp_path / 'MNIST' / 'raw'}, or"):
         check_dataset(f"mnist:{tmp_path}")
     monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: True)
     pending = check_dataset(f"mnist:{tmp_path}")
@@ -268,6 +270,12 @@ def test_mnist_reads_a_local_root(tmp_path, digits):
     assert len(mnist) == 100 and mnist.classes == tuple(str(d) for d in range(10))
     image, label = mnist[3]
     assert image.shape == (1, 28, 28) and label == digits.targets[3]
+    for inside in (tmp_path / "MNIST", raw):  # pointed at the folder itself, not the one that holds it
+        assert len(load_dataset(f"mnist:{inside}")) == 100
+    assert torchvision_root("cifar10", tmp_path / "cifar-10-batches-py") == tmp_path
+    assert torchvision_root("cifar10", tmp_path / "MNIST") == tmp_path / "MNIST"
+    with pytest.raises(DatasetError, match=f"no {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}"):
+        load_dataset(f"mnist:{tmp_path / 'elsewhere'}", download=False)
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
