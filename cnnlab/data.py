@@ -19,7 +19,7 @@ import urllib.error
 import zipfile
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -166,6 +166,17 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
 
 
 def _readable(path: Path) -> bool:
+    """Whether `path` decodes as an image; each version of a file (its size and modification time) is decoded once
+    per process, so a folder read again (checked, then trained) costs a directory scan, not a decode per image."""
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    return _decodes(str(path), found.st_size, found.st_mtime_ns)
+
+
+@lru_cache(maxsize=100_000)
+def _decodes(path: str, _size: int, _mtime_ns: int) -> bool:
     try:
         read_image(path)
     except ImageInputError:

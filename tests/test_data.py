@@ -300,3 +300,19 @@ def test_a_folder_image_is_what_predict_sees_of_the_same_file_upright_and_prepro
     seen_in_evaluation = transforms_for(spec, train=False, image_size=64)(upright)
     seen_by_predict = preprocess(read_image(root / "class_0" / "phone.jpg"), spec, image_size=64)
     assert torch.equal(seen_in_evaluation, seen_by_predict)
+
+
+def test_a_folder_read_again_is_not_decoded_again_unless_a_file_changed(tmp_path, digits, monkeypatch):
+    import cnnlab.data
+    from cnnlab.images import read_image
+
+    root = write_digit_folder(tmp_path / "data", digits)
+    decoded = []
+    monkeypatch.setattr(cnnlab.data, "read_image", lambda path: decoded.append(path) or read_image(path))
+    cnnlab.data._decodes.cache_clear()
+    assert len(load_folder(root)) == 18 and len(decoded) == 18
+    assert len(load_folder(root)) == 18 and len(decoded) == 18, "checked, then trained: one decode per image"
+    changed = next((root / "class_1").iterdir())
+    changed.write_bytes(b"no longer a picture")
+    again = load_folder(root)
+    assert len(decoded) == 19 and len(again) == 17 and again.skipped == (str(changed.relative_to(root)),)
