@@ -152,29 +152,38 @@ def draw_live(run_id: str, was_active: bool) -> None:
         st.rerun()  # finished: draw the results and stop refreshing
     if current.status == "queued":
         jobs.start_worker()
+    # one container each, always in this order: a part that comes or goes (the progress once the run ends) moves
+    # nothing after it, so the curves are redrawn in place, never shown twice while a rerun replaces them
+    status_area, progress_area, curves_area = st.container(), st.container(), st.container()
     stopping = current.status == "running" and current.cancel_requested
     status, color = ("cancelling", STATUS_COLORS["cancelled"]) if stopping else (current.status,
                                                                                    STATUS_COLORS[current.status])
     elapsed = f", {current.duration_s:.0f} s" if current.duration_s else ""
-    st.markdown(f":{color}-badge[{status}] **{jobs.run_label(current)}**{elapsed}")
+    status_area.markdown(f":{color}-badge[{status}] **{jobs.run_label(current)}**{elapsed}")
+    if current.status in ACTIVE:  # in this fragment: a click reruns it alone, and nothing is drawn twice
+        status_area.button("Cancel", icon=":material/cancel:", key=f"runs_cancel_{run_id}", disabled=stopping,
+                           on_click=jobs.cancel, args=(run_id,),
+                           help="Requested; the run stops at its next step" if stopping else None)
     if stopping:
-        st.caption("Cancel requested: the worker stops the run at its next step, keeping its last checkpoint.")
+        status_area.caption("Cancel requested: the worker stops the run at its next step, keeping its last checkpoint.")
     if current.error:
-        (st.error if current.status == "failed" else st.warning)(current.error)
+        (status_area.error if current.status == "failed" else status_area.warning)(current.error)
     steps = live_store.metrics(run_id, "step", since=current.started_at, timed=True)
     if current.status == "running" and steps:
         progress = jobs.run_progress(steps)
-        st.progress(progress.fraction, text=progress.describe())
+        progress_area.progress(progress.fraction, text=progress.describe())
         losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
-            st.markdown("**Training loss, step by step (live)**")
-            st.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
+            progress_area.markdown("**Training loss, step by step (live)**")
+            progress_area.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
     elif current.status == "queued":
         place, queued = live_store.queue_position(run_id)
-        st.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1 else "next in the queue")
+        progress_area.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1
+                               else "next in the queue")
     epochs = (current.result or {}).get("epochs") or live_store.metrics(run_id, "epoch")
     if epochs:
-        loss_column, acc_column = panes("run-curves", 1, 1, min_width=360)
+        with curves_area:
+            loss_column, acc_column = panes("run-curves", 1, 1, min_width=360)
         loss_column.plotly_chart(run_curves({run_id: epochs}, ("loss", "val_loss")), width="stretch",
                                  key=f"loss_{run_id}")
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
@@ -187,11 +196,6 @@ active = run.status in ACTIVE
 st.fragment(run_every=REFRESH if active else None)(draw_live)(run_id, active)
 
 actions = st.container(horizontal=True, vertical_alignment="bottom")
-if run.status in ACTIVE and actions.button("Cancel", icon=":material/cancel:", disabled=run.cancel_requested,
-                                           help="Requested; the run stops at its next step" if run.cancel_requested
-                                           else None):
-    jobs.cancel(run_id, store)
-    st.rerun()
 if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resume", icon=":material/replay:"):
     try:
         jobs.resume(run_id, store)
