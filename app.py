@@ -8,7 +8,7 @@ from pages.menu import PAGES  # first: it leaves Streamlit's legacy pages mode b
 ICON = Path(__file__).parent / "assets" / "ui" / "icon.png"  # a file, not a Material icon: those come from Google's CDN
 # on a touch screen a table's toolbar always shows, 44 px above the table: room for it, not over the text above
 # (a comment, not a docstring: Streamlit's magic would print a bare string in this script)
-TOUCH_CSS = "@media (hover: none) {[data-testid=stDataFrame] {margin-top: 44px}}"
+TOUCH_CSS = "@media (hover: none) {[data-testid=stElementContainer]:has([data-testid=stDataFrame]) {margin-top: 44px}}"
 
 st.set_page_config(page_title="cnnlab", page_icon=str(ICON), layout="wide")
 pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]

@@ -51,6 +51,10 @@ def test_a_tables_toolbar_on_a_phone_does_not_cover_the_heading_above_it(browser
         expect(toolbar).to_be_visible()
         above, tools = heading.bounding_box(), toolbar.bounding_box()
         assert tools["y"] >= above["y"] + above["height"] - 1, (above, tools)
+        below = page.get_by_text("Why the numbers differ", exact=True).bounding_box()
+        grid = table.bounding_box()
+        assert below["y"] >= grid["y"] + grid["height"] - 1, ("the text below is not under the table's last rows",
+                                                               grid, below)
         screenshot(page, "layout_phone_table_toolbar")
     finally:
         context.close()
