@@ -63,10 +63,11 @@ class GradientProfile:
     weights: tuple[float, ...]
     activations: tuple[float, ...]
 
-    @property
-    def first_to_last(self) -> float:
-        """The first block's weight-gradient norm over the last block's: near 0 when the gradient vanishes."""
-        return self.weights[0] / self.weights[-1]
+    def first_to_last(self, quantity: str = "weights") -> float:
+        """The first block's gradient norm over the last block's, of `quantity` ('weights' or 'activations'): near 0
+        when the gradient vanishes."""
+        norms = getattr(self, quantity)
+        return norms[0] / norms[-1]
 
 
 @dataclass(frozen=True)

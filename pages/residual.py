@@ -72,8 +72,8 @@ quantity = st.segmented_control("Measure", list(QUANTITIES), default="weights", 
 st.plotly_chart(gradient_chart(data, quantity), width="stretch", key="res_gradients")
 cols = st.columns(len(VARIANTS))
 for col, variant in zip(cols, VARIANTS):
-    col.metric(f"{variant.capitalize()}: first block / last block", f"{data[variant].first_to_last:.3g}",
-               help="Gradient norm of the first block's weights over the last block's; 1 means the gradient "
+    col.metric(f"{variant.capitalize()}: first block / last block", f"{data[variant].first_to_last(quantity):.3g}",
+               help=f"{QUANTITIES[quantity]}, the first block's over the last block's; 1 means the gradient "
                     "reaches the input as strong as it leaves the head.")
 st.caption("Without batch norm, PyTorch's default initialization shrinks the signal at every convolution and "
            "ReLU, so the plain net's gradient fades by orders of magnitude on its way back to the input; the "

@@ -61,16 +61,16 @@ def test_plain_gradient_vanishes_toward_the_input_and_the_residual_one_does_not(
     profiles = gradient_profiles(NetConfig(depth=20, batch_norm=False, seed=seed))
     plain, residual = profiles["plain"], profiles["residual"]
     assert len(plain.weights) == len(plain.activations) == 20
-    assert plain.first_to_last < 1e-6, plain.weights  # measured about 1e-18
-    assert 0.2 < residual.first_to_last < 5, residual.weights  # measured 0.5 to 0.9
-    assert 0.5 < residual.activations[0] / residual.activations[-1] < 2  # measured 1.07 to 1.34
-    assert residual.first_to_last > 1000 * plain.first_to_last
+    assert plain.first_to_last() < 1e-6, plain.weights  # measured about 1e-18
+    assert 0.2 < residual.first_to_last() < 5, residual.weights  # measured 0.5 to 0.9
+    assert 0.5 < residual.first_to_last("activations") < 2  # measured 1.07 to 1.34
+    assert residual.first_to_last() > 1000 * plain.first_to_last()
 
 
 def test_with_batch_norm_the_plain_gradient_does_not_vanish():
     profiles = gradient_profiles(NetConfig(depth=20, batch_norm=True, seed=0))
-    assert profiles["plain"].first_to_last > 1  # it grows toward the input (measured about 140)
-    assert profiles["residual"].first_to_last < profiles["plain"].first_to_last
+    assert profiles["plain"].first_to_last() > 1  # it grows toward the input (measured about 140)
+    assert profiles["residual"].first_to_last() < profiles["plain"].first_to_last()
 
 
 def test_gradient_profile_is_deterministic_for_a_seed():
@@ -115,6 +115,9 @@ def test_page_shows_gradients_and_trains_both_on_demand():
     assert any("res_gradients" in i for i in _chart_ids(at))
     assert not any("res_loss" in i for i in _chart_ids(at)), "nothing trains on page load"
     assert any("y = F(x) + x" in str(m.value) for m in at.markdown)
+    ratios = [m.value for m in at.metric]
+    at.segmented_control(key="res_quantity").set_value("activations").run()
+    assert [m.value for m in at.metric] != ratios, "the ratios follow the measure shown"
     at.slider(key="res_depth").set_value(6)
     at.slider(key="res_epochs").set_value(2)
     at.run()
