@@ -76,13 +76,15 @@ def accuracy_vs_operations(rows: list[dict]) -> go.Figure:
     figure = px.scatter(
         points, x="gmacs", y="top1", size="params", color="family", text="label", log_x=True, size_max=BUBBLE_PX,
         color_discrete_map=family_colors(rows),
-        hover_data={"title": True, "params": ":,", "gmacs": ":.2f", "top1": ":.2f", "accuracy_source": True,
-                    "label": False},
+        custom_data=["title", "family", "params", "accuracy_source"],
         labels={"gmacs": "Operations per image (GMACs, log scale)", "top1": "ImageNet top-1 accuracy (%)",
                 "params": "Parameters", "title": "Architecture"},
     )
     figure.update_traces(marker={"sizemin": 6, "line": {"width": 1, "color": "white"}}, cliponaxis=False,
-                         textfont_size=BUBBLE_LABEL_PX)
+                         textfont_size=BUBBLE_LABEL_PX,
+                         hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>top-1 %{y:.2f}%, "
+                                       "%{x:.2f} GMACs per image, %{customdata[2]:,} parameters<br>"
+                                       "accuracy from %{customdata[3]}<extra></extra>")
     x_range = [math.log10(min(r["gmacs"] for r in points) / 2.2), math.log10(max(r["gmacs"] for r in points) * 1.6)]
     y_range = [min(r["top1"] for r in points) - 4, max(r["top1"] for r in points) + 4]
     largest = max(r["params"] for r in points)

@@ -20,6 +20,10 @@ def test_accuracy_chart_labels_cover_no_other_label_or_bubble_at_a_narrow_width(
     assert set(shown) == {bubble_label(r["title"]) for r in rows if r["top1"] is not None}
     assert "GoogLeNet" in shown and "Inception v3" in shown  # the parenthesis is left to the hover
     assert "EffNet-Lite0" in shown and figure.data[0].textfont.size == BUBBLE_LABEL_PX
+    hover = figure.data[0].hovertemplate
+    assert "parameters" in hover and "accuracy from" in hover and "=" not in hover, "a hover in words, not field=value"
+    titles = {row[0] for trace in figure.data for row in trace.customdata}
+    assert "GoogLeNet (Inception v1)" in titles, "the hover names each network in full"
     x_low, x_high = figure.layout.xaxis.range
     y_low, y_high = figure.layout.yaxis.range
     largest = max(r["params"] for r in rows if r["top1"] is not None)
