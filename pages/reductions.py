@@ -426,8 +426,9 @@ def _head_chart(comparisons) -> go.Figure:
                                    ("flatten", [c.flatten_params for c in comparisons],
                                     [c.flatten_formula for c in comparisons])):
         figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
-    figure.update_layout(barmode="group", height=130 + 36 * len(comparisons), margin={"t": 40, "l": 10, "b": 70},
-                         legend=LEGEND_BELOW)  # titled in the page: a phone's Plotly toolbar covers a chart's top
+    # titled in the page and its axis labels 40 px down: a phone's Plotly toolbar always shows over a chart's top
+    figure.update_layout(barmode="group", height=160 + 36 * len(comparisons), margin={"t": 72, "l": 10, "b": 70},
+                         legend=LEGEND_BELOW)
     figure.update_yaxes(autorange="reversed")
     figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]),
                         side="top")  # read beside the top bars
