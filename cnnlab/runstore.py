@@ -268,8 +268,9 @@ class RunStore:
                     continue
                 if started_at is not None and row["started_at"] != started_at.get(run_id):
                     continue
-                saved = (f"; it resumes from its last checkpoint, saved {time.strftime('%H:%M:%S', time.localtime(row['checkpoint_at']))}"
-                         if row["checkpoint_at"] else "; no checkpoint was saved, so a resume starts over")
+                at = time.strftime("%H:%M:%S", time.localtime(row["checkpoint_at"] or 0))
+                saved = (f". Resume (`cnnlab resume {run_id}`) continues it from its last checkpoint, saved {at}"
+                         if row["checkpoint_at"] else ". It saved no checkpoint: Resume starts it over")
                 last_alive = row["heartbeat_at"] or row["started_at"]  # not when its end was noticed
                 stopped = why or (STOPPED_COMMAND if row["queued_at"] is None else STOPPED_WORKER)
                 db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ?",

@@ -117,7 +117,8 @@ def test_dead_worker_runs_become_interrupted_and_requeue(tmp_path):
     assert store.mark_interrupted([run_id]) == [run_id]
     assert store.mark_interrupted([run_id]) == []  # only running runs change
     run = store.get(run_id)
-    assert run.status == "interrupted" and run.checkpoint == "/tmp/ckpt" and "last checkpoint" in run.error
+    assert run.status == "interrupted" and run.checkpoint == "/tmp/ckpt"
+    assert f"Resume (`cnnlab resume {run_id}`) continues it from its last checkpoint" in run.error
     assert run.error.startswith("The worker stopped")
     store.requeue(run_id)
     assert store.get(run_id).status == "queued"
