@@ -136,6 +136,9 @@ linked = st.query_params.get("run") if "runs_selected" not in st.session_state e
 running = next((r.id for r in runs if r.status == "running"), None)
 if (launched or linked) in ids:
     st.session_state["runs_selected"] = launched or linked
+elif linked:
+    st.warning(f"No run {linked} here (the link may come from another data directory); showing "
+               + ("the run being trained." if running else "the newest run."), icon=":material/search_off:")
 elif "runs_selected" not in st.session_state and running:  # a first visit: the run being trained
     st.session_state["runs_selected"] = running
 run_id = st.selectbox("Run", ids, key="runs_selected", format_func=labels.get)

@@ -464,6 +464,10 @@ def test_the_run_picker_switches_runs_and_a_link_opens_one():
     assert at.selectbox(key="runs_selected").value == second
     assert any(f"**{second} · I: scratch" in str(m.value) for m in at.markdown)
     assert at.query_params["run"] == [second] or at.query_params["run"] == second
+    assert not at.warning
+    stale = open_run("0123456789ab")  # a link from another data directory, or to a run deleted since
+    assert "No run 0123456789ab here" in stale.warning[0].value and "the newest run" in stale.warning[0].value
+    assert stale.selectbox(key="runs_selected").value == second
 
 
 def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
