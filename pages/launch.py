@@ -313,7 +313,7 @@ buttons = st.container(horizontal=True)
 if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
     if ids := queue_runs([strategy]):
         st.session_state["selected_run"] = ids[0]
-        st.switch_page("pages/runs.py")
+        st.switch_page("pages/runs.py", query_params={"run": ids[0]})
 
 has_pretrained = pretrained_weights != NONE
 shared_epochs = (f"I and II for the {int(epochs)} epochs set here" if strategy in TRAINED_STRATEGIES else
@@ -337,7 +337,7 @@ if buttons.button("Probe every stage", icon=":material/stacked_line_chart:", dis
                        f"to ImageNet. Classifier: {CLASSIFIER_LABELS[probe_classifier]}." + missing):
     if ids := queue_runs(["probe"], classifier=probe_classifier):
         st.session_state["selected_run"] = ids[0]
-        st.switch_page("pages/runs.py")
+        st.switch_page("pages/runs.py", query_params={"run": ids[0]})
 if ready and missing:  # a disabled button's help does not open on a touch screen: say it where it shows
     st.caption(f"Strategy shootout and Probe every stage:{missing}")
 

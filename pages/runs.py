@@ -141,8 +141,15 @@ elif linked:
                + ("the run being trained." if running else "the newest run."), icon=":material/search_off:")
 elif "runs_selected" not in st.session_state and running:  # a first visit: the run being trained
     st.session_state["runs_selected"] = running
-run_id = st.selectbox("Run", ids, key="runs_selected", format_func=labels.get)
-st.query_params["run"] = run_id
+
+
+def link_to_selected_run() -> None:
+    """The address names the run picked, for a reload or a link; only a pick writes it, as a new browser history
+    entry (written on every visit, it added one that Back only returned to the same run from)."""
+    st.query_params["run"] = st.session_state["runs_selected"]
+
+
+run_id = st.selectbox("Run", ids, key="runs_selected", format_func=labels.get, on_change=link_to_selected_run)
 run = store.get(run_id)
 
 

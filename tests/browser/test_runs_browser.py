@@ -127,5 +127,12 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.get_by_role("heading", name="Compare runs").wait_for()
     page.locator("[data-testid='stPlotlyChart'] .scatterlayer .point").first.wait_for(timeout=30_000)
     screenshot(page, "run_compare")
+
+    # one Back from Runs returns to the page before it (the page's link to its run added no history entry of its own)
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Runs", exact=True).click()
+    page.wait_for_url(re.compile(r".*/runs$"), timeout=30_000)
+    wait_for_app(page)
+    page.go_back()
+    page.wait_for_url(re.compile(r".*/run_compare$"), timeout=30_000)
     second.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
