@@ -165,15 +165,17 @@ def show_image(picked: PickedImage, caption: str = "") -> None:
 
 def weights_picker(arch: str, key: str) -> str | None:
     """A choice of `arch`'s weights (pretrained first, offline availability shown), the model of a finished run
-    or an uploaded file, starting
-    at weights that load right now (cnnlab.weights.ready_weights); when that is random init although pretrained
-    weights exist, an info line says how to get them.
+    or an uploaded file, starting at weights that load right now (cnnlab.weights.ready_weights), or rather than
+    random init at the newest run's model; when random init is the start although pretrained weights exist, an
+    info line says how to get them.
 
     Returns the `weights` value for cnnlab.weights.load_weights, or None while no usable file is uploaded."""
     options = {o.key: o for o in weights_options(arch)}
     runs = trained_models(arch)
     keys = list(options) + list(runs) + [UPLOAD]
     initial = ready_weights(arch)
+    if initial == NONE and runs:
+        initial = next(iter(runs))  # the newest: a trained LeNet-5 says more than a random one
     widget_key = f"{key}_{arch}"
     start_at(widget_key, keys, initial)
 

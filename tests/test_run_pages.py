@@ -502,9 +502,9 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
                      at.warning[0].value)
 
     at.switch_page("pages/inside.py")
-    at.session_state["inside_weights_lenet5"] = str(jobs.run_dir(run_id))
     at.run()
     at.selectbox(key="inside_arch").set_value("lenet5").run()
+    assert at.selectbox(key="inside_weights_lenet5").value == str(jobs.run_dir(run_id)), "its run, not random init"
     assert at.selectbox(key="inside_image_sample").value == "val-0", "the run's weights bring its own images"
     at.selectbox(key="inside_image_sample").set_value("digit").run()
     assert not at.exception, at.exception
