@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -743,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`| head`): quiet, and no complaint when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as stop:
         run_id = getattr(stop, "run_id", None)

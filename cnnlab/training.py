@@ -403,9 +403,14 @@ class ConsoleProgress(Callback):
         self.bar = self.stream.isatty() if bar is None else bar
         self._drawn = 0.0
 
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+    def _write(self, text: str, stream=None) -> None:
+        """Write and flush; a reader gone (`| head`) silences this progress, never the run."""
+        stream = stream or self.stream
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.stream = self.result_stream = _Discard()
 
     def on_run_start(self, event: RunStart) -> None:
         self._write(event.summary() + "\n")
@@ -433,9 +438,18 @@ class ConsoleProgress(Callback):
         if self.bar:
             self._write("\r\033[K")
         checkpoint = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
-        self.result_stream.write(f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s "
-                                 f"(weakest classes: {worst_text}){checkpoint}\n")
-        self.result_stream.flush()
+        self._write(f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s (weakest classes: {worst_text})"
+                    f"{checkpoint}\n", self.result_stream)
+
+
+class _Discard:
+    """A stream that drops what it is given: the console's stand-in once its reader has gone."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ the runtime

@@ -350,3 +350,16 @@ def test_timed_metrics_say_when_each_row_was_written():
     store.add_metrics(run_id, "step", 1, {"phase": "train", "epoch": 1, "epochs": 1, "step": 1, "steps": 5})
     [row] = store.metrics(run_id, "step", timed=True)
     assert before <= row["at"] <= time.time() and "at" not in store.metrics(run_id, "step")[0]
+
+
+def test_a_reader_that_goes_away_stops_the_output_not_the_run():
+    """`cnnlab train ... 2>&1 | head -1`: the pipe closes after the first line; the run still trains to its end."""
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--strategy", "scratch", "--arch", "lenet5",
+                                "--dataset", "digits", "--device", "cpu", "--epochs", "3"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=dict(os.environ))
+    process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    [run] = RunStore().runs()
+    assert (run.status, run.error) == ("succeeded", None) and [m["epoch"] for m in RunStore().metrics(run.id, "epoch")] \
+        == [1, 2, 3]
