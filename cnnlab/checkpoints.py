@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
@@ -178,8 +178,15 @@ def require_checkpoint(path: Path) -> Checkpoint:
 def load_checkpoint_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
     """Load the checkpoint's weights into `model` (strict: every tensor must match)."""
     try:
-        model.load_state_dict(load_file(checkpoint.model_file))
-    except (RuntimeError, OSError) as error:
+        tensors = load_file(checkpoint.model_file)
+    except FileNotFoundError:
+        raise CheckpointError(f"{checkpoint.model_file} is missing: the checkpoint is incomplete") from None
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{checkpoint.model_file} cannot be read (damaged or cut short): "
+                              f"{str(error).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
         raise CheckpointError(f"{checkpoint.model_file} does not fit the model: {str(error).splitlines()[0]}") from None
     return model
 

@@ -60,6 +60,12 @@ def test_checkpoint_round_trip_keeps_only_the_latest(tmp_path):
         load_checkpoint_weights(build_model("lenet5", num_classes=3), checkpoint)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         require_checkpoint(tmp_path / "checkpoints")
+    checkpoint.model_file.write_bytes(checkpoint.model_file.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(CheckpointError, match=r"model.safetensors cannot be read \(damaged or cut short\)"):
+        model_from_checkpoint(tmp_path)
+    checkpoint.model_file.unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing: the checkpoint is incomplete"):
+        load_checkpoint_weights(build_model("lenet5"), checkpoint)
 
 
 def lenet_and_optimizer(cuda_like: bool):
