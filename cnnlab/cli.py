@@ -716,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_folder(text: str) -> str:
     """A run id, as `cnnlab runs` lists it, stands for its folder (unless a file or folder here has that name);
-    a run of the store that kept no folder (a probe) is a UsageError saying so; anything else is left as it is."""
+    an id of no run, or of a run of the store that kept no folder (a probe), is a UsageError saying so; anything
+    else is left as it is."""
     from pathlib import Path
 
     from cnnlab.jobs import run_dir
@@ -729,7 +730,8 @@ def run_folder(text: str) -> str:
     try:
         run = RunStore().get(text)
     except KeyError:
-        return text
+        raise UsageError(f"no run {text} and no file or folder of that name here; `cnnlab runs` lists the runs") \
+            from None
     raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
 
 
