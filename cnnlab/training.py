@@ -148,7 +148,7 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     return config
 
 
-NOT_FOR = {"scratch": {"classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
+NOT_FOR = {"scratch": {"freeze", "classifier", "tap", "tap_pooling"}, "finetune": {"classifier", "tap", "tap_pooling"},
            "extract": {"freeze", "head_epochs", "body_lr_scale", "head"},
            "probe": {"freeze", "tap", "tap_pooling", "head_epochs", "body_lr_scale", "head"}}
 """The options a strategy refuses: they have no meaning for it."""
@@ -175,12 +175,16 @@ def _refuse_options(strategy: str, options: dict) -> None:
     given = set(options)
     misplaced = NOT_FOR[strategy] & given
     if misplaced:
-        raise ConfigError(f"{', '.join(sorted(misplaced))} does not apply to --strategy {strategy}")
+        flags = [f"--{name.replace('_', '-')}" for name in sorted(misplaced)]
+        raise ConfigError(f"{', '.join(flags)} {'do' if len(flags) > 1 else 'does'} not apply to --strategy {strategy}")
     classifier = options.get("classifier", "logreg")
     unused = [name for name in ("epochs", "lr") if name in given]
     if strategy == "extract" and classifier != "linear" and unused:
         raise ConfigError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} only to the linear "
                           f"classifier (--classifier linear); {classifier} is fitted in one go")
+    if strategy == "probe" and unused:
+        raise ConfigError(f"{' and '.join(unused)} {'do' if len(unused) > 1 else 'does'} not apply to a probe: it fits "
+                          f"{classifier} at each stage in one go")
 
 
 def _check_values(config: RunConfig, spec: ArchSpec) -> None:

@@ -56,6 +56,8 @@ def test_profile_input_size(capsys):
      ["epochs applies only to the linear classifier (--classifier linear)", "svm is fitted in one go"]),
     (["submit", "--strategy", "extract", "--dataset", "digits", "--epochs", "5", "--lr", "0.1"],
      ["epochs and lr apply only to the linear classifier", "logreg is fitted"]),
+    (["submit", "--strategy", "probe", "--dataset", "digits", "--epochs", "3"],
+     ["epochs does not apply to a probe", "logreg at each stage in one go"]),
     # a queued run is checked as `train` checks it, not left to fail in the worker
     (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", "nosuch"], ["has no layer 'nosuch'"]),
     (["submit", "--strategy", "extract", "--dataset", "digits", "--tap", ""], ["has no layer ''", "--layer list"]),

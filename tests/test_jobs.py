@@ -272,8 +272,8 @@ def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_kille
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "nosuch"], "unknown dataset"),
-    (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--freeze", "stage:9"],
-     "lenet5 has 6 stages"),
+    (["train", "--strategy", "finetune", "--arch", "tf_efficientnet_lite0", "--dataset", "digits",
+      "--freeze", "stage:9"], "tf_efficientnet_lite0 has 5 stages"),
     (["train", "--strategy", "extract", "--arch", "tf_efficientnet_lite0", "--dataset", "digits", "--tap", "nope"],
      "has no layer 'nope'"),
     (["probe", "--arch", "lenet5", "--dataset", "digits"], "no pretrained weights exist for lenet5"),
