@@ -735,6 +735,13 @@ def run_folder(text: str) -> str:
     raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
 
 
+def _resumes_from(run_id: str) -> str:
+    from cnnlab.checkpoints import latest_checkpoint
+    from cnnlab.jobs import run_dir
+
+    return "from its last checkpoint" if latest_checkpoint(run_dir(run_id)) else "from the start (it saved no checkpoint)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnlab` and `python -m cnnlab`."""
     try:
@@ -751,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt as stop:
         run_id = getattr(stop, "run_id", None)
-        print("\ncnnlab: interrupted" + (f"; `cnnlab resume {run_id}` continues run {run_id} from its last "
-                                         "checkpoint" if run_id else ""), file=sys.stderr)
+        print("\ncnnlab: interrupted" + (f"; `cnnlab resume {run_id}` continues run {run_id} {_resumes_from(run_id)}"
+                                         if run_id else ""), file=sys.stderr)
         return 130
     return 0
