@@ -311,7 +311,8 @@ def write_layer_pictures(values: np.ndarray, out_dir: str | Path, layer: str, to
                          colormap_name: str = "viridis") -> LayerFiles:
     """Write a layer's maps as PNG: `<layer>_grid.png` (all channels or the `top` most active, with the colour
     scale) and, for map-shaped layers, `<layer>/channel_NNNN.png` for each of those channels, coloured on the
-    grid's scale and enlarged to at least 224 pixels. A vector layer gets the grid only."""
+    grid's scale and enlarged to at least 224 pixels, replacing the channel files an earlier call left there (they
+    were coloured on another scale). A vector layer gets the grid only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = mosaic(values, top=top, colormap_name=colormap_name)
@@ -321,6 +322,8 @@ def write_layer_pictures(values: np.ndarray, out_dir: str | Path, layer: str, to
     if np.ndim(values) == 3:
         folder = out_dir / layer
         folder.mkdir(exist_ok=True)
+        for earlier in folder.glob("channel_*.png"):
+            earlier.unlink()
         for channel in picture.channels:
             path = folder / f"channel_{channel:04d}.png"
             Image.fromarray(enlarge(values[channel], picture.vmin, picture.vmax, colormap_name)).save(path)

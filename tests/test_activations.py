@@ -305,8 +305,10 @@ def test_default_cam_layer_has_spatial_maps():
 
 def test_write_layer_pictures_writes_a_grid_and_one_png_per_channel(tmp_path, lite0, chelsea):
     maps = extract(lite0, batch_for(chelsea), get_spec(LITE0), layers=["blocks.0"]).maps["blocks.0"]
+    write_layer_pictures(maps, tmp_path, "blocks.0", top=8)
     files = write_layer_pictures(maps, tmp_path, "blocks.0", top=5)
     assert files.grid.is_file() and len(files.channel_files) == 5
+    assert sorted((tmp_path / "blocks.0").iterdir()) == sorted(files.channel_files), "no files left from before"
     assert Image.open(files.channel_files[0]).size == (224, 224)
 
 
