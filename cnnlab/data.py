@@ -148,7 +148,8 @@ def _torchvision_dataset(kind: str, root: Path, download: bool) -> ImageSet:
         if not download:
             raise DatasetError(f"{kind} is not in {root} (no {expected}; downloads are off)") from None
         if not host_reachable(TORCHVISION_URLS[kind]):
-            raise DatasetError(f"{kind} is not in {root} and cannot be downloaded now (offline?). Copy torchvision's "
+            where = f"{root} does not exist" if not root.exists() else f"{kind} is not in {root}"
+            raise DatasetError(f"{where} and {kind} cannot be downloaded now (offline?). Copy torchvision's "
                                f"{TORCHVISION_LAYOUTS[kind]} to {expected}, or on the command line give the folder "
                                f"that holds {TORCHVISION_FOLDERS[kind][0]}: --dataset {kind}:ROOT") from None
         try:

@@ -153,6 +153,8 @@ def test_mnist_offline_without_a_copy_says_where_to_put_it(tmp_path, monkeypatch
     with pytest.raises(DatasetError, match=r"cannot be downloaded now \(offline\?\)\. Copy torchvision's MNIST/raw .* "
                                            f"to {tmp_path / 'MNIST' / 'raw'}, or"):
         check_dataset(f"mnist:{tmp_path}")
+    with pytest.raises(DatasetError, match=f"^{tmp_path / 'nowhere'} does not exist and mnist cannot be downloaded"):
+        check_dataset(f"mnist:{tmp_path / 'nowhere'}")  # a mistyped folder: said so, not 'mnist is not in'
     monkeypatch.setattr(cnnlab.weights, "host_reachable", lambda url: True)
     pending = check_dataset(f"mnist:{tmp_path}")
     assert pending.download_from == cnnlab.data.TORCHVISION_URLS["mnist"] and "downloads it first" in pending.describe()
