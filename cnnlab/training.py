@@ -1009,13 +1009,14 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
     num_classes = len(images.classes)
+    # split first: a class too small to split fails before any feature is computed
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     out_dir = Path(out_dir) if out_dir else None
     model, weights = _backbone(config, runtime)
     _require_tap(model, spec, config.tap)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     features, cache = _features(model, spec, images, config, weights, runtime, _taps(config), callbacks)
     x = features[config.tap]
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
     head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
     params_frozen = sum(p.numel() for n, p in model.named_parameters() if not _inside(n.rsplit(".", 1)[0], spec.classifier))
@@ -1105,10 +1106,10 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
+    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     model, weights = _backbone(config, runtime)
     taps = _taps(config)
     features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     y = images.targets
     rows = []
     for index, tap in enumerate(taps, start=1):

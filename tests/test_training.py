@@ -557,3 +557,15 @@ def test_a_runs_config_shown_without_the_fields_its_strategy_never_reads():
     assert not {"tap", "epochs", "lr", "freeze"} & set(probe)
     with pytest.raises(ConfigError, match="--freeze does not apply to --strategy extract"):
         make_config("extract", LITE0, "digits", freeze="stage:2")
+
+
+@pytest.mark.parametrize("strategy", ["extract", "probe"])
+def test_a_class_too_small_to_split_fails_before_any_feature_is_computed(tmp_path, monkeypatch, strategy):
+    from cnnlab.data import DatasetError
+
+    root = digit_folder(tmp_path / "digits", per_class=3)
+    for extra in sorted((root / "7").iterdir())[1:]:
+        extra.unlink()
+    monkeypatch.setattr(training, "_features", lambda *args: pytest.fail("features computed before the split"))
+    with pytest.raises(DatasetError, match="at least 2 images"):
+        run(make_config(strategy, LITE0, f"folder:{root}", image_size=64, device="cpu"))
