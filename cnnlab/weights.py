@@ -259,7 +259,8 @@ def default_weights(name: str, pretrained: bool = False) -> str:
         return NONE
     if not options:
         raise WeightsError(f"no pretrained weights exist for {name}: supply a weights file (.safetensors or a .pth "
-                           f"state dict), or {RANDOM_WEIGHTS_HINT}")
+                           f"state dict), a run that trained it (--weights RUN, see `cnnlab runs`), or "
+                           f"{RANDOM_WEIGHTS_HINT}")
     return options[0].key
 
 
@@ -549,7 +550,10 @@ def load_weights(name: str, weights: str = DEFAULT, num_classes: int | None = No
     if weights == DEFAULT:
         weights = default_weights(name)
         if weights == NONE:
-            notes = (f"No pretrained weights for {name} are available offline: random init.",)
+            which = ("are available offline" if any(o.pretrained for o in weights_options(name))
+                     else "exist")
+            notes = (f"No pretrained weights for {name} {which}: random init (a model you trained: "
+                     "--weights RUN, see `cnnlab runs`).",)
     if weights == NONE:
         model = build_model(name, num_classes)
         return LoadedModel(model, name, NONE, _classes_of(model, spec.classifier), notes)
