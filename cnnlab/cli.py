@@ -81,6 +81,7 @@ def _cmd_profile(args) -> None:
     print()
     for key, value in totals.items():
         print(f"{key}: {value}")
+    _print_notes(args.arch)
 
 
 def _reduce_setup(args):
@@ -121,6 +122,15 @@ def _print_network_reductions(arch: str, as_json: bool) -> None:
     print()
     for key, value in network.totals().items():
         print(f"{key}: {value}")
+    _print_notes(arch)
+
+
+def _print_notes(arch: str) -> None:
+    """The registry's notes on how `arch` as built differs from its paper (a kernel, a count), after a table."""
+    from cnnlab.registry import get_spec
+
+    for note in get_spec(arch).notes:
+        print(f"note: {note}")
 
 
 def _print_reduction(result) -> None:

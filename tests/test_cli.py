@@ -87,3 +87,9 @@ def test_train_prints_its_result_on_stdout_and_its_progress_on_stderr(tmp_path, 
     assert printed.out.startswith("val_acc: 0.") and len(printed.out.splitlines()) == 1
     assert f"checkpoint: {tmp_path / 'run'}" in printed.out
     assert printed.err.splitlines()[-1].startswith("Epoch 1/1 - "), "progress, then the result on stdout"
+
+
+def test_network_tables_end_with_the_registry_notes_on_how_the_network_differs_from_its_paper(capsys):
+    assert main(["reduce", "--arch", "googlenet"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == len(get_spec("googlenet").notes) and any("3x3 kernel" in n and "#906" in n for n in notes)
