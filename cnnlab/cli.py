@@ -456,7 +456,7 @@ def _cmd_probe(args) -> None:
     if result.get("stages"):
         from cnnlab.training import probe_reading
 
-        print(probe_reading(result["stages"], result.get("val_size"), result["arch"]))
+        print(probe_reading(result["stages"], result.get("val_size"), result["arch"], result["config"]["weights"]))
 
 
 def _cmd_export(args) -> None:

@@ -343,9 +343,13 @@ class ProbeResult:
                 "config": self.config.to_dict()}
 
 
-def probe_reading(stages: list[dict], val_size: int | None, arch: str) -> str:
-    """What a probe of `arch` says per stage, in words, with chance taken into account: the best stage beats the
-    last one only when the gap is more than twice its standard error on `val_size` validation images."""
+def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: str = "default") -> str:
+    """What a probe of `arch` with `weights` says per stage, in words, with chance taken into account: the best
+    stage beats the last one only when the gap is more than twice its standard error on `val_size` validation
+    images. ImageNet is named as what the features learned from only for ImageNet weights (not a file or a run)."""
+    from cnnlab.weights import DEFAULT, SHIPPED, TIMM, TORCHVISION
+
+    source = "ImageNet" if weights in (DEFAULT, SHIPPED, TORCHVISION, TIMM) else "the data its weights learned from"
     best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
     label = lambda row: stage_labels(arch)[row["stage"] - 1]
     gap = best["val_acc"] - last["val_acc"]
@@ -353,13 +357,13 @@ def probe_reading(stages: list[dict], val_size: int | None, arch: str) -> str:
     best_stage = f"{label(best)} does best ({best['val_acc']:.1%})"
     if best is last:
         text = (f"Accuracy is highest at the last stage, {label(last)}, with {last['val_acc']:.1%}: these data are "
-                "enough like ImageNet that its most specific features help too.")
+                f"enough like {source} that its most specific features help too.")
     elif not val_size:
         text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one; this run did not record its validation "
                 "size, so whether that is more than chance is not known.")
     elif gap > noise:
         text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one, more than chance allows on {val_size} "
-                f"validation images (±{noise:.1%}): the last stages are too specific to ImageNet for these data, the "
+                f"validation images (±{noise:.1%}): the last stages are too specific to {source} for these data, the "
                 "lecture's general-to-specific claim.")
     else:
         text = (f"{best_stage.capitalize()}, but the last one is within chance of it on {val_size} validation images "

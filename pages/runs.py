@@ -284,8 +284,10 @@ elif result and "stages" in result:
     st.plotly_chart(probe_figure(result["stages"], run.config["arch"]), width="stretch")
     small_validation_warning(result.get("val_size", SMALL_VALIDATION),
                              "differences of a few points between stages may be chance")
+    reading = probe_reading(result["stages"], result.get("val_size"), run.config["arch"],
+                            run.config.get("weights", "default"))
     st.caption(f"Strategy III with {CLASSIFIER_NAMES.get(result['classifier'], result['classifier'])} on each "
-               "stage's averaged feature maps. " + probe_reading(result["stages"], result.get("val_size"), run.config["arch"]))
+               f"stage's averaged feature maps. {reading}")
     stages = pd.DataFrame(result["stages"])
     stages["stage"] = [stage_labels(run.config["arch"])[k - 1] for k in stages["stage"]]
     stages["train_acc"], stages["val_acc"] = in_percent(stages["train_acc"]), in_percent(stages["val_acc"])
