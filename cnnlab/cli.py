@@ -5,8 +5,12 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import sys
 from dataclasses import asdict
+
+from cnnlab.paths import DataDirError
+from cnnlab.runstore import default_path as run_store_path
 
 
 class UsageError(Exception):
@@ -760,8 +764,12 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name, None):
                 setattr(args, name, run_folder(getattr(args, name)))
         args.func(args)
-    except UsageError as error:
+    except (UsageError, DataDirError) as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as error:  # the run store's file, damaged or not SQLite at all
+        print(f"cnnlab: error: the run store {run_store_path()} cannot be read ({error}); move it aside "
+              "to start a new one", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): quiet, and no complaint when Python flushes at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

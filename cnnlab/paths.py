@@ -8,10 +8,19 @@ from pathlib import Path
 FILE_MODE = 0o644
 
 
+class DataDirError(OSError):
+    """cnnlab's data directory cannot be created or is not a folder; the message says which and how to choose another."""
+
+
 def data_dir() -> Path:
-    """cnnlab's data directory (created on first use); override with the CNNLAB_HOME environment variable."""
+    """cnnlab's data directory (created on first use); override with the CNNLAB_HOME environment variable.
+    DataDirError when it cannot be a folder (a file of that name, no permission)."""
     path = Path(os.environ.get("CNNLAB_HOME") or Path.home() / ".cnnlab").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = "is a file, not a folder" if path.is_file() else f"cannot be created: {error.strerror or error}"
+        raise DataDirError(f"cnnlab's data directory {path} {why}; set CNNLAB_HOME to another folder") from None
     return path
 
 

@@ -93,3 +93,16 @@ def test_network_tables_end_with_the_registry_notes_on_how_the_network_differs_f
     assert main(["reduce", "--arch", "googlenet"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
     assert len(notes) == len(get_spec("googlenet").notes) and any("3x3 kernel" in n and "#906" in n for n in notes)
+
+
+def test_a_data_directory_that_cannot_be_used_is_one_line(tmp_path):
+    import os
+
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "runs.sqlite3").write_text("not a database")
+    for home, words in ((tmp_path / "a-file", "is a file, not a folder; set CNNLAB_HOME"),
+                        (tmp_path / "home", "runs.sqlite3 cannot be read (file is not a database); move it aside")):
+        result = subprocess.run([sys.executable, "-m", "cnnlab", "runs"], capture_output=True, text=True,
+                                timeout=120, env=dict(os.environ, CNNLAB_HOME=str(home)))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
