@@ -227,7 +227,7 @@ def _cmd_predict(args) -> None:
 
     from cnnlab.images import ImageInputError
     from cnnlab.predict import predict_image
-    from cnnlab.weights import WeightsError
+    from cnnlab.weights import WeightsError, weights_label
 
     try:
         with warnings.catch_warnings():
@@ -241,7 +241,7 @@ def _cmd_predict(args) -> None:
         print_json({"image": args.image, "arch": result.arch, "weights": result.weights, "predictions": rows,
                     "notes": list(result.notes)})
         return
-    print(f"{result.arch} with {result.weights} weights")
+    print(f"{result.arch} with {weights_label(result.weights)}")
     print_table(rows, ["rank", "index", "label", "probability"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -521,7 +521,7 @@ def _cmd_features(args) -> None:
     from cnnlab.images import ImageInputError, read_image
     from cnnlab.mosaic import COLORMAPS, write_layer_pictures
     from cnnlab.registry import get_spec
-    from cnnlab.weights import WeightsError, load_weights
+    from cnnlab.weights import WeightsError, load_weights, weights_label
 
     listing = args.layer == "list"
     if not listing and args.out is None:
@@ -556,7 +556,7 @@ def _cmd_features(args) -> None:
                     "channels": list(files.picture.channels), "channel_files": [str(p) for p in files.channel_files],
                     "vmin": files.picture.vmin, "vmax": files.picture.vmax})
         return
-    print(f"{args.arch} ({loaded.weights} weights), input {'x'.join(map(str, batch.shape[1:]))}")
+    print(f"{args.arch} ({weights_label(loaded.weights)}), input {'x'.join(map(str, batch.shape[1:]))}")
     print(f"layer {layer.name} ({layer.type}, {layer.stage_label}): output {shape}")
     print(f"grid: {files.grid} ({len(files.picture.channels)} channels, most active first; colours "
           f"{files.picture.vmin:.3g} to {files.picture.vmax:.3g})")

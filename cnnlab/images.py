@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -71,9 +72,11 @@ def _open_checked(data: bytes, label: str) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise ImageInputError(f"{label} is not an image cnnlab can read (JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
-    except Image.DecompressionBombError:
-        raise ImageInputError(f"{label} declares over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; the limit "
-                              f"is {MAX_PIXELS / 1e6:.0f} megapixels") from None
+    except Image.DecompressionBombError as error:
+        declared = re.search(r"\((\d+) pixels\)", str(error))  # PIL: 'Image size (900000000 pixels) exceeds ...'
+        size = (f"{int(declared.group(1)) / 1e6:.0f} megapixels" if declared else
+                f"over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
+        raise ImageInputError(f"{label} declares {size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels") from None
     except _DECODE_ERRORS as error:
         raise ImageInputError(f"{label} is corrupt: {_first_line(error)}") from None
     width, height = image.size

@@ -236,12 +236,15 @@ class RunStart:
     world_size: int = 1
 
     def summary(self) -> str:
+        from cnnlab.weights import weights_label
+
         c = self.config
         resumed = f", resuming after epoch {self.start_epoch}" if self.start_epoch else ""
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
-        return (f"{c.strategy} {c.arch} ({resolve_weights(c)} weights) on {c.dataset}: {len(self.classes)} classes, "
-                f"{self.train_size} train / {self.val_size} val images, {self.device}{ranks}; parameters: "
-                f"{self.params_trainable:,} trainable, {self.params_frozen:,} frozen{resumed}")
+        return (f"{c.strategy} {c.arch} ({weights_label(resolve_weights(c))}) on {c.dataset}: "
+                f"{len(self.classes)} classes, {self.train_size} train / {self.val_size} val images, "
+                f"{self.device}{ranks}; parameters: {self.params_trainable:,} trainable, {self.params_frozen:,} "
+                f"frozen{resumed}")
 
 
 @dataclass(frozen=True)

@@ -516,7 +516,10 @@ def _is_run_folder(weights: str) -> bool:
 
 
 def weights_label(weights: str) -> str:
-    """Weights in a few words: 'shipped weights', 'your run 29e5f3516a3c' (a run folder), 'weights from my.pth'."""
+    """Weights in a few words: 'shipped weights', 'random weights' ('none'), 'your run 29e5f3516a3c' (a run
+    folder), 'weights from my.pth'."""
+    if weights == NONE:
+        return "random weights"
     if weights in WEIGHT_SOURCES:
         return f"{weights} weights"
     return f"your run {Path(weights).name}" if _is_run_folder(weights) else f"weights from {Path(weights).name}"
