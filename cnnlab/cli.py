@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        raise UsageError(message)
+        raise UsageError(f"{message} (`{self.prog} --help` says more)")
 
 
 def positive_int(text: str) -> int:
@@ -391,6 +391,9 @@ def _cmd_runs(args) -> None:
     if args.json:
         print_json(rows)
         return
+    if not rows:
+        print(f"no runs yet in {store.path}; `cnnlab train` or `cnnlab submit` starts one", file=sys.stderr)
+        return
     shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None,
               "error": _first_words(r["error"])} for r in rows]
     print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "error"])
@@ -419,7 +422,7 @@ def _cmd_cancel(args) -> None:
     elif status == "cancelled":
         print(f"{args.run}: cancelled")
     else:
-        raise UsageError(f"run {args.run} is {status}; only queued or running runs can be cancelled")
+        raise UsageError(f"run {args.run} has ended ({status}); only queued or running runs can be cancelled")
 
 
 def _cmd_resume(args) -> None:
@@ -491,8 +494,9 @@ def _cmd_mistakes(args) -> None:
     if args.json:
         print_json(report.to_json())
         return
+    surest = "its mistake" if len(report.mistakes) == 1 else f"the {len(report.mistakes)} surest mistakes"
     print(f"{report.wrong} wrong among {report.examined} of {report.validation_size} validation images of "
-          f"{report.dataset} ({report.accuracy:.2%} right); the {len(report.mistakes)} surest mistakes:")
+          f"{report.dataset} ({report.accuracy:.2%} right); {surest}:")
     print_table([{"index": m.index, "true": m.true, "predicted": m.predicted, "confidence": f"{m.confidence:.3f}",
                   "p(true)": f"{m.true_probability:.3f}"} for m in report.mistakes],
                 ["index", "true", "predicted", "confidence", "p(true)"])
@@ -611,9 +615,19 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                              "smaller inputs give fewer)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnlab")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(prog="cnnlab", description="Explore classic ConvNets and transfer learning.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     models = sub.add_parser("models", help="list the registered architectures")

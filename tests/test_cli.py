@@ -106,3 +106,13 @@ def test_a_data_directory_that_cannot_be_used_is_one_line(tmp_path):
         result = subprocess.run([sys.executable, "-m", "cnnlab", "runs"], capture_output=True, text=True,
                                 timeout=120, env=dict(os.environ, CNNLAB_HOME=str(home)))
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+
+
+def test_version_bare_command_and_an_empty_run_list_each_say_something_useful(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("cnnlab ")
+    assert main([]) == 2 and "required: command (`cnnlab --help` says more)" in capsys.readouterr().err
+    assert main(["runs"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith("no runs yet in ") and "`cnnlab train`" in printed.err
