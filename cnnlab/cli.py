@@ -441,7 +441,8 @@ def _cmd_worker(args) -> None:
     from cnnlab.jobs import work
 
     try:
-        done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu)
+        done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu,
+                    say=lambda line: print(f"worker: {line}", file=sys.stderr, flush=True))
     except ValueError as error:
         raise UsageError(str(error)) from None
     if done < 0:

@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from cnnlab.paths import data_dir, process_alive
 from cnnlab.runstore import Run, RunStore
@@ -488,10 +488,10 @@ def _own_gpu(gpu: int) -> None:
 
 
 def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float | None = None,
-         gpu: int | None = None) -> int:
+         gpu: int | None = None, say: Callable[[str], None] = lambda line: None) -> int:
     """The worker loop: claim the oldest queued run, execute it, repeat. `once`: stop when the queue is
-    empty; `idle_exit_s`: stop after that long with nothing queued. Returns the number of runs executed,
-    or -1 when another worker already holds this data directory (and GPU)."""
+    empty; `idle_exit_s`: stop after that long with nothing queued; `say` gets a line as each run starts and ends.
+    Returns the number of runs executed, or -1 when another worker already holds this data directory (and GPU)."""
     if gpu is not None:
         _own_gpu(gpu)
     store = store or RunStore()
@@ -512,7 +512,10 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                     continue
                 heartbeat.run_id = run.id
                 store.log(run.id, f"started by worker {worker}")
-                execute(store, run, worker)
+                say(f"run {run_label(run)}: started")
+                started = time.monotonic()
+                status = execute(store, run, worker)
+                say(f"run {run.id}: {status} after {time.monotonic() - started:.0f} s")
                 heartbeat.run_id = None
                 done, idle_since = done + 1, time.monotonic()
         finally:

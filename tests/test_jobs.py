@@ -166,6 +166,9 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert main(["resume", run_id]) == 0
     assert "it starts from the beginning (it saved no checkpoint)" in capsys.readouterr().out  # cancelled while queued
     assert main(["worker", "--once"]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == f"worker: run {run_id} · I: scratch · LeNet-5 on digits: started"
+    assert said[1].startswith(f"worker: run {run_id}: succeeded after ")
     assert main(["runs"]) == 0
     table = capsys.readouterr().out
     assert run_id in table and "succeeded" in table and "I: scratch" in table and "error" in table.splitlines()[0]
