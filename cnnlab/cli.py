@@ -625,6 +625,9 @@ def _version() -> str:
         return "(not installed)"
 
 
+JSON_HELP = "print the result as one JSON object on stdout (notes stay on stderr)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(prog="cnnlab", description="Explore classic ConvNets and transfer learning.")
@@ -632,13 +635,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     models = sub.add_parser("models", help="list the registered architectures")
-    models.add_argument("--json", action="store_true")
+    models.add_argument("--json", action="store_true", help=JSON_HELP)
     models.set_defaults(func=_cmd_models)
 
     profile = sub.add_parser("profile", help="per-layer parameters, MACs and output shapes")
-    profile.add_argument("arch", type=arch_choice)
-    profile.add_argument("--input-size", type=positive_int, default=None)
-    profile.add_argument("--json", action="store_true")
+    profile.add_argument("arch", type=arch_choice, help="an architecture (see cnnlab models)")
+    profile.add_argument("--input-size", type=positive_int, default=None,
+                         help="square input size in pixels (default: the architecture's own)")
+    profile.add_argument("--json", action="store_true", help=JSON_HELP)
     profile.set_defaults(func=_cmd_profile)
 
     reduce = sub.add_parser("reduce", help="what a 1x1 reduction saves: the calculator, or --arch for a network's "
@@ -653,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compare the k x k convolution (k odd, at least 3) with VGG's stack of 3x3 and "
                              "Inception-v3's 1 x k then k x 1 instead")
     reduce.add_argument("--arch", type=arch_choice, help="print the per-module table of this network instead")
-    reduce.add_argument("--json", action="store_true")
+    reduce.add_argument("--json", action="store_true", help=JSON_HELP)
     reduce.set_defaults(func=_cmd_reduce)
 
     predict = sub.add_parser("predict", help="top-K ImageNet classes of an image with probabilities")
@@ -665,8 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="default (pretrained, offline where possible), shipped, torchvision, timm, none, "
                               "a weights file (.safetensors or a .pth state dict), or a run folder (its trained "
                               "model and class names)")
-    predict.add_argument("--top", type=positive_int, default=5)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--top", type=positive_int, default=5, help="how many classes to list (default 5)")
+    predict.add_argument("--json", action="store_true", help=JSON_HELP)
     predict.set_defaults(func=_cmd_predict)
 
     train = sub.add_parser("train", help="train a network: scratch, finetune or extract (the lecture's strategies)")
@@ -675,17 +679,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "same config there is resumed, and a finished one trains on to a larger --epochs "
                                      "(default: a run of the store, in $CNNLAB_HOME/runs/<run id>, that `cnnlab runs` "
                                      "and the dashboard list live)")
-    train.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    train.add_argument("--json", action="store_true", help=JSON_HELP)
     train.set_defaults(func=_cmd_train)
 
     submit = sub.add_parser("submit", help="queue a run for the background worker (same options as train; "
                                            "--strategy probe queues a probe)")
     _add_run_options(submit, ("scratch", "finetune", "extract", "probe"))
-    submit.add_argument("--json", action="store_true")
+    submit.add_argument("--json", action="store_true", help=JSON_HELP)
     submit.set_defaults(func=_cmd_submit)
 
     runs = sub.add_parser("runs", help="the queue and history of runs")
-    runs.add_argument("--json", action="store_true")
+    runs.add_argument("--json", action="store_true", help=JSON_HELP)
     runs.set_defaults(func=_cmd_runs)
 
     cancel = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
@@ -708,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and fit a classifier on them: validation accuracy per depth, the lecture's "
                                        "general-to-specific claim measured on your data.")
     _add_run_options(probe)
-    probe.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    probe.add_argument("--json", action="store_true", help=JSON_HELP)
     probe.set_defaults(func=_cmd_probe)
 
     export = sub.add_parser("export", help="export a trained checkpoint to ONNX or TorchScript, checked by running it")
@@ -721,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     mistakes.add_argument("run", help="a run id (see cnnlab runs), a run folder or one of its checkpoints/ckpt-NNNN")
     mistakes.add_argument("--limit", type=positive_int, default=24, help="how many to list (default 24)")
     mistakes.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    mistakes.add_argument("--json", action="store_true")
+    mistakes.add_argument("--json", action="store_true", help=JSON_HELP)
     mistakes.set_defaults(func=_cmd_mistakes)
 
     features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)")
@@ -737,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
     features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")
     features.add_argument("--colormap", default="viridis", help="viridis, inferno, magma, cividis, turbo or gray")
-    features.add_argument("--json", action="store_true")
+    features.add_argument("--json", action="store_true", help=JSON_HELP)
     features.set_defaults(func=_cmd_features)
 
     return parser
