@@ -101,7 +101,7 @@ def bad_inputs(tmp_path):
     return {
         "text": ([str(text)], "not an image"),
         "cut": ([str(cut)], "truncated or corrupt"),
-        "bomb": ([str(huge)], "declares over 179 megapixels"),
+        "bomb": ([str(huge)], "declares 900 megapixels; the limit is 40"),
         "empty": ([str(empty)], "is empty"),
         "missing": ([str(tmp_path / "absent.png")], "no such file"),
         "offline": ([chelsea, "--arch", "resnet50"], "download.pytorch.org|offline mode"),
@@ -156,7 +156,7 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
     assert top_class(at) == "espresso"
     for name, data, expected in [("notes.jpg", b"not a picture", "not an image"),
                                  ("notes.txt", b"a text file", "notes.txt is not an image cnnlab can read"),
-                                 ("huge.png", png_header_only(30000, 30000), "declares over 179 megapixels"),
+                                 ("huge.png", png_header_only(30000, 30000), "declares 900 megapixels; the limit is 40"),
                                  ("empty.png", b"", "is empty")]:
         at.file_uploader(key="predict_image_upload").set_value((name, data, "image/png")).run()
         assert not at.exception and len(at.error) == 1 and expected in at.error[0].value, name
