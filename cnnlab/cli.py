@@ -772,7 +772,8 @@ def _resumes_from(run_id: str) -> str:
     from cnnlab.checkpoints import latest_checkpoint
     from cnnlab.jobs import run_dir
 
-    return "from its last checkpoint" if latest_checkpoint(run_dir(run_id)) else "from the start (it saved no checkpoint)"
+    saved = latest_checkpoint(run_dir(run_id)) is not None
+    return "from its last checkpoint" if saved else "from the start (it saved no checkpoint)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ FILE_MODE = 0o644
 
 
 class DataDirError(OSError):
-    """cnnlab's data directory cannot be created or is not a folder; the message says which and how to choose another."""
+    """cnnlab's data directory cannot be created or is not a folder; the message says which and what to do."""
 
 
 def data_dir() -> Path:

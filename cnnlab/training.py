@@ -350,9 +350,9 @@ def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: 
     """What a probe of `arch` with `weights` says per stage, in words, with chance taken into account: the best
     stage beats the last one only when the gap is more than twice its standard error on `val_size` validation
     images. ImageNet is named as what the features learned from only for ImageNet weights (not a file or a run)."""
-    from cnnlab.weights import DEFAULT, SHIPPED, TIMM, TORCHVISION
+    from cnnlab.weights import WEIGHT_SOURCES
 
-    source = "ImageNet" if weights in (DEFAULT, SHIPPED, TORCHVISION, TIMM) else "the data its weights learned from"
+    source = "ImageNet" if weights in WEIGHT_SOURCES else "the data its weights learned from"
     best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
     label = lambda row: stage_labels(arch)[row["stage"] - 1]
     gap = best["val_acc"] - last["val_acc"]
@@ -411,17 +411,20 @@ class ConsoleProgress(Callback):
     def __init__(self, stream=None, bar: bool | None = None, result_stream=None):
         self.stream = stream or sys.stderr
         self.result_stream = result_stream or self.stream
+        self._reader_gone = False
         self.bar = self.stream.isatty() if bar is None else bar
         self._drawn = 0.0
 
     def _write(self, text: str, stream=None) -> None:
         """Write and flush; a reader gone (`| head`) silences this progress, never the run."""
+        if self._reader_gone:
+            return
         stream = stream or self.stream
         try:
             stream.write(text)
             stream.flush()
         except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
-            self.stream = self.result_stream = _Discard()
+            self._reader_gone = True
 
     def on_run_start(self, event: RunStart) -> None:
         self._write(event.summary() + "\n")
@@ -451,16 +454,6 @@ class ConsoleProgress(Callback):
         checkpoint = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
         self._write(f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s (weakest classes: {worst_text})"
                     f"{checkpoint}\n", self.result_stream)
-
-
-class _Discard:
-    """A stream that drops what it is given: the console's stand-in once its reader has gone."""
-
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------------------ the runtime

@@ -163,7 +163,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "queued":
         jobs.start_worker()
     # one container each, always in this order: a part that comes or goes (the progress once the run ends) moves
-    # nothing after it, so the curves are redrawn in place, never shown twice while a rerun replaces them
+    # nothing after it, so the curves keep their place on the page
     status_area, progress_area, curves_area = st.container(), st.container(), st.container()
     stopping = current.status == "running" and current.cancel_requested
     status, color = ("cancelling", STATUS_COLORS["cancelled"]) if stopping else (current.status,
@@ -175,7 +175,8 @@ def draw_live(run_id: str, was_active: bool) -> None:
                            on_click=jobs.cancel, args=(run_id,),
                            help="Requested; the run stops at its next step" if stopping else None)
     if stopping:
-        status_area.caption("Cancel requested: the worker stops the run at its next step, keeping its last checkpoint.")
+        status_area.caption("Cancel requested: the worker stops the run at its next step, keeping its last "
+                            "checkpoint.")
     if current.error:
         (status_area.error if current.status == "failed" else status_area.warning)(current.error)
     steps = live_store.metrics(run_id, "step", since=current.started_at, timed=True)
