@@ -289,9 +289,12 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
 def step_loss_figure(steps: list[dict]) -> go.Figure:
     """A running run's training loss as its steps report it, against epochs done (fractional): the curve to watch
     before the first epoch ends. Each loss is drawn once, where it was measured (`loss_at`), not again at every
-    later report that repeats it."""
+    later report that repeats it; every loss read between two reports (`losses`, [where, loss] pairs) is drawn, so
+    a fast run's curve is as fine as its loss readings, not as its reports."""
     measured = {}
     for row in steps:
+        for at, loss in row.get("losses", ()):
+            measured[at] = loss
         if row.get("phase") == "train" and row.get("loss") is not None:
             at = row.get("loss_at", (row["epoch"] - 1) + row["step"] / row["steps"])
             measured[at] = row["loss"]

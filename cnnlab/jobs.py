@@ -323,6 +323,7 @@ class StoreReporter:
         self._last_report = 0.0
         self._steps = 0
         self._measured: dict = {"loss": None}  # the last training loss read, and where: the step rows repeat it
+        self._unreported: list[list[float]] = []  # [where, loss] of each loss read since the last row written
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
@@ -350,6 +351,7 @@ class StoreReporter:
         if event.loss is not None:  # measured on this step (every few steps: reading it waits for the GPU)
             self._measured = {"loss": event.loss, "loss_at": event.epoch - 1 + event.step / event.steps,
                               "loss_epoch": event.epoch, "loss_step": event.step}
+            self._unreported.append([self._measured["loss_at"], event.loss])
         now = time.monotonic()
         if now - self._last_report < self.report_every_s and event.step < event.steps:
             return
@@ -357,7 +359,8 @@ class StoreReporter:
         self.store.add_metrics(self.run_id, "step", self._steps, {
             "phase": event.phase, "epoch": event.epoch, "epochs": event.epochs, "step": event.step,
             "steps": event.steps, **(self._measured if event.phase == "train" else {"loss": event.loss}),
-            "lr": event.lr})
+            "losses": self._unreported, "lr": event.lr})
+        self._unreported = []
         self._check_cancel()
 
     def on_message(self, text: str) -> None:

@@ -621,12 +621,15 @@ class PassStats:
 LOSS_EVERY_S = 2.0
 """Step events carry the loss every `log_every` steps (reading it waits for a GPU), and also once this many seconds
 have passed since the last one: slow steps on a CPU still show a fresh loss."""
+LOSS_READINGS = 20
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     lr_at: Callable[[int], float], first_step: int, runtime: Runtime,
                     epoch: int = 1, epochs: int = 1, callbacks: Iterable = (), log_every: int = 10) -> PassStats:
-    """One pass over the training data: forward, loss, backward, step, with the scheduled learning rate."""
+    """One pass over the training data: forward, loss, backward, step, with the scheduled learning rate. The loss is
+    read every `log_every` steps, and at least LOSS_READINGS times an epoch when it has that many steps."""
+    log_every = max(1, min(log_every, len(loader) // LOSS_READINGS))
     model.train()
     keep_frozen_norms_in_eval(model)
     totals = torch.zeros(3, device=runtime.device)  # loss sum, correct, images

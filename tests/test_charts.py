@@ -145,6 +145,10 @@ def test_step_loss_follows_the_training_steps_in_epochs_done():
                 for step, loss, at in ((2, 2.0, 0.125), (4, 2.0, 0.125), (6, 1.5, 0.625), (8, 1.2, 1.0))]
     trace = step_loss_figure(repeated).data[0]  # measured every 4 steps, reported every 2: each loss drawn once
     assert list(trace.x) == [0.125, 0.625, 1.0] and list(trace.y) == [2.0, 1.5, 1.2]
+    between = [{"phase": "train", "epoch": 1, "epochs": 1, "step": 8, "steps": 8, "loss": 1.2, "loss_at": 1.0,
+                "losses": [[0.25, 1.9], [0.5, 1.6], [1.0, 1.2]]}]
+    trace = step_loss_figure(between).data[0]  # every reading between two reports, not the last alone
+    assert list(trace.x) == [0.25, 0.5, 1.0] and list(trace.y) == [1.9, 1.6, 1.2]
 
 
 def test_confusion_matrix_rows_are_true_classes():

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from cnnlab import jobs
+from cnnlab.charts import step_loss_figure
 from cnnlab.checkpoints import latest_checkpoint
 from cnnlab.runstore import RunStore
-from cnnlab.training import make_config
+from cnnlab.training import LOSS_READINGS, make_config
 
 
 def lenet(epochs: int, **options):
@@ -47,6 +48,10 @@ def test_a_queued_run_goes_running_then_succeeded_with_metrics():
     steps = store.metrics(run_id, "step")
     assert steps and steps[-1]["phase"] in ("train", "eval")
     start = store.metrics(run_id, "start")[0]
+    steps_per_epoch = steps[0]["steps"]
+    assert steps_per_epoch < 2 * LOSS_READINGS  # so its loss is read at every step, and all of them are drawn live
+    drawn = step_loss_figure(steps).data[0].x
+    assert len(drawn) == 3 * steps_per_epoch > len([row for row in steps if row["phase"] == "train"])
     assert start["params_trainable"] == 61_706 and start["val_size"] == 359
     assert run.checkpoint and run.checkpoint.startswith(str(jobs.run_dir(run_id)))
     assert any(line.startswith("Epoch 3/3") for line in store.logs(run_id))
