@@ -387,7 +387,7 @@ def _cmd_runs(args) -> None:
 
     store = RunStore()
     recover_interrupted(store)
-    rows = run_summaries(store.runs())
+    rows = run_summaries(store.runs(), store)
     if args.json:
         print_json(rows)
         return

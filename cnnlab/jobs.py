@@ -256,19 +256,29 @@ def result_accuracy(result: dict) -> float | None:
     return result.get("val_acc", max((s["val_acc"] for s in result.get("stages", [])), default=None))
 
 
-def run_summaries(runs: list[Run]) -> list[dict]:
-    """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's)."""
+def run_accuracy(run: Run, store: RunStore) -> float | None:
+    """A run's validation accuracy as it stands: its result's; for a run still going, or killed (interrupted, with no
+    result of this attempt), its last finished epoch's; None before either."""
+    if run.result is not None and run.status != "interrupted":
+        return result_accuracy(run.result)
+    epoch = store.last_metric(run.id, "epoch")  # of its latest attempt
+    return epoch["val_acc"] if epoch else result_accuracy(run.result or {})
+
+
+def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
+    """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's; a run
+    going or killed: its last finished epoch's)."""
     from cnnlab.data import dataset_label
     from cnnlab.planner import run_method
 
     rows = []
     for run in runs:
-        config, result = run.config, run.result or {}
+        config = run.config
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
                      "method": run_method(config),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
-                     "val_acc": result_accuracy(result),
+                     "val_acc": run_accuracy(run, store),
                      "duration_s": round(duration, 1) if duration else None,
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
                      "error": run.error})
@@ -580,7 +590,7 @@ def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | 
         return _started[home]
 
 
-__all__ = ["run_label", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive", "worker_pids",
-           "command_line_pids", "run_here", "user_errors",
+__all__ = ["run_label", "run_accuracy", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive",
+           "worker_pids", "command_line_pids", "run_here", "user_errors",
            "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
            "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

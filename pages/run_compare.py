@@ -43,7 +43,7 @@ def draw_comparison(chosen: list[str]) -> None:
         rows.append({"label": label, "run": run_id, "status": run.status, "method": method,
                      "strategy": run.config.get("strategy"),
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
-                     "val_acc": jobs.result_accuracy(result), "train_time_s": result.get("train_time_s"),
+                     "val_acc": jobs.run_accuracy(run, store), "train_time_s": result.get("train_time_s"),
                      "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                      "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None,
                      "feature_cache": result.get("feature_cache"),

@@ -101,9 +101,10 @@ def small_validation_warning(validated: int, consequence: str = "this number is 
 def draw_table() -> None:
     """The worker's state and every run with its status and accuracy; refreshed every few seconds while a run is
     queued or running."""
-    current_runs = RunStore().runs()
+    current_store = RunStore()
+    current_runs = current_store.runs()
     worker_caption(current_runs)
-    summaries = pd.DataFrame(jobs.run_summaries(current_runs))
+    summaries = pd.DataFrame(jobs.run_summaries(current_runs, current_store))
     summaries["arch"] = summaries["arch"].map(arch_title)
     summaries["val_acc"] = in_percent(summaries["val_acc"])
     summaries["created"] = pd.to_datetime(summaries["created"])
@@ -117,9 +118,10 @@ def draw_table() -> None:
                                                                            width=110),
                                 "val_acc": st.column_config.NumberColumn(
                                     "Val accuracy", format=PERCENT, width=90,
-                                    help="On the held-out validation images at the run's last epoch; a cancelled "
-                                         "run's as its model stood when it stopped (after part of an epoch, if it "
-                                         "stopped in its first), a probe's at its best stage"),
+                                    help="On the held-out validation images at the run's last epoch (so far, for "
+                                         "a run still going or killed); a cancelled run's as its model stood when "
+                                         "it stopped (after part of an epoch, if it stopped in its first), a "
+                                         "probe's at its best stage"),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f", width=95,
                                     help="Wall time from start to end, loading data and models included, over "
@@ -179,6 +181,9 @@ def draw_live(run_id: str, was_active: bool) -> None:
                             "checkpoint.")
     if current.error:
         (status_area.error if current.status == "failed" else status_area.warning)(current.error)
+    if current.status == "interrupted" and (epoch := live_store.last_metric(run_id, "epoch")):
+        status_area.caption(f"When it stopped it had finished epoch {epoch['epoch']} of {epoch['epochs']}, at "
+                            f"{epoch['val_acc']:.1%} validation accuracy (the curves below).")
     steps = live_store.metrics(run_id, "step", since=current.started_at, timed=True)
     if current.status == "running" and steps:
         progress = jobs.run_progress(steps)

@@ -141,6 +141,8 @@ def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
     assert jobs.recover_interrupted(store) == [run_id]
     interrupted = store.get(run_id)
     assert interrupted.status == "interrupted" and "last checkpoint" in interrupted.error
+    summary, = jobs.run_summaries([interrupted], store)  # as `cnnlab runs` shows it: its last epoch's accuracy
+    assert summary["val_acc"] == store.last_metric(run_id, "epoch")["val_acc"] > 0.5
     saved = latest_checkpoint(jobs.run_dir(run_id)).epoch
     assert saved >= 2
     jobs.resume(run_id, store)

@@ -338,6 +338,28 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
                for c in at.caption)
 
 
+def test_a_killed_run_shows_the_accuracy_of_its_last_finished_epoch():
+    import signal
+
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
+    jobs.start_worker()
+    deadline = time.time() + 120
+    while not store.metrics(run_id, "epoch") and time.time() < deadline:
+        time.sleep(0.3)
+    for pid in jobs.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    while jobs.worker_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    at = open_run(run_id)
+    last = store.last_metric(run_id, "epoch")
+    assert store.get(run_id).status == "interrupted" and store.get(run_id).result is None
+    assert any(c.value == f"When it stopped it had finished epoch {last['epoch']} of 300, at {last['val_acc']:.1%} "
+                          "validation accuracy (the curves below)." for c in at.caption)
+    table = at.dataframe[0].value
+    assert table.loc[table["id"] == run_id, "val_acc"].item() == pytest.approx(100 * last["val_acc"])
+
+
 def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
     store = RunStore()
     run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=300, device="cpu"), store)
