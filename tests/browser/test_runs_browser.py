@@ -135,4 +135,20 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.go_back()
     page.wait_for_url(re.compile(r".*/run_compare$"), timeout=30_000)
     second.close()
+
+    # on a phone a picked run's long name wraps in its chip instead of being cut
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    page.goto(f"{dashboard_url}/run_compare")
+    wait_for_app(page)
+    chip = page.locator("[data-testid='stMultiSelectTagsContainer'] [data-tag] > span").filter(has_text=extract)
+    expect(chip).to_have_text(re.compile(r"EfficientNet-Lite0 on digits$"), timeout=30_000)
+    wrapped_whole = "e => e.scrollWidth <= e.clientWidth && e.getBoundingClientRect().height > 30"
+    page.wait_for_function(wrapped_whole, arg=chip.element_handle(), timeout=15_000)  # once the app's style is in
+    tags = page.locator("[data-testid='stMultiSelectTagsContainer']")
+    assert tags.evaluate("e => e.scrollHeight <= e.clientHeight"), "every chip shows without scrolling the box"
+    page.locator("[data-testid='stPlotlyChart'] .scatterlayer .point").first.wait_for(timeout=30_000)
+    wait_for_app(page)
+    screenshot(page, "run_compare_phone")
+    phone.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
