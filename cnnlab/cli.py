@@ -235,14 +235,15 @@ def _cmd_predict(args) -> None:
             result = predict_image(args.image, _arch_of(args), args.weights, args.top)
     except (ImageInputError, WeightsError) as error:
         raise UsageError(str(error)) from None
-    rows = [{"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 4)}
+    rows = [{"rank": rank, "index": p.index, "label": p.label, "probability": p.probability}
             for rank, p in enumerate(result.predictions, 1)]
-    if args.json:
+    if args.json:  # probabilities unrounded, as `mistakes --json` gives them: the table rounds
         print_json({"image": args.image, "arch": result.arch, "weights": result.weights, "predictions": rows,
                     "notes": list(result.notes)})
         return
     print(f"{result.arch} with {weights_label(result.weights)}")
-    print_table(rows, ["rank", "index", "label", "probability"])
+    print_table([{**row, "probability": f"{row['probability']:.4f}"} for row in rows],
+                ["rank", "index", "label", "probability"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
 

@@ -69,6 +69,9 @@ def test_cli_predict_json(capsys):
     output = json.loads(capsys.readouterr().out)
     assert output["weights"] == "shipped" and len(output["predictions"]) == 3
     assert output["predictions"][0]["index"] == ESPRESSO and output["predictions"][0]["label"] == "espresso"
+    direct = predict_image(str(sample_images()["coffee"]), top=3).predictions
+    assert [p["probability"] for p in output["predictions"]] == pytest.approx([p.probability for p in direct],
+                                                                             abs=1e-6), "unrounded"
 
 
 def test_cli_predict_table(capsys):
@@ -76,6 +79,7 @@ def test_cli_predict_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "tf_efficientnet_lite0 with shipped weights" and len(lines) == 2 + 5
     assert int(lines[2].split()[1]) in DOMESTIC_CATS
+    assert re.fullmatch(r"0\.\d{4}", lines[2].split()[-1]), "the table rounds to 4 decimals"
 
 
 class RunsCode:
