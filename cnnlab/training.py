@@ -239,7 +239,9 @@ class RunStart:
         from cnnlab.weights import weights_label
 
         c = self.config
-        resumed = f", resuming after epoch {self.start_epoch}" if self.start_epoch else ""
+        resumed = (f", resuming after epoch {self.start_epoch}" if 0 < self.start_epoch < c.epochs else
+                   f"; it already trained its {c.epochs} epochs: its saved model is evaluated again"
+                   if self.start_epoch else "")
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
         return (f"{c.strategy} {c.arch} ({weights_label(resolve_weights(c))}) on {c.dataset}: "
                 f"{len(self.classes)} classes, {self.train_size} train / {self.val_size} val images, "
@@ -815,8 +817,9 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     if last_val is None:  # nothing trained now (resumed a finished run, or stopped in the first epoch)
         last_val = evaluate(model, val_loader, runtime, num_classes)
     freeze_layers(raw_model, spec, config.freeze)
+    trained_s = time.perf_counter() - started if start_epoch < config.epochs else 0.0  # not a finished run's rerun
     result = RunResult(config, images.classes, last_val.acc, _matrix(last_val.confusion),
-                       earlier_s + time.perf_counter() - started, params_trainable, params_frozen,
+                       earlier_s + trained_s, params_trainable, params_frozen,
                        str(runtime.device), tuple(history), last_val.loss, str(saved) if saved else None,
                        str(out_dir) if out_dir else None, skipped=images.skipped, stopped=stopped,
                        world_size=runtime.dist.world_size)

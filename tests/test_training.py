@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnnlab import training
-from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
+from cnnlab.checkpoints import export_checkpoint, latest_checkpoint, model_from_checkpoint
 from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
@@ -251,6 +251,10 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     longer = run(replace(config, epochs=5), [recorder := Recorder()], out_dir=tmp_path / "resumed")
     assert recorder.start.start_epoch == 3 and [m.epoch for m in longer.history] == [1, 2, 3, 4, 5]
     assert longer.checkpoint.endswith("ckpt-0005"), "a finished run trains on to a larger --epochs"
+    again = run(replace(config, epochs=5), [recorder := Recorder()], out_dir=tmp_path / "resumed")
+    saved_time = latest_checkpoint(tmp_path / "resumed").metrics["train_time_s"]
+    assert recorder.epochs == [] and again.val_acc == longer.val_acc and again.train_time_s == saved_time
+    assert recorder.start.summary().endswith("it already trained its 5 epochs: its saved model is evaluated again")
 
 
 def digit_folder(root, per_class=25):
