@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
+from cnnlab.activations import HEAD
 from cnnlab.profiling import human
-from cnnlab.registry import stage_labels, stage_name
+from cnnlab.reductions import (AFTER_REDUCTION, ROLE_DESCRIPTIONS, ConvSetup, HeadComparison, NetworkReductions,
+                               ReductionComparison, compare_reduction, reduction_sweep)
+from cnnlab.registry import get_spec, stage_labels, stage_name
+
+if TYPE_CHECKING:  # cnnlab.residual brings the training loop; cnnlab.predict the weights: neither is needed to draw
+    from cnnlab.predict import Prediction
+    from cnnlab.residual import GradientProfile
 
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
@@ -406,4 +416,221 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
     figure.update_xaxes(**{**(log_axis(costs) if log and costs else {}), "range": x_range})
+    return figure
+
+
+# ------------------------------------------------------------------------------------------- 1x1 reductions
+REDUCTION_PART_COLORS = {"naive": "#d62728", "1x1 reduction": "#1f77b4", "k x k convolution": "#ff7f0e"}
+ROLE_COLORS = dict(zip(ROLE_DESCRIPTIONS, ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#bcbd22", "#ff7f0e",
+                                           "#7f7f7f", "#e377c2", "#17becf"), strict=True))
+CHART_ROLE_NAMES = {AFTER_REDUCTION: "k x k after a reduction<br>(in 'without': on the full input)"}
+MANY_MODULES = 16  # above this, one numbered pair of bars per module: names and roles would not fit
+
+
+def reduction_cost_bars(result: ReductionComparison, metric: str, title: str) -> go.Figure:
+    """The calculator's cost of one convolution, `metric` ('macs' or 'params') on a count axis titled `title`:
+    the naive k x k bar against the reduced one stacked from its 1x1 and k x k parts (its total written above
+    it), or the k x k alone when there is no reduction. Each part's hover gives its formula."""
+    figure = go.Figure()
+    if result.reduce is None:
+        k = result.setup.kernel
+        parts = [(f"{k}x{k} convolution", "naive", result.naive)]
+    else:
+        parts = [("naive", "naive", result.naive)]
+    if result.reduce is not None:
+        parts += [("with 1x1 reduction", "1x1 reduction", result.reduce),
+                  ("with 1x1 reduction", "k x k convolution", result.conv)]
+    totals: dict[str, int] = {}
+    for bar, part, cost in parts:
+        value = getattr(cost, metric)
+        totals[bar] = totals.get(bar, 0) + value
+        text = cost.formula if metric == "macs" else cost.params_formula
+        figure.add_bar(x=[bar], y=[value], name=part, marker_color=REDUCTION_PART_COLORS[part], text=[human(value)],
+                       textposition="inside", hovertext=[text], hoverinfo="text+name")
+    stacked = {bar for bar, part, _ in parts if part != bar}
+    for bar, total in totals.items():
+        if bar in stacked:
+            figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
+    # no chart title (the y axis names the count): on a phone, Plotly's toolbar would cover one
+    figure.update_layout(barmode="stack", height=360, margin={"t": 40}, yaxis_title=title,
+                         uniformtext={"minsize": 10, "mode": "hide"}, legend=LEGEND_BELOW)
+    figure.update_yaxes(**count_axis(list(totals.values())))
+    return figure
+
+
+def reduction_sweep_figure(setup: ConvSetup) -> go.Figure:
+    """Total MACs of the 1x1 reduction and the k x k after it for every reduction width C_red from 1 to C_in
+    (at most about 256 widths), against the naive k x k's as a dashed line; `setup`'s own C_red, where it has
+    one, marked on the curve."""
+    step = max(1, setup.in_channels // 256)
+    sweep = reduction_sweep(setup, range(1, setup.in_channels + 1, step))
+    widths = [r.setup.reduce_to for r in sweep]
+    figure = go.Figure()
+    figure.add_scatter(x=widths, y=[r.total_macs for r in sweep], name="1x1 reduction + k x k", mode="lines")
+    figure.add_scatter(x=widths, y=[sweep[0].naive.macs] * len(widths), name="naive k x k", mode="lines",
+                       line={"dash": "dash", "color": REDUCTION_PART_COLORS["naive"]})
+    if setup.reduce_to is not None:
+        current = compare_reduction(setup)
+        figure.add_scatter(x=[setup.reduce_to], y=[current.total_macs], name=f"C_red = {setup.reduce_to}",
+                           mode="markers", marker={"size": 12, "color": REDUCTION_PART_COLORS["1x1 reduction"]})
+    figure.update_layout(height=360, margin={"t": 40}, xaxis_title="C_red (channels after the 1x1)",
+                         yaxis_title="Total MACs", legend=LEGEND_BELOW)
+    figure.update_yaxes(**count_axis([r.total_macs for r in sweep] + [sweep[0].naive.macs]))
+    return figure
+
+
+def module_macs_bars(network: NetworkReductions) -> go.Figure:
+    """Per module of `network`, MACs as built next to MACs without its 1x1 reductions, as horizontal bars stacked
+    by the convolutions' roles, the first module on top; for a network of more than MANY_MODULES modules
+    (DenseNet's 58), `numbered_module_bars` instead."""
+    if len(network.modules) > MANY_MODULES:
+        return numbered_module_bars(network)
+    present = {c.role for m in network.modules for c in m.convs}
+    roles = [role for role in ROLE_DESCRIPTIONS if role in present]
+    names = [m.path for m in network.modules]
+    y = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
+    figure = go.Figure()
+    totals = [0] * len(y[0])
+    for role in roles:
+        values = []
+        for module in network.modules:
+            convs = module.with_role(role)
+            values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
+        name = CHART_ROLE_NAMES.get(role, role)
+        figure.add_bar(y=y, x=values, name=name, orientation="h", marker_color=ROLE_COLORS[role],
+                       hovertemplate="%{y}<br>%{x:,} MACs<extra>" + name + "</extra>")
+        totals = [total + value for total, value in zip(totals, values)]
+    figure.update_layout(barmode="stack", height=150 + BAR_ROW_PX * len(y[0]), margin={"t": 30, "b": 120, "l": 10},
+                         xaxis_title="Multiply-accumulates", legend_title_text="Convolution",
+                         legend=LEGEND_BELOW | {"traceorder": "normal"})  # legend in the bars' left-to-right order
+    figure.update_xaxes(**count_axis(totals))
+    figure.update_yaxes(autorange="reversed")  # the first module on top; names level, readable on a phone too
+    return figure
+
+
+def numbered_module_bars(network: NetworkReductions) -> go.Figure:
+    """Per module of `network`, numbered in the order it runs, its total MACs as built beside its total without
+    the 1x1 reductions (one grouped pair of columns, the module's name on hover): a network with too many modules
+    to name each one on the axis."""
+    numbers = list(range(1, len(network.modules) + 1))
+    names = [m.path for m in network.modules]
+    figure = go.Figure()
+    for label, color, values in (
+            ("as built", ROLE_COLORS[next(iter(ROLE_COLORS))], [m.built_macs for m in network.modules]),
+            ("without 1x1 reductions", REDUCTION_PART_COLORS["naive"], [m.without_macs for m in network.modules])):
+        figure.add_bar(x=numbers, y=values, name=label, marker_color=color, customdata=names,
+                       hovertemplate="%{customdata}<br>%{y:,} MACs<extra>" + label + "</extra>")
+    figure.update_layout(barmode="group", height=420, margin={"t": 30}, yaxis_title="Multiply-accumulates",
+                         xaxis_title="Module, in the order it runs (hover for its name)",
+                         legend={"orientation": "h", "y": -0.25})
+    figure.update_yaxes(**count_axis([v for trace in figure.data for v in trace.y]))
+    return figure
+
+
+def gap_vs_flatten_bars(comparisons: Sequence[HeadComparison]) -> go.Figure:
+    """Each network's first dense layer, its parameters when fed by global average pooling and by a flatten of
+    the last feature map, as a pair of horizontal bars on a log axis (names level, the first network on top; the
+    hover gives each count's formula)."""
+    titles = [short_title(get_spec(c.arch).title) for c in comparisons]
+    figure = go.Figure()
+    for name, params, formulas in (("global average pooling", [c.gap_params for c in comparisons],
+                                    [c.gap_formula for c in comparisons]),
+                                   ("flatten", [c.flatten_params for c in comparisons],
+                                    [c.flatten_formula for c in comparisons])):
+        figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
+    # titled in the page and its axis labels 40 px down: a phone's Plotly toolbar always shows over a chart's top
+    figure.update_layout(barmode="group", height=160 + 36 * len(comparisons), margin={"t": 72, "l": 10, "b": 70},
+                         legend=LEGEND_BELOW)
+    figure.update_yaxes(autorange="reversed")
+    figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]),
+                        side="top")  # read beside the top bars
+    return figure
+
+
+# ------------------------------------------------------------------------------------------- skip connections
+VARIANT_COLORS = {"plain": "#d62728", "residual": "#1f77b4"}
+GRADIENT_QUANTITIES = {"weights": "Gradient norm of the block's weights",
+                       "activations": "Gradient norm at the block's output"}
+
+
+def gradient_norms_figure(profiles: dict[str, GradientProfile], quantity: str) -> go.Figure:
+    """The gradient norm per block at initialization of the plain and the residual net (`profiles`, by variant, as
+    cnnlab.residual.gradient_profiles gives them), block 1 nearest the input, on a log axis; `quantity` is one of
+    GRADIENT_QUANTITIES: 'weights' (over the block's parameters) or 'activations' (at the block's output)."""
+    from cnnlab.residual import VARIANTS
+
+    figure = go.Figure()
+    values = []
+    for variant in VARIANTS:
+        norms = getattr(profiles[variant], quantity)
+        values += norms
+        figure.add_scatter(x=list(range(1, len(norms) + 1)), y=norms, mode="lines+markers", name=variant,
+                           line={"color": VARIANT_COLORS[variant]})
+    figure.update_layout(height=400, margin={"t": 30}, xaxis_title="Block (1 = nearest the input)",
+                         yaxis_title=GRADIENT_QUANTITIES[quantity] + " (log)", legend={"orientation": "h", "y": -0.2})
+    figure.update_yaxes(**log_axis(values))
+    figure.update_xaxes(range=[0.5, len(norms) + 0.5])  # blocks count from 1
+    return figure
+
+
+# ------------------------------------------------------------------------------------------- look inside
+def layer_statistics_figure(statistics: Sequence[dict]) -> go.Figure:
+    """Per-layer statistics (cnnlab.activations.layer_statistics) from input to output in three rows sharing the
+    layer axis: mean activation; share of exact zeros; channels and spatial height (both log). The stages are
+    shaded alternately and named above the plot; the hover names each layer, its type, shape and stage."""
+    import pandas as pd  # only here: the rest of cnnlab.charts does without it
+
+    frame = pd.DataFrame(statistics)
+    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>{r.stage_label}" for r in frame.itertuples()]
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.25, 0.35],
+                           specs=[[{}], [{}], [{"secondary_y": True}]])
+    lines = ((1, False, "mean", "Mean activation", "#1f77b4", "lines+markers"),
+             (2, False, "zero_fraction", "Zeros (share of exact zeros)", "#d62728", "markers"),
+             (3, False, "channels", "Channels", "#2ca02c", "lines+markers"),
+             (3, True, "height", "Spatial size (H)", "#9467bd", "lines+markers"))
+    for row, secondary, column, label, color, mode in lines:
+        figure.add_trace(go.Scatter(x=frame["index"], y=frame[column], name=label, mode=mode,
+                                    marker={"size": 4 if mode != "markers" else 6}, line={"color": color}, text=hover,
+                                    hovertemplate=f"%{{text}}<br>{label}: %{{y:.3g}}<extra></extra>"),
+                         row=row, col=1, secondary_y=secondary if row == 3 else None)
+    for k, (stage, group) in enumerate(frame.groupby("stage_index", sort=True)):
+        if k % 2 == 0:
+            figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
+                             opacity=0.08, line_width=0)
+        figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
+                              text=HEAD if group["stage"].iloc[0] == HEAD else stage_name(stage + 1),
+                              showarrow=False, yanchor="bottom", font={"size": 12},
+                              yshift=16 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
+    figure.update_yaxes(title_text="Mean activation", row=1, col=1)
+    figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
+    figure.update_yaxes(title_text="Channels", **log_axis(frame["channels"].tolist()), row=3, col=1, secondary_y=False)
+    figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
+                        showgrid=False, row=3, col=1, secondary_y=True)
+    figure.update_xaxes(title_text="Layer (in the order it runs)", row=3, col=1)
+    figure.update_layout(height=680, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.1})
+    return figure
+
+
+def vector_bars(values: Sequence[float], labels: Sequence[str], value_title: str = "Value") -> go.Figure:
+    """Horizontal bars of a layer's output vector, `values` named by `labels`, the first on top (pass the largest
+    first), on a value axis titled `value_title` ('Logit (before softmax)' for a classifier's output)."""
+    figure = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h",
+                              hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
+    figure.update_layout(height=84 + 30 * len(values), margin={"t": 34, "b": 40, "l": 10, "r": 10},
+                         xaxis_title=value_title, yaxis={"type": "category"})  # labels stay names: '7', not 7
+    return figure
+
+
+def prediction_bars(predictions: Sequence[Prediction]) -> go.Figure:
+    """Horizontal bars of class probabilities in percent, the most probable (the first prediction) on top, each
+    labelled with its probability: inside a bar long enough for it, beside a shorter one (no shrunken labels)."""
+    ordered = list(reversed(predictions))
+    figure = go.Figure(go.Bar(
+        x=[100 * p.probability for p in ordered], y=[p.shown for p in ordered], orientation="h",
+        text=[f"{100 * p.probability:.1f}%" for p in ordered], textangle=0,
+        textposition=["inside" if p.probability >= 0.25 else "outside" for p in ordered],  # no shrunken labels
+        hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
+    figure.update_layout(height=84 + 48 * len(ordered), margin={"t": 34, "b": 40, "l": 10, "r": 10},
+                         xaxis={"title": "Probability (%)", "range": [0, 100]},
+                         yaxis={"type": "category"})  # digit labels ('7') must stay names, not numbers
     return figure

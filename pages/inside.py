@@ -9,18 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 from PIL import Image
 
-from cnnlab.activations import HEAD, Activations, LayerInfo, extract, first_conv, layer_statistics
+from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
-from cnnlab.charts import log_axis
+from cnnlab.charts import layer_statistics_figure, vector_bars
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, label_set, predict_loaded
-from cnnlab.registry import arch_names, get_spec, stage_name
+from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
                            predictions_chart, random_weights_advice, show_image, weights_error, weights_picker)
@@ -155,39 +153,6 @@ def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TIL
     return enlarge(values[channel], low, high, colormap_name, min_side=side), channel
 
 
-def depth_figure(statistics: tuple[dict, ...]) -> go.Figure:
-    """Per-layer statistics from input to output, with the stages shaded."""
-    frame = pd.DataFrame(statistics)
-    hover = [f"{r.layer} ({r.type})<br>{r.shape}<br>{r.stage_label}" for r in frame.itertuples()]
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.4, 0.25, 0.35],
-                           specs=[[{}], [{}], [{"secondary_y": True}]])
-    lines = ((1, False, "mean", "Mean activation", "#1f77b4", "lines+markers"),
-             (2, False, "zero_fraction", "Zeros (share of exact zeros)", "#d62728", "markers"),
-             (3, False, "channels", "Channels", "#2ca02c", "lines+markers"),
-             (3, True, "height", "Spatial size (H)", "#9467bd", "lines+markers"))
-    for row, secondary, column, label, color, mode in lines:
-        figure.add_trace(go.Scatter(x=frame["index"], y=frame[column], name=label, mode=mode,
-                                    marker={"size": 4 if mode != "markers" else 6}, line={"color": color}, text=hover,
-                                    hovertemplate=f"%{{text}}<br>{label}: %{{y:.3g}}<extra></extra>"),
-                         row=row, col=1, secondary_y=secondary if row == 3 else None)
-    for k, (stage, group) in enumerate(frame.groupby("stage_index", sort=True)):
-        if k % 2 == 0:
-            figure.add_vrect(x0=group["index"].min() - 0.5, x1=group["index"].max() + 0.5, fillcolor="#888",
-                             opacity=0.08, line_width=0)
-        figure.add_annotation(x=(group["index"].min() + group["index"].max()) / 2, y=1.0, yref="paper",
-                              text=HEAD if group["stage"].iloc[0] == HEAD else stage_name(stage + 1),
-                              showarrow=False, yanchor="bottom", font={"size": 12},
-                              yshift=16 * (k % 2))  # neighbours alternate rows: narrow stages' names do not collide
-    figure.update_yaxes(title_text="Mean activation", row=1, col=1)
-    figure.update_yaxes(title_text="Zeros", range=[-0.05, 1.05], tickformat=".0%", dtick=0.5, row=2, col=1)
-    figure.update_yaxes(title_text="Channels", **log_axis(frame["channels"].tolist()), row=3, col=1, secondary_y=False)
-    figure.update_yaxes(title_text="Height (pixels)", type="log", tickvals=sorted(frame["height"].unique()),
-                        showgrid=False, row=3, col=1, secondary_y=True)
-    figure.update_xaxes(title_text="Layer (in the order it runs)", row=3, col=1)
-    figure.update_layout(height=680, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.1})
-    return figure
-
-
 @st.fragment
 def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     """Choose a layer (list or slider) and see its maps; only this part reruns when the layer changes."""
@@ -230,11 +195,9 @@ VECTOR_TOP = 10
 def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) -> None:
     """A layer that outputs a vector: its largest values as bars, named by class for the classifier's output."""
     flat = np.ravel(values)
-    top = np.argsort(-flat, kind="stable")[:VECTOR_TOP][::-1]
+    top = np.argsort(-flat, kind="stable")[:VECTOR_TOP]  # the largest first
     labels = [f"{names[i]} ({i})" if names else f"unit {i}" for i in top]
-    figure = go.Figure(go.Bar(x=flat[top], y=labels, orientation="h", hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
-    figure.update_layout(height=84 + 30 * len(top), margin={"t": 34, "b": 40, "l": 10, "r": 10},
-                         xaxis_title="Logit (before softmax)" if names else "Value", yaxis={"type": "category"})
+    figure = vector_bars(flat[top], labels, "Logit (before softmax)" if names else "Value")
     st.plotly_chart(figure, width="stretch", key=f"inside_vector_{layer.name}")
     pooled = " (a 1x1 map per channel)" if len(layer.shape) == 3 else ""
     st.caption(f"{layer.name} outputs a vector of {layer.channels:,} values{pooled}, not maps: the {len(top)} "
@@ -270,7 +233,7 @@ def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
             height, width = layer.spatial
             st.image(picture, width=STAGE_TILE, output_format="PNG",
                      caption=f"{layer.stage_label}: channel {channel} of {layer.channels}, {height}x{width}")
-    st.plotly_chart(depth_figure(result.statistics), width="stretch")
+    st.plotly_chart(layer_statistics_figure(result.statistics), width="stretch")
     st.caption("Per layer: mean activation, the share of exact zeros (high right after a ReLU), then channels and "
                "spatial size (log scales). Stages are shaded alternately; hover for the layer.")
     with st.expander("Every layer", icon=":material/table_rows:"):

@@ -3,15 +3,14 @@ k x 1), what the bottlenecks of real networks save, and global average pooling."
 import pages.menu  # noqa: F401, I001  (first: a first visit straight to this page's URL goes through app.py at once)
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.charts import BAR_ROW_PX, LEGEND_BELOW, count_axis, log_axis, short_title
+from cnnlab.charts import gap_vs_flatten_bars, module_macs_bars, reduction_cost_bars, reduction_sweep_figure
 from cnnlab.profiling import human
 from cnnlab.reductions import (
-    AFTER_REDUCTION, FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION,
-    ROLE_DESCRIPTIONS, ConvSetup, FactorizationSetup, compare_reduction, factorizations, head_comparisons,
-    network_reductions, receptive_field, reduction_archs, reduction_sweep)
+    FACTORIZATION_EXAMPLE, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION, ROLE_DESCRIPTIONS,
+    ConvSetup, FactorizationSetup, compare_reduction, factorizations, head_comparisons, network_reductions,
+    receptive_field, reduction_archs)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
 from pages.widgets import EMPTY, metric_row, panes, whole_table_height
@@ -30,9 +29,6 @@ FIELDS = (  # setup field, label, slider max, number-input max
     ("kernel", "Kernel k", 11, 31),
     ("reduce_to", "Reduce to C_red (1x1)", 2048, 8192),
 )
-PART_COLORS = {"naive": "#d62728", "1x1 reduction": "#1f77b4", "k x k convolution": "#ff7f0e"}
-ROLE_COLORS = dict(zip(ROLE_DESCRIPTIONS, ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#bcbd22", "#ff7f0e",
-                                           "#7f7f7f", "#e377c2", "#17becf"), strict=True))
 
 
 def _number_key(field: str) -> str:
@@ -83,54 +79,6 @@ def _linked_input(field: str, label: str, slider_max: int, number_max: int, disa
     line.number_input(label, 1, number_max, step=1, key=_number_key(field), on_change=_number_typed,
                       args=(field, slider_max), disabled=disabled, label_visibility="hidden", width=120)
     return int(st.session_state[_number_key(field)])
-
-
-def _cost_bars(result, metric: str, title: str) -> go.Figure:
-    """Naive against reduced, the reduced bar stacked from its 1x1 and k x k parts."""
-    figure = go.Figure()
-    if result.reduce is None:
-        k = result.setup.kernel
-        parts = [(f"{k}x{k} convolution", "naive", result.naive)]
-    else:
-        parts = [("naive", "naive", result.naive)]
-    if result.reduce is not None:
-        parts += [("with 1x1 reduction", "1x1 reduction", result.reduce),
-                  ("with 1x1 reduction", "k x k convolution", result.conv)]
-    totals: dict[str, int] = {}
-    for bar, part, cost in parts:
-        value = getattr(cost, metric)
-        totals[bar] = totals.get(bar, 0) + value
-        text = cost.formula if metric == "macs" else cost.params_formula
-        figure.add_bar(x=[bar], y=[value], name=part, marker_color=PART_COLORS[part], text=[human(value)],
-                       textposition="inside", hovertext=[text], hoverinfo="text+name")
-    stacked = {bar for bar, part, _ in parts if part != bar}
-    for bar, total in totals.items():
-        if bar in stacked:
-            figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)
-    # no chart title (the y axis names the count): on a phone, Plotly's toolbar would cover one
-    figure.update_layout(barmode="stack", height=360, margin={"t": 40}, yaxis_title=title,
-                         uniformtext={"minsize": 10, "mode": "hide"}, legend=LEGEND_BELOW)
-    figure.update_yaxes(**count_axis(list(totals.values())))
-    return figure
-
-
-def _sweep_chart(setup: ConvSetup) -> go.Figure:
-    """Total MACs of the reduced path for every reduction width, against the naive convolution."""
-    step = max(1, setup.in_channels // 256)
-    sweep = reduction_sweep(setup, range(1, setup.in_channels + 1, step))
-    widths = [r.setup.reduce_to for r in sweep]
-    figure = go.Figure()
-    figure.add_scatter(x=widths, y=[r.total_macs for r in sweep], name="1x1 reduction + k x k", mode="lines")
-    figure.add_scatter(x=widths, y=[sweep[0].naive.macs] * len(widths), name="naive k x k", mode="lines",
-                       line={"dash": "dash", "color": PART_COLORS["naive"]})
-    if setup.reduce_to is not None:
-        current = compare_reduction(setup)
-        figure.add_scatter(x=[setup.reduce_to], y=[current.total_macs], name=f"C_red = {setup.reduce_to}",
-                           mode="markers", marker={"size": 12, "color": PART_COLORS["1x1 reduction"]})
-    figure.update_layout(height=360, margin={"t": 40}, xaxis_title="C_red (channels after the 1x1)",
-                         yaxis_title="Total MACs", legend=LEGEND_BELOW)
-    figure.update_yaxes(**count_axis([r.total_macs for r in sweep] + [sweep[0].naive.macs]))
-    return figure
 
 
 def calculator() -> None:
@@ -187,8 +135,10 @@ def calculator() -> None:
                    help="Naive → with the reduction. " + " ; ".join(
                        c.params_formula for c in (result.naive, result.reduce, result.conv)))
     left, right = panes("calc-costs", 1, 1, min_width=360)
-    left.plotly_chart(_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart", width="stretch")
-    right.plotly_chart(_cost_bars(result, "params", "Parameters"), key="calc_params_chart", width="stretch")
+    left.plotly_chart(reduction_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart",
+                      width="stretch")
+    right.plotly_chart(reduction_cost_bars(result, "params", "Parameters"), key="calc_params_chart",
+                       width="stretch")
     if setup.kernel == 1 and result.reduce is None:
         st.caption("A 1x1 convolution sees one position at a time: at each pixel it takes a weighted sum of the "
                    "C_in channels, once per filter. It compresses depth (here 100 channels to 20), not space, and "
@@ -196,7 +146,7 @@ def calculator() -> None:
                    "'combines the channels at each position'.")
     if result.reduce is not None:
         st.markdown("**Total MACs against the reduction's width**")
-        st.plotly_chart(_sweep_chart(setup), key="calc_sweep_chart", width="stretch")
+        st.plotly_chart(reduction_sweep_figure(setup), key="calc_sweep_chart", width="stretch")
         st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                    "channels than the k x k convolution can use cheaply.")
 
@@ -302,54 +252,6 @@ def factorized_convolutions() -> None:
                                 for c in ("k x k MACs", "3x3 stack MACs", "1xk + kx1 MACs")})
 
 
-CHART_ROLE_NAMES = {AFTER_REDUCTION: "k x k after a reduction<br>(in 'without': on the full input)"}
-MANY_MODULES = 16  # above this, one numbered pair of bars per module: names and roles would not fit
-
-
-def _module_chart(network) -> go.Figure:
-    """Per module, MACs as built next to MACs without reductions, each stacked by the convolutions' roles; for a
-    network of many modules (DenseNet's 58), numbered pairs of totals, with each module's name on hover."""
-    if len(network.modules) > MANY_MODULES:
-        return _many_modules_chart(network)
-    present = {c.role for m in network.modules for c in m.convs}
-    roles = [role for role in ROLE_DESCRIPTIONS if role in present]
-    names = [m.path for m in network.modules]
-    y = [[n for n in names for _ in (0, 1)], ["built", "without"] * len(names)]
-    figure = go.Figure()
-    totals = [0] * len(y[0])
-    for role in roles:
-        values = []
-        for module in network.modules:
-            convs = module.with_role(role)
-            values += [sum(c.built.macs for c in convs), sum(c.without.macs for c in convs if c.without)]
-        name = CHART_ROLE_NAMES.get(role, role)
-        figure.add_bar(y=y, x=values, name=name, orientation="h", marker_color=ROLE_COLORS[role],
-                       hovertemplate="%{y}<br>%{x:,} MACs<extra>" + name + "</extra>")
-        totals = [total + value for total, value in zip(totals, values)]
-    figure.update_layout(barmode="stack", height=150 + BAR_ROW_PX * len(y[0]), margin={"t": 30, "b": 120, "l": 10},
-                         xaxis_title="Multiply-accumulates", legend_title_text="Convolution",
-                         legend=LEGEND_BELOW | {"traceorder": "normal"})  # legend in the bars' left-to-right order
-    figure.update_xaxes(**count_axis(totals))
-    figure.update_yaxes(autorange="reversed")  # the first module on top; names level, readable on a phone too
-    return figure
-
-
-def _many_modules_chart(network) -> go.Figure:
-    numbers = list(range(1, len(network.modules) + 1))
-    names = [m.path for m in network.modules]
-    figure = go.Figure()
-    for label, color, values in (
-            ("as built", ROLE_COLORS[next(iter(ROLE_COLORS))], [m.built_macs for m in network.modules]),
-            ("without 1x1 reductions", PART_COLORS["naive"], [m.without_macs for m in network.modules])):
-        figure.add_bar(x=numbers, y=values, name=label, marker_color=color, customdata=names,
-                       hovertemplate="%{customdata}<br>%{y:,} MACs<extra>" + label + "</extra>")
-    figure.update_layout(barmode="group", height=420, margin={"t": 30}, yaxis_title="Multiply-accumulates",
-                         xaxis_title="Module, in the order it runs (hover for its name)",
-                         legend={"orientation": "h", "y": -0.25})
-    figure.update_yaxes(**count_axis([v for trace in figure.data for v in trace.y]))
-    return figure
-
-
 def _conv_table(module) -> pd.DataFrame:
     """One row per convolution of `module` (its path names its branch), as built and without the reductions; a
     stride column only where some convolution strides."""
@@ -384,7 +286,7 @@ def real_modules() -> None:
     row.metric("Saved", f"{network.ratio:.2f}x")
     row.metric("Whole network", f"{human(network.network_macs)} → {human(totals['network_macs_without'])}",
                help="All of the network's MACs as built → with every module's reductions removed.")
-    st.plotly_chart(_module_chart(network), key="modules_chart", width="stretch")
+    st.plotly_chart(module_macs_bars(network), key="modules_chart", width="stretch")
     summary = pd.DataFrame([{"#": i, **m.summary()} for i, m in enumerate(network.modules, 1)]).rename(columns={
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
@@ -417,24 +319,6 @@ def real_modules() -> None:
         st.caption(f"Only a '{REDUCTION}' is removed in the 'without' variant; every other 1x1 stays.")
 
 
-def _head_chart(comparisons) -> go.Figure:
-    """Each network's first dense layer fed by GAP and by a flatten, as a pair of horizontal bars (names level)."""
-    titles = [short_title(get_spec(c.arch).title) for c in comparisons]
-    figure = go.Figure()
-    for name, params, formulas in (("global average pooling", [c.gap_params for c in comparisons],
-                                    [c.gap_formula for c in comparisons]),
-                                   ("flatten", [c.flatten_params for c in comparisons],
-                                    [c.flatten_formula for c in comparisons])):
-        figure.add_bar(y=titles, x=params, name=name, orientation="h", hovertext=formulas)
-    # titled in the page and its axis labels 40 px down: a phone's Plotly toolbar always shows over a chart's top
-    figure.update_layout(barmode="group", height=160 + 36 * len(comparisons), margin={"t": 72, "l": 10, "b": 70},
-                         legend=LEGEND_BELOW)
-    figure.update_yaxes(autorange="reversed")
-    figure.update_xaxes(**log_axis([c.gap_params for c in comparisons] + [c.flatten_params for c in comparisons]),
-                        side="top")  # read beside the top bars
-    return figure
-
-
 def global_average_pooling() -> None:
     st.header("Global average pooling")
     st.caption("GoogLeNet averages each 7x7 feature map to 1x1 before its classifier: the pooling has no "
@@ -454,7 +338,7 @@ def global_average_pooling() -> None:
                                 **{c: st.column_config.NumberColumn(format="localized")
                                    for c in ("Model params", "Model params with the other head")}})
     st.markdown("**Parameters of the first dense layer** (log scale)")
-    st.plotly_chart(_head_chart(comparisons), key="gap_chart", width="stretch")
+    st.plotly_chart(gap_vs_flatten_bars(comparisons), key="gap_chart", width="stretch")
 
 
 st.title("1x1 reductions")

@@ -3,10 +3,9 @@ import pages.menu  # noqa: F401, I001  (first: a first visit straight to this pa
 
 import time
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.charts import log_axis, run_curves
+from cnnlab.charts import GRADIENT_QUANTITIES, VARIANT_COLORS, gradient_norms_figure, run_curves
 from cnnlab.residual import (
     VARIANTS,
     GradientProfile,
@@ -17,10 +16,6 @@ from cnnlab.residual import (
     train_variant,
 )
 from pages.widgets import panes
-
-COLORS = {"plain": "#d62728", "residual": "#1f77b4"}
-QUANTITIES = {"weights": "Gradient norm of the block's weights", "activations": "Gradient norm at the block's output"}
-
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def profiles(depth: int, channels: int, batch_norm: bool, seed: int) -> dict[str, GradientProfile]:
@@ -34,21 +29,6 @@ def train_one(variant: str, depth: int, channels: int, batch_norm: bool, seed: i
     curve = train_variant(NetConfig(depth, channels, batch_norm, seed), variant, TrainSettings(epochs=epochs),
                           on_step)
     return curves_as_histories({variant: curve})[variant]
-
-
-def gradient_chart(data: dict[str, GradientProfile], quantity: str) -> go.Figure:
-    figure = go.Figure()
-    values = []
-    for variant in VARIANTS:
-        norms = getattr(data[variant], quantity)
-        values += norms
-        figure.add_scatter(x=list(range(1, len(norms) + 1)), y=norms, mode="lines+markers", name=variant,
-                           line={"color": COLORS[variant]})
-    figure.update_layout(height=400, margin={"t": 30}, xaxis_title="Block (1 = nearest the input)",
-                         yaxis_title=QUANTITIES[quantity] + " (log)", legend={"orientation": "h", "y": -0.2})
-    figure.update_yaxes(**log_axis(values))
-    figure.update_xaxes(range=[0.5, len(norms) + 0.5])  # blocks count from 1
-    return figure
 
 
 st.title("Skip connections")
@@ -67,13 +47,13 @@ channels = NetConfig.channels
 st.subheader("Gradient per block at initialization")
 with st.spinner("One forward and backward pass on a batch of 128 digits"):
     data = profiles(depth, channels, batch_norm, int(seed))
-quantity = st.segmented_control("Measure", list(QUANTITIES), default="weights", required=True,
-                                key="res_quantity", format_func=lambda q: QUANTITIES[q])
-st.plotly_chart(gradient_chart(data, quantity), width="stretch", key="res_gradients")
+quantity = st.segmented_control("Measure", list(GRADIENT_QUANTITIES), default="weights", required=True,
+                                key="res_quantity", format_func=lambda q: GRADIENT_QUANTITIES[q])
+st.plotly_chart(gradient_norms_figure(data, quantity), width="stretch", key="res_gradients")
 cols = st.columns(len(VARIANTS))
 for col, variant in zip(cols, VARIANTS):
     col.metric(f"{variant.capitalize()}: first block / last block", f"{data[variant].first_to_last(quantity):.3g}",
-               help=f"{QUANTITIES[quantity]}, the first block's over the last block's; 1 means the gradient "
+               help=f"{GRADIENT_QUANTITIES[quantity]}, the first block's over the last block's; 1 means the gradient "
                     "reaches the input as strong as it leaves the head.")
 st.caption("Without batch norm, PyTorch's default initialization shrinks the signal at every convolution and "
            "ReLU, so the plain net's gradient fades by orders of magnitude on its way back to the input; the "
@@ -107,8 +87,8 @@ if trained:
     else:
         st.caption(f"{raced}: both trained in {seconds:.0f} s here.")
     loss_col, acc_col = panes("race-curves", 1, 1, min_width=360)
-    loss_col.plotly_chart(run_curves(histories, ("loss",), COLORS), width="stretch", key="res_loss")
-    acc_col.plotly_chart(run_curves(histories, ("val_acc",), COLORS), width="stretch", key="res_acc")
+    loss_col.plotly_chart(run_curves(histories, ("loss",), VARIANT_COLORS), width="stretch", key="res_loss")
+    acc_col.plotly_chart(run_curves(histories, ("val_acc",), VARIANT_COLORS), width="stretch", key="res_acc")
     finals = {v: h[-1] for v, h in histories.items()}
     st.caption("Final training loss: " + ", ".join(f"{v} {p['loss']:.3f}" for v, p in finals.items()) +
                "; validation accuracy: " + ", ".join(f"{v} {p['val_acc']:.1%}" for v, p in finals.items()) + ".")

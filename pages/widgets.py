@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
+from cnnlab.charts import prediction_bars
 from cnnlab.images import (MAX_FILE_BYTES, MAX_PIXELS, SAMPLE_TITLES, ImageInputError, fit_within,
                            png_bytes, read_image, sample_images)
 from cnnlab.jobs import trained_models
@@ -249,20 +249,6 @@ def loaded_model(arch: str, weights: str) -> LoadedModel:
     return load_for_prediction(arch, weights)
 
 
-def predictions_figure(predictions: tuple[Prediction, ...]) -> go.Figure:
-    """Horizontal bars of class probabilities, the most probable on top."""
-    ordered = list(reversed(predictions))
-    figure = go.Figure(go.Bar(
-        x=[100 * p.probability for p in ordered], y=[p.shown for p in ordered], orientation="h",
-        text=[f"{100 * p.probability:.1f}%" for p in ordered], textangle=0,
-        textposition=["inside" if p.probability >= 0.25 else "outside" for p in ordered],  # no shrunken labels
-        hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    figure.update_layout(height=84 + 48 * len(ordered), margin={"t": 34, "b": 40, "l": 10, "r": 10},
-                         xaxis={"title": "Probability (%)", "range": [0, 100]},
-                         yaxis={"type": "category"})  # digit labels ('7') must stay names, not numbers
-    return figure
-
-
 def predictions_chart(predictions: tuple[Prediction, ...]) -> None:
     """Draw the top predictions as a Plotly bar chart."""
-    st.plotly_chart(predictions_figure(predictions), width="stretch")
+    st.plotly_chart(prediction_bars(predictions), width="stretch")

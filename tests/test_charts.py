@@ -5,12 +5,16 @@ import math
 
 import pytest
 
-from cnnlab.charts import (BUBBLE_LABEL_PX, PHONE_PLOT_PX, LabelledPoint, _label_box, _overlap, accuracy_axis,
-                           accuracy_vs_cost, accuracy_vs_operations, bubble_label, bubble_radius, confusion_figure,
-                           count_axis, log_axis, metric_bars, per_class_bars, place_labels, probe_figure, run_curves,
-                           short_title, step_loss_figure, wrap_label)
+from cnnlab.charts import (BUBBLE_LABEL_PX, CHART_ROLE_NAMES, GRADIENT_QUANTITIES, MANY_MODULES, PHONE_PLOT_PX,
+                           REDUCTION_PART_COLORS, ROLE_COLORS, VARIANT_COLORS, LabelledPoint, _label_box, _overlap,
+                           accuracy_axis, accuracy_vs_cost, accuracy_vs_operations, bubble_label, bubble_radius,
+                           confusion_figure, count_axis, gap_vs_flatten_bars, gradient_norms_figure,
+                           layer_statistics_figure, log_axis, metric_bars, module_macs_bars, numbered_module_bars,
+                           per_class_bars, place_labels, prediction_bars, probe_figure, reduction_cost_bars,
+                           reduction_sweep_figure, run_curves, short_title, step_loss_figure, vector_bars, wrap_label)
 from cnnlab.compare import architecture_rows
-from cnnlab.reductions import ConvSetup, compare_reduction
+from cnnlab.reductions import (AFTER_REDUCTION, LECTURE_COMPRESSION_EXAMPLE, LECTURE_INCEPTION_EXAMPLE, REDUCTION,
+                               ConvSetup, compare_reduction, head_comparisons, network_reductions)
 
 
 def test_accuracy_chart_labels_cover_no_other_label_or_bubble_at_a_narrow_width():
@@ -234,3 +238,178 @@ def test_axes_leave_room_above_the_highest_point():
     assert low < -17 and high > math.log10(0.07) + 0.1  # a marker at either end is whole, not cut by the frame
     figure = run_curves({"plain": [{"epoch": 1, "loss": 2.30}, {"epoch": 2, "loss": 2.31}]}, ("loss",))
     assert figure.layout.yaxis.range == (0, pytest.approx(1.08 * 2.31))
+
+
+def test_reduction_cost_bars_stack_the_reduced_path_from_its_1x1_and_kxk_parts():
+    result = compare_reduction(LECTURE_INCEPTION_EXAMPLE)  # the lecture's 5x5 branch: 112.9M MACs, reduced to 5.3M
+    figure = reduction_cost_bars(result, "macs", "Multiply-accumulates")
+    bars = {trace.name: (trace.x[0], trace.y[0]) for trace in figure.data}
+    assert bars == {"naive": ("naive", result.naive.macs), "1x1 reduction": ("with 1x1 reduction", result.reduce.macs),
+                    "k x k convolution": ("with 1x1 reduction", result.conv.macs)}
+    assert [t.marker.color for t in figure.data] == [REDUCTION_PART_COLORS[t.name] for t in figure.data]
+    assert [t.hovertext[0] for t in figure.data] == [result.naive.formula, result.reduce.formula, result.conv.formula]
+    assert [a.text for a in figure.layout.annotations] == ["<b>= 5.3M</b>"], "the stacked bar's total, once"
+    assert figure.layout.barmode == "stack" and figure.layout.yaxis.title.text == "Multiply-accumulates"
+    assert figure.layout.yaxis.ticktext[-1] == "120M", "the count axis reaches past the naive 112.9M"
+    params = reduction_cost_bars(result, "params", "Parameters")
+    assert [t.hovertext[0] for t in params.data] == [c.params_formula for c in (result.naive, result.reduce,
+                                                                                   result.conv)]
+    alone = reduction_cost_bars(compare_reduction(LECTURE_COMPRESSION_EXAMPLE), "macs", "Multiply-accumulates")
+    assert [(t.name, t.x[0], t.y[0]) for t in alone.data] == [("naive", "1x1 convolution", 8_192_000)]
+
+
+def test_reduction_sweep_crosses_the_naive_cost_where_the_reduction_stops_paying():
+    figure = reduction_sweep_figure(LECTURE_INCEPTION_EXAMPLE)
+    reduced, naive, current = figure.data
+    assert list(reduced.x) == list(range(1, 481)), "480 input channels: every width from 1 to C_in"
+    assert set(naive.y) == {compare_reduction(LECTURE_INCEPTION_EXAMPLE).naive.macs} and naive.line.dash == "dash"
+    assert (current.name, list(current.x), list(current.y)) == ("C_red = 16", [16], [5_268_480])
+    crossing = next(x for x, y in zip(reduced.x, reduced.y) if y > naive.y[0])
+    assert 100 < crossing < 480, "a wide reduction costs more than the 5x5 alone"
+    wide = reduction_sweep_figure(ConvSetup(7, 7, 2048, 64, 3, reduce_to=None))
+    assert len(wide.data) == 2 and len(wide.data[0].x) == 256 and wide.data[0].x[1] == 9, "about 256 widths"
+
+
+def test_module_bars_pair_each_googlenet_module_built_and_without_its_reductions():
+    network = network_reductions("googlenet")
+    figure = module_macs_bars(network)
+    rows = list(zip(*figure.data[0].y))
+    assert len(rows) == 18 and rows[:2] == [("inception3a", "built"), ("inception3a", "without")]
+    assert figure.layout.yaxis.autorange == "reversed" and figure.layout.height == 150 + 24 * 18
+    names = [t.name for t in figure.data]  # the roles in ROLE_DESCRIPTIONS' order, as the legend reads them
+    assert names == [REDUCTION, "own branch", "pool projection", CHART_ROLE_NAMES[AFTER_REDUCTION]]
+    assert [t.marker.color for t in figure.data] == [ROLE_COLORS[role] for role in
+                                                     (REDUCTION, "own branch", "pool projection", AFTER_REDUCTION)]
+    for i, module in enumerate(network.modules):  # the roles' bars add up to each module's totals
+        assert sum(t.x[2 * i] for t in figure.data) == module.built_macs
+        assert sum(t.x[2 * i + 1] for t in figure.data) == module.without_macs
+    reductions = next(t for t in figure.data if t.name == REDUCTION)
+    assert all(reductions.x[2 * i + 1] == 0 for i in range(9)), "'without' drops every 1x1 reduction"
+
+
+def test_a_network_of_many_modules_gets_numbered_columns_named_on_hover():
+    network = network_reductions("densenet121")
+    assert len(network.modules) == 58 > MANY_MODULES
+    figure = module_macs_bars(network)
+    assert figure.to_dict() == numbered_module_bars(network).to_dict()
+    built, without = figure.data
+    assert list(built.x) == list(range(1, 59)) and built.customdata[0] == network.modules[0].path
+    assert list(built.y) == [m.built_macs for m in network.modules]
+    assert list(without.y) == [m.without_macs for m in network.modules]
+    assert without.marker.color == REDUCTION_PART_COLORS["naive"] and figure.layout.barmode == "group"
+
+
+def test_gap_and_flatten_bars_compare_each_networks_first_dense_layer():
+    comparisons = head_comparisons()
+    figure = gap_vs_flatten_bars(comparisons)
+    gap, flatten = figure.data
+    assert (gap.name, flatten.name) == ("global average pooling", "flatten")
+    vgg = list(gap.y).index("VGG-16")
+    assert flatten.x[vgg] == 7 * 7 * 512 * 4096 + 4096 and gap.x[vgg] == 512 * 4096 + 4096
+    assert flatten.hovertext[vgg] == "(7x7x512) x 4096 + 4096 = 102.8M"
+    assert list(gap.y) == [short_title(t) for t in gap.y], "short titles, level beside the bars"
+    assert figure.layout.height == 160 + 36 * len(comparisons) and figure.layout.xaxis.type == "log"
+    assert figure.layout.xaxis.side == "top" and figure.layout.yaxis.autorange == "reversed"
+    low, high = figure.layout.xaxis.range
+    assert 10 ** low < min(gap.x) and 10 ** high > max(flatten.x)
+
+
+def test_gradient_norms_draw_plain_and_residual_per_block_from_the_input():
+    from cnnlab.residual import NetConfig, gradient_profiles
+
+    profiles = gradient_profiles(NetConfig(depth=6))
+    for quantity, title in GRADIENT_QUANTITIES.items():
+        figure = gradient_norms_figure(profiles, quantity)
+        assert [t.name for t in figure.data] == ["plain", "residual"]
+        colors = [t.line.color for t in figure.data]  # the race's curves below take the same colours
+        assert colors == [VARIANT_COLORS["plain"], VARIANT_COLORS["residual"]] and colors[0] != colors[1]
+        assert [list(t.y) for t in figure.data] == [list(getattr(profiles[v], quantity)) for v in ("plain", "residual")]
+        assert list(figure.data[0].x) == [1, 2, 3, 4, 5, 6] and list(figure.layout.xaxis.range) == [0.5, 6.5]
+        assert figure.layout.yaxis.title.text == title + " (log)" and figure.layout.yaxis.type == "log"
+        low, high = figure.layout.yaxis.range
+        norms = [y for t in figure.data for y in t.y]
+        assert low < math.log10(min(norms)) and high > math.log10(max(norms))
+
+
+@pytest.fixture(scope="module")
+def lenet_on_the_digit():
+    """LeNet-5 (seeded random weights) run on the shipped handwritten digit: every layer's maps."""
+    import torch
+
+    from cnnlab.activations import extract
+    from cnnlab.images import image_input, sample_images
+    from cnnlab.registry import build_model, get_spec
+
+    spec = get_spec("lenet5")
+    torch.manual_seed(0)
+    return extract(build_model("lenet5"), image_input(sample_images()["digit"], spec).tensor, spec)
+
+
+def test_layer_statistics_figure_shades_and_names_every_stage(lenet_on_the_digit):
+    from cnnlab.activations import layer_statistics
+
+    statistics = tuple(layer_statistics(lenet_on_the_digit))
+    figure = layer_statistics_figure(statistics)
+    mean, zeros, channels, height = figure.data
+    assert list(mean.x) == list(range(len(statistics))) and list(mean.y) == [r["mean"] for r in statistics]
+    assert list(channels.y)[:4] == [6, 6, 6, 6] and list(height.y)[3] == 14, "s2 pools 28x28 to 14x14"
+    assert (channels.yaxis, height.yaxis) == ("y3", "y4"), "channels and height share the last row, two axes"
+    assert mean.text[0] == "c1.0 (Conv2d)<br>6x28x28<br>stage 1 (c1)" and "%{text}" in zeros.hovertemplate
+    assert [a.text for a in figure.layout.annotations] == ["stage 1", "stage 2", "stage 3", "stage 4", "stage 5",
+                                                           "stage 6", "head"]
+    assert [a.yshift for a in figure.layout.annotations][:3] == [0, 16, 0], "neighbours' names on alternate rows"
+    shaded = sorted({(s.x0, s.x1) for s in figure.layout.shapes})
+    assert shaded == [(-0.5, 2.5), (3.5, 6.5), (7.5, 10.5), (14.5, 15.5)], "stages 1, 3, 5 and the head"
+    assert list(figure.layout.yaxis4.tickvals) == [1, 5, 10, 14, 28] and figure.layout.height == 680
+
+
+def test_vector_bars_put_the_largest_output_on_top(lenet_on_the_digit):
+    import numpy as np
+
+    logits = np.ravel(lenet_on_the_digit.maps["output"])
+    order = np.argsort(-logits, kind="stable")
+    figure = vector_bars(logits[order], [f"{i}" for i in order], "Logit (before softmax)")
+    bars = figure.data[0]
+    assert bars.y[-1] == str(int(np.argmax(logits))), "Plotly draws the last category on top"
+    assert list(bars.x) == sorted(logits.tolist()) and figure.layout.yaxis.type == "category"
+    assert figure.layout.height == 84 + 30 * 10 and figure.layout.xaxis.title.text == "Logit (before softmax)"
+    assert vector_bars([2.0, 1.0], ["unit 3", "unit 0"]).layout.xaxis.title.text == "Value"
+
+
+def test_prediction_bars_label_a_thin_bar_beside_it_in_full_size_text():
+    from cnnlab.predict import Prediction
+
+    bars = prediction_bars((Prediction(2, "2", 0.496), Prediction(3, "3", 0.354), Prediction(0, "0", 0.048))).data[0]
+    assert list(bars.y) == ["0", "3", "2"]  # the most probable on top
+    assert list(bars.textposition) == ["outside", "inside", "inside"] and list(bars.text)[0] == "4.8%"
+    tiger = prediction_bars((Prediction(282, "tiger cat", 0.39), Prediction(285, "Egyptian cat", 0.17))).data[0]
+    assert list(tiger.textposition) == ["outside", "inside"], "17% of a phone's plot is too short for '17.0%'"
+
+
+def test_prediction_bars_draw_the_shipped_models_guesses_for_the_cat():
+    from cnnlab.images import sample_images
+    from cnnlab.predict import predict_image
+
+    predictions = predict_image(sample_images()["chelsea"], "tf_efficientnet_lite0", "shipped").predictions
+    figure = prediction_bars(predictions)
+    bars = figure.data[0]
+    assert bars.y[-1] == "tiger cat (282)" and "Egyptian cat (285)" in bars.y, "names with their ImageNet index"
+    assert list(bars.x) == [100 * p.probability for p in reversed(predictions)]
+    assert [t == "inside" for t in bars.textposition] == [p.probability >= 0.25 for p in reversed(predictions)]
+    assert figure.layout.height == 84 + 48 * 5 and list(figure.layout.xaxis.range) == [0, 100]
+
+
+def test_no_page_builds_a_plotly_figure_itself():
+    """Pages read widgets, call cnnlab and draw: their figures come from cnnlab.charts, so no page imports plotly."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    builders = {}
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        modules += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        if plotly := [m for m in modules if m.split(".")[0] == "plotly"]:
+            builders[path.name] = plotly
+    assert builders == {}

@@ -263,14 +263,3 @@ def test_a_grayscale_network_starts_on_the_digit_and_a_chosen_photo_stays():
     at.selectbox(key="predict_arch").set_value("lenet5").run()
     assert at.selectbox(key="predict_image_sample").value == "coffee", "a photo the user picked is kept"
     assert not at.exception
-
-
-def test_prediction_bars_label_a_thin_bar_beside_it_in_full_size_text():
-    from cnnlab.predict import Prediction
-    from pages.widgets import predictions_figure
-
-    bars = predictions_figure((Prediction(2, "2", 0.496), Prediction(3, "3", 0.354), Prediction(0, "0", 0.048))).data[0]
-    assert list(bars.y) == ["0", "3", "2"]  # the most probable on top
-    assert list(bars.textposition) == ["outside", "inside", "inside"] and list(bars.text)[0] == "4.8%"
-    tiger = predictions_figure((Prediction(282, "tiger cat", 0.39), Prediction(285, "Egyptian cat", 0.17))).data[0]
-    assert list(tiger.textposition) == ["outside", "inside"], "17% of a phone's plot is too short for '17.0%'"
