@@ -14,6 +14,7 @@ import time
 CONFIGS = {
     "lenet": ("scratch", "lenet5", {"epochs": 15}),
     "extract": ("extract", "tf_efficientnet_lite0", {}),
+    "svm": ("extract", "tf_efficientnet_lite0", {"classifier": "svm", "image_size": 96}),
     "finetune": ("finetune", "tf_efficientnet_lite0", {"epochs": 3, "image_size": 96}),
 }
 

@@ -9,12 +9,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from cnnlab.data import ImageSet, TransformedSubset, transforms_for, validation_size, worker_count
 from cnnlab.jobs import in_words
 from cnnlab.paths import atomic_write_bytes, data_dir
+from cnnlab.planner import tap_features
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, example_input, fit_head, get_spec, logits_of
 from cnnlab.runstore import RunStore
@@ -142,7 +144,9 @@ class LatencyCache:
 class RunEstimate:
     """How long a run's own work should take here, from timing a few of its steps at `batch`: `seconds` in all, from
     the milliseconds per image of a training step (forward, backward), of an evaluation forward pass and of
-    reading and preparing an image for each (`data_ms_per_image` with augmentation, `eval_data_ms_per_image`)."""
+    reading and preparing an image for each (`data_ms_per_image` with augmentation, `eval_data_ms_per_image`), and
+    for Strategy III with a scikit-learn classifier, the seconds of fitting it and classifying the validation
+    images (`classifier_s`, included in `seconds`)."""
 
     seconds: float
     train_ms_per_image: float
@@ -151,6 +155,7 @@ class RunEstimate:
     batch: int
     data_ms_per_image: float = 0.0
     eval_data_ms_per_image: float = 0.0
+    classifier_s: float = 0.0
 
     def describe(self) -> str:
         """'about 22 min on cpu, 2 threads' (loading data and weights not counted)."""
@@ -181,13 +186,65 @@ ESTIMATE_BATCH_MACS = 4e9
 of 10; LeNet-5: the run's own batch, whose per-step overhead a smaller batch would overstate)."""
 
 
+CLASSIFIER_SAMPLE = 1000
+"""The made-up feature vectors a scikit-learn classifier's fit is timed on, at most (fewer for a smaller dataset)."""
+FIT_GROWTH = {"logreg": 1.0, "svm": 1.75, "knn": 1.0}
+"""How a classifier's fit time grows with its training images n: as n to this power. The RBF SVM's fit (libsvm's
+solver) grows faster than n: on EfficientNet-Lite0's 1,280 features of the digits, resampled with noise, it took
+0.44 s for 1,438 images, 4.8 s for 5,000 and 39 s for 20,000 (n^1.5 to n^1.9)."""
+
+
+MADE_UP_LATENT = 32
+"""Made-up features vary along this many directions, a cluster per class, as a network's features vary along few of
+theirs: isotropic noise in all 1,280 made every vector a support vector and the SVM's fit 2.5 times slower than on
+real features. Like this (clusters 1.5 apart, noise 0.3 in every feature) an RBF SVM fits 1,438 of them in the 0.4 s
+it takes on EfficientNet-Lite0's features of the digits, keeping a like share of support vectors (1,055; 944)."""
+
+
+def made_up_features(count: int, centres: np.ndarray, directions: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`count` made-up feature vectors and their labels, the classes in turn: each a point of its class's cluster
+    (`centres`, one row per class, in MADE_UP_LATENT dimensions), spread 1.5, mapped into the features by
+    `directions` (latent x features), plus noise 0.3 in every feature."""
+    labels = np.arange(count) % len(centres)
+    latent = centres[labels] + rng.normal(scale=1.5, size=(count, centres.shape[1]))
+    noise = rng.normal(scale=0.3, size=(count, directions.shape[1]))
+    return (latent @ directions + noise).astype(np.float32), labels
+
+
+def classifier_seconds(kind: str, train_images: int, val_images: int, features: int, num_classes: int,
+                       sample: int = CLASSIFIER_SAMPLE, seed: int = 0) -> float:
+    """Seconds that fitting Strategy III's scikit-learn classifier `kind` (featurecache.make_classifier) on
+    `train_images` vectors of `features` features and classifying `val_images` should take here: timed on up to
+    `sample` made-up vectors (see MADE_UP_LATENT: about as hard to tell apart as real features) and scaled
+    to the run's numbers, the fit by `FIT_GROWTH`, the classifying by the validation images times, for the SVM and
+    k-NN, which compare each with the training vectors they keep, the training images."""
+    from cnnlab.featurecache import make_classifier
+
+    rng, latent = np.random.default_rng(seed), min(MADE_UP_LATENT, features)
+    centres, directions = rng.normal(size=(num_classes, latent)), rng.normal(size=(latent, features)) / latent ** 0.5
+    made_up = lambda n: made_up_features(n, centres, directions, rng)
+    fitted, held_out = made_up(max(num_classes, min(train_images, sample))), made_up(max(1, min(val_images, sample)))
+    make_classifier(kind, seed).fit(*made_up(2 * num_classes))  # untimed: the first fit loads its libraries
+    start = time.perf_counter()
+    classifier = make_classifier(kind, seed).fit(*fitted)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    classifier.predict(held_out[0])
+    predict_s = time.perf_counter() - start
+    growth = train_images / len(fitted[0])
+    compared = growth if kind in ("svm", "knn") else 1.0
+    return fit_s * growth ** FIT_GROWTH[kind] + predict_s * val_images / len(held_out[0]) * compared
+
+
 def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
     """Time training steps and evaluation passes of the network `config` builds (random weights, its head, its
     freeze plan, its input size, its batch or as much of it as `ESTIMATE_BATCH_MACS` allows), one untimed of each,
     then at least `steps` and more while they took under `budget_s` seconds (the median of more steps shrugs off a
     busy moment); time the data pipeline on a few of the run's own images (`data_preparation_ms`); and scale both
     to the run's epochs and its dataset `images` (loaded), split as the run splits them: Strategies I and II train
-    every epoch and validate after it, III passes every image forward once. Loading weights is not counted."""
+    every epoch and validate after it, III passes every image forward once, then fits its scikit-learn classifier
+    (`classifier_seconds`; a linear layer's epochs cost next to nothing). Loading weights is not counted."""
     spec, num_classes = get_spec(config.arch), len(images.classes)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()
@@ -212,8 +269,14 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
                                    + val_images * with_data(forward_ms, eval_data_ms)) / 1000
     else:
         seconds = len(images) * with_data(forward_ms, eval_data_ms) / 1000
+    fit_s = 0.0
+    if config.strategy == "extract" and config.classifier != "linear":
+        val_images = validation_size(len(images), num_classes, config.val_fraction)
+        features = tap_features(config.arch, config.tap, config.tap_pooling, config.image_size).count
+        fit_s = classifier_seconds(config.classifier, len(images) - val_images, val_images, features, num_classes,
+                                   seed=config.seed)
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
-    return RunEstimate(seconds, train_ms, forward_ms, label, batch, train_data_ms, eval_data_ms)
+    return RunEstimate(seconds + fit_s, train_ms, forward_ms, label, batch, train_data_ms, eval_data_ms, fit_s)
 
 
 def data_preparation_ms(config, images: ImageSet, cuda: bool = False, count: int = 32) -> tuple[float, float, int]:

@@ -12,7 +12,7 @@ from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetEr
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
-from cnnlab.latency import RunEstimate, busy_reason, estimate_run
+from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run
 from cnnlab.profiling import human
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
@@ -349,14 +349,17 @@ def estimate_message(config) -> tuple[str, str | None]:
         images = load_dataset(config.dataset, download=False)
         estimate = (estimate_run if busy else cached_estimate)(config, images)
         cached = features_cached(config, images)
+    fit = f"about {jobs.in_words(estimate.classifier_s)}" if estimate.classifier_s >= 1 else "under a second"
     if cached:
-        return (f"**A few seconds**: the features of these {len(images):,} images are cached from an earlier run "
-                "with the same backbone, weights and input size, so this run skips the forward pass and only fits "
-                f"its classifier (without them: {estimate.describe()})."), busy
+        lasts = f"**{fit.capitalize()}**" if estimate.classifier_s >= 5 else "**A few seconds**"
+        return (f"{lasts}: the features of these {len(images):,} images are cached from an earlier run with the same "
+                "backbone, weights and input size, so this run skips the forward pass and only fits its classifier "
+                f"({fit}; without the cache: {estimate.describe()})."), busy
     epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
-    fit = " and fitting the classifier on the features" if config.strategy == "extract" else ""
+    fitted = (f", and fitting the classifier ({fit}, timed on {min(CLASSIFIER_SAMPLE, len(images)):,} made-up "
+              "feature vectors and scaled to these images)" if estimate.classifier_s else "")
     return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
-            f"and the preparing of the images, timed on a few steps and images here. Loading the weights{fit} "
+            f"and the preparing of the images, timed on a few steps and images here{fitted}. Loading the weights "
             "comes on top; the worker trains one run at a time."), busy
 
 

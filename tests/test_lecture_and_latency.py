@@ -1,10 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from cnnlab.data import load_dataset
-from cnnlab.latency import LatencyCache, estimate_run, measure_latency
+from cnnlab.featurecache import make_classifier
+from cnnlab.latency import (MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run, made_up_features,
+                            measure_latency)
 from cnnlab.training import make_config, resolve_device
 from cnnlab.lecture import check_claims
 
@@ -73,14 +76,30 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     train_image = scratch.train_ms_per_image + scratch.data_ms_per_image  # no workers on the CPU: the two add up
     val_image = scratch.forward_ms_per_image + scratch.eval_data_ms_per_image
     assert scratch.seconds == pytest.approx(3 * (train * train_image + val * val_image) / 1000)
-    assert extract.train_ms_per_image == 0
+    assert extract.train_ms_per_image == 0 and scratch.classifier_s == 0 < extract.classifier_s
     assert extract.seconds == pytest.approx(1797 * (extract.forward_ms_per_image + extract.eval_data_ms_per_image)
-                                            / 1000)
+                                            / 1000 + extract.classifier_s)  # the forward pass, then the fit
     assert extract.seconds < scratch.seconds
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
     assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
     full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), digits, budget_s=0)
     assert full_size.batch == 10  # at 224x224, 10 images of about 0.4 GMACs each, not the run's 64
+
+
+def test_made_up_features_are_as_hard_to_classify_as_real_ones():
+    rng = np.random.default_rng(0)
+    centres, directions = rng.normal(size=(10, MADE_UP_LATENT)), rng.normal(size=(MADE_UP_LATENT, 1280)) / 32 ** 0.5
+    train, val = (made_up_features(n, centres, directions, rng) for n in (1438, 359))
+    svm = make_classifier("svm").fit(*train)
+    assert 0.85 < svm.score(*val) < 1.0  # hard enough to leave mistakes, as the digits' features do (about 0.9)
+    assert 0.5 < svm[-1].n_support_.sum() / 1438 < 0.9  # a like share of support vectors (real: 944 of 1,438)
+    logreg = make_classifier("logreg").fit(*train)
+    assert logreg[-1].n_iter_[0] < 100  # converges in a few dozen steps, as on real features (22 on the digits')
+
+
+def test_an_svm_fit_is_estimated_to_grow_faster_than_its_data():
+    small, large = (classifier_seconds("svm", n, n // 4, 256, 10, sample=500) for n in (500, 2000))
+    assert large > 4 * small  # expected 4^1.75 = 11 times, timing noise aside; a linear growth would give 4
 
 
 def test_latency_cache_survives_a_corrupt_file(isolated_data_dir):

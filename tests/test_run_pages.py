@@ -198,6 +198,8 @@ def test_launch_estimates_a_runs_time_by_timing_its_network():
     next(b for b in at.button if b.label == "Estimate time").click().run()
     scratch = next(i.value for i in at.info if "for 1,797 images x 15 epochs" in i.value)
     assert extract.startswith("**About ") and scratch.startswith("**About ") and "cpu" in scratch
+    assert re.search(r"and fitting the classifier \((about \d+ s|under a second), timed on 1,000 made-up feature "
+                     r"vectors and scaled to these images\)", extract) and "fitting" not in scratch
     at.number_input(key="launch_epochs_scratch_None").set_value(3).run()
     assert not any("15 epochs" in i.value for i in at.info), "a changed setting's estimate is not shown as current"
     assert any(c.value.startswith("Estimated before your last change of settings: About ") for c in at.caption)
