@@ -46,11 +46,17 @@ class Recorder(Callback):
         self.end = result
 
 
-@pytest.mark.parametrize("loss_every_s, shown_at", [(60.0, [1, 11, 21, 25]), (0.0, list(range(1, 26)))])
-def test_step_events_carry_the_loss_every_ten_steps_or_when_steps_are_slow(monkeypatch, loss_every_s, shown_at):
-    monkeypatch.setattr(training, "LOSS_EVERY_S", loss_every_s)  # 0: as if every step took longer than that
+@pytest.mark.parametrize("steps, loss_every_s, shown_at", [
+    (200, 60.0, [*range(1, 200, 10), 200]),
+    (25, 60.0, list(range(1, 26))),  # a short epoch: every step, so that its loss is read at least 20 times
+    (200, 0.0, list(range(1, 201))),  # 0 s: as if every step took longer than LOSS_EVERY_S
+])
+def test_step_events_carry_the_loss_every_ten_steps_or_when_steps_are_slow(monkeypatch, steps, loss_every_s,
+                                                                            shown_at):
+    monkeypatch.setattr(training, "LOSS_EVERY_S", loss_every_s)
     digits = load_digits()
-    data = TensorDataset(torch.tensor(digits.data[:100], dtype=torch.float32), torch.tensor(digits.target[:100]))
+    data = TensorDataset(torch.tensor(digits.data[:4 * steps], dtype=torch.float32),
+                         torch.tensor(digits.target[:4 * steps]))
     model = nn.Linear(64, 10)
     optimizer = torch.optim.SGD([{"params": model.parameters(), "lr_scale": 1.0}], lr=0.1)
     recorder = Recorder()
