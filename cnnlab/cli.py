@@ -438,6 +438,14 @@ def _cmd_resume(args) -> None:
         print("note: no worker is running; start one with `cnnlab worker`", file=sys.stderr)
 
 
+def _cmd_delete(args) -> None:
+    from cnnlab.jobs import delete_run, run_dir
+
+    for run_id in args.runs:
+        _run_command(delete_run, run_id)
+        print(f"{run_id}: deleted, with its folder {run_dir(run_id)}")
+
+
 def _cmd_worker(args) -> None:
     from cnnlab.jobs import work
 
@@ -700,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="queue an interrupted, failed or cancelled run again, from its checkpoint")
     resume.add_argument("run", help="run id (see cnnlab runs)")
     resume.set_defaults(func=_cmd_resume)
+
+    delete = sub.add_parser("delete", help="delete runs that are over: their record, log, checkpoints and exports")
+    delete.add_argument("runs", nargs="+", metavar="run", help="run id (see cnnlab runs); a queued or running run "
+                                                               "is refused: cancel it first")
+    delete.set_defaults(func=_cmd_delete)
 
     worker = sub.add_parser("worker", help="take queued runs one at a time and train them (one worker per GPU)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")

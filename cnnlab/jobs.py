@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cnnlab.paths import data_dir, process_alive
-from cnnlab.runstore import Run, RunStore
+from cnnlab.runstore import ACTIVE, STATUSES, Run, RunStore
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
@@ -158,6 +158,17 @@ def recover_interrupted(store: RunStore) -> list[str]:
     now, running_pids = time.time(), set(worker_pids() + command_line_pids())
     gone = [r for r in running if _worker_gone(r, now, running_pids)]
     return store.mark_interrupted([r.id for r in gone], started_at={r.id: r.started_at for r in gone})
+
+
+def delete_run(run_id: str, store: RunStore | None = None) -> None:
+    """Delete a run that is over (succeeded, failed, cancelled or interrupted): its record, metrics and log in the
+    store and its folder (checkpoints, exports). A queued or running run is refused (ValueError: cancel it first);
+    KeyError for no such run. The feature cache it filled stays: runs on the same backbone and images share it."""
+    store = store or RunStore()
+    recover_interrupted(store)  # a run whose worker died is over, not running
+    store.delete(run_id, only=tuple(s for s in STATUSES if s not in ACTIVE))
+    if run_dir(run_id).exists():
+        shutil.rmtree(run_dir(run_id))
 
 
 def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:
@@ -592,5 +603,5 @@ def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | 
 
 __all__ = ["run_label", "run_accuracy", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive",
            "worker_pids", "command_line_pids", "run_here", "user_errors",
-           "recover_interrupted", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
+           "recover_interrupted", "delete_run", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
            "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

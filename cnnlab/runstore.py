@@ -176,9 +176,15 @@ class RunStore:
                        "VALUES (?, ?, 'running', ?, ?, ?, ?)", (run_id, json.dumps(config), now, now, worker, now))
         return run_id
 
-    def delete(self, run_id: str) -> None:
-        """Forget a run: its row, metrics and log lines."""
+    def delete(self, run_id: str, only: tuple[str, ...] | None = None) -> None:
+        """Forget a run: its row, metrics and log lines. With `only`, a run in another status is refused (ValueError)
+        in the same transaction, so a worker cannot take it meanwhile; KeyError for no such run."""
         with self._write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no run {run_id!r}")
+            if only is not None and row["status"] not in only:
+                raise ValueError(f"run {run_id} is {row['status']}: cancel it first, then delete it")
             for table, column in (("metrics", "run_id"), ("logs", "run_id"), ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
 

@@ -251,6 +251,26 @@ if checkpoint and run.status == "succeeded":
                            file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
                            on_click="ignore")  # the page stays as it is: the result and this button
 
+
+
+def delete_selected_run(run_id: str) -> None:
+    """Delete the run shown and show the newest one left (or none)."""
+    try:
+        jobs.delete_run(run_id)
+    except (KeyError, ValueError) as error:
+        st.toast(str(error).strip("'\""), icon=":material/error:")
+        return
+    st.session_state.pop("runs_selected", None)
+    st.query_params.pop("run", None)
+    st.toast(f"Deleted run {run_id}.", icon=":material/delete:")
+
+
+if not active:
+    with actions.popover("Delete", icon=":material/delete:"):
+        st.markdown(f"Delete run **{run_id}** for good: its record and log, its checkpoints and its exports.")
+        st.button("Delete this run", icon=":material/delete_forever:", type="primary", key=f"runs_delete_{run_id}",
+                  on_click=delete_selected_run, args=(run_id,))
+
 result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")

@@ -182,6 +182,17 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
     assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
 
+    assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1"]) == 0
+    queued = capsys.readouterr().out.strip()
+    assert main(["delete", queued]) == 2
+    assert f"run {queued} is queued: cancel it first, then delete it" in capsys.readouterr().err
+    folder = jobs.run_dir(run_id)
+    assert (folder / "checkpoints").is_dir()
+    assert main(["delete", run_id]) == 0 and f"{run_id}: deleted" in capsys.readouterr().out
+    assert not folder.exists() and [r.id for r in RunStore().runs()] == [queued]
+    assert not RunStore().metrics(run_id, "epoch") and not RunStore().logs(run_id), "its metrics and log too"
+    assert main(["delete", run_id]) == 2 and f"no run '{run_id}'" in capsys.readouterr().err
+
 
 def test_cli_submit_queues_a_probe_with_its_options(capsys):
     from cnnlab.cli import main

@@ -373,6 +373,31 @@ def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
     assert next(b for b in at.button if b.label == "Cancel").disabled
 
 
+def test_a_run_is_deleted_from_its_page_and_leaves_the_comparison():
+    store = RunStore()
+    kept, deleted = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu", seed=s), store)
+                     for s in (0, 1))
+    jobs.work(store, once=True)
+    at = open_page("pages/run_compare.py")
+    assert sorted(at.multiselect[0].value) == sorted([kept, deleted])
+    at.switch_page("pages/runs.py")
+    at.run()
+    at.selectbox(key="runs_selected").set_value(deleted).run()
+    next(b for b in at.button if b.label == "Delete this run").click().run()
+    assert not at.exception, at.exception
+    assert [r.id for r in RunStore().runs()] == [kept] and not jobs.run_dir(deleted).exists()
+    assert at.selectbox(key="runs_selected").options == [jobs.run_label(RunStore().get(kept))]
+    assert at.selectbox(key="runs_selected").value == kept and "run" not in at.query_params
+    at.switch_page("pages/run_compare.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect[0].value == [kept] and len(at.dataframe[0].value) == 1
+    at.switch_page("pages/runs.py")
+    at.run()
+    next(b for b in at.button if b.label == "Delete this run").click().run()
+    assert not RunStore().runs() and any(i.value == "No runs yet." for i in at.info)
+
+
 def test_compare_runs_says_why_a_strategy_iii_run_draws_no_curves():
     store = RunStore()
     run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, device="cpu"), store)
