@@ -603,5 +603,5 @@ def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | 
 
 __all__ = ["run_label", "run_accuracy", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive",
            "worker_pids", "command_line_pids", "run_here", "user_errors",
-           "recover_interrupted", "delete_run", "submit", "resume", "cancel", "StoreReporter", "readable_error", "execute", "work",
-           "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]
+           "recover_interrupted", "delete_run", "submit", "resume", "cancel", "StoreReporter", "readable_error",
+           "execute", "work", "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]
