@@ -441,9 +441,17 @@ def _cmd_resume(args) -> None:
 def _cmd_delete(args) -> None:
     from cnnlab.jobs import delete_run, run_dir
 
-    for run_id in args.runs:
-        _run_command(delete_run, run_id)
-        print(f"{run_id}: deleted, with its folder {run_dir(run_id)}")
+    refused = []
+    for run_id in dict.fromkeys(args.runs):  # each once, in order; one refused does not stop the others
+        try:
+            had_folder = _run_command(delete_run, run_id)
+        except UsageError as error:
+            print(f"cnnlab: error: {error}", file=sys.stderr)
+            refused.append(run_id)
+            continue
+        print(f"{run_id}: deleted" + (f", with its folder {run_dir(run_id)}" if had_folder else ""))
+    if refused:
+        raise UsageError(f"not deleted: {', '.join(refused)}")
 
 
 def _cmd_worker(args) -> None:

@@ -160,15 +160,23 @@ def recover_interrupted(store: RunStore) -> list[str]:
     return store.mark_interrupted([r.id for r in gone], started_at={r.id: r.started_at for r in gone})
 
 
-def delete_run(run_id: str, store: RunStore | None = None) -> None:
+def delete_run(run_id: str, store: RunStore | None = None) -> bool:
     """Delete a run that is over (succeeded, failed, cancelled or interrupted): its record, metrics and log in the
-    store and its folder (checkpoints, exports). A queued or running run is refused (ValueError: cancel it first);
-    KeyError for no such run. The feature cache it filled stays: runs on the same backbone and images share it."""
+    store and its folder (checkpoints, exports); returns whether it had a folder. Refused (ValueError) for a queued
+    or running run (cancel it first) and for a run whose model a queued or running run starts from; KeyError for no
+    such run. The feature cache it filled stays: runs on the same backbone and images share it."""
     store = store or RunStore()
     recover_interrupted(store)  # a run whose worker died is over, not running
+    folder = run_dir(run_id)
+    for other in store.runs(ACTIVE):
+        if other.id != run_id and run_id in str(other.config.get("weights", "")):
+            raise ValueError(f"run {other.id} ({other.status}) starts from run {run_id}'s model: cancel it first, "
+                             f"then delete run {run_id}")
     store.delete(run_id, only=tuple(s for s in STATUSES if s not in ACTIVE))
-    if run_dir(run_id).exists():
-        shutil.rmtree(run_dir(run_id))
+    if not folder.exists():
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def submit(config, store: RunStore | None = None, request_key: str | None = None) -> str:

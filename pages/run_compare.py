@@ -79,6 +79,9 @@ def draw_comparison(chosen: list[str]) -> None:
                                     key="compare_cost", format_func=lambda c: costs[c][0].split(" (")[0])
         shown = [r for r in finished if r[cost] is not None]
         st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
+    if finished and (unplaced := [r["run"] for r in rows if r["val_acc"] is not None and r["train_time_s"] is None]):
+        st.caption(f"Not in the chart, as they have no training time yet (still going, or stopped by a kill before "
+                   f"their end): {', '.join(unplaced)}.")
     if any(histories.values()):
         st.subheader("Curves")
         loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)

@@ -143,6 +143,14 @@ elif linked:
                + ("the run being trained." if running else "the newest run."), icon=":material/search_off:")
 elif "runs_selected" not in st.session_state and running:  # a first visit: the run being trained
     st.session_state["runs_selected"] = running
+if (gone := st.session_state.get("runs_selected")) is not None and gone not in ids:  # deleted elsewhere meanwhile
+    st.session_state["runs_selected"] = running or ids[0]
+    st.session_state["runs_gone"] = gone
+    st.query_params.pop("run", None)
+    st.rerun()  # a click meant for the deleted run (Export, Predict with it) must not act on the one shown now
+if gone := st.session_state.pop("runs_gone", None):
+    st.warning(f"Run {gone} was deleted (from another tab or `cnnlab delete`); showing another run.",
+               icon=":material/delete:")
 
 
 def link_to_selected_run() -> None:
@@ -258,15 +266,19 @@ def delete_selected_run(run_id: str) -> None:
     try:
         jobs.delete_run(run_id)
     except (KeyError, ValueError) as error:
-        st.toast(str(error).strip("'\""), icon=":material/error:")
+        st.toast(error.args[0], icon=":material/error:")
         return
-    st.session_state.pop("runs_selected", None)
+    left = RunStore().runs()
+    if left:  # the run being trained, else the newest
+        st.session_state["runs_selected"] = next((r.id for r in left if r.status == "running"), left[0].id)
+    else:
+        st.session_state.pop("runs_selected", None)
     st.query_params.pop("run", None)
     st.toast(f"Deleted run {run_id}.", icon=":material/delete:")
 
 
-if not active:
-    with actions.popover("Delete", icon=":material/delete:"):
+if not active:  # keyed by run: the next run shown gets its own popover, closed
+    with actions.popover("Delete", icon=":material/delete:", key=f"runs_delete_menu_{run_id}"):
         st.markdown(f"Delete run **{run_id}** for good: its record and log, its checkpoints and its exports.")
         st.button("Delete this run", icon=":material/delete_forever:", type="primary", key=f"runs_delete_{run_id}",
                   on_click=delete_selected_run, args=(run_id,))

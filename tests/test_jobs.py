@@ -186,10 +186,19 @@ def test_cli_submit_runs_cancel_resume(capsys):
     queued = capsys.readouterr().out.strip()
     assert main(["delete", queued]) == 2
     assert f"run {queued} is queued: cancel it first, then delete it" in capsys.readouterr().err
+    assert main(["submit", "--strategy", "finetune", "--dataset", "digits", "--weights", run_id, "--epochs", "1"]) == 0
+    follower = capsys.readouterr().out.strip()
+    assert main(["delete", run_id]) == 2
+    assert f"run {follower} (queued) starts from run {run_id}'s model: cancel it first" in capsys.readouterr().err
+    assert main(["cancel", queued]) == 0 and main(["cancel", follower]) == 0
+    capsys.readouterr()
     folder = jobs.run_dir(run_id)
     assert (folder / "checkpoints").is_dir()
-    assert main(["delete", run_id]) == 0 and f"{run_id}: deleted" in capsys.readouterr().out
-    assert not folder.exists() and [r.id for r in RunStore().runs()] == [queued]
+    assert main(["delete", run_id, "nosuchrun", queued, run_id]) == 2  # each id once; one unknown stops no other
+    said = capsys.readouterr()
+    assert said.out.splitlines() == [f"{run_id}: deleted, with its folder {folder}", f"{queued}: deleted"]
+    assert said.err.splitlines()[-1] == "cnnlab: error: not deleted: nosuchrun" and "no run 'nosuchrun'" in said.err
+    assert not folder.exists() and [r.id for r in RunStore().runs()] == [follower]
     assert not RunStore().metrics(run_id, "epoch") and not RunStore().logs(run_id), "its metrics and log too"
     assert main(["delete", run_id]) == 2 and f"no run '{run_id}'" in capsys.readouterr().err
 

@@ -360,6 +360,13 @@ def test_a_killed_run_shows_the_accuracy_of_its_last_finished_epoch():
                           "validation accuracy (the curves below)." for c in at.caption)
     table = at.dataframe[0].value
     assert table.loc[table["id"] == run_id, "val_acc"].item() == pytest.approx(100 * last["val_acc"])
+    finished = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu"), store)
+    jobs.work(store, once=True)
+    at.switch_page("pages/run_compare.py")
+    at.run()
+    at.multiselect[0].set_value([finished, run_id]).run()
+    assert any(c.value.startswith("Not in the chart, as they have no training time yet") and c.value.endswith(
+        f": {run_id}.") for c in at.caption), "the killed run is in the table, and why it is not in the chart is said"
 
 
 def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
@@ -375,9 +382,16 @@ def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
 
 def test_a_run_is_deleted_from_its_page_and_leaves_the_comparison():
     store = RunStore()
-    kept, deleted = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu", seed=s), store)
-                     for s in (0, 1))
+    kept, deleted, elsewhere = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu",
+                                                         seed=s), store) for s in (0, 1, 2))
     jobs.work(store, once=True)
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs_selected").set_value(elsewhere).run()
+    jobs.delete_run(elsewhere)  # from another tab or a terminal, while this tab shows it
+    at.run()
+    assert not at.exception, at.exception
+    assert any(w.value.startswith(f"Run {elsewhere} was deleted") for w in at.warning)
+    assert at.selectbox(key="runs_selected").value in (kept, deleted)
     at = open_page("pages/run_compare.py")
     assert sorted(at.multiselect[0].value) == sorted([kept, deleted])
     at.switch_page("pages/runs.py")
