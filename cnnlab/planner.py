@@ -44,9 +44,12 @@ def strategy_label(strategy: str) -> str:
 
 def run_method(config: dict) -> str:
     """How a run trained, in a few words: its strategy, the classifier of a feature extractor or probe, and the
-    input size when it is not the architecture's own: 'II: finetune, 96 px', 'III: extract + SVM'."""
+    input size when it is not the architecture's own: 'II: finetune, 96 px', 'III: extract + SVM', and where a
+    feature extractor reads other than the pooled penultimate features: 'III: extract at blocks.5, flattened + SVM'."""
     strategy = config.get("strategy")
     label = strategy_label(strategy) if strategy != "probe" else "probe of every stage"
+    if strategy == "extract" and config.get("tap", PENULTIMATE) != PENULTIMATE:
+        label += f" at {config['tap']}" + (", flattened" if config.get("tap_pooling", AVERAGE) != AVERAGE else "")
     if strategy in ("extract", "probe") and config.get("classifier"):
         label += f" + {CLASSIFIER_NAMES.get(config['classifier'], config['classifier'])}"
     if config.get("head") == LECTURE_HEAD:

@@ -549,6 +549,10 @@ def test_an_early_tap_stops_the_forward_pass_and_keeps_the_same_features():
 def test_a_runs_method_names_its_classifier_and_an_input_size_not_the_networks_own():
     assert run_method(make_config("scratch", "lenet5", "digits").to_dict()) == "I: scratch"
     assert run_method(make_config("extract", LITE0, "digits", classifier="svm").to_dict()) == "III: extract + SVM"
+    assert run_method(make_config("extract", LITE0, "digits", classifier="svm", tap="blocks.5", tap_pooling="flatten",
+                                  image_size=64).to_dict()) == "III: extract at blocks.5, flattened + SVM, 64 px"
+    assert run_method(make_config("extract", LITE0, "digits", tap="bn2").to_dict()) == \
+        "III: extract at bn2 + logistic regression"
     assert run_method(make_config("finetune", LITE0, "digits", image_size=96).to_dict()) == "II: finetune, 96 px"
     assert run_method(make_config("probe", LITE0, "digits", classifier="knn", image_size=224).to_dict()) == \
         "probe of every stage + k-NN"
