@@ -136,6 +136,13 @@ labels = {r.id: jobs.run_label(r) for r in runs}
 launched = st.session_state.pop("selected_run", None)  # just launched: show it
 linked = st.query_params.get("run") if "runs_selected" not in st.session_state else None  # a link or a reload
 running = next((r.id for r in runs if r.status == "running"), None)
+
+
+def run_to_show(shown_runs) -> str | None:
+    """The run a page without a choice shows: the one being trained, else the newest; None when there is none."""
+    return next((r.id for r in shown_runs if r.status == "running"), shown_runs[0].id if shown_runs else None)
+
+
 if (launched or linked) in ids:
     st.session_state["runs_selected"] = launched or linked
 elif linked:
@@ -144,7 +151,7 @@ elif linked:
 elif "runs_selected" not in st.session_state and running:  # a first visit: the run being trained
     st.session_state["runs_selected"] = running
 if (gone := st.session_state.get("runs_selected")) is not None and gone not in ids:  # deleted elsewhere meanwhile
-    st.session_state["runs_selected"] = running or ids[0]
+    st.session_state["runs_selected"] = run_to_show(runs)
     st.session_state["runs_gone"] = gone
     st.query_params.pop("run", None)
     st.rerun()  # a click meant for the deleted run (Export, Predict with it) must not act on the one shown now
@@ -259,8 +266,6 @@ if checkpoint and run.status == "succeeded":
                            file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
                            on_click="ignore")  # the page stays as it is: the result and this button
 
-
-
 def delete_selected_run(run_id: str) -> None:
     """Delete the run shown and show the newest one left (or none)."""
     try:
@@ -268,9 +273,8 @@ def delete_selected_run(run_id: str) -> None:
     except (KeyError, ValueError) as error:
         st.toast(error.args[0], icon=":material/error:")
         return
-    left = RunStore().runs()
-    if left:  # the run being trained, else the newest
-        st.session_state["runs_selected"] = next((r.id for r in left if r.status == "running"), left[0].id)
+    if shown := run_to_show(RunStore().runs()):
+        st.session_state["runs_selected"] = shown
     else:
         st.session_state.pop("runs_selected", None)
     st.query_params.pop("run", None)
