@@ -90,7 +90,8 @@ class Checkpoint:
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, metrics: dict,
                     optimizer: torch.optim.Optimizer | None = None, keep: int = 1) -> Checkpoint:
-    """Write `run_dir/checkpoints/ckpt-{epoch}` all-or-nothing and drop older ones beyond `keep`."""
+    """Write `run_dir/checkpoints/ckpt-{epoch}` all-or-nothing and keep only the `keep - 1` newest others (a
+    checkpoint of a later epoch is one this save replaces: a linear head trained again for fewer epochs)."""
     parent = Path(run_dir) / "checkpoints"
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"ckpt-{epoch:04d}"
@@ -118,7 +119,8 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
-    for old in _checkpoint_dirs(parent)[:-keep]:
+    others = [folder for folder in _checkpoint_dirs(parent) if folder != final]
+    for old in others[:max(0, len(others) - keep + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     _remove_stale_staging(parent)
     return Checkpoint(final, epoch, config, metrics)

@@ -31,12 +31,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnlab import distributed
-from cnnlab.checkpoints import (atomic_write_json, latest_checkpoint, load_checkpoint_weights,
-                                load_trainer_state, read_json, save_checkpoint)
+from cnnlab.checkpoints import (Checkpoint, atomic_write_json, latest_checkpoint, load_checkpoint_weights,
+                                load_trainer_state, model_from_checkpoint, read_json, save_checkpoint)
 from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
-from cnnlab.featurecache import (AVERAGE, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
+from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
                                  cache_key, cache_path, check_tap, extract_features, linear_from, load_cached,
                                  make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
@@ -234,14 +234,16 @@ class RunStart:
     frozen_layers: tuple[str, ...] = ()
     start_epoch: int = 0
     world_size: int = 1
+    finished_before: bool = False  # its output folder holds the run done: the saved model is evaluated again
 
     def summary(self) -> str:
         from cnnlab.weights import weights_label
 
         c = self.config
-        resumed = (f", resuming after epoch {self.start_epoch}" if 0 < self.start_epoch < c.epochs else
-                   f"; it already trained its {c.epochs} epochs: its saved model is evaluated again"
-                   if self.start_epoch else "")
+        done = (f"fitted its {CLASSIFIER_NAMES[c.classifier]}" if c.strategy == "extract" and c.classifier != "linear"
+                else f"trained its {c.epochs} epochs")
+        resumed = (f"; it already {done}: its saved model is evaluated again" if self.finished_before else
+                   f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
         return (f"{c.strategy} {c.arch} ({weights_label(resolve_weights(c))}) on {c.dataset}: "
                 f"{len(self.classes)} classes, {self.train_size} train / {self.val_size} val images, "
@@ -787,7 +789,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     lr_at = cosine_schedule(config.lr, total_steps, max(1, int(config.warmup_fraction * total_steps)))
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
                                               len(val_idx), params_trainable, params_frozen, frozen, start_epoch,
-                                              runtime.dist.world_size))
+                                              runtime.dist.world_size, start_epoch >= config.epochs))
     last_val, stopped, saved = None, False, checkpoint.path if checkpoint else None
     try:
         train_model, phase = None, None
@@ -1021,19 +1023,26 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     model, weights = _backbone(config, runtime)
     _require_tap(model, spec, config.tap)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
+    earlier = _saved_classifier(out_dir, config, spec)
     features, cache = _features(model, spec, images, config, weights, runtime, _taps(config), callbacks)
     x = features[config.tap]
     y = images.targets
     head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
     params_frozen = sum(p.numel() for n, p in model.named_parameters() if not _inside(n.rsplit(".", 1)[0], spec.classifier))
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
-                                              len(val_idx), head_params, params_frozen))
+                                              len(val_idx), head_params, params_frozen,
+                                              start_epoch=len(earlier.history) if earlier else 0,
+                                              finished_before=earlier is not None))
     history: tuple[EpochMetrics, ...] = ()
-    val_loss, stopped = None, False
-    if config.classifier == "linear":
+    val_loss, stopped, saved = None, False, None
+    if earlier is not None:  # a finished run again: its saved classifier, on the features
+        head, history, saved = earlier.head, earlier.history, str(earlier.checkpoint.path)
+        predictions = _predict_with_head(head, x[val_idx])
+        val_loss = history[-1].val_loss if history else None
+    elif config.classifier == "linear":
         head, history, stopped = _train_linear_head(x, y, train_idx, val_idx, num_classes, config, runtime,
                                                     callbacks)
-        predictions = _predict_linear(head, x[val_idx])
+        predictions = _predict_with_head(head, x[val_idx])
         val_loss = history[-1].val_loss if history else None
     else:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
@@ -1041,16 +1050,43 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
         head = None  # made from the pipeline only when it is saved
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (y[val_idx], predictions), 1)
-    saved = None
-    if keeps_model(config.strategy, config.tap, config.tap_pooling) and out_dir is not None:
+    if saved is None and keeps_model(config.strategy, config.tap, config.tap_pooling) and out_dir is not None:
         if head is None:
             head = classifier_as_head(pipeline, config.classifier, num_classes, x[train_idx], y[train_idx])
         saved = _save_with_head(model, spec, head, out_dir, len(history), stored_config, history)
+    train_time_s = earlier.train_time_s if earlier and earlier.train_time_s is not None else \
+        time.perf_counter() - started
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
-                       time.perf_counter() - started, head_params, params_frozen, str(runtime.device), history,
+                       train_time_s, head_params, params_frozen, str(runtime.device), history,
                        val_loss, saved, str(out_dir) if out_dir else None, cache, images.skipped, stopped)
     _finish(result, out_dir, runtime, callbacks)
     return result
+
+
+@dataclass(frozen=True)
+class SavedClassifier:
+    """The classifier a finished Strategy III run saved as its model's head, with its epochs and training time."""
+
+    head: nn.Module
+    checkpoint: Checkpoint
+    history: tuple[EpochMetrics, ...]
+    train_time_s: float | None
+
+
+def _saved_classifier(out_dir: Path | None, config: RunConfig, spec: ArchSpec) -> SavedClassifier | None:
+    """The classifier a finished earlier run of `config` saved in `out_dir`: fitted, or a linear head trained all
+    its epochs. None otherwise; a linear head stopped early, or trained for another number of epochs, is trained
+    again from the start (on cached features that takes seconds)."""
+    checkpoint = latest_checkpoint(out_dir) if out_dir else None
+    if checkpoint is None:
+        return None
+    history = tuple(EpochMetrics(**m) for m in checkpoint.metrics.get("history", []))
+    epochs = config.epochs if config.classifier == "linear" else 0
+    if checkpoint.epoch != epochs or len(history) != epochs or any(m.epochs != epochs for m in history):
+        return None
+    model, _ = model_from_checkpoint(checkpoint.path)
+    earlier = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else {}
+    return SavedClassifier(model.get_submodule(spec.classifier), checkpoint, history, earlier.get("train_time_s"))
 
 
 def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
@@ -1091,7 +1127,7 @@ def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_
     return linear_from(weight, bias, mean.astype(np.float64), scale.astype(np.float64)), tuple(history), stopped
 
 
-def _predict_linear(head: nn.Linear, x: np.ndarray) -> np.ndarray:
+def _predict_with_head(head: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return head(torch.from_numpy(x).float()).argmax(1).numpy()
 

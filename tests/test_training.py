@@ -4,6 +4,7 @@ from dataclasses import dataclass, replace
 import functools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,6 +364,32 @@ def test_cuda_options_train_resume_and_export(tmp_path, cuda_runtime_on_cpu, mon
     assert set(saved) == set(build_model("lenet5").state_dict())  # no `_orig_mod.` from torch.compile
     assert all(torch.equal(saved[k], v) for k, v in load_file(f"{straight.checkpoint}/model.safetensors").items())
     assert export_checkpoint(tmp_path / "resumed", "torchscript").matches
+
+
+def test_a_finished_feature_extractor_run_again_evaluates_its_saved_classifier(tmp_path, monkeypatch):
+    root = digit_folder(tmp_path / "digits", per_class=10)
+    svm = make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier="svm", device="cpu")
+    linear = replace(svm, classifier="linear", epochs=8)
+    first = {c.classifier: run(c, out_dir=tmp_path / c.classifier) for c in (svm, linear)}
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished run is not fitted again")
+
+    monkeypatch.setattr(training, "make_classifier", no_fit)
+    monkeypatch.setattr(training, "_train_linear_head", no_fit)
+    for config, done in ((svm, "it already fitted its SVM"), (linear, "it already trained its 8 epochs")):
+        again = run(config, [recorder := Recorder()], out_dir=tmp_path / config.classifier)
+        earlier = first[config.classifier]
+        assert recorder.start.summary().endswith(f"{done}: its saved model is evaluated again")
+        assert (again.val_acc, again.confusion, again.checkpoint) == (earlier.val_acc, earlier.confusion,
+                                                                     earlier.checkpoint)
+        assert again.train_time_s == pytest.approx(earlier.train_time_s, abs=1e-3) and recorder.epochs == []
+    monkeypatch.undo()
+
+    shorter = run(replace(linear, epochs=3), [recorder := Recorder()], out_dir=tmp_path / "linear")
+    assert [m.epoch for m in recorder.epochs] == [1, 2, 3] and not recorder.start.finished_before
+    assert [p.name for p in (tmp_path / "linear" / "checkpoints").iterdir()] == ["ckpt-0003"]
+    assert latest_checkpoint(tmp_path / "linear").path == Path(shorter.checkpoint)
 
 
 def test_cuda_options_extract_float32_features(tmp_path, cuda_runtime_on_cpu):
