@@ -21,7 +21,8 @@ def draw_comparison(chosen: list[str]) -> None:
     while some of them are still going."""
     store = RunStore()
     runs = {r.id: r for r in store.runs()}
-    chosen = [i for i in chosen if i in runs]
+    if any(i not in runs for i in chosen):
+        st.rerun()  # deleted meanwhile: the whole page, so that its chip goes too and the page says why
     unfinished = [i for i in chosen if runs[i].status in ACTIVE]
     if unfinished:
         st.caption(f":material/sync: {len(unfinished)} of these runs {'is' if len(unfinished) == 1 else 'are'} "
@@ -108,6 +109,11 @@ if not runs:
     st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 
+if deleted := [i for i in st.session_state.get("compare_selected", []) if i not in runs]:
+    st.session_state["compare_selected"] = [i for i in st.session_state["compare_selected"] if i in runs]
+    st.warning(f"{'Run ' if len(deleted) == 1 else 'Runs '}{', '.join(deleted)} "
+               f"{'was' if len(deleted) == 1 else 'were'} deleted (on the Runs page, another tab or `cnnlab delete`), "
+               f"so the comparison leaves {'it' if len(deleted) == 1 else 'them'} out.", icon=":material/delete:")
 shootout = [i for i in st.session_state.pop("compare_runs", []) if i in runs]
 if shootout:
     st.session_state["compare_selected"] = shootout

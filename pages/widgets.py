@@ -82,16 +82,19 @@ def panes(name: str, *weights: int, min_width: int = 340, gap: str = "large") ->
         return [st.container(key=key) for key in keys]
 
 
-def start_at(key: str, options: list, default) -> None:
+def start_at(key: str, options: list, default):
     """Give the widget `key` its starting choice, unless it holds a valid one (chosen, or set by another page):
     the last one chosen on this page, also after a visit to another page (Streamlit forgets the state of widgets
-    that a run does not draw), else `default`."""
+    that a run does not draw), else `default`. Returns the earlier choice it replaced because it is no longer
+    among `options` (a deleted run's), else None."""
     kept = f"{key}__kept"
     value = st.session_state.get(key)
     if value in options:
         st.session_state[kept] = value
-    else:
-        st.session_state[key] = st.session_state[kept] if st.session_state.get(kept) in options else default
+        return None
+    earlier = value if value is not None else st.session_state.get(kept)
+    st.session_state[key] = st.session_state[kept] if st.session_state.get(kept) in options else default
+    return earlier if earlier is not None and earlier not in options else None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -177,7 +180,7 @@ def weights_picker(arch: str, key: str) -> str | None:
     if initial == NONE and runs:
         initial = next(iter(runs))  # the newest: a trained LeNet-5 says more than a random one
     widget_key = f"{key}_{arch}"
-    start_at(widget_key, keys, initial)
+    deleted_run = start_at(widget_key, keys, initial)  # nothing else leaves the options: a run folder chosen
 
     def label(k: str) -> str:
         if k == UPLOAD:
@@ -188,6 +191,9 @@ def weights_picker(arch: str, key: str) -> str | None:
 
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
+    if deleted_run is not None:
+        st.warning(f"Run {Path(deleted_run).name}, whose model was chosen here, was deleted (on the Runs page, "
+                   f"another tab or `cnnlab delete`); the weights are {label(choice)} now.", icon=":material/delete:")
     if choice in runs:
         st.caption(f"Trained by your run {runs[choice]}; kept in `{choice}`.")
         return choice

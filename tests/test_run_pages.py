@@ -412,6 +412,34 @@ def test_a_run_is_deleted_from_its_page_and_leaves_the_comparison():
     assert not RunStore().runs() and any(i.value == "No runs yet." for i in at.info)
 
 
+def test_a_run_deleted_elsewhere_leaves_the_comparison_and_the_weights_it_was_chosen_as_and_the_page_says_so():
+    store = RunStore()
+    first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=1, device="cpu", seed=s), store)
+                     for s in (0, 1))
+    jobs.work(store, once=True)
+    at = open_page("pages/run_compare.py")
+    assert sorted(at.multiselect[0].value) == sorted([first, second]) and not at.warning
+    jobs.delete_run(second)  # from another tab or a terminal
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect[0].value == [first] and len(at.dataframe[0].value) == 1
+    assert [w.value for w in at.warning] == [f"Run {second} was deleted (on the Runs page, another tab or `cnnlab "
+                                             "delete`), so the comparison leaves it out."]
+
+    at.switch_page("pages/predict.py")
+    at.run()
+    at.selectbox(key="predict_arch").set_value("lenet5").run()
+    at.selectbox(key="predict_weights_lenet5").set_value(str(jobs.run_dir(first))).run()
+    assert not at.warning, [w.value for w in at.warning]
+    jobs.delete_run(first)
+    at.run()
+    assert not at.exception, at.exception
+    weights = at.selectbox(key="predict_weights_lenet5")
+    assert weights.value == "none" and not any("Your run" in o for o in weights.options)
+    assert any(w.value.startswith(f"Run {first}, whose model was chosen here, was deleted") and
+               w.value.endswith(f"the weights are {weights.format_func('none')} now.") for w in at.warning)
+
+
 def test_compare_runs_says_why_a_strategy_iii_run_draws_no_curves():
     store = RunStore()
     run_id = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, device="cpu"), store)
