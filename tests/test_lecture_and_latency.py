@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import load_dataset
+from cnnlab.data import load_dataset, stratified_split
 from cnnlab.featurecache import make_classifier
-from cnnlab.latency import (MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run, made_up_features,
+from cnnlab.latency import (LOGREG_ITERATIONS, MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run, made_up_features,
                             measure_latency)
-from cnnlab.training import make_config, resolve_device
+from cnnlab.paths import data_dir
+from cnnlab.training import make_config, resolve_device, run
 from cnnlab.lecture import check_claims
 
 
@@ -95,6 +96,18 @@ def test_made_up_features_are_as_hard_to_classify_as_real_ones():
     assert 0.5 < svm[-1].n_support_.sum() / 1438 < 0.9  # a like share of support vectors (real: 944 of 1,438)
     logreg = make_classifier("logreg").fit(*train)
     assert logreg[-1].n_iter_[0] < 100  # converges in a few dozen steps, as on real features (22 on the digits')
+
+
+def test_a_logistic_regression_fit_is_counted_at_the_iterations_it_takes_on_real_features():
+    config = make_config("extract", "tf_efficientnet_lite0", "digits", image_size=64, device="cpu")
+    run(config)
+    [cached] = (data_dir() / "features").glob("*.npz")
+    with np.load(cached) as stored:
+        features = stored["features"]
+    digits = load_dataset("digits")
+    train, _ = stratified_split(digits.targets, config.val_fraction, config.seed)
+    logreg = make_classifier("logreg").fit(features[train], digits.targets[train])
+    assert 0.6 * LOGREG_ITERATIONS < logreg[-1].n_iter_[0] < 1.4 * LOGREG_ITERATIONS
 
 
 def test_an_svm_fit_is_estimated_to_grow_faster_than_its_data():
