@@ -150,5 +150,14 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     page.locator("[data-testid='stPlotlyChart'] .scatterlayer .point").first.wait_for(timeout=30_000)
     wait_for_app(page)
     screenshot(page, "run_compare_phone")
+
+    # ... and in the open list of the Runs page's picker
+    page.goto(f"{dashboard_url}/runs?run={extract}")
+    wait_for_app(page)
+    page.get_by_role("combobox", name="Run", exact=True).click()
+    option = page.get_by_role("option").filter(has_text=extract).locator("div").first
+    expect(option).to_have_text(re.compile(r"EfficientNet-Lite0 on digits$"), timeout=15_000)
+    assert option.evaluate(wrapped_whole), "the run's whole name, on two lines"
+    screenshot(page, "runs_picker_phone")
     phone.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
