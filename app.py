@@ -14,11 +14,11 @@ WRAPPED_CHIPS_CSS = ("@media (max-width: 640px) {[role=group]:has(> [data-testid
                      "{max-height: none} [data-testid=stMultiSelectTagsContainer] [data-tag] {height: auto; "
                      "padding-block: 2px} [data-testid=stMultiSelectTagsContainer] [data-tag] > span "
                      "{white-space: normal}}")
+# An open select box's options wrap instead of being cut (a run's long name on a phone); only in short lists: a long
+# one (a network's layers) is virtualized, its options in wrappers at fixed heights that wrapping would overrun.
 WRAPPED_OPTIONS_CSS = ("[data-testid=stSelectboxVirtualDropdown] [role=listbox] > [role=option] {height: auto; "
                        "min-height: 2.5rem} [data-testid=stSelectboxVirtualDropdown] [role=listbox] > [role=option] > "
                        "div {height: auto; min-height: 1.75rem; padding-block: 0.25rem; white-space: normal}")
-"""An open select box's options wrap instead of being cut: a run's long name on a phone. Only in short lists: a
-long one (a network's layers) is virtualized, its options in wrappers at fixed heights that wrapping would overrun."""
 
 st.set_page_config(page_title="cnnlab", page_icon=str(ICON), layout="wide")
 pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]
