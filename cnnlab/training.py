@@ -1013,6 +1013,8 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     runtime = make_runtime(config.device, inference=True)
     torch.manual_seed(config.seed)
     spec = get_spec(config.arch)
+    with torch.device("meta"):  # a tap the network lacks fails before anything is read or loaded
+        _require_tap(build_model(config.arch), spec, config.tap)
     _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
@@ -1021,7 +1023,6 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
     out_dir = Path(out_dir) if out_dir else None
     model, weights = _backbone(config, runtime)
-    _require_tap(model, spec, config.tap)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
     earlier = _saved_classifier(out_dir, config, spec)
     features, cache = _features(model, spec, images, config, weights, runtime, _taps(config), callbacks)
