@@ -107,6 +107,7 @@ with st.expander("Measure latency on this machine", icon=":material/timer:"):
              f"at batch sizes {' and '.join(map(str, LATENCY_BATCHES))}. Results are kept for this device and "
              "thread count.")
     chosen = st.multiselect("Architectures to time", arch_names(), default=[settings.arch],
+                            key="compare_latency_archs", persist_state="session",
                             format_func=lambda n: get_spec(n).title)
     if st.button("Measure", icon=":material/play_arrow:", disabled=not chosen):
         progress = st.progress(0.0)
@@ -129,7 +130,7 @@ st.caption("As on the lecture's 'Comparison' slide: the bigger the bubble, the m
 
 metric_choices = {"params": ("Parameters", True), "gmacs": ("GMACs per image", True), "depth": ("Depth", False)}
 metric = st.segmented_control("Per architecture", list(metric_choices), default="params", required=True,
-                              format_func=lambda m: metric_choices[m][0])
+                              key="compare_metric", persist_state="session", format_func=lambda m: metric_choices[m][0])
 st.plotly_chart(metric_bars(rows, metric, *metric_choices[metric]), width="stretch")
 
 st.subheader("Lecture claims, checked")

@@ -171,9 +171,11 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
         return
     controls = panes("inside-map-controls", 1, 1, 1, 1, min_width=150, gap="small")
     top = channels_shown(controls[0], layer.channels)
-    order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", format_func=ORDER_LABELS.get)
-    colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap")
-    per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel",
+    order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", persist_state="session",
+                                  format_func=ORDER_LABELS.get)
+    colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap",
+                                          persist_state="session")
+    per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel", persist_state="session",
                                      help="Stretch every tile from its own minimum to maximum instead of one scale "
                                           "for the whole layer")
     picture = mosaic(values, top=top, order=order, colormap_name=colormap_name,
@@ -210,7 +212,7 @@ def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray
     key = f"inside_channel_{layer.name}_{hashlib.sha256(means.tobytes()).hexdigest()[:12]}"  # new image: new labels
     channel = st.selectbox("Channel to see large", picture.channels, key=key,
                            format_func=lambda c: f"channel {c} (mean {means[c]:.3g})")
-    alpha = st.slider("Opacity over the input", 0.0, 1.0, 0.65, 0.05, key="inside_alpha")
+    alpha = st.slider("Opacity over the input", 0.0, 1.0, 0.65, 0.05, key="inside_alpha", persist_state="session")
     low, high = (None, None) if picture.per_channel else (picture.vmin, picture.vmax)
     st.image(overlay(values[channel], view, colormap_name, alpha, low, high), width="stretch",
              caption=f"Channel {channel} ({layer.spatial[0]}x{layer.spatial[1]}) upsampled over the "
@@ -299,9 +301,9 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     cols = panes("inside-cam-controls", 1, 1, 1, min_width=200, gap="small")
     choice = cam_class(cols[0], arch, weights, digest, result, names)
     layer = cols[1].selectbox("Layer", spatial_stages, index=spatial_stages.index(default_layer),
-                              key=f"inside_cam_layer_{arch}", help=f"Default: {default_layer}, the last stage "
+                              key=f"inside_cam_layer_{arch}", persist_state="session", help=f"Default: {default_layer}, the last stage "
                               "that still has spatial maps")
-    method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method",
+    method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method", persist_state="session",
                            horizontal=True, help="HiResCAM multiplies gradient and maps position by position "
                            "(faithful to the model); Grad-CAM averages the gradient over each map first.")
     try:

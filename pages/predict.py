@@ -34,8 +34,8 @@ with right:
         except WeightsError as error:
             weights_error(error)
     if picked is None:  # keeps this pane, and the layout, while the upload's error shows beside it
-        st.info("No prediction: the uploaded file is not an image cnnlab can read. Upload another, or remove it "
-                "to go back to the sample photos.", icon=":material/image_not_supported:")
+        st.info("No prediction: the uploaded file is not an image cnnlab can read.",
+                icon=":material/image_not_supported:")
     if model is not None and picked is not None:
         labels = label_set(model)
         predictions = predict_loaded(model, picked.image, TOP)

@@ -74,9 +74,9 @@ def _linked_input(field: str, label: str, slider_max: int, number_max: int, disa
     """A slider and a number input kept in step, on one line at any screen width (columns would stack them on a
     phone); the number input can go past the slider's range."""
     line = st.container(horizontal=True, wrap=False, vertical_alignment="bottom")
-    line.slider(label, 1, slider_max, key=_slider_key(field), on_change=_slider_moved, args=(field,),
+    line.slider(label, 1, slider_max, key=_slider_key(field), persist_state="session", on_change=_slider_moved, args=(field,),
                 disabled=disabled, width="stretch")
-    line.number_input(label, 1, number_max, step=1, key=_number_key(field), on_change=_number_typed,
+    line.number_input(label, 1, number_max, step=1, key=_number_key(field), persist_state="session", on_change=_number_typed,
                       args=(field, slider_max), disabled=disabled, label_visibility="hidden", width=120)
     return int(st.session_state[_number_key(field)])
 
@@ -93,11 +93,11 @@ def calculator() -> None:
     preset = PRESETS[st.session_state["calc_preset"]]
     if preset is not None and not _shows_preset(preset):
         st.session_state["calc_preset"] = CUSTOM  # so that picking the lecture's example again restores it
-    st.selectbox("Start from", list(PRESETS), key="calc_preset", on_change=_apply_preset)
+    st.selectbox("Start from", list(PRESETS), key="calc_preset", persist_state="session", on_change=_apply_preset)
     values = {}
     for field, label, slider_max, number_max in FIELDS:
         if field == "reduce_to":
-            st.checkbox("Put a 1x1 reduction in front", key="calc_reduce")
+            st.checkbox("Put a 1x1 reduction in front", key="calc_reduce", persist_state="session")
         values[field] = _linked_input(field, label, slider_max, number_max,
                                       disabled=field == "reduce_to" and not st.session_state["calc_reduce"])
     if not st.session_state["calc_reduce"]:
@@ -230,9 +230,10 @@ def factorized_convolutions() -> None:
                "(H x W x C_out) x (kh x kw x C_in) per layer.")
     columns = st.columns(len(FACTOR_FIELDS))
     values = {field: int(column.number_input(label, 1, maximum, value=getattr(FACTORIZATION_EXAMPLE, field),
-                                             step=step, key=f"factor_{field}", help=help_text))
+                                             step=step, key=f"factor_{field}", persist_state="session",
+                                             help=help_text))
               for column, (field, label, help_text, maximum, step) in zip(columns, FACTOR_FIELDS)}
-    bias = st.checkbox("Count one bias per filter", value=True, key="factor_bias",
+    bias = st.checkbox("Count one bias per filter", value=True, key="factor_bias", persist_state="session",
                        help="As in the calculator above. Without biases, and with C_in = C_out, the parameters "
                             "are exactly the C² counts below (two 3x3 = 18C², one 5x5 = 25C²).")
     try:
@@ -276,7 +277,7 @@ def real_modules() -> None:
     archs = reduction_archs()
     sidebar_arch = current_settings().arch
     st.session_state.setdefault("reductions_arch", sidebar_arch if sidebar_arch in archs else "googlenet")
-    arch = st.selectbox("Network", archs, key="reductions_arch", format_func=lambda n: get_spec(n).title)
+    arch = st.selectbox("Network", archs, key="reductions_arch", persist_state="session", format_func=lambda n: get_spec(n).title)
     with st.spinner(f"Reading {get_spec(arch).title}'s modules"):
         network = network_reductions(arch)
     totals = network.totals()
@@ -308,7 +309,8 @@ def real_modules() -> None:
         st.caption("A 'saved' below 1 means the module's 1x1 does not narrow: it keeps the width (ResNet-50's first "
                    "block, 64 channels in and 64 out) or widens it (DenseNet's first layers), so there the 1x1 costs "
                    "more than it saves.")
-    module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module")
+    module_path = st.selectbox("Branches of one module", [m.path for m in network.modules], key="reductions_module",
+                               persist_state="session")
     module = next(m for m in network.modules if m.path == module_path)
     st.dataframe(_conv_table(module), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Convolution": st.column_config.TextColumn(pinned=True),

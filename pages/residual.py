@@ -37,18 +37,19 @@ st.caption("A plain network against the same network with ResNet's identity shor
            "linear head. Both variants have the same parameters and, for one seed, the same initial weights.")
 
 left, middle, right = st.columns(3)
-depth = left.slider("Blocks (depth)", 1, 40, 20, key="res_depth",
+depth = left.slider("Blocks (depth)", 1, 40, 20, key="res_depth", persist_state="session",
                     help="Each block holds two 3x3 convolutions: 20 blocks are 41 convolutions and a linear layer.")
-batch_norm = middle.toggle("Batch norm", value=False, key="res_bn",
+batch_norm = middle.toggle("Batch norm", value=False, key="res_bn", persist_state="session",
                            help="Batch normalization before each ReLU (pre-activation blocks, as in ResNet v2).")
-seed = right.number_input("Seed", 0, 10_000, 0, key="res_seed", help="Initial weights, data split and batch order.")
+seed = right.number_input("Seed", 0, 10_000, 0, key="res_seed", persist_state="session",
+                           help="Initial weights, data split and batch order.")
 channels = NetConfig.channels
 
 st.subheader("Gradient per block at initialization")
 with st.spinner("One forward and backward pass on a batch of 128 digits"):
     data = profiles(depth, channels, batch_norm, int(seed))
 quantity = st.segmented_control("Measure", list(GRADIENT_QUANTITIES), default="weights", required=True,
-                                key="res_quantity", format_func=lambda q: GRADIENT_QUANTITIES[q])
+                                key="res_quantity", persist_state="session", format_func=lambda q: GRADIENT_QUANTITIES[q])
 st.plotly_chart(gradient_norms_figure(data, quantity), width="stretch", key="res_gradients")
 cols = st.columns(len(VARIANTS))
 for col, variant in zip(cols, VARIANTS):
@@ -61,7 +62,7 @@ st.caption("Without batch norm, PyTorch's default initialization shrinks the sig
            "vanishes (here it even grows toward the input), as He et al. observed, and still it trains worse.")
 
 st.subheader("Train both")
-epochs = st.slider("Epochs", 1, 10, TrainSettings.epochs, key="res_epochs",
+epochs = st.slider("Epochs", 1, 10, TrainSettings.epochs, key="res_epochs", persist_state="session",
                    help=f"Adam, learning rate {TrainSettings.lr:g} with a cosine schedule, batches of "
                         f"{TrainSettings.batch_size}; the digits' stratified 80/20 train/validation split.")
 if st.button("Train both", icon=":material/play_arrow:", key="res_train"):

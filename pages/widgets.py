@@ -135,26 +135,46 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
             st.session_state[sample_key] = suited
     st.session_state[f"{key}_sample_weights"], st.session_state[f"{key}_sample_arch"] = weights, arch
     start_at(sample_key, choices, next(iter(extra), suited))
+    kept_key = f"{key}_kept_upload"  # (name, bytes): Streamlit drops an upload when its page is left
     upload = st.file_uploader(
         "Upload an image", key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,  # any file type: a wrong
         # one gets the page's own error message, not only a red mark on the uploader's chip
+        on_change=_forget_removed_upload, args=(key,),
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
              f"{MAX_PIXELS / 1e6:.0f} megapixels.")
-    sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample", disabled=upload is not None,
+    kept = st.session_state.get(kept_key) if upload is None else None
+    if kept is not None:
+        line = st.container(horizontal=True, vertical_alignment="center")
+        line.caption(f"Showing **{kept[0]}**, uploaded earlier.")
+        line.button("Back to the sample photos", key=f"{key}_forget", icon=":material/close:", type="tertiary",
+                    on_click=st.session_state.pop, args=(kept_key, None))
+    sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample",
+                          disabled=upload is not None or kept is not None,
                           format_func=lambda s: extra[s][0] if s in extra else SAMPLE_TITLES.get(s, s),
                           help="CC0 / public-domain photos from scikit-image, shipped in assets/"
                                + ("; first, images the run held out for validation." if extra else "."))
     if upload is not None:
         source, name = upload.getvalue(), upload.name
+    elif kept is not None:
+        name, source = kept
     elif sample in extra:
         name, source = extra[sample]
     else:
         source, name = samples[sample], samples[sample].name
     try:
-        return PickedImage(read_image(source, name), source, name)
+        picked = PickedImage(read_image(source, name), source, name)
     except ImageInputError as error:
-        st.error(str(error), icon=":material/broken_image:")
+        st.error(f"{error}. Upload another, or remove it to go back to the sample photos.",
+                 icon=":material/broken_image:")
         return None
+    if upload is not None:
+        st.session_state[kept_key] = (name, source)  # readable: shown again when the page is opened again
+    return picked
+
+
+def _forget_removed_upload(key: str) -> None:
+    """The user removed the upload (or replaced it): forget the one kept."""
+    st.session_state.pop(f"{key}_kept_upload", None)
 
 
 def show_image(picked: PickedImage, caption: str = "") -> None:

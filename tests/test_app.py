@@ -94,6 +94,28 @@ def test_a_page_keeps_its_own_architecture_after_a_visit_elsewhere():
     assert at.selectbox(key="inside_arch").value == DEFAULT_ARCH, "the other pages start at the sidebar's"
 
 
+def test_the_calculator_and_the_skip_connections_keep_their_settings_after_a_visit_elsewhere():
+    at = open_page("pages/reductions.py")
+    at.number_input(key="calc_in_channels_number").set_value(256).run()
+    at.selectbox(key="reductions_arch").set_value("resnet50").run()
+    at.number_input(key="factor_kernel").set_value(7).run()
+    at.switch_page("pages/residual.py")
+    at.run()
+    at.number_input(key="res_seed").set_value(3).run()
+    at.switch_page("pages/home.py")
+    at.run()
+    at.switch_page("pages/reductions.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="calc_in_channels_number").value == 256
+    assert at.slider(key="calc_in_channels_slider").value == 256
+    assert any(m.value == "60.2M" for m in at.metric), "the calculator's numbers, not the slide's 112.9M"
+    assert at.selectbox(key="reductions_arch").value == "resnet50" and at.number_input(key="factor_kernel").value == 7
+    at.switch_page("pages/residual.py")
+    at.run()
+    assert at.number_input(key="res_seed").value == 3
+
+
 def test_a_new_sidebar_architecture_changes_the_pages_a_choice_of_their_own_holds_until_then():
     from pages.common import SIDEBAR_CHOICES
 

@@ -167,6 +167,28 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
         assert not at.metric and [i.value.startswith("No prediction: the uploaded file") for i in at.info] == [True]
 
 
+def test_an_upload_is_still_there_after_a_visit_to_another_page_until_it_is_put_aside():
+    at = open_predict_page()
+    mug = encode(Image.open(sample_images()["coffee"]), "PNG")
+    at.file_uploader(key="predict_image_upload").set_value(("mug.png", mug, "image/png")).run()
+    assert top_class(at) == "espresso"
+    at.switch_page("pages/home.py")
+    at.run()
+    at.switch_page("pages/predict.py")
+    at.run()
+    assert at.file_uploader(key="predict_image_upload").value is None, "Streamlit forgets it: the page keeps it"
+    assert top_class(at) == "espresso" and any("Showing **mug.png**, uploaded earlier" in c.value for c in at.caption)
+    assert at.selectbox(key="predict_image_sample").disabled
+    at.button(key="predict_image_forget").click().run()
+    assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}, "back to the sample, the cat"
+    assert not at.selectbox(key="predict_image_sample").disabled
+
+    at.file_uploader(key="predict_image_upload").set_value(("mug.png", mug, "image/png")).run()
+    at.file_uploader(key="predict_image_upload").set_value(None).run()  # removed with its chip's x
+    assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}
+    assert not any("uploaded earlier" in c.value for c in at.caption)
+
+
 def test_page_starts_offline_architectures_at_random_init_with_one_info_line():
     at = open_predict_page()
     at.selectbox(key="predict_arch").set_value("resnet18").run()
