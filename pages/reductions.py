@@ -13,9 +13,10 @@ from cnnlab.reductions import (
     receptive_field, reduction_archs)
 from cnnlab.registry import get_spec
 from pages.common import current_settings
-from pages.widgets import EMPTY, metric_row, panes, whole_table_height
+from pages.widgets import EMPTY, metric_row, panes, text_column_px, whole_table_height
 
 CUSTOM = "Your own numbers"
+PINNED_PX = 160  # the widest column kept in view while the table scrolls sideways
 PRESETS = {
     "Lecture: Inception's 5x5 branch (14x14x480, 5x5 to 48, reduce to 16)": LECTURE_INCEPTION_EXAMPLE,
     "Lecture: 1x1 compression (64x64x100 to 64x64x20 with 20 1x1 filters)": LECTURE_COMPRESSION_EXAMPLE,
@@ -292,11 +293,13 @@ def real_modules() -> None:
         "module": "Module", "type": "Type", "input": "Input", "output": "Output", "reductions": "1x1 reductions",
         "own_branch_1x1": "1x1 branches", "pool_projections": "Pool projections", "macs": "MACs",
         "macs_without": "MACs without", "ratio": "Saved (x)", "params": "Params", "params_without": "Params without"})
+    module_px = text_column_px(summary["Module"], "Module")  # DenseNet's run long: not pinned, or a phone sees no more
     st.dataframe(summary, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["#", "Module", "Saved (x)", "MACs", "MACs without", "Params", "Params without",
                                "Type", "Input", "Output", "1x1 reductions", "1x1 branches", "Pool projections"],
                  column_config={"#": st.column_config.NumberColumn(pinned=True),
-                                "Module": st.column_config.TextColumn(pinned=True),
+                                "Module": st.column_config.TextColumn(width=module_px, pinned=module_px <= PINNED_PX),
+                                "Type": st.column_config.TextColumn(width=text_column_px(summary["Type"])),
                                 "Saved (x)": st.column_config.NumberColumn(format="%.2fx", help=(
                                     "MACs without the reductions / MACs as built")),
                                 **{c: st.column_config.NumberColumn(format="localized")

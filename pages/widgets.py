@@ -33,6 +33,11 @@ def whole_table_height(rows: int) -> int:
     return TABLE_ROW_PX * (rows + 1) + 3
 
 
+def text_column_px(texts, title: str = "") -> int:
+    """A table column's width in pixels that shows the longest of `texts` (and its `title`) whole."""
+    return 24 + 8 * max(len(str(t)) for t in [title, *texts])
+
+
 def in_percent(fractions):
     """A table column of fractions (0.9499, or None where there is none yet) in percent, for PERCENT."""
     return pd.to_numeric(fractions, errors="coerce") * 100

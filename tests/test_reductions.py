@@ -573,8 +573,12 @@ def test_page_real_modules_switch_network():
     assert list(branches["Convolution"]) == ["conv1", "conv2", "conv3", "downsample.0"]
     at.selectbox(key="reductions_arch").set_value("densenet121").run()
     assert not at.exception
-    modules = next(d.value for d in at.dataframe if "Module" in d.value.columns)
+    table = next(d for d in at.dataframe if "Module" in d.value.columns)
+    modules = table.value
     assert list(modules["#"]) == list(range(1, 59)), "numbered as the chart numbers its 58 pairs of bars"
+    module_column = json.loads(table.proto.columns)["Module"]
+    assert module_column["width"] >= 8 * len("features.denseblock4.denselayer16") and not module_column["pinned"], \
+        "DenseNet's long module names whole, scrolling away on a phone"
     chart = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
                  if spec["layout"].get("xaxis", {}).get("title", {}).get("text", "").startswith("Module"))
     assert [trace["x"][:3] for trace in chart["data"]] == [[1, 2, 3], [1, 2, 3]]
