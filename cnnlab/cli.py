@@ -546,8 +546,6 @@ def _cmd_features(args) -> None:
     from cnnlab.weights import WeightsError, load_weights, weights_label
 
     listing = args.layer == "list"
-    if not listing and args.out is None:
-        raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
     args.arch = _arch_of(args)
@@ -567,6 +565,8 @@ def _cmd_features(args) -> None:
     if by_index:
         args.layer = _layer_at(activations, int(args.layer)).name
     layer = activations.info(args.layer)
+    if args.out is None:  # said once the layer is known to exist: one correction is then enough
+        raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
     try:
         files = write_layer_pictures(activations.maps[args.layer], args.out, args.layer, args.top, args.colormap)
     except OSError as error:

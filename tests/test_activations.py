@@ -336,6 +336,8 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     (["--layer", "blocks.99", "--out", "OUT"], ["no layer 'blocks.99'", "--layer list"]),
     (["--layer", "blocks.2"], ["--out"]),
     (["--layer", "999", "--out", "OUT"], ["has layers 0 to", "not 999", "--layer list"]),
+    (["--layer", "999"], ["not 999"]),  # the bad layer first, not the missing --out: one correction is enough
+    (["--layer", "nosuch"], ["no layer 'nosuch'"]),
     (["--layer", "list", "--colormap", "rainbow"], ["colour map"]),
 ])
 def test_cli_features_bad_input_is_one_line(args, words, tmp_path, capsys):
