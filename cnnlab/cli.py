@@ -441,11 +441,13 @@ def _cmd_resume(args) -> None:
 def _cmd_delete(args) -> None:
     from cnnlab.jobs import delete_run, run_dir
 
-    refused = []
-    for run_id in dict.fromkeys(args.runs):  # each once, in order; one refused does not stop the others
+    run_ids, refused = list(dict.fromkeys(args.runs)), []
+    for run_id in run_ids:  # each once, in order; one refused does not stop the others
         try:
             had_folder = _run_command(delete_run, run_id)
         except UsageError as error:
+            if len(run_ids) == 1:
+                raise
             print(f"cnnlab: error: {error}", file=sys.stderr)
             refused.append(run_id)
             continue

@@ -200,7 +200,8 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert said.err.splitlines()[-1] == "cnnlab: error: not deleted: nosuchrun" and "no run 'nosuchrun'" in said.err
     assert not folder.exists() and [r.id for r in RunStore().runs()] == [follower]
     assert not RunStore().metrics(run_id, "epoch") and not RunStore().logs(run_id), "its metrics and log too"
-    assert main(["delete", run_id]) == 2 and f"no run '{run_id}'" in capsys.readouterr().err
+    assert main(["delete", run_id]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"cnnlab: error: no run '{run_id}'; see `cnnlab runs`"], "one line"
 
 
 def test_cli_submit_queues_a_probe_with_its_options(capsys):
