@@ -291,9 +291,15 @@ def run_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("lo
     elif values := [y for trace in figure.data for y in trace.y]:
         figure.update_yaxes(range=[0, 1.08 * max(values)])  # from zero, with room above the highest marker
     epochs = len(max(histories.values(), key=len, default=[]))
-    figure.update_xaxes(tickformat="d", dtick=max(1, math.ceil(epochs / 8)), tick0=1,
-                        range=[1 - 0.05 * max(epochs, 4), epochs + 0.05 * max(epochs, 4)])
+    figure.update_xaxes(tickvals=epoch_ticks(epochs), range=[1 - 0.05 * max(epochs, 4), epochs + 0.05 * max(epochs, 4)])
     return figure
+
+
+def epoch_ticks(epochs: int, most: int = 9) -> list[int]:
+    """Epoch numbers to mark on an axis of `epochs` epochs: the first, then multiples of a round step (1, 2, 5,
+    10, 20, 50...) giving at most about `most` marks, none past the last epoch."""
+    step = next(s for s in (m * 10 ** e for e in range(6) for m in (1, 2, 5)) if s * (most - 1) >= epochs)
+    return [1] + [k for k in range(step, epochs + 1, step) if k - 1 >= step / 2]
 
 
 def step_loss_figure(steps: list[dict]) -> go.Figure:

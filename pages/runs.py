@@ -124,9 +124,10 @@ def draw_table() -> None:
                                          "probe's at its best stage"),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f", width=95,
-                                    help="Wall time from start to end, loading data and models included, over "
-                                         "every attempt of a resumed run; the run's training time below counts the "
-                                         "training alone.")})
+                                    help="Wall time from start to end, its process starting and PyTorch loading "
+                                         "included, over every attempt of a resumed run; the run's training time "
+                                         "below is as the run measured it, from reading its data to its last "
+                                         "evaluation.")})
 
 
 st.fragment(run_every=REFRESH if any(r.status in ACTIVE for r in runs) else None)(draw_table)()
@@ -185,7 +186,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
     stopping = current.status == "running" and current.cancel_requested
     status, color = ("cancelling", STATUS_COLORS["cancelled"]) if stopping else (current.status,
                                                                                    STATUS_COLORS[current.status])
-    elapsed = f", {current.duration_s:.0f} s" if current.duration_s else ""
+    elapsed = f", {current.duration_s:.0f} s in all" if current.duration_s else ""
     status_area.markdown(f":{color}-badge[{status}] **{jobs.run_label(current)}**{elapsed}")
     if current.status in ACTIVE:  # in this fragment: a click reruns it alone, and nothing is drawn twice
         status_area.button("Cancel", icon=":material/cancel:", key=f"runs_cancel_{run_id}", disabled=stopping,
@@ -295,7 +296,10 @@ if result and "confusion_matrix" in result:
                    + (", part of the way through its first epoch." if not result.get("epochs") else "."))
     row = metric_row()
     row.metric("Validation accuracy", f"{result['val_acc']:.1%}")
-    row.metric("Training time", f"{result['train_time_s']:.1f} s")
+    row.metric("Training time", f"{result['train_time_s']:.1f} s",
+               help="As the run measured it, from reading its data to its last evaluation. The time in all, beside "
+                    "the run's name above and in the table, also counts its process starting, PyTorch loading and "
+                    "the result being recorded.")
     row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
     small_validation_warning(sum(map(sum, result["confusion_matrix"])))

@@ -117,7 +117,10 @@ def test_run_curves_take_each_runs_own_colour():
     colors = {"r1": "#111111", "r2": "#222222"}
     figure = run_curves({"r1": history, "r2": history}, ("loss", "val_loss"), colors)
     assert [trace.line.color for trace in figure.data] == ["#111111", "#111111", "#222222", "#222222"]
-    assert figure.layout.xaxis.dtick == 2, "15 epochs: a tick every second epoch, not fifteen crammed ticks"
+    assert list(figure.layout.xaxis.tickvals) == [1, 2, 4, 6, 8, 10, 12, 14], "15 epochs: not fifteen crammed ticks"
+    forty = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 41)]
+    assert list(run_curves({"r1": forty}, ("loss",)).layout.xaxis.tickvals) == [1, *range(5, 41, 5)], \
+        "round steps, ending at the last epoch, none past it"
     assert [t.showlegend for t in figure.data] == [False, True, False, True], "each run named once, on its solid line"
     assert figure.layout.xaxis.title.text == "Epoch (validation solid, training dotted)"
     training = run_curves({"r1": history, "r2": history}, ("loss",), colors)
