@@ -221,8 +221,9 @@ def classifier_seconds(kind: str, train_images: int, val_images: int, features: 
     """Seconds that fitting Strategy III's scikit-learn classifier `kind` (featurecache.make_classifier) on
     `train_images` vectors of `features` features and classifying `val_images` should take here: timed on up to
     `sample` made-up vectors (see MADE_UP_LATENT: about as hard to tell apart as real features) and scaled
-    to the run's numbers (logistic regression's fit counted at LOGREG_ITERATIONS), the fit by `FIT_GROWTH`, the classifying by the validation images times, for the SVM and
-    k-NN, which compare each with the training vectors they keep, the training images."""
+    to the run's numbers (logistic regression's fit counted at LOGREG_ITERATIONS), the fit by `FIT_GROWTH`, the
+    classifying by the validation images times, for the SVM and k-NN, which compare each with the training vectors
+    they keep, the training images."""
     from cnnlab.featurecache import make_classifier
 
     rng, latent = np.random.default_rng(seed), min(MADE_UP_LATENT, features)

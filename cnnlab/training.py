@@ -36,9 +36,9 @@ from cnnlab.checkpoints import (Checkpoint, atomic_write_json, latest_checkpoint
 from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
-from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS, FeatureSizeError,
-                                 cache_key, cache_path, check_tap, extract_features, linear_from, load_cached,
-                                 make_classifier, model_fingerprint, store)
+from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
+                                 FeatureSizeError, cache_key, cache_path, check_tap, extract_features, linear_from,
+                                 load_cached, make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,

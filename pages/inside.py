@@ -301,11 +301,12 @@ def cam_section(arch: str, weights: str, digest: str, picked: PickedImage, resul
     cols = panes("inside-cam-controls", 1, 1, 1, min_width=200, gap="small")
     choice = cam_class(cols[0], arch, weights, digest, result, names)
     layer = cols[1].selectbox("Layer", spatial_stages, index=spatial_stages.index(default_layer),
-                              key=f"inside_cam_layer_{arch}", persist_state="session", help=f"Default: {default_layer}, the last stage "
-                              "that still has spatial maps")
-    method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method", persist_state="session",
-                           horizontal=True, help="HiResCAM multiplies gradient and maps position by position "
-                           "(faithful to the model); Grad-CAM averages the gradient over each map first.")
+                              key=f"inside_cam_layer_{arch}", persist_state="session",
+                              help=f"Default: {default_layer}, the last stage that still has spatial maps")
+    method = cols[2].radio("Method", list(METHODS), format_func=METHODS.get, key="inside_cam_method",
+                           persist_state="session", horizontal=True,
+                           help="HiResCAM multiplies gradient and maps position by position (faithful to the model); "
+                                "Grad-CAM averages the gradient over each map first.")
     try:
         with st.spinner("Computing the class activation map..."):
             result_cam = cam(arch, weights, digest, choice, layer, method, picked.image)

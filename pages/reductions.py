@@ -75,10 +75,11 @@ def _linked_input(field: str, label: str, slider_max: int, number_max: int, disa
     """A slider and a number input kept in step, on one line at any screen width (columns would stack them on a
     phone); the number input can go past the slider's range."""
     line = st.container(horizontal=True, wrap=False, vertical_alignment="bottom")
-    line.slider(label, 1, slider_max, key=_slider_key(field), persist_state="session", on_change=_slider_moved, args=(field,),
-                disabled=disabled, width="stretch")
-    line.number_input(label, 1, number_max, step=1, key=_number_key(field), persist_state="session", on_change=_number_typed,
-                      args=(field, slider_max), disabled=disabled, label_visibility="hidden", width=120)
+    line.slider(label, 1, slider_max, key=_slider_key(field), persist_state="session", on_change=_slider_moved,
+                args=(field,), disabled=disabled, width="stretch")
+    line.number_input(label, 1, number_max, step=1, key=_number_key(field), persist_state="session",
+                      on_change=_number_typed, args=(field, slider_max), disabled=disabled, label_visibility="hidden",
+                      width=120)
     return int(st.session_state[_number_key(field)])
 
 
@@ -278,7 +279,8 @@ def real_modules() -> None:
     archs = reduction_archs()
     sidebar_arch = current_settings().arch
     st.session_state.setdefault("reductions_arch", sidebar_arch if sidebar_arch in archs else "googlenet")
-    arch = st.selectbox("Network", archs, key="reductions_arch", persist_state="session", format_func=lambda n: get_spec(n).title)
+    arch = st.selectbox("Network", archs, key="reductions_arch", persist_state="session",
+                        format_func=lambda n: get_spec(n).title)
     with st.spinner(f"Reading {get_spec(arch).title}'s modules"):
         network = network_reductions(arch)
     totals = network.totals()

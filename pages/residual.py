@@ -49,7 +49,8 @@ st.subheader("Gradient per block at initialization")
 with st.spinner("One forward and backward pass on a batch of 128 digits"):
     data = profiles(depth, channels, batch_norm, int(seed))
 quantity = st.segmented_control("Measure", list(GRADIENT_QUANTITIES), default="weights", required=True,
-                                key="res_quantity", persist_state="session", format_func=lambda q: GRADIENT_QUANTITIES[q])
+                                key="res_quantity", persist_state="session",
+                                format_func=lambda q: GRADIENT_QUANTITIES[q])
 st.plotly_chart(gradient_norms_figure(data, quantity), width="stretch", key="res_gradients")
 cols = st.columns(len(VARIANTS))
 for col, variant in zip(cols, VARIANTS):

@@ -77,7 +77,8 @@ def draw_comparison(chosen: list[str]) -> None:
         st.subheader("Accuracy against compute")
         costs = {"train_time_s": ("Training time (s)", False), "total_gmacs": ("Training compute (GMACs, log scale)", True)}
         cost = st.segmented_control("Compute as", list(costs), default="train_time_s", required=True,
-                                    key="compare_cost", persist_state="session", format_func=lambda c: costs[c][0].split(" (")[0])
+                                    key="compare_cost", persist_state="session",
+                                    format_func=lambda c: costs[c][0].split(" (")[0])
         shown = [r for r in finished if r[cost] is not None]
         st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
     if finished and (unplaced := [r["run"] for r in rows if r["val_acc"] is not None and r["train_time_s"] is None]):

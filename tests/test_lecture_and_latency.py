@@ -6,8 +6,8 @@ import torch
 
 from cnnlab.data import load_dataset, stratified_split
 from cnnlab.featurecache import make_classifier
-from cnnlab.latency import (LOGREG_ITERATIONS, MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run, made_up_features,
-                            measure_latency)
+from cnnlab.latency import (LOGREG_ITERATIONS, MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run,
+                            made_up_features, measure_latency)
 from cnnlab.paths import data_dir
 from cnnlab.training import make_config, resolve_device, run
 from cnnlab.lecture import check_claims
