@@ -394,3 +394,19 @@ def test_a_reader_that_goes_away_stops_the_output_not_the_run():
     [run] = RunStore().runs()
     assert (run.status, run.error) == ("succeeded", None) and [m["epoch"] for m in RunStore().metrics(run.id, "epoch")] \
         == [1, 2, 3]
+
+
+def test_cli_submit_stores_the_absolute_path_of_a_folder_dataset(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from cnnlab.cli import _absolute_dataset, main
+
+    for label in ("a", "b"):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (16, 16), 60 * i + (0 if label == "a" else 30)).save(tmp_path / "pets" / label / f"{i}.png")
+    monkeypatch.chdir(tmp_path)  # a worker started elsewhere must still find it
+    assert _absolute_dataset("digits") == "digits" and _absolute_dataset("mnist") == "mnist"
+    assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "folder:pets", "--epochs", "1"]) == 0
+    run_id = capsys.readouterr().out.strip()
+    assert RunStore().get(run_id).config["dataset"] == f"folder:{tmp_path / 'pets'}"
