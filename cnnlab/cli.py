@@ -305,21 +305,15 @@ def _recorded_result(run) -> dict:
 
 
 def _make_run_config(strategy: str, args, **options):
+    from cnnlab.data import absolute_dataset
     from cnnlab.training import ConfigError, make_config
 
     if isinstance(options.get("weights"), str) and Path(options["weights"]).expanduser().exists():
         options["weights"] = str(Path(options["weights"]).expanduser().resolve())
     try:
-        return make_config(strategy, _arch_of(args), _absolute_dataset(args.dataset), **options)
+        return make_config(strategy, _arch_of(args), absolute_dataset(args.dataset), **options)
     except ConfigError as error:
         raise UsageError(str(error)) from None
-
-
-def _absolute_dataset(dataset: str) -> str:
-    """`folder:ds` as `folder:/abs/ds` (and zip:, mnist:ROOT, cifar10:ROOT): a queued run is read by a worker that
-    may run in another folder."""
-    kind, _, path = dataset.partition(":")
-    return f"{kind}:{Path(path).expanduser().resolve()}" if path else dataset
 
 
 def _input_size(args) -> int | None:

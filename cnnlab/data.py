@@ -80,6 +80,13 @@ class ImageSet(Dataset):
         return not self.name.startswith(("folder:", "zip:"))
 
 
+def absolute_dataset(name: str) -> str:
+    """The dataset `name` with its path made absolute (`folder:ds` as `folder:/abs/ds`; zip:, mnist:ROOT and
+    cifar10:ROOT alike): a queued run is read by a worker that may run in another folder."""
+    kind, _, argument = name.partition(":")
+    return f"{kind}:{Path(argument).expanduser().resolve()}" if argument else name
+
+
 def load_dataset(name: str, download: bool = True) -> ImageSet:
     """The dataset called `name` (see the module docstring); DatasetError with a clear message otherwise."""
     kind, _, argument = name.partition(":")

@@ -9,7 +9,7 @@ from cnnlab.data import dataset_label
 from cnnlab.planner import run_method
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
-from pages.widgets import EMPTY, PERCENT, in_percent, panes
+from pages.widgets import DELETED_WHERE, EMPTY, PERCENT, in_percent, panes
 
 FEATURE_SOURCES = {"hit": "from the cache", "partial": "partly cached", "miss": "computed"}
 
@@ -113,7 +113,7 @@ if not runs:
 if deleted := [i for i in st.session_state.get("compare_selected", []) if i not in runs]:
     st.session_state["compare_selected"] = [i for i in st.session_state["compare_selected"] if i in runs]
     st.warning(f"{'Run ' if len(deleted) == 1 else 'Runs '}{', '.join(deleted)} "
-               f"{'was' if len(deleted) == 1 else 'were'} deleted (on the Runs page, another tab or `cnnlab delete`), "
+               f"{'was' if len(deleted) == 1 else 'were'} deleted ({DELETED_WHERE}), "
                f"so the comparison leaves {'it' if len(deleted) == 1 else 'them'} out.", icon=":material/delete:")
 shootout = [i for i in st.session_state.pop("compare_runs", []) if i in runs]
 if shootout:

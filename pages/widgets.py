@@ -28,6 +28,9 @@ PERCENT = "%.1f%%"  # accuracies in tables, given in percent: '95.0%' as the met
 TABLE_ROW_PX = 35  # st.dataframe's row height
 
 
+DELETED_WHERE = "on the Runs page, another tab or `cnnlab delete`"  # where a run can be deleted from
+
+
 def whole_table_height(rows: int) -> int:
     """The height at which st.dataframe shows `rows` rows and its header without an inner scroll."""
     return TABLE_ROW_PX * (rows + 1) + 3
@@ -144,7 +147,7 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
     upload = st.file_uploader(
         "Upload an image", key=f"{key}_upload", max_upload_size=MAX_FILE_BYTES // 2**20,  # any file type: a wrong
         # one gets the page's own error message, not only a red mark on the uploader's chip
-        on_change=_forget_removed_upload, args=(key,),
+        on_change=st.session_state.pop, args=(kept_key, None),  # removed or replaced: forget the one kept
         help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF, up to {MAX_FILE_BYTES // 2**20} MB and "
              f"{MAX_PIXELS / 1e6:.0f} megapixels.")
     kept = st.session_state.get(kept_key) if upload is None else None
@@ -175,12 +178,6 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
     if upload is not None:
         st.session_state[kept_key] = (name, source)  # readable: shown again when the page is opened again
     return picked
-
-
-def _forget_removed_upload(key: str) -> None:
-    """The user removed the upload (or replaced it): forget the one kept."""
-    st.session_state.pop(f"{key}_kept_upload", None)
-
 
 def show_image(picked: PickedImage, caption: str = "") -> None:
     """The picked image, scaled down for display: as wide as its column, or for a portrait (up to a 3x200 strip)
@@ -217,8 +214,8 @@ def weights_picker(arch: str, key: str) -> str | None:
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
                           help="ImageNet weights, random init, the model of one of your finished runs, or a file.")
     if deleted_run is not None:
-        st.warning(f"Run {Path(deleted_run).name}, whose model was chosen here, was deleted (on the Runs page, "
-                   f"another tab or `cnnlab delete`); the weights are {label(choice)} now.", icon=":material/delete:")
+        st.warning(f"Run {Path(deleted_run).name}, whose model was chosen here, was deleted ({DELETED_WHERE}); the "
+                   f"weights are {label(choice)} now.", icon=":material/delete:")
     if choice in runs:
         st.caption(f"Trained by your run {runs[choice]}; kept in `{choice}`.")
         return choice

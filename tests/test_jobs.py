@@ -399,7 +399,8 @@ def test_a_reader_that_goes_away_stops_the_output_not_the_run():
 def test_cli_submit_stores_the_absolute_path_of_a_folder_dataset(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from cnnlab.cli import _absolute_dataset, main
+    from cnnlab.cli import main
+    from cnnlab.data import absolute_dataset as _absolute_dataset
 
     for label in ("a", "b"):
         (tmp_path / "pets" / label).mkdir(parents=True)
