@@ -225,17 +225,42 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
     return load_checkpoint_weights(model, checkpoint).eval(), checkpoint
 
 
-def _fit_kernel_head(model: nn.Module, checkpoint: Checkpoint, kind: str) -> None:
-    """Put a head of `kind` (an SVM or k-NN) shaped for the checkpoint's saved examples where the classifier is."""
+def _classifier_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """The saved tensors of the checkpoint's classifier, by their names inside it."""
     from cnnlab.registry import get_spec
 
     prefix = get_spec(checkpoint.config["arch"]).classifier + "."
     with safe_open(checkpoint.model_file, "pt") as saved:
-        state = {key[len(prefix):]: saved.get_tensor(key) for key in saved.keys() if key.startswith(prefix)}
+        return {key[len(prefix):]: saved.get_tensor(key) for key in saved.keys() if key.startswith(prefix)}
+
+
+def _kernel_head(checkpoint: Checkpoint, kind: str, state: dict[str, torch.Tensor]) -> nn.Module:
     try:
-        model.set_submodule(prefix[:-1], empty_head(kind, state))
+        return empty_head(kind, state)
     except KeyError as error:
         raise CheckpointError(f"{checkpoint.model_file} holds no {kind} head: {error} is missing") from None
+
+
+def _fit_kernel_head(model: nn.Module, checkpoint: Checkpoint, kind: str) -> None:
+    """Put a head of `kind` (an SVM or k-NN) shaped for the checkpoint's saved examples where the classifier is."""
+    from cnnlab.registry import get_spec
+
+    head = _kernel_head(checkpoint, kind, _classifier_state(checkpoint))
+    model.set_submodule(get_spec(checkpoint.config["arch"]).classifier, head)
+
+
+def head_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
+    """The classifier a Strategy III checkpoint saved on its backbone, alone and in eval mode, the backbone not
+    rebuilt: a linear layer (logistic regression, a linear head) or an SVM or k-NN head."""
+    state, kind = _classifier_state(checkpoint), checkpoint.config.get("classifier")
+    if kind in KERNEL_HEADS:
+        head = _kernel_head(checkpoint, kind, state)
+    elif "weight" in state:
+        head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0], bias="bias" in state)
+    else:
+        raise CheckpointError(f"{checkpoint.model_file} holds no linear classifier")
+    head.load_state_dict(state)
+    return head.eval()
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ def _print_reduction(result) -> None:
     print()
     print(f"total_macs: {result.total_macs} ({result.total_formula})")
     print(f"total_params: {result.total_params} ({human(result.total_params)})")
+    if not s.reduce_to:
+        print("(--reduce-to C counts the same convolution after a 1x1 reduction to C channels, and what it saves)")
+        return
     print(f"ratio: {_times(result.ratio, 'MACs')}, {_times(result.params_ratio, 'params')} than the naive convolution")
 
 
@@ -346,7 +349,7 @@ def _cmd_train(args) -> None:
 
     config = _config_from_args(args)
     if args.out:
-        _check_out_folder(Path(args.out))
+        _check_out_folder(Path(args.out), config.dataset)
     result_stream = None if args.json else sys.stdout  # the result line is the output, unless JSON is
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
         out_dir = Path(args.out) if args.out else default_run_dir(config)
@@ -359,9 +362,25 @@ def _cmd_train(args) -> None:
         print_json(result)
 
 
-def _check_out_folder(out) -> None:
+def _check_out_folder(out, dataset: str) -> None:
+    """--out must be a folder of its own: not a file, not inside the run store or the dataset, and not a folder
+    of other files (a run folder to resume is fine). Created when missing."""
+    from cnnlab.distributed import context_from_env
+    from cnnlab.jobs import runs_folder
+
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
+    where = out.expanduser().resolve()
+    kind, _, data_path = dataset.partition(":")
+    if where.is_relative_to(runs_folder().resolve()):
+        raise UsageError(f"--out {out} is inside the run store ({runs_folder()}), which cnnlab manages; choose "
+                         "a folder of your own, or leave out --out to record the run in the store")
+    if kind == "folder" and where.is_relative_to(Path(data_path).expanduser().resolve()):
+        raise UsageError(f"--out {out} is inside the dataset {dataset}, where a run's files would become images "
+                         "or a class; choose a folder outside it")
+    if context_from_env().is_main and where.is_dir() and not (where / "config.json").is_file() \
+            and any(where.iterdir()):
+        raise UsageError(f"--out {out} holds other files and no cnnlab run; choose a new or empty folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -400,13 +419,13 @@ def _cmd_runs(args) -> None:
         print(f"no runs yet in {store.path}; `cnnlab train` or `cnnlab submit` starts one", file=sys.stderr)
         return
     shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None,
-              "error": _first_words(r["error"])} for r in rows]
-    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "error"])
+              "note": r["progress"] or _first_line(r["error"])} for r in rows]
+    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "note"])
 
 
-def _first_words(text: str | None, width: int = 60) -> str | None:
-    line = text.strip().splitlines()[0] if text and text.strip() else None
-    return line if line is None or len(line) <= width else line[:width - 3] + "..."
+def _first_line(text: str | None) -> str | None:
+    """The first line of `text`, whole (the table's last column: a resume hint must not be cut)."""
+    return text.strip().splitlines()[0] if text and text.strip() else None
 
 
 def _run_command(action, run_id: str):
@@ -510,7 +529,7 @@ def _cmd_mistakes(args) -> None:
     from cnnlab.jobs import user_errors
     from cnnlab.mistakes import MistakesError, validation_mistakes
 
-    folder = Path(run_folder(args.run))
+    folder = Path(run_folder(args.run, path_only=True))
     try:
         report = validation_mistakes(folder, limit=args.limit, device=args.device)
     except (MistakesError, *user_errors()) as error:  # a device this machine lacks, too
@@ -518,7 +537,8 @@ def _cmd_mistakes(args) -> None:
     if args.json:
         print_json(report.to_json())
         return
-    surest = "its mistake" if len(report.mistakes) == 1 else f"the {len(report.mistakes)} surest mistakes"
+    surest = "its mistake" if report.wrong == 1 else "the surest one" if len(report.mistakes) == 1 else \
+        f"the {len(report.mistakes)} surest"
     print(f"{report.wrong} wrong among {report.examined} of {report.validation_size} validation images of "
           f"{report.dataset} ({report.accuracy:.2%} right); {surest}:")
     print_table([{"index": m.index, "true": m.true, "predicted": m.predicted, "confidence": f"{m.confidence:.3f}",
@@ -775,15 +795,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_folder(text: str) -> str:
+def run_folder(text: str, path_only: bool = False) -> str:
     """A run id, as `cnnlab runs` lists it, stands for its folder (unless a file or folder here has that name);
     an id of no run, or of a run of the store that kept no folder (a probe), is a UsageError saying so; anything
-    else is left as it is."""
+    else is left as it is, but with `path_only` (where only a run or a path is taken) a path that does not exist
+    is a UsageError as well."""
     from pathlib import Path
 
     from cnnlab.jobs import run_dir
     from cnnlab.runstore import RunStore
 
+    if path_only and not Path(text).exists() and not re.fullmatch(r"[0-9a-f]{12}", text):
+        raise UsageError(f"no run {text} and no file or folder of that name here; `cnnlab runs` lists the runs")
     if Path(text).exists() or not re.fullmatch(r"[0-9a-f]{12}", text):
         return text
     if run_dir(text).is_dir():
@@ -810,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         for name in ("weights", "checkpoint"):  # a run id wherever a run folder is taken
             if getattr(args, name, None):
-                setattr(args, name, run_folder(getattr(args, name)))
+                setattr(args, name, run_folder(getattr(args, name), path_only=name == "checkpoint"))
         args.func(args)
     except (UsageError, DataDirError) as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)

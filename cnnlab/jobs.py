@@ -36,9 +36,14 @@ IDLE_POLL_S = 0.5
 WORKER_IDLE_EXIT_S = 600.0  # a worker the dashboard starts leaves after this long with nothing queued
 
 
+def runs_folder() -> Path:
+    """The run store's folder of run folders, `data_dir()/runs`; cnnlab alone writes there."""
+    return data_dir() / "runs"
+
+
 def run_dir(run_id: str) -> Path:
     """Where a queued run keeps its checkpoints and metrics: `data_dir()/runs/<run id>`."""
-    return data_dir() / "runs" / run_id
+    return runs_folder() / run_id
 
 
 def worker_log() -> Path:
@@ -286,7 +291,7 @@ def run_accuracy(run: Run, store: RunStore) -> float | None:
 
 def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's; a run
-    going or killed: its last finished epoch's)."""
+    going or killed: its last finished epoch's; a running run's `progress` as `Progress.describe` says it)."""
     from cnnlab.data import dataset_label
     from cnnlab.planner import run_method
 
@@ -300,8 +305,15 @@ def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
                      "val_acc": run_accuracy(run, store),
                      "duration_s": round(duration, 1) if duration else None,
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
-                     "error": run.error})
+                     "progress": _progress_words(run, store), "error": run.error})
     return rows
+
+
+def _progress_words(run: Run, store: RunStore) -> str | None:
+    if run.status != "running":
+        return None
+    progress = run_progress(store.metrics(run.id, "step", since=run.started_at, timed=True))
+    return f"{progress.fraction:.0%}: {progress.describe()}" if progress else "starting"
 
 
 def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
@@ -409,6 +421,16 @@ class StoreReporter:
         self.store.log(self.run_id, f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s")
 
 
+class EpochLines:
+    """A training callback that says each finished epoch of a run as one Keras-style line (a worker's log)."""
+
+    def __init__(self, run_id: str, say: Callable[[str], None]):
+        self.run_id, self.say = run_id, say
+
+    def on_epoch_end(self, metrics) -> None:
+        self.say(f"run {self.run_id}: {metrics.keras_line()}")
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors whose message is meant for the user as it is: bad options, data, weights or checkpoints."""
     from cnnlab.checkpoints import CheckpointError
@@ -448,7 +470,7 @@ def execute(store: RunStore, run: Run, worker: str | None = None, callbacks: tup
         status = "cancelled" if getattr(result, "stopped", False) else "succeeded"
         if getattr(result, "checkpoint", None):
             store.set_checkpoint(run.id, result.checkpoint, worker)
-        store.finish(run.id, status, result=_with_compute(store, run.id, config, result.to_json()), worker=worker)
+        store.finish(run.id, status, result=result.to_json(), worker=worker)
     except StopRun:  # cancelled outside fit's epoch loop (feature extraction)
         status = "cancelled"
         store.finish(run.id, status, worker=worker,
@@ -463,18 +485,6 @@ def execute(store: RunStore, run: Run, worker: str | None = None, callbacks: tup
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return status
-
-
-def _with_compute(store: RunStore, run_id: str, config, result: dict) -> dict:
-    """The result with what the run cost in MACs (see `planner.run_compute`), for I, II and III."""
-    from cnnlab.planner import run_compute
-
-    start = store.last_metric(run_id, "start")
-    if config.strategy == "probe" or start is None:
-        return result
-    epochs = max(1, len(result.get("epochs") or []))
-    return {**result, **run_compute(config.to_dict(), len(start["classes"]), start["train_size"], start["val_size"],
-                                    epochs)}
 
 
 class _Heartbeat(threading.Thread):
@@ -522,7 +532,8 @@ def _own_gpu(gpu: int) -> None:
 def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float | None = None,
          gpu: int | None = None, say: Callable[[str], None] = lambda line: None) -> int:
     """The worker loop: claim the oldest queued run, execute it, repeat. `once`: stop when the queue is
-    empty; `idle_exit_s`: stop after that long with nothing queued; `say` gets a line as each run starts and ends.
+    empty; `idle_exit_s`: stop after that long with nothing queued; `say` gets a line as each run starts, finishes an
+    epoch and ends.
     Returns the number of runs executed, or -1 when another worker already holds this data directory (and GPU)."""
     if gpu is not None:
         _own_gpu(gpu)
@@ -546,7 +557,7 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                 store.log(run.id, f"started by worker {worker}")
                 say(f"run {run_label(run)}: started")
                 started = time.monotonic()
-                status = execute(store, run, worker)
+                status = execute(store, run, worker, (EpochLines(run.id, say),))
                 say(f"run {run.id}: {status} after {time.monotonic() - started:.0f} s")
                 heartbeat.run_id = None
                 done, idle_since = done + 1, time.monotonic()

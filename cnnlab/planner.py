@@ -156,7 +156,7 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
     """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head (`head`: see
     `registry.fit_head`); built on the meta device, so nothing is allocated. For Strategy III the backbone is
     frozen and only the head trains, and the forward pass stops at `tap`: what comes after it is not run and not
-    counted."""
+    counted, in MACs or in frozen parameters."""
     from cnnlab.training import freeze_layers
 
     spec = get_spec(arch)
@@ -191,8 +191,9 @@ def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_s
     parts = tuple(StagePlan(name, *counts, runs=name not in unused) for name, counts in totals.items() if counts[0])
     order = [*stage_labels(arch), "after the last stage", "classifier"]
     parts = tuple(sorted(parts, key=lambda part: order.index(part.name)))
-    return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params,
-                      profile.params - profile.trainable_params, forward_macs, input_grad, weight_grad)
+    frozen = sum(params - trainable for name, (params, trainable) in totals.items() if name not in unused)
+    return FreezePlan(arch, strategy, freeze, num_classes, parts, profile.trainable_params, frozen, forward_macs,
+                      input_grad, weight_grad)
 
 
 @dataclass(frozen=True)

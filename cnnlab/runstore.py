@@ -294,7 +294,8 @@ class RunStore:
             if row is None:
                 raise KeyError(f"no run {run_id!r}")
             if row["status"] not in ("interrupted", "failed", "cancelled"):
-                raise ValueError(f"run {run_id} is {row['status']}; only interrupted, failed or cancelled runs resume")
+                raise ValueError(f"run {run_id} {_status_words(row['status'])}; only interrupted, failed or cancelled "
+                                 "runs resume")
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, "
                        "earlier_s = earlier_s + COALESCE(finished_at - started_at, 0), "
                        "started_at = NULL, finished_at = NULL, queued_at = ? WHERE id = ?", (time.time(), run_id))
@@ -354,3 +355,9 @@ def _run(row: sqlite3.Row) -> Run:
         checkpoint_at=row["checkpoint_at"],
         earlier_s=row["earlier_s"],
     )
+
+
+def _status_words(status: str) -> str:
+    """'has succeeded', 'is running': a status as a sentence says it."""
+    return f"has {status}" if status in ("succeeded", "failed") else f"was {status}" if status == "cancelled" \
+        else f"is {status}"

@@ -31,8 +31,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnlab import distributed
-from cnnlab.checkpoints import (Checkpoint, atomic_write_json, latest_checkpoint, load_checkpoint_weights,
-                                load_trainer_state, model_from_checkpoint, read_json, save_checkpoint)
+from cnnlab.checkpoints import (Checkpoint, atomic_write_json, head_from_checkpoint, latest_checkpoint,
+                                load_checkpoint_weights, load_trainer_state, read_json,
+                                save_checkpoint)
 from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
@@ -200,6 +201,9 @@ def _check_values(config: RunConfig, spec: ArchSpec) -> None:
         raise ConfigError(f"the lecture gives no new head for {spec.title}; use --head {OWN_HEAD}")
     if config.tap_pooling not in POOLINGS:
         raise ConfigError(f"unknown tap pooling {config.tap_pooling!r}; choose from: {', '.join(POOLINGS)}")
+    if config.tap == PENULTIMATE and config.tap_pooling != AVERAGE:
+        raise ConfigError(f"the classifier's input is pooled already, one number per channel: {config.tap_pooling} "
+                          "applies to the feature maps of an earlier layer (--tap LAYER)")
     for name in ("epochs", "batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
@@ -303,6 +307,8 @@ class RunResult:
     skipped: tuple[str, ...] = ()
     stopped: bool = False
     world_size: int = 1
+    training_macs_per_image: int | None = None
+    total_macs: int | None = None
 
     @property
     def per_class_acc(self) -> dict[str, float]:
@@ -321,7 +327,9 @@ class RunResult:
                 "classes": list(self.classes), "per_class_acc": self.per_class_acc,
                 "confusion_matrix": [list(r) for r in self.confusion], "feature_cache": self.feature_cache,
                 "epochs": [asdict(m) for m in self.history], "skipped": list(self.skipped),
-                "stopped": self.stopped, "world_size": self.world_size, "config": c.to_dict()}
+                "stopped": self.stopped, "world_size": self.world_size,
+                "training_macs_per_image": self.training_macs_per_image, "total_macs": self.total_macs,
+                "config": c.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -350,17 +358,24 @@ class ProbeResult:
                 "config": self.config.to_dict()}
 
 
+def _chance_gap(accuracies: list[float], images: int) -> float:
+    """Twice the standard error of the difference of two accuracies on `images` images, each smoothed as if one
+    more image were right and one wrong (Laplace), so that 100% on a handful of images is not read as certain."""
+    smoothed = [(a * images + 1) / (images + 2) for a in accuracies]
+    return 2 * math.sqrt(sum(p * (1 - p) for p in smoothed) / images)
+
+
 def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: str = "default") -> str:
     """What a probe of `arch` with `weights` says per stage, in words, with chance taken into account: the best
     stage beats the last one only when the gap is more than twice its standard error on `val_size` validation
-    images. ImageNet is named as what the features learned from only for ImageNet weights (not a file or a run)."""
+    images (`_chance_gap`). ImageNet is named as what the features learned from only for ImageNet weights (not a file or a run)."""
     from cnnlab.weights import WEIGHT_SOURCES
 
     source = "ImageNet" if weights in WEIGHT_SOURCES else "the data its weights learned from"
     best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
     label = lambda row: stage_labels(arch)[row["stage"] - 1]
     gap = best["val_acc"] - last["val_acc"]
-    noise = 2 * math.sqrt(sum(row["val_acc"] * (1 - row["val_acc"]) for row in (best, last)) / (val_size or 1))
+    noise = _chance_gap([best["val_acc"], last["val_acc"]], val_size or 1)
     best_stage = f"{label(best)} does best ({best['val_acc']:.1%})"
     if best is last:
         text = (f"Accuracy is highest at the last stage, {label(last)}, with {last['val_acc']:.1%}: these data are "
@@ -715,6 +730,8 @@ def _run_dir_config(out_dir: Path | None, config: RunConfig, images: ImageSet, d
     existing = out_dir / "config.json"
     if existing.is_file():
         previous = read_json(existing)
+        if not _is_run_config(previous):
+            raise ConfigError(f"{existing} is not a cnnlab run's config; choose another output folder")
         if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(images.classes):
             raise ConfigError(f"{out_dir} holds a different run; choose another output folder")
         if images.differs_from(previous.get("data_hash")):
@@ -723,6 +740,13 @@ def _run_dir_config(out_dir: Path | None, config: RunConfig, images: ImageSet, d
     if dist.is_main:
         atomic_write_json(existing, stored)
     return stored
+
+
+def _is_run_config(data) -> bool:
+    try:
+        return isinstance(data, dict) and isinstance(RunConfig.from_dict(data), RunConfig)
+    except TypeError:
+        return False
 
 
 def _resume_point(out_dir: Path | None, config: RunConfig):
@@ -825,8 +849,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
                        str(runtime.device), tuple(history), last_val.loss, str(saved) if saved else None,
                        str(out_dir) if out_dir else None, skipped=images.skipped, stopped=stopped,
                        world_size=runtime.dist.world_size)
-    _finish(result, out_dir, runtime, callbacks)
-    return result
+    return _finish(result, len(train_idx), len(val_idx), out_dir, runtime, callbacks)
 
 
 def _say_skipped(images: ImageSet, callbacks) -> None:
@@ -847,10 +870,17 @@ def _matrix(confusion: np.ndarray) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(v) for v in row) for row in confusion)
 
 
-def _finish(result: RunResult, out_dir: Path | None, runtime: Runtime, callbacks: list) -> None:
+def _finish(result: RunResult, train_size: int, val_size: int, out_dir: Path | None, runtime: Runtime,
+            callbacks: list) -> RunResult:
+    """The result with what the run cost in MACs (`planner.run_compute`), saved as `metrics.json` in `out_dir`."""
+    from cnnlab.planner import run_compute
+
+    cost = run_compute(result.config.to_dict(), len(result.classes), train_size, val_size, max(1, len(result.history)))
+    result = replace(result, **cost)
     if runtime.dist.is_main and out_dir is not None:
         atomic_write_json(out_dir / "metrics.json", result.to_json())
     _emit(callbacks, "on_run_end", result)
+    return result
 
 
 def resolve_weights(config: RunConfig) -> str:
@@ -1008,6 +1038,8 @@ def _backbone(config: RunConfig, runtime: Runtime) -> tuple[nn.Module, str]:
 def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult:
     """Strategy III: frozen backbone features (cached) into a classifier. Where the features are the classifier's
     input (see keeps_model), the backbone is saved with the fitted classifier as its head: a whole model."""
+    from cnnlab.planner import freeze_plan
+
     started = time.perf_counter()
     callbacks = list(callbacks)
     runtime = make_runtime(config.device, inference=True)
@@ -1029,7 +1061,8 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     x = features[config.tap]
     y = images.targets
     head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
-    params_frozen = sum(p.numel() for n, p in model.named_parameters() if not _inside(n.rsplit(".", 1)[0], spec.classifier))
+    params_frozen = freeze_plan(config.arch, "extract", "body", num_classes, config.image_size, config.tap,
+                                config.head).params_frozen
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
                                               len(val_idx), head_params, params_frozen,
                                               start_epoch=len(earlier.history) if earlier else 0,
@@ -1060,8 +1093,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     result = RunResult(config, images.classes, float(np.trace(confusion) / confusion.sum()), _matrix(confusion),
                        train_time_s, head_params, params_frozen, str(runtime.device), history,
                        val_loss, saved, str(out_dir) if out_dir else None, cache, images.skipped, stopped)
-    _finish(result, out_dir, runtime, callbacks)
-    return result
+    return _finish(result, len(train_idx), len(val_idx), out_dir, runtime, callbacks)
 
 
 @dataclass(frozen=True)
@@ -1085,9 +1117,8 @@ def _saved_classifier(out_dir: Path | None, config: RunConfig, spec: ArchSpec) -
     epochs = config.epochs if config.classifier == "linear" else 0
     if checkpoint.epoch != epochs or len(history) != epochs or any(m.epochs != epochs for m in history):
         return None
-    model, _ = model_from_checkpoint(checkpoint.path)
     earlier = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else {}
-    return SavedClassifier(model.get_submodule(spec.classifier), checkpoint, history, earlier.get("train_time_s"))
+    return SavedClassifier(head_from_checkpoint(checkpoint), checkpoint, history, earlier.get("train_time_s"))
 
 
 def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
@@ -1176,12 +1207,13 @@ def run(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    """`data_dir()/runs/<time>-<strategy>-<arch>-<dataset>` for a run with no output folder given."""
+    """`data_dir()/torchrun/<time>-<strategy>-<arch>-<dataset>` for a torchrun job with no output folder given
+    (outside the run store's `data_dir()/runs`)."""
     from cnnlab.paths import data_dir
 
     dataset = "".join(ch if ch.isalnum() else "-" for ch in Path(config.dataset.split(":", 1)[-1]).name or config.dataset)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return data_dir() / "runs" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
+    return data_dir() / "torchrun" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
 
 
 __all__ = ["STRATEGIES", "RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun",

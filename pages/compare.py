@@ -77,11 +77,11 @@ table = pd.DataFrame([{
 unmeasured = [latency_column(b) for b in LATENCY_BATCHES if not any((r["name"], b) in measured for r in rows)]
 table = table.drop(columns=unmeasured + ([] if yours else [yours_column, "Your run"]))  # no empty columns
 st.dataframe(
-    table, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(table)),
+    table.style.format({"GMACs": "{:#.3g}"}, na_rep=EMPTY),  # '#': 1.50, not sprintf's 1.5
+    hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(table)),
     column_config={
         "Architecture": st.column_config.TextColumn(pinned=True),
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
-        "GMACs": st.column_config.NumberColumn(format="%.3g"),
         "Top-1 %": st.column_config.NumberColumn(format="%.1f"),
         "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MiB, fp32)": st.column_config.NumberColumn(

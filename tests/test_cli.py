@@ -116,3 +116,27 @@ def test_version_bare_command_and_an_empty_run_list_each_say_something_useful(ca
     assert main(["runs"]) == 0
     printed = capsys.readouterr()
     assert printed.out == "" and printed.err.startswith("no runs yet in ") and "`cnnlab train`" in printed.err
+
+
+def test_train_out_refuses_folders_that_are_not_its_own(tmp_path, capsys):
+    from cnnlab.jobs import runs_folder
+
+    dataset = tmp_path / "data"
+    for name in ("cats", "dogs"):
+        (dataset / name).mkdir(parents=True)
+    stranger, not_a_run = tmp_path / "notes", tmp_path / "other"
+    stranger.mkdir()
+    (stranger / "todo.txt").write_text("mine")
+    not_a_run.mkdir()
+    (not_a_run / "config.json").write_text("[1, 2]")
+    cases = [("digits", stranger, "holds other files and no cnnlab run"),
+             ("digits", runs_folder() / "mine", "inside the run store"),
+             (f"folder:{dataset}", dataset / "run", "inside the dataset"),
+             ("digits", not_a_run, "is not a cnnlab run's config")]
+    for dataset_name, out, words in cases:
+        assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", dataset_name,
+                     "--epochs", "1", "--out", str(out)]) == 2
+        message = capsys.readouterr().err.strip()
+        assert len(message.splitlines()) == 1 and words in message, message
+    assert sorted(p.name for p in stranger.iterdir()) == ["todo.txt"], "nothing written beside the user's files"
+    assert not (dataset / "run").exists() and not (runs_folder() / "mine").exists()

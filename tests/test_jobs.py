@@ -175,12 +175,13 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert main(["worker", "--once"]) == 0
     said = capsys.readouterr().err.splitlines()
     assert said[0] == f"worker: run {run_id} · I: scratch · LeNet-5 on digits: started"
-    assert said[1].startswith(f"worker: run {run_id}: succeeded after ")
+    assert said[1].startswith(f"worker: run {run_id}: Epoch 1/1 - ") and " - val_acc: 0." in said[1]
+    assert said[2].startswith(f"worker: run {run_id}: succeeded after ")
     assert main(["runs"]) == 0
     table = capsys.readouterr().out
-    assert run_id in table and "succeeded" in table and "I: scratch" in table and "error" in table.splitlines()[0]
+    assert run_id in table and "succeeded" in table and "I: scratch" in table and "note" in table.splitlines()[0]
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
-    assert main(["resume", run_id]) == 2 and "only interrupted" in capsys.readouterr().err
+    assert main(["resume", run_id]) == 2 and f"run {run_id} has succeeded; only interrupted" in capsys.readouterr().err
 
     assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1"]) == 0
     queued = capsys.readouterr().out.strip()
@@ -411,3 +412,15 @@ def test_cli_submit_stores_the_absolute_path_of_a_folder_dataset(tmp_path, monke
     assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "folder:pets", "--epochs", "1"]) == 0
     run_id = capsys.readouterr().out.strip()
     assert RunStore().get(run_id).config["dataset"] == f"folder:{tmp_path / 'pets'}"
+
+
+def test_run_summaries_say_how_far_a_running_run_is():
+    store = RunStore()
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), store)
+    assert jobs.run_summaries(store.runs(), store)[0]["progress"] is None, "queued: nothing to say yet"
+    store.claim_next("w")
+    assert jobs.run_summaries(store.runs(), store)[0]["progress"] == "starting"
+    store.add_metrics(run_id, "step", 1, {"phase": "train", "epoch": 2, "epochs": 2, "step": 5, "steps": 10,
+                                          "loss": 0.25})
+    [row] = jobs.run_summaries(store.runs(), store)
+    assert row["progress"] == "75%: epoch 2/2, train step 5/10, loss 0.2500"

@@ -382,6 +382,9 @@ def test_cli_reduce_text_and_two_sizes(capsys):
     assert main(["reduce", "--size", "14", "--in-channels", "16", "--out-channels", "48", "--kernel", "5",
                  "--reduce-to", "64"]) == 0
     assert "4.05x more MACs" in capsys.readouterr().out  # a 'reduction' wider than its input costs more
+    assert main(["reduce", "--size", "14", "--in-channels", "480", "--out-channels", "48", "--kernel", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "total_macs: 112896000" in out and "ratio" not in out and "--reduce-to C counts" in out
     assert main(["reduce", "--size", "64", "32", "--in-channels", "100", "--out-channels", "20", "--kernel", "1",
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
