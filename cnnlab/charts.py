@@ -453,7 +453,7 @@ def reduction_cost_bars(result: ReductionComparison, metric: str, title: str) ->
         text = cost.formula if metric == "macs" else cost.params_formula
         figure.add_bar(x=[bar], y=[value], name=part, marker_color=REDUCTION_PART_COLORS[part], text=[human(value)],
                        textposition="inside", hovertext=[text], hoverinfo="text+name")
-    stacked = {bar for bar, part, _ in parts if part != bar}
+    stacked = {bar for bar in totals if sum(b == bar for b, _, _ in parts) > 1}  # a total over its parts
     for bar, total in totals.items():
         if bar in stacked:
             figure.add_annotation(x=bar, y=total, text=f"<b>= {human(total)}</b>", showarrow=False, yshift=12)

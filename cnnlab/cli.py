@@ -516,9 +516,7 @@ def _cmd_export(args) -> None:
         result = export_checkpoint(args.checkpoint, args.format)
     except CheckpointError as error:
         raise UsageError(str(error)) from None
-    verdict = "match" if result.matches else "DO NOT match"
-    print(f"{result.path}: {result.format}; its outputs {verdict} PyTorch's (max abs difference "
-          f"{result.max_abs_diff:.2e})")
+    print(f"{result.path}: {result.format}; {result.verdict()}")
     if not result.matches:
         sys.exit(1)
 

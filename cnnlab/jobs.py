@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cnnlab.paths import data_dir, process_alive
-from cnnlab.runstore import ACTIVE, STATUSES, Run, RunStore
+from cnnlab.runstore import ACTIVE, STATUSES, Run, RunStore, status_phrase
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
@@ -287,6 +287,21 @@ def run_accuracy(run: Run, store: RunStore) -> float | None:
         return result_accuracy(run.result)
     epoch = store.last_metric(run.id, "epoch")  # of its latest attempt
     return epoch["val_acc"] if epoch else result_accuracy(run.result or {})
+
+
+def why_no_curve(run: Run) -> str:
+    """Why a run has no per-epoch curve: 'fits its classifier in one go' (Strategy III with a scikit-learn
+    classifier, a probe), or where it stands ('was cancelled before its first epoch ended')."""
+    config = run.config
+    if config.get("strategy") == "probe":
+        return "fits a classifier at each stage in one go, without epochs"
+    if config.get("strategy") == "extract" and config.get("classifier", "logreg") != "linear":
+        return "fits its classifier in one go, without epochs"
+    if run.status == "queued":
+        return "has not started"
+    if run.status == "running":
+        return "is in its first epoch"
+    return f"{status_phrase(run.status)} before its first epoch ended"
 
 
 def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:

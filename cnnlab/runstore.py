@@ -294,7 +294,7 @@ class RunStore:
             if row is None:
                 raise KeyError(f"no run {run_id!r}")
             if row["status"] not in ("interrupted", "failed", "cancelled"):
-                raise ValueError(f"run {run_id} {_status_words(row['status'])}; only interrupted, failed or cancelled "
+                raise ValueError(f"run {run_id} {status_phrase(row['status'])}; only interrupted, failed or cancelled "
                                  "runs resume")
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, "
                        "earlier_s = earlier_s + COALESCE(finished_at - started_at, 0), "
@@ -357,7 +357,11 @@ def _run(row: sqlite3.Row) -> Run:
     )
 
 
-def _status_words(status: str) -> str:
-    """'has succeeded', 'is running': a status as a sentence says it."""
-    return f"has {status}" if status in ("succeeded", "failed") else f"was {status}" if status == "cancelled" \
-        else f"is {status}"
+
+STATUS_PHRASES = {"queued": "is queued", "running": "is running", "succeeded": "succeeded", "failed": "failed",
+                  "cancelled": "was cancelled", "interrupted": "was interrupted"}
+
+
+def status_phrase(status: str) -> str:
+    """A status as a sentence says it of a run: 'is running', 'was cancelled', 'succeeded'."""
+    return STATUS_PHRASES.get(status, f"is {status}")

@@ -6,7 +6,7 @@ import streamlit as st
 from cnnlab.charts import accuracy_vs_operations, metric_bars, short_title
 from cnnlab.compare import architecture_rows
 from cnnlab.jobs import transfer_results
-from cnnlab.latency import LatencyCache
+from cnnlab.latency import LatencyCache, busy_reason
 from cnnlab.lecture import check_claims
 from cnnlab.profiling import human, profile_arch
 from cnnlab.registry import arch_names, get_spec, stage_labels
@@ -109,6 +109,9 @@ with st.expander("Measure latency on this machine", icon=":material/timer:"):
     chosen = st.multiselect("Architectures to time", arch_names(), default=[settings.arch],
                             key="compare_latency_archs", persist_state="session",
                             format_func=lambda n: get_spec(n).title)
+    if busy := busy_reason():
+        st.warning(f"{busy}: timings made now read long. Measure once it is idle; a new measurement replaces the "
+                   "kept one.", icon=":material/speed:")
     if st.button("Measure", icon=":material/play_arrow:", disabled=not chosen):
         progress = st.progress(0.0)
         jobs = [(arch, batch) for arch in chosen for batch in LATENCY_BATCHES]

@@ -23,6 +23,7 @@ def draw_comparison(chosen: list[str]) -> None:
     runs = {r.id: r for r in store.runs()}
     if any(i not in runs for i in chosen):
         st.rerun()  # deleted meanwhile: the whole page, so that its chip goes too and the page says why
+    st.subheader("Results")  # (and room for the table's toolbar, which would cover the box of runs above)
     unfinished = [i for i in chosen if runs[i].status in ACTIVE]
     if unfinished:
         st.caption(f":material/sync: {len(unfinished)} of these runs {'is' if len(unfinished) == 1 else 'are'} "
@@ -89,13 +90,13 @@ def draw_comparison(chosen: list[str]) -> None:
         loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
         loss_column.plotly_chart(run_curves(histories, ("loss", "val_loss"), colors), width="stretch")
         acc_column.plotly_chart(run_curves(histories, ("acc", "val_acc"), colors), width="stretch")
-        if not all(histories.values()):
-            st.caption("Strategy III with a scikit-learn classifier has no epochs, so it appears in the table and the "
-                       "chart above only.")
-    else:
-        st.caption("No curves to overlay: Strategy III with a scikit-learn classifier fits in one go, without epochs. "
-                   "Runs of Strategy I or II, or III with the linear layer trained in PyTorch, draw a curve per "
-                   "epoch.")
+    without = "; ".join(f"{row['run']} {jobs.why_no_curve(runs[row['run']])}" for row in rows
+                        if not histories[row["label"]])
+    if any(histories.values()) and without:
+        st.caption(f"Not in the curves, only in the table and the chart above: {without}.")
+    elif without:
+        st.caption(f"No curves to overlay: {without}. Runs of Strategy I or II, or III with the linear layer trained "
+                   "in PyTorch, draw a curve per epoch.")
 
 
 st.title("Compare runs")

@@ -260,9 +260,7 @@ if checkpoint and run.status == "succeeded":
         except CheckpointError as error:
             st.error(str(error))
     if (exported := exports.get((run_id, fmt))) and exported.path.is_file():
-        verdict = "match" if exported.matches else "do NOT match"
-        st.success(f"{exported.path.name}: its outputs {verdict} PyTorch's (max difference "
-                   f"{exported.max_abs_diff:.1e}).")
+        (st.success if exported.matches else st.error)(f"{exported.path.name}: {exported.verdict()}.")
         st.download_button(f"Download {exported.path.name}", exported.path.read_bytes(),
                            file_name=f"{run_id}-{exported.path.name}", icon=":material/download:",
                            on_click="ignore")  # the page stays as it is: the result and this button

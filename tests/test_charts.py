@@ -259,6 +259,7 @@ def test_reduction_cost_bars_stack_the_reduced_path_from_its_1x1_and_kxk_parts()
                                                                                    result.conv)]
     alone = reduction_cost_bars(compare_reduction(LECTURE_COMPRESSION_EXAMPLE), "macs", "Multiply-accumulates")
     assert [(t.name, t.x[0], t.y[0]) for t in alone.data] == [("naive", "1x1 convolution", 8_192_000)]
+    assert not alone.layout.annotations, "one bar: its value inside, no total written over it again"
 
 
 def test_reduction_sweep_crosses_the_naive_cost_where_the_reduction_stops_paying():

@@ -169,6 +169,8 @@ def lenet_run(tmp_path_factory):
 def test_exported_models_give_pytorch_outputs(lenet_run, fmt):
     result = export_checkpoint(lenet_run, fmt)
     assert result.matches and result.max_abs_diff < 1e-4 and result.path.is_file()
+    assert result.verdict().startswith("its outputs match PyTorch's (largest difference ")
+    assert result.verdict().endswith("within the 1e-04 allowed)") and 0 < result.largest_output < 100
     model, _ = model_from_checkpoint(lenet_run)
     batch = torch.randn(5, 1, 32, 32)
     with torch.no_grad():

@@ -181,7 +181,7 @@ def test_cli_submit_runs_cancel_resume(capsys):
     table = capsys.readouterr().out
     assert run_id in table and "succeeded" in table and "I: scratch" in table and "note" in table.splitlines()[0]
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
-    assert main(["resume", run_id]) == 2 and f"run {run_id} has succeeded; only interrupted" in capsys.readouterr().err
+    assert main(["resume", run_id]) == 2 and f"run {run_id} succeeded; only interrupted" in capsys.readouterr().err
 
     assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1"]) == 0
     queued = capsys.readouterr().out.strip()
@@ -424,3 +424,15 @@ def test_run_summaries_say_how_far_a_running_run_is():
                                           "loss": 0.25})
     [row] = jobs.run_summaries(store.runs(), store)
     assert row["progress"] == "75%: epoch 2/2, train step 5/10, loss 0.2500"
+
+
+def test_why_a_run_draws_no_curve():
+    store = RunStore()
+    extract = jobs.submit(make_config("extract", "tf_efficientnet_lite0", "digits", classifier="svm"), store)
+    probe = jobs.submit(make_config("probe", "tf_efficientnet_lite0", "digits"), store)
+    scratch = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2), store)
+    assert jobs.why_no_curve(store.get(extract)) == "fits its classifier in one go, without epochs"
+    assert "at each stage" in jobs.why_no_curve(store.get(probe))
+    assert jobs.why_no_curve(store.get(scratch)) == "has not started"
+    store.request_cancel(scratch)
+    assert jobs.why_no_curve(store.get(scratch)) == "was cancelled before its first epoch ended"

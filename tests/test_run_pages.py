@@ -447,7 +447,12 @@ def test_compare_runs_says_why_a_strategy_iii_run_draws_no_curves():
     at = open_page("pages/run_compare.py")
     assert not at.exception, at.exception
     assert at.multiselect[0].value == [run_id] and len(at.get("plotly_chart")) == 1, "accuracy against compute only"
-    assert any(c.value.startswith("No curves to overlay: Strategy III with a scikit-learn classifier") for c in at.caption)
+    assert any(c.value.startswith(f"No curves to overlay: {run_id} fits its classifier in one go") for c in at.caption)
+    cancelled = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), store)
+    store.request_cancel(cancelled)
+    at.multiselect[0].set_value([run_id, cancelled]).run()
+    reason = next(c.value for c in at.caption if c.value.startswith("No curves to overlay"))
+    assert f"{cancelled} was cancelled before its first epoch ended" in reason, reason
 
 
 def test_compare_runs_overlays_finished_runs():

@@ -93,10 +93,9 @@ def page(browser):
 
 
 def wait_for_app(page, timeout: float = 120_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running...' status widget)."""
-    page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    """Wait until Streamlit has finished running the script: its app element says so in `data-test-script-state`
+    (the 'Running...' status widget is no sign: the minimal toolbar never shows it)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
 def screenshot(page, name: str) -> Path:
