@@ -65,8 +65,10 @@ class LayerInfo:
 
     @property
     def label(self) -> str:
+        """'  3 · blocks.0.0.conv_dw (Conv2d) 32x112x112 · stage 1 (conv_stem … blocks.0)': the layer first, its
+        stage last, where a narrow box cuts it."""
         shape = "x".join(map(str, self.shape))
-        return f"{self.index:>3} · {self.stage_label} · {self.name} ({self.type}) {shape}"
+        return f"{self.index:>3} · {self.name} ({self.type}) {shape} · {self.stage_label}"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,14 +61,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int = 3, repeats: int = 10) -> Latency:
+def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int = 3, repeats: int = 10,
+                    progress: Callable[[float], None] | None = None) -> Latency:
     """Time `repeats` forward passes of a randomly initialised `arch` (weights do not change the speed); a batch
-    too large for the GPU's memory is a ValueError."""
+    too large for the GPU's memory is a ValueError. `progress` hears the fraction done after each pass."""
     spec = get_spec(arch)
     target = torch.device(resolve_device(device))
     try:
         times = _forward_times(build_model(arch).to(target), example_input(spec, batch=batch, device=target),
-                               warmup, repeats)
+                               warmup, repeats, progress=progress)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise ValueError(f"{spec.title} at batch {batch} does not fit in the memory of {device_name(target)}; "
@@ -76,15 +78,19 @@ def measure_latency(arch: str, batch: int = 1, device: str = "auto", warmup: int
                    statistics.median(times), min(times), repeats, torch.__version__, time.time())
 
 
-def _step_times(step, device: torch.device, warmup: int, repeats: int, budget_s: float = 0.0) -> list[float]:
+def _step_times(step, device: torch.device, warmup: int, repeats: int, budget_s: float = 0.0,
+                progress: Callable[[float], None] | None = None) -> list[float]:
     """Milliseconds of each of `repeats` calls of `step` on `device` (waited for on a GPU), after `warmup` untimed;
-    with a `budget_s`, more calls (up to 5 times `repeats`) while the timed ones have taken less than that."""
+    with a `budget_s`, more calls (up to 5 times `repeats`) while the timed ones have taken less than that.
+    `progress` hears, after each call, the share of the `warmup + repeats` calls made so far."""
     times: list[float] = []
     for index in range(warmup + 5 * repeats):
         _synchronize(device)
         start = time.perf_counter()
         step()
         _synchronize(device)
+        if progress is not None:
+            progress(min(1.0, (index + 1) / (warmup + repeats)))
         if index >= warmup:
             times.append((time.perf_counter() - start) * 1000)
             if len(times) >= repeats and sum(times) >= budget_s * 1000:
@@ -93,11 +99,11 @@ def _step_times(step, device: torch.device, warmup: int, repeats: int, budget_s:
 
 
 def _forward_times(model: torch.nn.Module, example: torch.Tensor, warmup: int, repeats: int,
-                   budget_s: float = 0.0) -> list[float]:
+                   budget_s: float = 0.0, progress: Callable[[float], None] | None = None) -> list[float]:
     """Milliseconds of each of at least `repeats` forward passes of `model` on random data (see `_step_times`)."""
     x = torch.randn_like(example)
     with torch.inference_mode():
-        return _step_times(lambda: model(x), example.device, warmup, repeats, budget_s)
+        return _step_times(lambda: model(x), example.device, warmup, repeats, budget_s, progress)
 
 
 class LatencyCache:

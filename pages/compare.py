@@ -117,8 +117,11 @@ with st.expander("Measure latency on this machine", icon=":material/timer:"):
         jobs = [(arch, batch) for arch in chosen for batch in LATENCY_BATCHES]
         try:
             for done, (arch, batch) in enumerate(jobs):
-                progress.progress(done / len(jobs), text=f"Timing {get_spec(arch).title} at batch {batch}")
-                result = latency_cache.measure(arch, batch, settings.device)
+                text = f"Timing {get_spec(arch).title} at batch {batch} ({done + 1} of {len(jobs)})"
+                progress.progress(done / len(jobs), text)  # building the network comes before its first pass
+                result = latency_cache.measure(
+                    arch, batch, settings.device,
+                    progress=lambda share, done=done, text=text: progress.progress((done + share) / len(jobs), text))
             progress.progress(1.0, text=f"Done on {result.label}")
             st.rerun()
         except ValueError as error:

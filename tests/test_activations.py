@@ -71,6 +71,8 @@ def test_layers_run_in_order_with_stages_and_repeated_calls(chelsea):
     stage_of = {layer.name: layer.stage for layer in activations.layers}
     assert stage_of["conv1"] == "relu" and stage_of["maxpool"] == "layer1" and stage_of["fc"] == "head"
     assert [layer.index for layer in activations.layers] == list(range(len(names)))
+    first = activations.layers[0]  # the layer first, its stage last: what a narrow box cuts
+    assert first.label.startswith("  0 · conv1 (Conv2d) 64x112x112 · ") and first.label.endswith(first.stage_label)
 
 
 def test_maps_hold_values_from_before_later_in_place_operations(chelsea):

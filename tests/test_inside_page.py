@@ -103,14 +103,14 @@ def test_slider_steps_are_not_undone_by_a_stale_layer_list(page, list_first):
         assert not page.exception, page.exception
         assert page.slider(key=slider_key).value == step
         assert layer_list(page).value == step
-        shown = layer_list(page).options[step].split(" · ")[2].split(" ")[0]
+        shown = layer_list(page).options[step].split(" · ")[1].split(" ")[0]
         assert any(f"channels of {shown}," in c for c in captions(page)), "the maps follow the slider"
 
 
 def test_a_stale_layer_label_from_the_browser_is_ignored(page):
     """After the weights change the layers' shapes (a run trained at 64 px), the browser sent the list's old
     label instead of its index, which reached the slider and crashed the page."""
-    stale = layer_list(page).options[0]  # '0 · stage 1 (blocks.0) · conv_stem (Conv2dSame) 32x112x112'
+    stale = layer_list(page).options[0]  # '  0 · conv_stem (Conv2dSame) 32x112x112 · stage 1 (…)'
     page.session_state[f"inside_layer_moves_{LITE0}"] = {f"inside_layer_{LITE0}_224": stale}
     page.run()
     assert not page.exception, page.exception

@@ -49,7 +49,9 @@ def test_measurements_saved_at_once_are_all_kept(isolated_data_dir):
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    measured = measure_latency("lenet5", batch=1, device="cpu", warmup=1, repeats=2)
+    heard = []
+    measured = measure_latency("lenet5", batch=1, device="cpu", warmup=1, repeats=2, progress=heard.append)
+    assert heard[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]), "after each pass, warm-up included"
     results = [replace(measured, batch=batch) for batch in range(1, 25)]
     with ThreadPoolExecutor(8) as pool:  # two dashboard sessions clicking Measure together, many times over
         list(pool.map(LatencyCache().save, results))
