@@ -257,7 +257,8 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
     busy moment); time the data pipeline on a few of the run's own images (`data_preparation_ms`); and scale both
     to the run's epochs and its dataset `images` (loaded), split as the run splits them: Strategies I and II train
     every epoch and validate after it, III passes every image forward once, then fits its scikit-learn classifier
-    (`classifier_seconds`; a linear layer's epochs cost next to nothing). Loading weights is not counted."""
+    (`classifier_seconds`; a linear layer's epochs cost next to nothing), and a probe fits one at every stage.
+    Loading weights is not counted."""
     spec, num_classes = get_spec(config.arch), len(images.classes)
     target = torch.device(resolve_device(config.device))
     model = fit_head(build_model(config.arch, num_classes), spec, config.head, num_classes).to(target).eval()
@@ -283,11 +284,12 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
     else:
         seconds = len(images) * with_data(forward_ms, eval_data_ms) / 1000
     fit_s = 0.0
-    if config.strategy == "extract" and config.classifier != "linear":
+    if config.strategy in ("extract", "probe") and config.classifier != "linear":
         val_images = validation_size(len(images), num_classes, config.val_fraction)
-        features = tap_features(config.arch, config.tap, config.tap_pooling, config.image_size).count
-        fit_s = classifier_seconds(config.classifier, len(images) - val_images, val_images, features, num_classes,
-                                   seed=config.seed)
+        taps = spec.stages if config.strategy == "probe" else (config.tap,)
+        fit_s = sum(classifier_seconds(config.classifier, len(images) - val_images, val_images,
+                                       tap_features(config.arch, tap, config.tap_pooling, config.image_size).count,
+                                       num_classes, seed=config.seed) for tap in taps)
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
     return RunEstimate(seconds + fit_s, train_ms, forward_ms, label, batch, train_data_ms, eval_data_ms, fit_s)
 

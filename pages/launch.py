@@ -349,7 +349,7 @@ def estimate_message(config) -> tuple[str, str | None]:
         images = load_dataset(config.dataset, download=False)
         estimate = (estimate_run if busy else cached_estimate)(config, images)
         cached = features_cached(config, images)
-    fit = f"about {jobs.in_words(estimate.classifier_s)}" if estimate.classifier_s >= 1 else "under a second"
+    fit = fit_words(estimate.classifier_s)
     if cached:
         lasts = f"**{fit.capitalize()}**" if estimate.classifier_s >= 5 else "**A few seconds**"
         return (f"{lasts}: the features of these {len(images):,} images are cached from an earlier run with the same "
@@ -358,9 +358,21 @@ def estimate_message(config) -> tuple[str, str | None]:
     epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
     fitted = (f", and fitting the classifier ({fit}, timed on {min(CLASSIFIER_SAMPLE, len(images)):,} made-up "
               "feature vectors and scaled to these images)" if estimate.classifier_s else "")
+    probe = ""
+    if config.strategy == "extract":  # the Probe button's run: the same forward pass, a fit at every stage
+        with st.spinner("Timing the probe's fits..."):
+            probe_config = build_config("probe", classifier=probe_classifier)
+            probed = (estimate_run if busy else cached_estimate)(probe_config, images)
+        probe = (f" Probe every stage: {probed.describe()}, its {len(spec.stages)} fits taking "
+                 f"{fit_words(probed.classifier_s)} in all.")
     return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
             f"and the preparing of the images, timed on a few steps and images here{fitted}. Loading the weights "
-            "comes on top; the worker trains one run at a time."), busy
+            f"comes on top; the worker trains one run at a time.{probe}"), busy
+
+
+def fit_words(seconds: float) -> str:
+    """'about 12 s', or 'under a second': how long a classifier's fit takes."""
+    return f"about {jobs.in_words(seconds)}" if seconds >= 1 else "under a second"
 
 
 def form_config():

@@ -83,6 +83,11 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     assert extract.seconds == pytest.approx(1797 * (extract.forward_ms_per_image + extract.eval_data_ms_per_image)
                                             / 1000 + extract.classifier_s)  # the forward pass, then the fit
     assert extract.seconds < scratch.seconds
+    probe = estimate("probe")  # the same forward pass, then a logistic regression at each of Lite0's 5 stages
+    assert probe.forward_ms_per_image > 0 and probe.train_ms_per_image == 0
+    assert probe.seconds == pytest.approx(1797 * (probe.forward_ms_per_image + probe.eval_data_ms_per_image)
+                                          / 1000 + probe.classifier_s)
+    assert probe.classifier_s > extract.classifier_s * 0.5, "five fits, four on fewer features than the last"
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
     assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
     full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), digits, budget_s=0)
