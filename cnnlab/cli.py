@@ -803,17 +803,17 @@ def run_folder(text: str, path_only: bool = False) -> str:
     from cnnlab.jobs import run_dir
     from cnnlab.runstore import RunStore
 
-    if path_only and not Path(text).exists() and not re.fullmatch(r"[0-9a-f]{12}", text):
-        raise UsageError(f"no run {text} and no file or folder of that name here; `cnnlab runs` lists the runs")
-    if Path(text).exists() or not re.fullmatch(r"[0-9a-f]{12}", text):
+    is_id = re.fullmatch(r"[0-9a-f]{12}", text) is not None
+    if Path(text).exists() or not (is_id or path_only):
         return text
-    if run_dir(text).is_dir():
+    if is_id and run_dir(text).is_dir():
         return str(run_dir(text))
     try:
-        run = RunStore().get(text)
+        run = RunStore().get(text) if is_id else None
     except KeyError:
-        raise UsageError(f"no run {text} and no file or folder of that name here; `cnnlab runs` lists the runs") \
-            from None
+        run = None
+    if run is None:
+        raise UsageError(f"no run {text} and no file or folder of that name here; `cnnlab runs` lists the runs")
     raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
 
 
