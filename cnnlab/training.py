@@ -32,8 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnlab import distributed
 from cnnlab.checkpoints import (Checkpoint, atomic_write_json, head_from_checkpoint, latest_checkpoint,
-                                load_checkpoint_weights, load_trainer_state, read_json,
-                                save_checkpoint)
+                                load_checkpoint_weights, load_trainer_state, read_json, save_checkpoint)
 from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
 from cnnlab.distributed import DistContext
@@ -368,7 +367,8 @@ def _chance_gap(accuracies: list[float], images: int) -> float:
 def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: str = "default") -> str:
     """What a probe of `arch` with `weights` says per stage, in words, with chance taken into account: the best
     stage beats the last one only when the gap is more than twice its standard error on `val_size` validation
-    images (`_chance_gap`). ImageNet is named as what the features learned from only for ImageNet weights (not a file or a run)."""
+    images (`_chance_gap`). ImageNet is named as what the features learned from only for ImageNet weights (not a
+    file or a run)."""
     from cnnlab.weights import WEIGHT_SOURCES
 
     source = "ImageNet" if weights in WEIGHT_SOURCES else "the data its weights learned from"
