@@ -275,13 +275,13 @@ class ExportResult:
     tolerance: float = 1e-4
 
     def verdict(self) -> str:
-        """'its outputs match PyTorch's (largest difference 3.9e-03 on outputs up to 45.2: 8.6e-05 of them, within
-        the 1e-04 allowed)'."""
+        """'its outputs match PyTorch's (largest difference 3.9e-03 on outputs up to 45.2, a relative difference of
+        8.6e-05: within the 1e-04 allowed)'."""
         word = "match" if self.matches else "DO NOT match"
-        share = self.max_abs_diff / max(1.0, self.largest_output)
+        relative = self.max_abs_diff / max(1.0, self.largest_output)
         return (f"its outputs {word} PyTorch's (largest difference {self.max_abs_diff:.1e} on outputs up to "
-                f"{self.largest_output:.3g}: {share:.1e} of them, {'within' if self.matches else 'over'} the "
-                f"{self.tolerance:.0e} allowed)")
+                f"{self.largest_output:.3g}, a relative difference of {relative:.1e}: "
+                f"{'within' if self.matches else 'over'} the {self.tolerance:.0e} allowed)")
 
 
 def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int = 2,

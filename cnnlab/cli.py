@@ -297,6 +297,10 @@ def _run_training(config, out_dir=None, record: bool = False, result_stream=None
             return run_here(config, tuple(callbacks)) if record else run(config, callbacks, out_dir)
     except user_errors() as error:
         raise UsageError(str(error)) from None
+    except KeyboardInterrupt as stop:
+        if not record:  # (a run of the store says how it resumes by its id)
+            stop.out_dir = out_dir
+        raise
 
 
 def _recorded_result(run) -> dict:
@@ -348,7 +352,9 @@ def _cmd_train(args) -> None:
     from cnnlab.training import default_run_dir, keeps_model
 
     config = _config_from_args(args)
-    if args.out:
+    if args.out is not None:
+        if not args.out.strip():
+            raise UsageError("--out needs a folder")
         _check_out_folder(Path(args.out), config.dataset)
     result_stream = None if args.json else sys.stdout  # the result line is the output, unless JSON is
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
@@ -364,7 +370,10 @@ def _cmd_train(args) -> None:
 
 def _check_out_folder(out, dataset: str) -> None:
     """--out must be a folder of its own: not a file, not inside the run store or the dataset, and not a folder
-    of other files (a run folder to resume is fine). Created when missing."""
+    of other files (a run folder to resume is fine). Made when the run writes its config, so that a run that fails
+    before (bad data, weights) leaves no empty folder behind."""
+    import os
+
     from cnnlab.distributed import context_from_env
     from cnnlab.jobs import runs_folder
 
@@ -381,10 +390,10 @@ def _check_out_folder(out, dataset: str) -> None:
     if context_from_env().is_main and where.is_dir() and not (where / "config.json").is_file() \
             and any(where.iterdir()):
         raise UsageError(f"--out {out} holds other files and no cnnlab run; choose a new or empty folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create the --out folder {out}: {error.strerror or error}") from None
+    existing = next(folder for folder in (where, *where.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file" if not existing.is_dir() else "cannot be written to"
+        raise UsageError(f"cannot create the --out folder {out}: {existing} {why}")
 
 
 def _cmd_submit(args) -> None:
@@ -489,7 +498,8 @@ def _cmd_worker(args) -> None:
         raise UsageError(str(error)) from None
     if done < 0:
         raise UsageError("another worker is already running for this data directory (and GPU)")
-    print(f"worker: {done} run(s) taken from the queue; `cnnlab runs` says how each ended", file=sys.stderr)
+    print(f"worker: {done} run(s) taken from the queue; `cnnlab runs` says how each ended" if done else
+          "worker: the queue is empty; `cnnlab submit` queues a run", file=sys.stderr)
 
 
 def _cmd_probe(args) -> None:
@@ -844,8 +854,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as stop:
-        run_id = getattr(stop, "run_id", None)
-        print("\ncnnlab: interrupted" + (f"; `cnnlab resume {run_id}` continues run {run_id} {_resumes_from(run_id)}"
-                                         if run_id else ""), file=sys.stderr)
+        run_id, out_dir = getattr(stop, "run_id", None), getattr(stop, "out_dir", None)
+        hint = (f"; `cnnlab resume {run_id}` continues run {run_id} {_resumes_from(run_id)}" if run_id else
+                f"; the same command again continues the run in {out_dir} from its last checkpoint" if out_dir else "")
+        print(f"\ncnnlab: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -212,13 +212,15 @@ def load_folder(root: Path, name: str | None = None) -> ImageSet:
     readable image, is a DatasetError.
     """
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder")
+        raise DatasetError(f"{root} {'is not a folder' if root.exists() else 'does not exist'}")
     shown = dataset_label(name) if name else str(root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if len(class_dirs) < 2:
-        files = sorted(p.name for p in root.iterdir() if p.is_file())[:3]
+        files = sorted(p.name for p in root.iterdir() if p.is_file())
         found = (f"found only {class_dirs[0].name}/" if class_dirs else
-                 f"found images but no class folders ({', '.join(files)}, ...)" if files else
+                 f"found {len(files)} file{'s' if len(files) > 1 else ''} but no class folders "
+                 f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+                 if files else
                  "found nothing")
         raise DatasetError(f"{shown} needs one folder per class, at least 2 (cat/, dog/, ... with the images "
                            f"inside); {found}")

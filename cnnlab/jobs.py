@@ -573,7 +573,8 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                 say(f"run {run_label(run)}: started")
                 started = time.monotonic()
                 status = execute(store, run, worker, (EpochLines(run.id, say),))
-                say(f"run {run.id}: {status} after {time.monotonic() - started:.0f} s")
+                error = store.get(run.id).error if status == "failed" else None
+                say(f"run {run.id}: {status} after {time.monotonic() - started:.0f} s" + (f": {error}" if error else ""))
                 heartbeat.run_id = None
                 done, idle_since = done + 1, time.monotonic()
         finally:

@@ -244,7 +244,7 @@ class RunStart:
 
         c = self.config
         done = (f"fitted its {CLASSIFIER_NAMES[c.classifier]}" if c.strategy == "extract" and c.classifier != "linear"
-                else f"trained its {c.epochs} epochs")
+                else f"trained its {c.epochs} epoch{'s' if c.epochs > 1 else ''}")
         resumed = (f"; it already {done}: its saved model is evaluated again" if self.finished_before else
                    f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""

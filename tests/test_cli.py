@@ -140,3 +140,9 @@ def test_train_out_refuses_folders_that_are_not_its_own(tmp_path, capsys):
         assert len(message.splitlines()) == 1 and words in message, message
     assert sorted(p.name for p in stranger.iterdir()) == ["todo.txt"], "nothing written beside the user's files"
     assert not (dataset / "run").exists() and not (runs_folder() / "mine").exists()
+    for dataset_name, out, words in (("folder:/no/such", tmp_path / "new" / "run", "/no/such does not exist"),
+                                     ("digits", "", "--out needs a folder")):
+        assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", dataset_name,
+                     "--out", str(out)]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "new").exists(), "a run that fails before it starts leaves no empty folder"

@@ -108,8 +108,11 @@ def test_folder_dataset_errors_are_clear(tmp_path, digits):
         load_folder(root)
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("imagenet")
-    with pytest.raises(DatasetError, match="not a folder"):
+    with pytest.raises(DatasetError, match="missing does not exist"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DatasetError, match="a-file is not a folder"):
+        load_dataset(f"folder:{tmp_path / 'a-file'}")
 
 
 def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_path, digits, isolated_data_dir):
@@ -131,7 +134,7 @@ def test_a_dataset_is_checked_before_a_run_and_named_as_its_user_knows_it(tmp_pa
         check_dataset(f"zip:{one_class}")
     flat = save_uploaded_archive(zip_of({f"{i}.png": png_bytes(i) for i in range(3)}, tmp_path / "f.zip").read_bytes(),
                                  "flat.zip")
-    with pytest.raises(DatasetError, match=r"; found images but no class folders \(0.png, 1.png, 2.png, ...\)$"):
+    with pytest.raises(DatasetError, match=r"; found 3 files but no class folders \(0.png, 1.png, 2.png\)$"):
         check_dataset(f"zip:{flat}")
     lonely = {"pets/cat/1.png": png_bytes(1), "pets/cat/2.png": png_bytes(2), "pets/dog/1.png": png_bytes(3),
               "pets/dog/broken.jpg": b"not a jpeg"}
