@@ -116,7 +116,7 @@ def layer_choice(arch: str, layers: tuple[LayerInfo, ...], input_size: int) -> L
     for key in (list_key, slider_key):
         if st.session_state.get(key) != current:
             st.session_state[key] = current
-    st.selectbox("Layer (index · stage · name (type) output shape)", range(len(layers)), key=list_key,
+    st.selectbox("Layer (index · name (type) output shape · stage)", range(len(layers)), key=list_key,
                  format_func=lambda i: layers[i].label, on_change=_note_move, args=(list_key, moves_key))
     st.slider("...or slide through the layers, input to output", 0, len(layers) - 1, key=slider_key,
               on_change=_note_move, args=(slider_key, moves_key))

@@ -504,7 +504,7 @@ def test_cli_train_json_and_export(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "nowhere"], "unknown dataset"),
-    (["--dataset", "folder:/no/such/folder"], "not a folder"),
+    (["--dataset", "folder:/no/such/folder"], "folder does not exist"),
     (["--lr", "-1"], "must be greater than zero"),
     (["--classifier", "svm"], "does not apply to --strategy scratch"),
     (["--freeze", "stage:2"], "--freeze does not apply to --strategy scratch"),
