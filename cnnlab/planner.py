@@ -151,6 +151,7 @@ def _parts_by_order(model, spec) -> dict[str, str]:
             for name, k in zip(order, index)}
 
 
+@cache  # a frozen result: a Strategy III run asks for its plan twice (frozen parameters, then its cost)
 def freeze_plan(arch: str, strategy: str, freeze: str, num_classes: int, image_size: int | None = None,
                 tap: str = PENULTIMATE, head: str = OWN_HEAD) -> FreezePlan:
     """Count what `strategy` with `freeze` trains for `arch` with a new `num_classes` head (`head`: see

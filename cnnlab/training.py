@@ -1061,8 +1061,8 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     x = features[config.tap]
     y = images.targets
     head_params = (x.shape[1] + 1) * num_classes if config.classifier in ("logreg", "linear") else 0
-    params_frozen = freeze_plan(config.arch, "extract", "body", num_classes, config.image_size, config.tap,
-                                config.head).params_frozen
+    params_frozen = freeze_plan(config.arch, config.strategy, config.freeze, num_classes, config.image_size,
+                                config.tap, config.head).params_frozen  # as run_compute asks: one plan, cached
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
                                               len(val_idx), head_params, params_frozen,
                                               start_epoch=len(earlier.history) if earlier else 0,
