@@ -306,7 +306,8 @@ def _run_training(config, out_dir=None, record: bool = False, result_stream=None
 def _recorded_result(run) -> dict:
     """A run of the store trained here: its result with its id and status, and a word on stderr about it."""
     if run.status == "cancelled":
-        print(f"run {run.id} was cancelled (from the dashboard or `cnnlab cancel`)", file=sys.stderr)
+        print(f"run {run.id} was cancelled (from the dashboard or `cnnlab cancel`) before it finished; "
+              f"`cnnlab resume {run.id}` queues it again {_resumes_from(run.id)}", file=sys.stderr)
     print(f"run {run.id}: listed by `cnnlab runs` and on the dashboard's Runs page", file=sys.stderr)
     return {**(run.result or {}), "run": run.id, "status": run.status}
 
@@ -344,7 +345,7 @@ def _config_from_args(args):
                             image_size=_input_size(args), device=args.device, seed=args.seed)
 
 
-def _cmd_train(args) -> None:
+def _cmd_train(args) -> int:
     from pathlib import Path
 
     from cnnlab.distributed import context_from_env
@@ -366,6 +367,13 @@ def _cmd_train(args) -> None:
         print(f"note: this run {NO_MODEL}", file=sys.stderr)
     if args.json and context_from_env().is_main:
         print_json(result)
+    return _exit_status(result)
+
+
+def _exit_status(result: dict) -> int:
+    """1 for a run cancelled before it finished (from the dashboard or `cnnlab cancel`), so that scripts see it
+    did not complete; else 0."""
+    return 1 if result.get("status") == "cancelled" else 0
 
 
 def _check_out_folder(out, dataset: str) -> None:
@@ -447,11 +455,14 @@ def _run_command(action, run_id: str):
 
 
 def _cmd_cancel(args) -> None:
-    from cnnlab.jobs import cancel
+    from cnnlab.jobs import cancel, terminal_pid
+    from cnnlab.runstore import RunStore
 
     status = _run_command(cancel, args.run)
     if status == "running":
-        print(f"{args.run}: cancel requested; its worker stops it at the next step")
+        pid = terminal_pid(RunStore().get(args.run))
+        who = f"the `cnnlab train` running it in a terminal (process {pid})" if pid else "its worker"
+        print(f"{args.run}: cancel requested; {who} stops it at the next step")
     elif status == "cancelled":
         print(f"{args.run}: cancelled")
     else:
@@ -502,11 +513,11 @@ def _cmd_worker(args) -> None:
           "worker: the queue is empty; `cnnlab submit` queues a run", file=sys.stderr)
 
 
-def _cmd_probe(args) -> None:
+def _cmd_probe(args) -> int:
     result = _recorded_result(_run_training(_config_from_args(args), record=True))
     if args.json:
         print_json(result)
-        return
+        return _exit_status(result)
     from cnnlab.registry import stage_labels
 
     labels = stage_labels(result["arch"])
@@ -517,6 +528,7 @@ def _cmd_probe(args) -> None:
         from cnnlab.training import probe_reading
 
         print(probe_reading(result["stages"], result.get("val_size"), result["arch"], result["config"]["weights"]))
+    return _exit_status(result)
 
 
 def _cmd_export(args) -> None:
@@ -842,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("weights", "checkpoint"):  # a run id wherever a run folder is taken
             if getattr(args, name, None):
                 setattr(args, name, run_folder(getattr(args, name), path_only=name == "checkpoint"))
-        args.func(args)
+        status = args.func(args) or 0
     except (UsageError, DataDirError) as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)
         return 2
@@ -859,4 +871,4 @@ def main(argv: list[str] | None = None) -> int:
                 f"; the same command again continues the run in {out_dir} from its last checkpoint" if out_dir else "")
         print(f"\ncnnlab: interrupted{hint}", file=sys.stderr)
         return 130
-    return 0
+    return status

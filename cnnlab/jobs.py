@@ -120,6 +120,15 @@ def command_line_pids() -> list[int]:
     return _locking_pids("train-*.lock")
 
 
+def terminal_pid(run: Run) -> int | None:
+    """The process id of the `cnnlab train` (or `probe`) training `run` in a terminal of this machine now, else
+    None (a worker runs it, or it is not running)."""
+    host, _, pid = (run.worker or "").rpartition(":")
+    if run.status != "running" or host != socket.gethostname() or not pid.isdigit():
+        return None
+    return int(pid) if int(pid) in command_line_pids() else None
+
+
 def worker_alive() -> bool:
     """Whether any worker (for any GPU) holds a lock in this data directory."""
     return any(_held(path) for path in data_dir().glob("worker*.lock"))
@@ -637,6 +646,6 @@ def start_worker(idle_exit_s: float = WORKER_IDLE_EXIT_S) -> subprocess.Popen | 
 
 
 __all__ = ["run_label", "run_accuracy", "run_summaries", "transfer_results", "run_dir", "worker_log", "worker_alive",
-           "worker_pids", "command_line_pids", "run_here", "user_errors",
+           "worker_pids", "command_line_pids", "terminal_pid", "run_here", "user_errors",
            "recover_interrupted", "delete_run", "submit", "resume", "cancel", "StoreReporter", "readable_error",
            "execute", "work", "gpu_visibility", "start_worker", "HEARTBEAT_S", "STALE_AFTER_S"]

@@ -234,11 +234,14 @@ def tap_features(arch: str, tap: str = PENULTIMATE, pooling: str = AVERAGE,
 
 def run_compute(config: dict, num_classes: int, train_images: int, val_images: int, epochs: int) -> dict:
     """What a finished run cost in multiply-accumulates, from its freeze plan: per training image, and in all
-    (training steps and validation passes for I and II; one forward pass over every image for III)."""
+    (training steps and validation passes of its `epochs` finished epochs for I and II, None when it finished
+    none; one forward pass over every image for III)."""
     plan = freeze_plan(config["arch"], config["strategy"], config.get("freeze", "none"), num_classes,
                        config.get("image_size"), config.get("tap") or PENULTIMATE, config.get("head", OWN_HEAD))
     if config["strategy"] == "extract":
         total = plan.forward_macs * (train_images + val_images)
+    elif not epochs:  # stopped inside its first epoch: how far it got is not known here
+        total = None
     else:
         total = (plan.training_macs * train_images + plan.forward_macs * val_images) * epochs
     return {"training_macs_per_image": plan.training_macs, "total_macs": total}

@@ -875,7 +875,7 @@ def _finish(result: RunResult, train_size: int, val_size: int, out_dir: Path | N
     """The result with what the run cost in MACs (`planner.run_compute`), saved as `metrics.json` in `out_dir`."""
     from cnnlab.planner import run_compute
 
-    cost = run_compute(result.config.to_dict(), len(result.classes), train_size, val_size, max(1, len(result.history)))
+    cost = run_compute(result.config.to_dict(), len(result.classes), train_size, val_size, len(result.history))
     result = replace(result, **cost)
     if runtime.dist.is_main and out_dir is not None:
         atomic_write_json(out_dir / "metrics.json", result.to_json())

@@ -280,15 +280,20 @@ def test_cli_train_is_a_run_of_the_store_with_its_result(capsys):
     assert f"run {probe} (probe, queued) saved no model" in capsys.readouterr().err
 
 
-def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_killed():
+def test_cli_train_can_be_cancelled_from_the_store_and_is_interrupted_when_killed(capsys):
+    from cnnlab.cli import main
+
     store = RunStore()
     cancelled = start_cli_train("--epochs", "200")
     run_id = wait_for(lambda: [r.id for r in store.runs() if store.metrics(r.id, "epoch")], what="an epoch")[0]
     assert jobs.recover_interrupted(store) == [] and store.get(run_id).status == "running", "alive: left alone"
     assert jobs.command_line_pids() == [cancelled.pid] and not jobs.worker_alive()
-    assert jobs.cancel(run_id, store) == "running"
+    assert jobs.terminal_pid(store.get(run_id)) == cancelled.pid
+    assert main(["cancel", run_id]) == 0
+    assert f"the `cnnlab train` running it in a terminal (process {cancelled.pid})" in capsys.readouterr().out
     _, err = cancelled.communicate(timeout=90)
-    assert cancelled.returncode == 0 and f"run {run_id} was cancelled" in err
+    assert cancelled.returncode == 1, "a cancelled run did not complete: scripts must see it"
+    assert f"run {run_id} was cancelled" in err and f"`cnnlab resume {run_id}`" in err
     assert store.get(run_id).status == "cancelled"
 
     killed = start_cli_train("--epochs", "200")

@@ -247,6 +247,7 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     straight = run(config, out_dir=tmp_path / "straight")
     stopped = run(config, [StopAfter(1)], out_dir=tmp_path / "resumed")
     assert stopped.stopped and stopped.checkpoint.endswith("ckpt-0001")
+    assert stopped.total_macs == straight.total_macs // 3, "one of three epochs"
     recorder = Recorder()
     resumed = run(config, [recorder], out_dir=tmp_path / "resumed")
     assert recorder.start.start_epoch == 1 and [m.epoch for m in recorder.epochs] == [2, 3]
@@ -264,6 +265,18 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     saved_time = latest_checkpoint(tmp_path / "resumed").metrics["train_time_s"]
     assert recorder.epochs == [] and again.val_acc == longer.val_acc and again.train_time_s == saved_time
     assert recorder.start.summary().endswith("it already trained its 5 epochs: its saved model is evaluated again")
+
+
+class StopAtFirstStep(Callback):
+    def on_step(self, event):
+        raise StopRun
+
+
+def test_a_run_stopped_in_its_first_epoch_does_not_claim_an_epochs_compute(tmp_path):
+    config = make_config("scratch", "lenet5", "digits", epochs=3, device="cpu")
+    stopped = run(config, [StopAtFirstStep()], out_dir=tmp_path / "run")
+    assert stopped.stopped and stopped.history == () and stopped.checkpoint is None
+    assert stopped.total_macs is None and stopped.training_macs_per_image > 0
 
 
 def digit_folder(root, per_class=25):
