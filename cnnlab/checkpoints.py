@@ -284,6 +284,16 @@ class ExportResult:
                 f"{'within' if self.matches else 'over'} the {self.tolerance:.0e} allowed)")
 
 
+def export_path(checkpoint: Checkpoint, fmt: str) -> Path:
+    """Where a checkpoint's export goes by default: `exports/ckpt-NNNN/model.onnx` (or `model.torchscript.pt`) in
+    its run folder, outside `checkpoints/`, whose older folders a run trained on prunes; inside the checkpoint
+    folder itself when it is not in a run's `checkpoints/`."""
+    name = "model.onnx" if fmt == "onnx" else "model.torchscript.pt"
+    if checkpoint.path.parent.name == "checkpoints":
+        return checkpoint.path.parent.parent / "exports" / checkpoint.path.name / name
+    return checkpoint.path / name
+
+
 def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int = 2,
                       atol: float = 1e-4) -> ExportResult:
     """Export a checkpoint's model to ONNX or TorchScript, run the exported file and compare its outputs.
@@ -304,7 +314,8 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
                          for photo in list(sample_images().values())[:batch]])
     with torch.no_grad():
         expected = model(example).numpy()
-    out = Path(out) if out else checkpoint.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    out = Path(out) if out else export_path(checkpoint, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         actual = _export_onnx(model, example, out) if fmt == "onnx" else _export_torchscript(model, example, out)
     except Exception as error:  # the exporters raise anything from ImportError to their own error types

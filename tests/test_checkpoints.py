@@ -169,6 +169,7 @@ def lenet_run(tmp_path_factory):
 def test_exported_models_give_pytorch_outputs(lenet_run, fmt):
     result = export_checkpoint(lenet_run, fmt)
     assert result.matches and result.max_abs_diff < 1e-4 and result.path.is_file()
+    assert result.path.parent == lenet_run / "exports" / "ckpt-0003"
     assert result.verdict().startswith("its outputs match PyTorch's (largest difference ")
     assert result.verdict().endswith("within the 1e-04 allowed)") and 0 < result.largest_output < 100
     model, _ = model_from_checkpoint(lenet_run)
@@ -181,6 +182,15 @@ def test_exported_models_give_pytorch_outputs(lenet_run, fmt):
     else:
         actual = torch.jit.load(str(result.path))(batch).detach().numpy()
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_an_export_outlives_the_checkpoint_a_longer_run_prunes(tmp_path):
+    save_checkpoint(tmp_path, 1, build_model("lenet5"), lenet_config(), {})
+    exported = export_checkpoint(tmp_path, "onnx").path
+    save_checkpoint(tmp_path, 2, build_model("lenet5"), lenet_config(), {})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt-0002"] and exported.is_file()
+    inside = export_checkpoint(tmp_path / "checkpoints" / "ckpt-0002", "torchscript").path
+    assert inside == tmp_path / "exports" / "ckpt-0002" / "model.torchscript.pt"
 
 
 def test_an_export_that_fails_is_a_checkpoint_error(lenet_run, monkeypatch):
