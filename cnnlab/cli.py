@@ -350,12 +350,14 @@ def _cmd_train(args) -> int:
 
     from cnnlab.distributed import context_from_env
     from cnnlab.checkpoints import NO_MODEL
-    from cnnlab.training import default_run_dir, keeps_model
+    from cnnlab.training import default_run_dir, keeps_model, unused_fields
 
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out needs a folder")
+    if args.out and args.epochs is None and "epochs" not in unused_fields(args.strategy, args.classifier or "logreg"):
+        args.epochs = _stored_epochs(Path(args.out))  # a run folder to continue: as many epochs as it was set for
     config = _config_from_args(args)
     if args.out is not None:
-        if not args.out.strip():
-            raise UsageError("--out needs a folder")
         _check_out_folder(Path(args.out), config.dataset)
     result_stream = None if args.json else sys.stdout  # the result line is the output, unless JSON is
     if args.out or context_from_env().enabled:  # a folder of its own, or a torchrun job: outside the run store
@@ -368,6 +370,17 @@ def _cmd_train(args) -> int:
     if args.json and context_from_env().is_main:
         print_json(result)
     return _exit_status(result)
+
+
+def _stored_epochs(folder) -> int | None:
+    """The epochs of the cnnlab run whose config `folder` holds, else None."""
+    from cnnlab.checkpoints import read_json
+
+    try:
+        epochs = read_json(folder / "config.json").get("epochs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return epochs if isinstance(epochs, int) and epochs > 0 else None
 
 
 def _exit_status(result: dict) -> int:

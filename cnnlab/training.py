@@ -98,8 +98,13 @@ class RunConfig:
 
     def same_run(self, other: RunConfig) -> bool:
         """Whether `other` continues this run: equal in everything but the runtime fields (epochs, device...)."""
-        strip = {name: None for name in RUNTIME_FIELDS}
-        return replace(self, **strip) == replace(other, **strip)
+        return not self.differences(other)
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """The settings, runtime fields aside, in which `other` is another run than this one: 'lr 0.01 (was
+        0.001)', in field order."""
+        return [f"{f.name} {getattr(other, f.name)} (was {getattr(self, f.name)})" for f in fields(self)
+                if f.name not in RUNTIME_FIELDS and getattr(self, f.name) != getattr(other, f.name)]
 
 
 def parse_freeze(text: str) -> tuple[str, int]:
@@ -612,6 +617,26 @@ def classification_loss(output, labels: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def _schedule(config: RunConfig, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """A run's learning rate at each step of `epochs` epochs: `cosine_schedule` with its warmup fraction."""
+    total_steps = steps_per_epoch * epochs
+    return cosine_schedule(config.lr, total_steps, max(1, int(config.warmup_fraction * total_steps)))
+
+
+def _schedule_change(checkpoint, config: RunConfig, steps_per_epoch: int) -> str | None:
+    """What resuming a run for another number of epochs than it was started (or last extended) for does to its
+    learning rate, which follows a schedule over all its epochs; None when the number is the same."""
+    before = checkpoint.config.get("epochs")
+    if not before or before == config.epochs or checkpoint.epoch >= config.epochs:
+        return None
+    step = checkpoint.epoch * steps_per_epoch
+    was = _schedule(config, before, steps_per_epoch)(step)
+    now = _schedule(config, config.epochs, steps_per_epoch)(step)
+    return (f"This run was set for {before} epochs and now trains to {config.epochs}: from epoch "
+            f"{checkpoint.epoch + 1} its learning rate follows the {config.epochs}-epoch warmup and cosine, "
+            f"at {now:.2g} (the {before}-epoch schedule would be at {was:.2g}).")
+
+
 def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int, floor: float = 0.02) -> Callable[[int], float]:
     """Linear warmup to `base_lr`, then cosine decay to `floor * base_lr` at `total_steps`."""
     def lr_at(step: int) -> float:
@@ -732,8 +757,12 @@ def _run_dir_config(out_dir: Path | None, config: RunConfig, images: ImageSet, d
         previous = read_json(existing)
         if not _is_run_config(previous):
             raise ConfigError(f"{existing} is not a cnnlab run's config; choose another output folder")
-        if not RunConfig.from_dict(previous).same_run(config) or previous.get("classes") != list(images.classes):
-            raise ConfigError(f"{out_dir} holds a different run; choose another output folder")
+        changed = RunConfig.from_dict(previous).differences(config)
+        if previous.get("classes") != list(images.classes):
+            changed.append(f"classes {', '.join(images.classes)} (were {', '.join(previous.get('classes') or [])})")
+        if changed:
+            raise ConfigError(f"{out_dir} holds a different run: {'; '.join(changed)}; run it with its own "
+                              "settings to continue it, or choose another output folder")
         if images.differs_from(previous.get("data_hash")):
             raise ConfigError(f"the images of {config.dataset} changed since this run started, so it cannot resume "
                               "on the same training and validation split; start a new run")
@@ -809,8 +838,9 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     model = torch.compile(raw_model) if config.compile else raw_model
 
     steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * config.epochs
-    lr_at = cosine_schedule(config.lr, total_steps, max(1, int(config.warmup_fraction * total_steps)))
+    lr_at = _schedule(config, config.epochs, steps_per_epoch)
+    if checkpoint is not None and (note := _schedule_change(checkpoint, config, steps_per_epoch)):
+        _emit(callbacks, "on_message", note)
     _emit(callbacks, "on_run_start", RunStart(config, str(runtime.device), images.classes, len(train_idx),
                                               len(val_idx), params_trainable, params_frozen, frozen, start_epoch,
                                               runtime.dist.world_size, start_epoch >= config.epochs))
@@ -1142,7 +1172,7 @@ def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_
     train_loader = _loader(train_set, config.batch_size, runtime, 0, shuffle=True, generator=generator)
     val_loader = _loader(val_set, config.batch_size * 4, runtime, 0)
     steps = len(train_loader)
-    lr_at = cosine_schedule(config.lr, steps * config.epochs, max(1, int(config.warmup_fraction * steps * config.epochs)))
+    lr_at = _schedule(config, config.epochs, steps)
     history, stopped = [], False
     try:
         for epoch in range(config.epochs):

@@ -32,7 +32,7 @@ LITE0 = "tf_efficientnet_lite0"
 
 class Recorder(Callback):
     def __init__(self):
-        self.start, self.steps, self.epochs, self.end = None, [], [], None
+        self.start, self.steps, self.epochs, self.end, self.messages = None, [], [], None, []
 
     def on_run_start(self, event):
         self.start = event
@@ -45,6 +45,9 @@ class Recorder(Callback):
 
     def on_run_end(self, result):
         self.end = result
+
+    def on_message(self, text):
+        self.messages.append(text)
 
 
 @pytest.mark.parametrize("steps, loss_every_s, shown_at", [
@@ -258,6 +261,12 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="different run"):
         run(make_config("scratch", "lenet5", "digits", epochs=3, lr=0.5), out_dir=tmp_path / "resumed")
+    shorter = run(replace(config, epochs=2), [recorder := Recorder()], out_dir=tmp_path / "shorter")
+    assert [m.epoch for m in shorter.history] == [1, 2] and recorder.messages == []
+    longer = run(replace(config, epochs=4), [recorder := Recorder()], out_dir=tmp_path / "shorter")
+    assert recorder.messages[-1].startswith("This run was set for 2 epochs and now trains to 4: from epoch 3 its "
+                                            "learning rate follows the 4-epoch warmup and cosine, at 0.001")
+    assert recorder.messages[-1].endswith("(the 2-epoch schedule would be at 4e-05).")
     longer = run(replace(config, epochs=5), [recorder := Recorder()], out_dir=tmp_path / "resumed")
     assert recorder.start.start_epoch == 3 and [m.epoch for m in longer.history] == [1, 2, 3, 4, 5]
     assert longer.checkpoint.endswith("ckpt-0005"), "a finished run trains on to a larger --epochs"
@@ -513,6 +522,12 @@ def test_cli_train_json_and_export(tmp_path, capsys):
     assert "Epoch 2/2" in captured.err
     assert main(["export", str(out), "--format", "torchscript"]) == 0
     assert "match PyTorch" in capsys.readouterr().out
+    again = ["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--device", "cpu",
+             "--out", str(out)]
+    assert main(again) == 0, "without --epochs: the folder's 2 epochs, not the strategy's default"
+    assert "it already trained its 2 epochs" in capsys.readouterr().err
+    assert main([*again, "--lr", "0.5", "--batch-size", "32"]) == 2
+    assert "holds a different run: batch_size 32 (was 64); lr 0.5 (was 0.002)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
