@@ -1,14 +1,43 @@
 """The comparison table behind the Compare page and `cnnlab models`: one plain dict per architecture."""
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import cache
+from pathlib import Path
 
+from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import registry
 
 
+def _rows_file() -> Path:
+    """Where the measured rows are kept between processes, named by what they depend on: the library versions
+    and cnnlab's registry and counting code (any change to either measures again)."""
+    import timm
+    import torch
+    import torchvision
+
+    digest = hashlib.sha256(f"{torch.__version__} {torchvision.__version__} {timm.__version__}".encode())
+    for module in ("registry.py", "profiling.py", "compare.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return data_dir() / "cache" / f"architectures-{digest.hexdigest()[:16]}.json"
+
+
 @cache
 def _architecture_rows() -> tuple[dict, ...]:
+    path = _rows_file()
+    try:
+        return tuple(json.loads(path.read_text()))
+    except (OSError, ValueError):  # not measured yet here, or a damaged file: measure again
+        pass
+    rows = _measure_rows()
+    atomic_write_bytes(path, json.dumps(rows).encode())
+    return tuple(rows)
+
+
+def _measure_rows() -> list[dict]:
+    """Profile every registered architecture on the meta device (seconds in all) for its row."""
     rows = []
     for spec in registry().values():
         profile = profile_arch(spec.name)
@@ -32,9 +61,10 @@ def _architecture_rows() -> tuple[dict, ...]:
             "size_mb": round(profile.size_mb, 1),
             "implementation": spec.source,
         })
-    return tuple(rows)
+    return rows
 
 
 def architecture_rows() -> list[dict]:
-    """Every registered architecture with its measured params, MACs, depth and published accuracy."""
+    """Every registered architecture with its measured params, MACs, depth and published accuracy (measured once
+    per installation and kept in cnnlab's data directory)."""
     return [dict(row) for row in _architecture_rows()]

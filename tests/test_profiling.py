@@ -160,3 +160,23 @@ def test_counts_stay_exact_while_another_thread_runs_a_network():
         other.join()
     assert all(p.macs == alone.macs == 385_187_552 for p in counts)
     assert all([r.macs for r in p.rows] == [r.macs for r in alone.rows] for p in counts)
+
+
+def test_architecture_rows_are_measured_once_and_kept_in_the_data_directory(monkeypatch):
+    from cnnlab import compare
+
+    compare._architecture_rows.cache_clear()
+    rows = compare.architecture_rows()
+    googlenet = next(row for row in rows if row["name"] == "googlenet")
+    assert googlenet["params"] == profile_arch("googlenet").params and googlenet["input_size"] == [3, 224, 224]
+    assert compare._rows_file().is_file()
+
+    compare._architecture_rows.cache_clear()
+    monkeypatch.setattr(compare, "_measure_rows", lambda: pytest.fail("measured again"))
+    assert compare.architecture_rows() == rows, "another process reads the kept rows"
+
+    compare._rows_file().write_text("{damaged")
+    compare._architecture_rows.cache_clear()
+    monkeypatch.setattr(compare, "_measure_rows", lambda: rows[:1])
+    assert compare.architecture_rows() == rows[:1], "a damaged file is measured again"
+    compare._architecture_rows.cache_clear()
