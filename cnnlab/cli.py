@@ -769,11 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=_cmd_runs)
 
     cancel = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
-    cancel.add_argument("run", help="run id (see cnnlab runs)")
+    cancel.add_argument("run", help="run id, or its start (see cnnlab runs)")
     cancel.set_defaults(func=_cmd_cancel)
 
     resume = sub.add_parser("resume", help="queue an interrupted, failed or cancelled run again, from its checkpoint")
-    resume.add_argument("run", help="run id (see cnnlab runs)")
+    resume.add_argument("run", help="run id, or its start (see cnnlab runs)")
     resume.set_defaults(func=_cmd_resume)
 
     delete = sub.add_parser("delete", help="delete runs that are over: their record, log, checkpoints and exports")
@@ -852,6 +852,28 @@ def run_folder(text: str, path_only: bool = False) -> str:
     raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
 
 
+def _expand_run_ids(args) -> None:
+    """Where a run is named (a run id, or a run folder or weights that may be one), the start of a run's id
+    stands for the whole id, as in git; a file or folder of that name here comes first."""
+    from pathlib import Path
+
+    from cnnlab.runstore import RunStore
+
+    def expand(text: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{4,11}", text) or Path(text).exists():
+            return text
+        try:
+            return RunStore().resolve(text)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+    for name in ("run", "weights", "checkpoint"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, expand(getattr(args, name)))
+    if isinstance(getattr(args, "runs", None), list):
+        args.runs = [expand(text) for text in args.runs]
+
+
 def _resumes_from(run_id: str) -> str:
     from cnnlab.checkpoints import latest_checkpoint
     from cnnlab.jobs import run_dir
@@ -864,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnlab` and `python -m cnnlab`."""
     try:
         args = build_parser().parse_args(argv)
+        _expand_run_ids(args)
         for name in ("weights", "checkpoint"):  # a run id wherever a run folder is taken
             if getattr(args, name, None):
                 setattr(args, name, run_folder(getattr(args, name), path_only=name == "checkpoint"))

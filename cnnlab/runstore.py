@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -305,6 +306,21 @@ class RunStore:
         with self._connect() as db:
             queued = [r["id"] for r in db.execute(QUEUE)]
         return queued.index(run_id) + 1 if run_id in queued else 0, len(queued)
+
+    def resolve(self, text: str) -> str:
+        """The id of the run `text` names: its whole id, or the start of one only it has (4 characters at least,
+        as git takes a commit's); else `text` as it is. ValueError when several runs' ids start so."""
+        if not re.fullmatch(r"[0-9a-f]{4,}", text):
+            return text
+        with self._connect() as db:
+            ids = [row["id"] for row in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at DESC",
+                                                   (text + "%",))]
+        if text in ids or not ids:
+            return text
+        if len(ids) > 1:
+            raise ValueError(f"{text} starts the ids of {len(ids)} runs ({', '.join(ids[:4])}"
+                             f"{', ...' if len(ids) > 4 else ''}); give more of the id")
+        return ids[0]
 
     def get(self, run_id: str) -> Run:
         with self._connect() as db:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cnnlab import jobs
+from cnnlab import jobs, runstore
 from cnnlab.charts import step_loss_figure
 from cnnlab.checkpoints import latest_checkpoint
 from cnnlab.runstore import RunStore
@@ -203,6 +203,24 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert not RunStore().metrics(run_id, "epoch") and not RunStore().logs(run_id), "its metrics and log too"
     assert main(["delete", run_id]) == 2
     assert capsys.readouterr().err.splitlines() == [f"cnnlab: error: no run '{run_id}'; see `cnnlab runs`"], "one line"
+
+
+def test_the_start_of_a_run_id_names_the_run(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from cnnlab.cli import main
+
+    ids = iter(["abc123" + "0" * 26, "abc124" + "0" * 26])
+    monkeypatch.setattr(runstore.uuid, "uuid4", lambda: SimpleNamespace(hex=next(ids)))
+    first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e)) for e in (1, 2))
+    assert (first, second) == ("abc123000000", "abc124000000")
+    assert main(["cancel", "abc123"]) == 0 and capsys.readouterr().out == "abc123000000: cancelled\n"
+    assert main(["mistakes", "abc123"]) == 2
+    assert "run abc123000000 (scratch, cancelled) saved no model" in capsys.readouterr().err
+    assert main(["cancel", "abc1"]) == 2
+    assert "abc1 starts the ids of 2 runs (abc124000000, abc123000000); give more" in capsys.readouterr().err
+    assert main(["delete", "abc12"]) == 2 and RunStore().get(second).status == "queued", "nothing chosen for you"
+    assert RunStore().resolve("abc") == "abc", "too short to stand for a run"
 
 
 def test_cli_submit_queues_a_probe_with_its_options(capsys):
