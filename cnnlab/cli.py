@@ -449,8 +449,15 @@ def _cmd_runs(args) -> None:
         print(f"no runs yet in {store.path}; `cnnlab train` or `cnnlab submit` starts one", file=sys.stderr)
         return
     shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None,
-              "note": r["progress"] or _first_line(r["error"])} for r in rows]
+              "note": r["progress"] or _first_line(r["error"]) or _cancelled_note(r)} for r in rows]
     print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "note"])
+
+
+def _cancelled_note(row: dict) -> str | None:
+    """How a cancelled run goes on: '`cnnlab resume ID` continues it from its last checkpoint'."""
+    if row["status"] != "cancelled":
+        return None
+    return f"`cnnlab resume {row['id']}` continues it {_resumes_from(row['id'])}"
 
 
 def _first_line(text: str | None) -> str | None:

@@ -215,6 +215,9 @@ def test_the_start_of_a_run_id_names_the_run(capsys, monkeypatch):
     first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e)) for e in (1, 2))
     assert (first, second) == ("abc123000000", "abc124000000")
     assert main(["cancel", "abc123"]) == 0 and capsys.readouterr().out == "abc123000000: cancelled\n"
+    assert main(["runs"]) == 0
+    cancelled_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(first))
+    assert cancelled_row.endswith(f"`cnnlab resume {first}` continues it from the start (it saved no checkpoint)")
     assert main(["mistakes", "abc123"]) == 2
     assert "run abc123000000 (scratch, cancelled) saved no model" in capsys.readouterr().err
     assert main(["cancel", "abc1"]) == 2
