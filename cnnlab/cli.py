@@ -250,6 +250,9 @@ def _cmd_predict(args) -> None:
                 ["rank", "index", "label", "probability"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.top > len(rows):
+        print(f"note: the model knows {len(rows)} classes, fewer than --top {args.top}: all are listed",
+              file=sys.stderr)
 
 
 def _times(ratio: float, what: str) -> str:
@@ -346,8 +349,6 @@ def _config_from_args(args):
 
 
 def _cmd_train(args) -> int:
-    from pathlib import Path
-
     from cnnlab.distributed import context_from_env
     from cnnlab.checkpoints import NO_MODEL
     from cnnlab.training import default_run_dir, keeps_model, unused_fields
@@ -564,8 +565,6 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_mistakes(args) -> None:
-    from pathlib import Path
-
     from cnnlab.jobs import user_errors
     from cnnlab.mistakes import MistakesError, validation_mistakes
 
@@ -612,6 +611,8 @@ def _cmd_features(args) -> None:
     from cnnlab.weights import WeightsError, load_weights, weights_label
 
     listing = args.layer == "list"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from: {', '.join(COLORMAPS)}")
     args.arch = _arch_of(args)
@@ -840,8 +841,6 @@ def run_folder(text: str, path_only: bool = False) -> str:
     an id of no run, or of a run of the store that kept no folder (a probe), is a UsageError saying so; anything
     else is left as it is, but with `path_only` (where only a run or a path is taken) a path that does not exist
     is a UsageError as well."""
-    from pathlib import Path
-
     from cnnlab.jobs import run_dir
     from cnnlab.runstore import RunStore
 
@@ -862,8 +861,6 @@ def run_folder(text: str, path_only: bool = False) -> str:
 def _expand_run_ids(args) -> None:
     """Where a run is named (a run id, or a run folder or weights that may be one), the start of a run's id
     stands for the whole id, as in git; a file or folder of that name here comes first."""
-    from pathlib import Path
-
     from cnnlab.runstore import RunStore
 
     def expand(text: str) -> str:

@@ -341,6 +341,7 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     (["--layer", "999"], ["not 999"]),  # the bad layer first, not the missing --out: one correction is enough
     (["--layer", "nosuch"], ["no layer 'nosuch'"]),
     (["--layer", "list", "--colormap", "rainbow"], ["colour map"]),
+    (["--layer", "blocks.2", "--out", "README.md"], ["--out README.md is a file, not a folder"]),
 ])
 def test_cli_features_bad_input_is_one_line(args, words, tmp_path, capsys):
     args = [str(tmp_path) if a == "OUT" else a for a in args]

@@ -271,6 +271,10 @@ def test_cli_predicts_with_a_run_folder_as_its_architecture(digits_run, capsys):
     assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--json"]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["arch"] == "lenet5" and output["predictions"][0]["label"] == "3"
+    assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--top", "50"]) == 0
+    printed = capsys.readouterr()
+    assert len(printed.out.splitlines()) == 2 + 10, "a header line, the table's head and ten digits"
+    assert "note: the model knows 10 classes, fewer than --top 50: all are listed" in printed.err
     assert main(["predict", str(sample_images()["digit"]), "--weights", str(digits_run), "--arch", "alexnet"]) == 2
     assert "holds a trained lenet5, not alexnet" in capsys.readouterr().err
 
