@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -283,15 +283,30 @@ def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0
                                    + val_images * with_data(forward_ms, eval_data_ms)) / 1000
     else:
         seconds = len(images) * with_data(forward_ms, eval_data_ms) / 1000
-    fit_s = 0.0
-    if config.strategy in ("extract", "probe") and config.classifier != "linear":
-        val_images = validation_size(len(images), num_classes, config.val_fraction)
-        taps = spec.stages if config.strategy == "probe" else (config.tap,)
-        fit_s = sum(classifier_seconds(config.classifier, len(images) - val_images, val_images,
-                                       tap_features(config.arch, tap, config.tap_pooling, config.image_size).count,
-                                       num_classes, seed=config.seed) for tap in taps)
+    fit_s = fit_seconds(config, images)
     label = f"{target.type}, {torch.get_num_threads()} threads" if target.type == "cpu" else device_name(target)
     return RunEstimate(seconds + fit_s, train_ms, forward_ms, label, batch, train_data_ms, eval_data_ms, fit_s)
+
+
+def fit_seconds(config, images: ImageSet) -> float:
+    """The seconds Strategy III's scikit-learn classifier takes to fit on `images`' features and classify the
+    validation images (`classifier_seconds`), summed over every stage for a probe; 0 for a linear layer and for
+    Strategies I and II."""
+    if config.strategy not in ("extract", "probe") or config.classifier == "linear":
+        return 0.0
+    num_classes = len(images.classes)
+    val_images = validation_size(len(images), num_classes, config.val_fraction)
+    taps = get_spec(config.arch).stages if config.strategy == "probe" else (config.tap,)
+    return sum(classifier_seconds(config.classifier, len(images) - val_images, val_images,
+                                  tap_features(config.arch, tap, config.tap_pooling, config.image_size).count,
+                                  num_classes, seed=config.seed) for tap in taps)
+
+
+def probe_estimate(extract: RunEstimate, probe_config, images: ImageSet) -> RunEstimate:
+    """A probe's estimate from the Strategy III estimate of the same network, input and images: the same forward
+    pass over every image (timed once, for `extract`), then a fit at every stage (`fit_seconds`)."""
+    fits = fit_seconds(probe_config, images)
+    return replace(extract, seconds=extract.seconds - extract.classifier_s + fits, classifier_s=fits)
 
 
 def data_preparation_ms(config, images: ImageSet, cuda: bool = False, count: int = 32) -> tuple[float, float, int]:

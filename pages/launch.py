@@ -12,7 +12,7 @@ from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetEr
 from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
 from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
-from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run
+from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run, probe_estimate
 from cnnlab.profiling import human
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
@@ -51,6 +51,12 @@ def cached_estimate(config, _images: ImageSet) -> RunEstimate:
     """Kept five minutes, and only when made on an idle machine (`busy_reason`): load changes the timing. `_images`
     are the images of `config.dataset`, not hashed."""
     return estimate_run(config, _images)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=300)
+def cached_probe_estimate(extract: RunEstimate, probe_config, _images: ImageSet) -> RunEstimate:
+    """`probe_estimate`, kept as `cached_estimate` is."""
+    return probe_estimate(extract, probe_config, _images)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -362,7 +368,7 @@ def estimate_message(config) -> tuple[str, str | None]:
     if config.strategy == "extract":  # the Probe button's run: the same forward pass, a fit at every stage
         with st.spinner("Timing the probe's fits..."):
             probe_config = build_config("probe", classifier=probe_classifier)
-            probed = (estimate_run if busy else cached_estimate)(probe_config, images)
+            probed = (probe_estimate if busy else cached_probe_estimate)(estimate, probe_config, images)
         probe = (f" Probe every stage: {probed.describe()}, its {len(spec.stages)} fits taking "
                  f"{fit_words(probed.classifier_s)} in all.")
     return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "

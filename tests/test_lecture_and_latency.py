@@ -7,7 +7,7 @@ import torch
 from cnnlab.data import load_dataset, stratified_split
 from cnnlab.featurecache import make_classifier
 from cnnlab.latency import (LOGREG_ITERATIONS, MADE_UP_LATENT, LatencyCache, classifier_seconds, estimate_run,
-                            made_up_features, measure_latency)
+                            made_up_features, measure_latency, probe_estimate)
 from cnnlab.paths import data_dir
 from cnnlab.training import make_config, resolve_device, run
 from cnnlab.lecture import check_claims
@@ -88,6 +88,11 @@ def test_a_run_estimate_times_the_configured_network_and_scales_to_the_data():
     assert probe.seconds == pytest.approx(1797 * (probe.forward_ms_per_image + probe.eval_data_ms_per_image)
                                           / 1000 + probe.classifier_s)
     assert probe.classifier_s > extract.classifier_s * 0.5, "five fits, four on fewer features than the last"
+    probe_config = make_config("probe", "tf_efficientnet_lite0", "digits", image_size=64, batch_size=16)
+    from_extract = probe_estimate(extract, probe_config, digits)  # Launch's: the forward pass timed once
+    assert from_extract.forward_ms_per_image == extract.forward_ms_per_image
+    assert from_extract.classifier_s == pytest.approx(probe.classifier_s, rel=0.5)
+    assert from_extract.seconds - from_extract.classifier_s == pytest.approx(extract.seconds - extract.classifier_s)
     assert scratch.device == f"cpu, {torch.get_num_threads()} threads" and scratch.describe().startswith("about ")
     assert scratch.batch == 16  # the run's own batch: Lite0 at 64x64 is cheap enough
     full_size = estimate_run(make_config("extract", "tf_efficientnet_lite0", "digits"), digits, budget_s=0)
