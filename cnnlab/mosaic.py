@@ -196,14 +196,18 @@ def _label_tiles(grid: np.ndarray, channels, columns: int, tile_h: int, tile_w: 
 
 def colorbar(vmin: float, vmax: float, colormap_name: str = "viridis", width: int = 320, height: int = 14,
              caption: str = "", font_px: int = 11) -> np.ndarray:
-    """A horizontal colour scale from `vmin` to `vmax` with its end values (and `caption`) written below."""
+    """A horizontal colour scale from `vmin` to `vmax` with its end values (and `caption`) written below; wider
+    than `width` where the three texts need more room side by side."""
+    font = _font(font_px)
+    left, right = f"{vmin:.3g}", f"{vmax:.3g}"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    needed = sum(measure(text, font=font) for text in (left, caption, right)) + 2 * font_px
+    width = max(width, math.ceil(needed))
     strip = apply_colormap(np.linspace(0.0, 1.0, width)[None, :].repeat(height, axis=0), 0.0, 1.0, colormap_name)
     canvas = Image.new("RGB", (width, height + round(font_px * 1.45)), PAD_COLOR)
     canvas.paste(Image.fromarray(strip), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    font = _font(font_px)
-    right = f"{vmax:.3g}"
-    draw.text((0, height + 2), f"{vmin:.3g}", fill=(0, 0, 0), font=font)
+    draw.text((0, height + 2), left, fill=(0, 0, 0), font=font)
     draw.text((width - draw.textlength(right, font=font), height + 2), right, fill=(0, 0, 0), font=font)
     if caption:
         draw.text(((width - draw.textlength(caption, font=font)) / 2, height + 2), caption, fill=(0, 0, 0), font=font)
@@ -211,14 +215,18 @@ def colorbar(vmin: float, vmax: float, colormap_name: str = "viridis", width: in
 
 
 def with_colorbar(picture: Mosaic) -> np.ndarray:
-    """The mosaic with its colour scale underneath: one self-explaining image (for files and pages)."""
+    """The mosaic with its colour scale underneath: one self-explaining image (for files and pages). A small
+    mosaic (LeNet-5's six maps) is first enlarged, nearest neighbour, to about `DISPLAY_PX` wide, so that the scale's
+    text is not blown up with it where the image is shown wider than it is."""
     caption = "per-channel min to max" if picture.per_channel else "activation"
-    width, font_px = picture.image.shape[1], text_px(picture.image.shape[1])
+    factor = math.ceil(DISPLAY_PX / picture.image.shape[1]) if picture.image.shape[1] < DISPLAY_PX else 1
+    image = picture.image.repeat(factor, axis=0).repeat(factor, axis=1)
+    width, font_px = image.shape[1], text_px(image.shape[1])
     bar = colorbar(picture.vmin, picture.vmax, picture.colormap, width=width // 2, height=font_px,
                    caption=caption, font_px=font_px)
-    out = np.full((picture.image.shape[0] + bar.shape[0] + 6, picture.image.shape[1], 3), 255, dtype=np.uint8)
-    out[:picture.image.shape[0]] = picture.image
-    out[picture.image.shape[0] + 6:, :bar.shape[1]] = bar
+    out = np.full((image.shape[0] + bar.shape[0] + 6, max(width, bar.shape[1]), 3), 255, dtype=np.uint8)
+    out[:image.shape[0], :width] = image
+    out[image.shape[0] + 6:, :bar.shape[1]] = bar
     return out
 
 

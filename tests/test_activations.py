@@ -203,6 +203,19 @@ def test_mosaic_text_reads_at_page_size_and_tiles_too_small_to_label_go_unlabell
     assert bar_rows >= 2 * text_px(few.image.shape[1]), "the scale's numbers grow with the picture"
 
 
+def test_a_small_mosaic_gets_a_scale_whose_numbers_do_not_overlap():
+    from cnnlab.mosaic import DISPLAY_PX, colorbar
+
+    digit = batch_for(read_image(sample_images()["digit"]), "lenet5")
+    maps = extract(build_model("lenet5").eval(), digit, get_spec("lenet5"), ["c1"]).maps["c1"]
+    picture = mosaic(maps)
+    assert picture.image.shape[1] < DISPLAY_PX / 2, "six 28x28 maps: a small picture, shown stretched on the page"
+    shown = with_colorbar(picture)
+    assert DISPLAY_PX <= shown.shape[1] < 2 * DISPLAY_PX, "enlarged before the scale is drawn under it"
+    narrow = colorbar(-0.632, 0.546, width=40, caption="activation")
+    assert narrow.shape[1] > 100, "widened until its three texts fit side by side"
+
+
 def test_overlay_network_view_and_filters(lite0, chelsea):
     spec = get_spec(LITE0)
     batch = batch_for(chelsea)
