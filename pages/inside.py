@@ -428,7 +428,11 @@ digest = image_digest(picked)
 with preview:
     show_image(picked)
     top = result.predictions[0]
-    st.markdown(f"**Top prediction:** {top.label} ({100 * top.probability:.1f}%)")
+    if weights == NONE:  # as the side-by-side headers say it: a random network's answer means nothing
+        st.markdown(f"**Top prediction:** :orange-badge[:material/casino: untrained] meaningless guess: "
+                    f"{top.label} ({100 * top.probability:.1f}%)")
+    else:
+        st.markdown(f"**Top prediction:** {top.label} ({100 * top.probability:.1f}%)")
     with st.expander("Top 5", icon=":material/bar_chart:"):
         predictions_chart(result.predictions)
 if weights == NONE:

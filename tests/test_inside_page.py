@@ -196,6 +196,8 @@ def test_grayscale_and_binary_networks_with_random_weights(page, arch, stage):
     page.selectbox(key=f"inside_weights_{arch}").set_value("none").run()
     assert not page.exception, page.exception
     assert any("Random weights" in i.value for i in page.info)
+    assert any(m.value.startswith("**Top prediction:** :orange-badge[:material/casino: untrained] meaningless guess: ")
+               for m in page.markdown), "not presented as the network's answer"
     assert any(c.startswith(f"{stage}: channel") for c in captions(page))
     names = "'[0-9]'" if arch == "lenet5" else "'class [01]'"  # LeNet-5 names its digits
     assert any(re.search(f" for {names}", c) for c in captions(page)), "a CAM for one of the network's own classes"
