@@ -465,11 +465,12 @@ def reduction_cost_bars(result: ReductionComparison, metric: str, title: str) ->
 
 
 def reduction_sweep_figure(setup: ConvSetup) -> go.Figure:
-    """Total MACs of the 1x1 reduction and the k x k after it for every reduction width C_red from 1 to C_in
-    (at most about 256 widths), against the naive k x k's as a dashed line; `setup`'s own C_red, where it has
-    one, marked on the curve."""
-    step = max(1, setup.in_channels // 256)
-    sweep = reduction_sweep(setup, range(1, setup.in_channels + 1, step))
+    """Total MACs of the 1x1 reduction and the k x k after it for every reduction width C_red from 1 to C_in, or
+    to `setup`'s own C_red where that is wider (at most about 256 widths), against the naive k x k's as a dashed
+    line; `setup`'s own C_red, where it has one, marked on the curve."""
+    widest = max(setup.in_channels, setup.reduce_to or 0)
+    step = max(1, widest // 256)
+    sweep = reduction_sweep(setup, range(1, widest + 1, step))
     widths = [r.setup.reduce_to for r in sweep]
     figure = go.Figure()
     figure.add_scatter(x=widths, y=[r.total_macs for r in sweep], name="1x1 reduction + k x k", mode="lines")

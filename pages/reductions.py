@@ -151,6 +151,9 @@ def calculator() -> None:
         st.plotly_chart(reduction_sweep_figure(setup), key="calc_sweep_chart", width="stretch")
         st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                    "channels than the k x k convolution can use cheaply.")
+        if setup.reduce_to > setup.in_channels:
+            st.warning(f"C_red = {setup.reduce_to} is more channels than the input's {setup.in_channels}: this 1x1 "
+                       "widens the input instead of reducing it, so it only adds work.", icon=":material/info:")
 
 
 FACTOR_FIELDS = (  # setup field, label, help, maximum, step

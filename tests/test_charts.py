@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -272,6 +273,8 @@ def test_reduction_sweep_crosses_the_naive_cost_where_the_reduction_stops_paying
     assert 100 < crossing < 480, "a wide reduction costs more than the 5x5 alone"
     wide = reduction_sweep_figure(ConvSetup(7, 7, 2048, 64, 3, reduce_to=None))
     assert len(wide.data) == 2 and len(wide.data[0].x) == 256 and wide.data[0].x[1] == 9, "about 256 widths"
+    widening = reduction_sweep_figure(replace(LECTURE_INCEPTION_EXAMPLE, reduce_to=1000))
+    assert widening.data[0].x[-1] >= 990 and widening.data[2].y[0] <= max(widening.data[0].y), "the curve reaches it"
 
 
 def test_module_bars_pair_each_googlenet_module_built_and_without_its_reductions():

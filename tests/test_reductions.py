@@ -512,6 +512,7 @@ def test_page_calculator_starts_on_the_slide_and_follows_the_inputs():
     at.number_input(key="calc_reduce_to_number").set_value(600).run()  # wider than the 480 input: no saving
     wider = compare_reduction(ConvSetup(14, 14, 480, 48, 5, 600))
     assert "Fewer MACs" not in _metrics(at) and _metrics(at)["More MACs"] == f"{1 / wider.ratio:.1f}x"
+    assert any("C_red = 600 is more channels than the input's 480" in w.value for w in at.warning)
 
 
 def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel():
