@@ -24,6 +24,9 @@ from cnnlab.runstore import RunStore
 from cnnlab.training import drop_aux_head_too_small, freeze_layers, resolve_device
 
 
+NOISY_SPREAD = 2.0
+
+
 @dataclass(frozen=True)
 class Latency:
     """One measurement: `median_ms` per forward of a `batch`, on `device_name` with `threads` CPU threads."""
@@ -42,6 +45,13 @@ class Latency:
     @property
     def images_per_s(self) -> float:
         return 1000.0 * self.batch / self.median_ms
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the passes varied so much (the median over NOISY_SPREAD times the fastest, and by more than a
+        millisecond: a tiny network's passes jitter by fractions of one) that other work on the machine, not the
+        network, set the median."""
+        return self.median_ms > NOISY_SPREAD * self.min_ms and self.median_ms - self.min_ms > 1.0
 
     @property
     def label(self) -> str:

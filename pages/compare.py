@@ -63,7 +63,7 @@ yours = transfer_results()
 your_datasets = sorted({y["dataset"] for y in yours.values()})
 yours_column = "Yours: best val acc" + (f" on {your_datasets[0]}" if len(your_datasets) == 1 else "")
 table = pd.DataFrame([{
-    "Architecture": r["title"], "Top-1 %": r["top1"], "Top-5 %": r["top5"],
+    "Architecture": r["title"], "ImageNet top-1 %": r["top1"], "ImageNet top-5 %": r["top5"],
     yours_column: 100 * yours[r["name"]]["val_acc"] if r["name"] in yours else None,
     "Params (M)": r["params"] / 1e6, "GMACs": r["gmacs"], "Year": r["year"],
     **{latency_column(b): (measured[(r["name"], b)].median_ms if (r["name"], b) in measured else None)
@@ -82,8 +82,8 @@ st.dataframe(
     column_config={
         "Architecture": st.column_config.TextColumn(pinned=True),
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
-        "Top-1 %": st.column_config.NumberColumn(format="%.1f"),
-        "Top-5 %": st.column_config.NumberColumn(format="%.1f"),
+        "ImageNet top-1 %": st.column_config.NumberColumn(format="%.1f"),
+        "ImageNet top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Size (MiB, fp32)": st.column_config.NumberColumn(
             format="%.1f", help="Parameters and buffers at 4 bytes each, in MiB (2^20 bytes), as torchvision's "
                                 "'file size' counts them: VGG-16's 138.4M parameters are 527.8 MiB, 553 MB."),
@@ -128,6 +128,11 @@ with st.expander("Measure latency on this machine", icon=":material/timer:"):
             st.error(str(error))
     if measured:
         st.caption("Measured on " + next(iter(measured.values())).label + ".")
+    if noisy := [m for m in measured.values() if m.noisy]:
+        st.warning("These timings varied a lot from pass to pass, so other work on the machine, not the network, "
+                   "set them; measure them again when it is idle: " + "; ".join(
+                       f"{get_spec(m.arch).title} at batch {m.batch} (median {m.median_ms:.1f} ms, fastest "
+                       f"{m.min_ms:.1f} ms)" for m in noisy) + ".", icon=":material/speed:")
 
 st.subheader("Accuracy against operations")
 st.plotly_chart(accuracy_vs_operations(rows), width="stretch")

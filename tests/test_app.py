@@ -1,8 +1,10 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cnnlab.latency import LatencyCache
 from cnnlab.registry import DEFAULT_ARCH, arch_names, get_spec
 from pages.menu import PAGES
 from pages.widgets import EMPTY
@@ -78,6 +80,11 @@ def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     table = at.dataframe[0].value.set_index("Architecture")
     assert table.loc["LeNet-5", "ms per batch of 1"] > 0
     assert (isolated_data_dir / "latency.json").exists()
+    kept = LatencyCache().for_device("auto")[("lenet5", 1)]
+    LatencyCache().save(replace(kept, median_ms=128.0, min_ms=0.3))  # a busy machine set the median
+    at.run()
+    [noisy] = [w.value for w in at.warning if "varied a lot" in w.value]
+    assert "LeNet-5 at batch 1 (median 128.0 ms, fastest 0.3 ms)" in noisy
 
 
 def test_a_page_keeps_its_own_architecture_after_a_visit_elsewhere():

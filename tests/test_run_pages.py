@@ -308,7 +308,7 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     table = compare.dataframe[0].value.set_index("Architecture")
     column = "Yours: best val acc on digits"  # one dataset among your runs: named
     assert table.loc["LeNet-5", column] == pytest.approx(100 * RunStore().runs()[0].result["val_acc"])
-    assert list(table.columns[:3]) == ["Top-1 %", "Top-5 %", column], "ImageNet's accuracies, then yours"
+    assert list(table.columns[:3]) == ["ImageNet top-1 %", "ImageNet top-5 %", column], "ImageNet's, then yours"
 
     again = open_page("pages/launch.py")  # Strategy II from the model that run trained
     again.radio(key="launch_strategy").set_value("finetune").run()
