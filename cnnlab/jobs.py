@@ -323,7 +323,7 @@ def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
     for run in runs:
         config = run.config
         duration = run.duration_s
-        rows.append({"id": run.id, "status": run.status, "strategy": config.get("strategy"),
+        rows.append({"id": run.id, "status": run.shown_status, "strategy": config.get("strategy"),
                      "method": run_method(config),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
                      "val_acc": run_accuracy(run, store),

@@ -82,6 +82,12 @@ class Run:
     earlier_s: float = 0.0
 
     @property
+    def shown_status(self) -> str:
+        """The status as a person should read it: 'cancelling' for a running run asked to stop, which it does at
+        its next step; else the status."""
+        return "cancelling" if self.status == "running" and self.cancel_requested else self.status
+
+    @property
     def duration_s(self) -> float | None:
         """Seconds the run has run, over all its attempts (a resumed run's earlier ones too); None before any."""
         if self.started_at is None:

@@ -20,8 +20,8 @@ from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
 
 REFRESH = "2s"
 SMALL_VALIDATION = 50  # fewer validation images than this: the accuracy comes with a warning
-STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
-                 "interrupted": "violet"}
+STATUS_COLORS = {"queued": "gray", "running": "blue", "cancelling": "orange", "succeeded": "green", "failed": "red",
+                 "cancelled": "orange", "interrupted": "violet"}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -183,9 +183,8 @@ def draw_live(run_id: str, was_active: bool) -> None:
     # one container each, always in this order: a part that comes or goes (the progress once the run ends) moves
     # nothing after it, so the curves keep their place on the page
     status_area, progress_area, curves_area = st.container(), st.container(), st.container()
-    stopping = current.status == "running" and current.cancel_requested
-    status, color = ("cancelling", STATUS_COLORS["cancelled"]) if stopping else (current.status,
-                                                                                   STATUS_COLORS[current.status])
+    status = current.shown_status
+    stopping, color = status == "cancelling", STATUS_COLORS[status]
     elapsed = f", {current.duration_s:.0f} s in all" if current.duration_s else ""
     status_area.markdown(f":{color}-badge[{status}] **{jobs.run_label(current)}**{elapsed}")
     if current.status in ACTIVE:  # in this fragment: a click reruns it alone, and nothing is drawn twice

@@ -450,6 +450,8 @@ def test_run_summaries_say_how_far_a_running_run_is():
                                           "loss": 0.25})
     [row] = jobs.run_summaries(store.runs(), store)
     assert row["progress"] == "75%: epoch 2/2, train step 5/10, loss 0.2500"
+    assert store.request_cancel(run_id) == "running"
+    assert jobs.run_summaries(store.runs(), store)[0]["status"] == "cancelling", "as the run's own badge says"
 
 
 def test_why_a_run_draws_no_curve():
