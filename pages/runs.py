@@ -192,8 +192,9 @@ def draw_live(run_id: str, was_active: bool) -> None:
                            on_click=jobs.cancel, args=(run_id,),
                            help="Requested; the run stops at its next step" if stopping else None)
     if stopping:
-        status_area.caption("Cancel requested: the worker stops the run at its next step, keeping its last "
-                            "checkpoint.")
+        kept = ("keeping its last checkpoint" if current.checkpoint else
+                "before its first checkpoint, so Resume will start it over")
+        status_area.caption(f"Cancel requested: the worker stops the run at its next step, {kept}.")
     if current.error:
         (status_area.error if current.status == "failed" else status_area.warning)(current.error)
     if current.status == "interrupted" and (epoch := live_store.last_metric(run_id, "epoch")):

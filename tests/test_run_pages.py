@@ -384,6 +384,7 @@ def test_a_run_asked_to_cancel_shows_cancelling_until_its_worker_stops_it():
     assert any(":orange-badge[cancelling]" in str(m.value) for m in at.markdown)
     assert next(b for b in at.button if b.label == "Cancel").disabled
     assert list(at.dataframe[0].value["status"]) == ["cancelling"], "the table says what the badge says"
+    assert any("at its next step, before its first checkpoint, so Resume" in c.value for c in at.caption)
 
 
 def test_a_run_is_deleted_from_its_page_and_leaves_the_comparison():
