@@ -188,4 +188,5 @@ st.dataframe(layer_table(arch), hide_index=True, placeholder=EMPTY, width="stret
                                      "layers: Cout x Cin")})
 st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image. A module "
            "that runs several times (torchvision ResNet's one ReLU per block) is one row, at its first run, with "
-           "the output of its last.")
+           "the output of its last. A type marked *(own)* is a module's own parameters or work, beside its "
+           "children's rows (timm's BatchNormAct2d: the norm's weights, with its activation as a child).")

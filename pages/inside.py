@@ -202,7 +202,7 @@ def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) ->
     figure = vector_bars(flat[top], labels, "Logit (before softmax)" if names else "Value")
     st.plotly_chart(figure, width="stretch", key=f"inside_vector_{layer.name}")
     pooled = " (a 1x1 map per channel)" if len(layer.shape) == 3 else ""
-    st.caption(f"{layer.name} outputs a vector of {layer.channels:,} values{pooled}, not maps: the {len(top)} "
+    st.caption(f"`{layer.name}` outputs a vector of {layer.channels:,} values{pooled}, not maps: the {len(top)} "
                "largest" + (", one per class." if names else "."))
 
 

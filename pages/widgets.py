@@ -245,6 +245,9 @@ def _weights_note(arch: str, options: dict[str, WeightsOption], choice: str, ini
                 icon=":material/cloud_download:")
         return
     option = options[choice]
+    if not option.pretrained:
+        st.caption("Freshly initialised weights: nothing learnt, nothing to download.")
+        return
     where = "available offline" if option.offline else "not cached: downloaded on first use (needs internet)"
     st.caption(f"{option.source}; {where}.")
 
