@@ -56,6 +56,15 @@ class ConfigError(ValueError):
     """A run configuration that cannot run, with a message meant for the user."""
 
 
+class LossNotFinite(ConfigError):
+    """Training diverged: the loss became NaN or infinite. No checkpoint is written for the epoch it happened in."""
+
+    def __init__(self, loss: float, epoch: int, lr: float, where: str = ""):
+        super().__init__(f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} in epoch {epoch}{where} "
+                         f"(learning rate {lr:.3g}), usually from a learning rate too high: lower it (--lr) and "
+                         "train again")
+
+
 class StopRun(Exception):
     """Raised by a callback to end a run early; the last complete epoch's checkpoint stays."""
 
@@ -696,9 +705,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         shown = None
         if last or index % log_every == 0 or time.perf_counter() - loss_read > LOSS_EVERY_S:
             shown, loss_read = loss.item(), time.perf_counter()
+            if not math.isfinite(shown) and not runtime.dist.enabled:  # (ranks agree only on the epoch's total)
+                raise LossNotFinite(shown, epoch, lr, f", step {index + 1} of {len(loader)}")
         _emit(callbacks, "on_step", StepEvent("train", epoch, epochs, index + 1, len(loader), shown, lr))
     loss_sum, correct, seen = distributed.all_reduce_sum(totals, runtime.dist).tolist()
     seen = max(seen, 1)
+    if not math.isfinite(loss_sum):
+        raise LossNotFinite(loss_sum, epoch, lr_at(first_step + len(loader) - 1))
     return PassStats(loss_sum / seen, correct / seen, int(seen), time.perf_counter() - start)
 
 
@@ -722,6 +735,12 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes
     matrix = confusion.view(num_classes, num_classes).cpu().numpy()
     seen = max(int(matrix.sum()), 1)
     return PassStats(loss_sum.item() / seen, float(np.trace(matrix)) / seen, seen, time.perf_counter() - start, matrix)
+
+
+def _require_finite_val_loss(metrics: EpochMetrics) -> None:
+    """Raise LossNotFinite when an epoch's validation loss is NaN or infinite (a diverged network's huge logits)."""
+    if not math.isfinite(metrics.val_loss):
+        raise LossNotFinite(metrics.val_loss, metrics.epoch, metrics.lr, ", on the validation images")
 
 
 def make_optimizer(model: nn.Module, spec: ArchSpec, config: RunConfig, fused: bool = False) -> torch.optim.AdamW:
@@ -862,6 +881,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
             metrics = EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, last_val.loss, last_val.acc,
                                    train.seconds + last_val.seconds, train.images_per_s,
                                    lr_at((epoch + 1) * steps_per_epoch - 1))
+            _require_finite_val_loss(metrics)
             history.append(metrics)
             if runtime.dist.is_main and out_dir is not None:
                 saved = save_checkpoint(out_dir, epoch + 1, raw_model, stored_config,
@@ -1182,6 +1202,7 @@ def _train_linear_head(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_
             history.append(EpochMetrics(epoch + 1, config.epochs, train.loss, train.acc, val.loss, val.acc,
                                         train.seconds + val.seconds, train.images_per_s,
                                         lr_at((epoch + 1) * steps - 1)))
+            _require_finite_val_loss(history[-1])
             _emit(callbacks, "on_epoch_end", history[-1])
     except StopRun:
         stopped = True

@@ -152,6 +152,20 @@ def test_scratch_lenet5_learns_digits(tmp_path):
     assert result.checkpoint.endswith("ckpt-0006")
 
 
+@pytest.mark.parametrize("lr, where", [(1e9, "step 6 of 22"), (1000, "on the validation images")])
+def test_a_diverging_run_fails_naming_the_learning_rate_and_keeps_no_diverged_checkpoint(tmp_path, lr, where):
+    from cnnlab import jobs
+    from cnnlab.runstore import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run_id = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2, lr=lr, device="cpu"), store)
+    assert jobs.execute(store, store.claim_next("w"), "w") == "failed"
+    error = store.get(run_id).error
+    assert error.startswith("the loss became ") and f"in epoch 1, {where} (learning rate " in error
+    assert error.endswith("lower it (--lr) and train again")
+    assert latest_checkpoint(jobs.run_dir(run_id)) is None
+
+
 def test_finetune_trains_only_unfrozen_layers_and_beats_scratch(tmp_path):
     recorder = Recorder()
     config = make_config("finetune", LITE0, "digits", epochs=1, image_size=64, freeze="stage:2", device="cpu")
