@@ -7,6 +7,7 @@ file in it is on disk, so the highest-numbered `ckpt-*` folder is always complet
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -273,13 +274,14 @@ class ExportResult:
     matches: bool
     largest_output: float = 1.0
     tolerance: float = 1e-4
+    checked_on: str = "the sample photos"
 
     def verdict(self) -> str:
-        """'its outputs match PyTorch's (largest difference 3.9e-03 on outputs up to 45.2, a relative difference of
-        8.6e-05: within the 1e-04 allowed)'."""
+        """'its outputs match PyTorch's on 4 of the run's validation images (largest difference 3.9e-03 on outputs up
+        to 45.2, a relative difference of 8.6e-05: within the 1e-04 allowed)'."""
         word = "match" if self.matches else "DO NOT match"
         relative = self.max_abs_diff / max(1.0, self.largest_output)
-        return (f"its outputs {word} PyTorch's (largest difference {self.max_abs_diff:.1e} on outputs up to "
+        return (f"its outputs {word} PyTorch's on {self.checked_on} (largest difference {self.max_abs_diff:.1e} on outputs up to "
                 f"{self.largest_output:.3g}, a relative difference of {relative:.1e}: "
                 f"{'within' if self.matches else 'over'} the {self.tolerance:.0e} allowed)")
 
@@ -294,24 +296,22 @@ def export_path(checkpoint: Checkpoint, fmt: str) -> Path:
     return checkpoint.path / name
 
 
-def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int = 2,
+def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int = 4,
                       atol: float = 1e-4) -> ExportResult:
     """Export a checkpoint's model to ONNX or TorchScript, run the exported file and compare its outputs.
 
-    The input is a batch of `batch` of cnnlab's sample photos, preprocessed as the model was trained (real
-    images: on noise, a feature extractor's SVM or k-NN head answers with its bias alone, which proves nothing);
-    the ONNX graph takes any batch size. `matches` is False when the outputs differ by more than `atol` (relative
-    to the largest logit).
+    The input is `batch` real images preprocessed as the model was trained (`export_examples`): on noise, or on
+    photos of another kind than it learnt, a feature extractor's SVM or k-NN head answers with its bias alone,
+    which proves nothing. The ONNX graph takes any batch size. `matches` is False when the outputs differ by more
+    than `atol` (relative to the largest logit).
     """
-    from cnnlab.images import image_input, sample_images
     from cnnlab.registry import get_spec
 
     if fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; choose from: {', '.join(EXPORT_FORMATS)}")
     model, checkpoint = model_from_checkpoint(path)
     spec = get_spec(checkpoint.config["arch"])
-    example = torch.cat([image_input(photo, spec, image_size=checkpoint.config.get("image_size")).tensor
-                         for photo in list(sample_images().values())[:batch]])
+    example, checked_on = export_examples(checkpoint, batch)
     with torch.no_grad():
         expected = model(example).numpy()
     out = Path(out) if out else export_path(checkpoint, fmt)
@@ -323,7 +323,27 @@ def export_checkpoint(path: Path, fmt: str, out: Path | None = None, batch: int 
                               f"{str(error).splitlines()[0] if str(error) else ''}") from error
     diff = float(np.abs(actual - expected).max())
     scale = max(1.0, float(np.abs(expected).max()))
-    return ExportResult(out, fmt, diff, diff <= atol * scale, float(np.abs(expected).max()), atol)
+    return ExportResult(out, fmt, diff, diff <= atol * scale, float(np.abs(expected).max()), atol, checked_on)
+
+
+def export_examples(checkpoint: Checkpoint, batch: int) -> tuple[torch.Tensor, str]:
+    """A batch of images to check an export on, and what they are: the run's own validation images, one per class
+    (as many classes as `batch`), or cnnlab's sample photos when the run's data cannot be read any more."""
+    from cnnlab.images import preprocess, read_image, sample_images
+    from cnnlab.mistakes import MistakesError, validation_examples
+    from cnnlab.registry import get_spec
+
+    spec = get_spec(checkpoint.config["arch"])
+    images = []
+    if "dataset" in checkpoint.config:  # (not a checkpoint saved outside a run)
+        with contextlib.suppress(MistakesError):
+            images = [image for _, _, image in validation_examples(checkpoint.path, limit=batch)]
+    checked_on = f"{len(images)} of the run's validation images"
+    if not images:
+        images = [read_image(photo) for photo in list(sample_images().values())[:batch]]
+        checked_on = f"{len(images)} sample photos (the run's data cannot be read)"
+    size = checkpoint.config.get("image_size")
+    return torch.stack([preprocess(image, spec, size) for image in images]), checked_on
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> np.ndarray:

@@ -84,7 +84,7 @@ def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_p
     three = next((root / "3").iterdir())
     assert predict_image(three, LITE0, str(tmp_path / "svm")).predictions[0].label == "3"
     exported = export_checkpoint(tmp_path / "svm", "onnx")
-    assert exported.matches, exported.max_abs_diff
+    assert exported.matches and exported.checked_on == "4 of the run's validation images", exported.max_abs_diff
     digits = torch.cat([loaded.batch_for(read_image(next((root / d).iterdir()))) for d in ("3", "7")])
     session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
     assert list(session.run(None, {"images": digits.numpy()})[0].argmax(1)) == [3, 7], "the exported head itself"
