@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -21,6 +22,28 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(f"{message} (`{self.prog} --help` says more)")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; an option the subcommand does not know is refused by the subcommand, with its
+    help to read and the option it may have meant."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = parser.subcommands[args.command]
+        known = [option for action in command._actions for option in action.option_strings]
+        guesses = {_closest_option(extra.split("=")[0], known) for extra in extras if extra.startswith("--")} - {None}
+        hint = f"; did you mean {' or '.join(sorted(guesses))}?" if guesses else ""
+        command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
+
+
+def _closest_option(given: str, known: list[str]) -> str | None:
+    """The known option `given` most likely meant: the longest one it starts with (--lr for --lr-rate), else the
+    closest spelling (--json for --jsn), else None."""
+    starts = [option for option in known if option.startswith("--") and given.startswith(option)]
+    if starts:
+        return max(starts, key=len)
+    return next(iter(difflib.get_close_matches(given, known, n=1, cutoff=0.75)), None)
 
 
 def positive_int(text: str) -> int:
@@ -664,7 +687,7 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help=("scratch: none; otherwise " if strategies else "") +
                         "default (pretrained, offline first), shipped, torchvision, timm, a weights file, or a run "
-                        "folder (go on from the model a run trained)")
+                        "(its id, as `cnnlab runs` lists it, or folder: go on from the model it trained)")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
     parser.add_argument("--input-size", type=positive_int,
                         help="square input size in pixels (default: the architecture's own, e.g. 224, but 128 "
@@ -717,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Explore classic ConvNets and transfer learning.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.subcommands = sub.choices
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -751,8 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "tf_efficientnet_lite0")
     predict.add_argument("--weights", default="default",
                          help="default (pretrained, offline where possible), shipped, torchvision, timm, none, "
-                              "a weights file (.safetensors or a .pth state dict), or a run folder (its trained "
-                              "model and class names)")
+                              "a weights file (.safetensors or a .pth state dict), or a run's id or folder (its "
+                              "trained model and class names)")
     predict.add_argument("--top", type=positive_int, default=5, help="how many classes to list (default 5)")
     predict.add_argument("--json", action="store_true", help=JSON_HELP)
     predict.set_defaults(func=_cmd_predict)
@@ -824,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "tf_efficientnet_lite0")
     features.add_argument("--weights", default="default",
                           help="default (pretrained if available offline, else random), shipped, torchvision, timm, "
-                               "none, a weights file (.safetensors or a .pth state dict), or a run folder")
+                               "none, a weights file (.safetensors or a .pth state dict), or a run's id or folder")
     features.add_argument("--layer", required=True,
                           help="a layer name or index, or 'list' to list every layer with its index and shape")
     features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
@@ -858,24 +882,27 @@ def run_folder(text: str, path_only: bool = False) -> str:
     raise UsageError(f"run {text} ({run.config.get('strategy')}, {run.status}) saved no model to use here")
 
 
-def _expand_run_ids(args) -> None:
+def _name_runs(args) -> None:
     """Where a run is named (a run id, or a run folder or weights that may be one), the start of a run's id
-    stands for the whole id, as in git; a file or folder of that name here comes first."""
+    stands for the whole id, as in git, and a run id given as weights or a checkpoint for its folder
+    (`run_folder`); a file or folder of that name here comes first."""
     from cnnlab.runstore import RunStore
 
     def expand(text: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{4,11}", text) or Path(text).exists():
+        if not re.fullmatch(r"[0-9a-f]{1,11}", text) or Path(text).exists():
             return text
         try:
             return RunStore().resolve(text)
         except ValueError as error:
             raise UsageError(str(error)) from None
 
-    for name in ("run", "weights", "checkpoint"):
-        if isinstance(getattr(args, name, None), str):
-            setattr(args, name, expand(getattr(args, name)))
+    if isinstance(getattr(args, "run", None), str):
+        args.run = expand(args.run)
     if isinstance(getattr(args, "runs", None), list):
         args.runs = [expand(text) for text in args.runs]
+    for name in ("weights", "checkpoint"):
+        if getattr(args, name, None):
+            setattr(args, name, run_folder(expand(getattr(args, name)), path_only=name == "checkpoint"))
 
 
 def _resumes_from(run_id: str) -> str:
@@ -889,11 +916,8 @@ def _resumes_from(run_id: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnlab` and `python -m cnnlab`."""
     try:
-        args = build_parser().parse_args(argv)
-        _expand_run_ids(args)
-        for name in ("weights", "checkpoint"):  # a run id wherever a run folder is taken
-            if getattr(args, name, None):
-                setattr(args, name, run_folder(getattr(args, name), path_only=name == "checkpoint"))
+        args = _parse(build_parser(), argv)
+        _name_runs(args)
         status = args.func(args) or 0
     except (UsageError, DataDirError) as error:
         print(f"cnnlab: error: {error}", file=sys.stderr)

@@ -315,14 +315,17 @@ class RunStore:
 
     def resolve(self, text: str) -> str:
         """The id of the run `text` names: its whole id, or the start of one only it has (4 characters at least,
-        as git takes a commit's); else `text` as it is. ValueError when several runs' ids start so."""
-        if not re.fullmatch(r"[0-9a-f]{4,}", text):
+        as git takes a commit's); else `text` as it is. ValueError when several runs' ids start so, or when fewer
+        than 4 characters start any."""
+        if not re.fullmatch(r"[0-9a-f]+", text):
             return text
         with self._connect() as db:
             ids = [row["id"] for row in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at DESC",
                                                    (text + "%",))]
         if text in ids or not ids:
             return text
+        if len(text) < 4:
+            raise ValueError(f"{text} is too short to name a run: give at least 4 characters of its id")
         if len(ids) > 1:
             raise ValueError(f"{text} starts the ids of {len(ids)} runs ({', '.join(ids[:4])}"
                              f"{', ...' if len(ids) > 4 else ''}); give more of the id")

@@ -145,7 +145,8 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     _refuse_options(strategy, options)
     weights = options.setdefault("weights", "default" if transfer else "none")
     if transfer and weights == "none":
-        raise ConfigError(f"{strategy} needs pretrained weights; 'none' is --strategy scratch")
+        raise ConfigError(f"{strategy} needs pretrained weights; to train from random weights ('none'), use "
+                          "`cnnlab train --strategy scratch`")
     if not transfer and weights != "none":
         raise ConfigError("scratch trains from random weights (--weights none); to start from other weights, "
                           "--strategy finetune (--freeze none trains every layer)")

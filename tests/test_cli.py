@@ -46,7 +46,7 @@ def test_profile_input_size(capsys):
     (["predict", "assets/chelsea.png", "--weights", "ffffffffffff"], ["no run ffffffffffff", "`cnnlab runs`"]),
     (["predict", "assets/chelsea.png", "--arch", "lenet5"], ["no pretrained weights exist for lenet5", "--weights none"]),
     (["train", "--strategy", "finetune", "--arch", "lenet5", "--dataset", "digits"],
-     ["no pretrained weights exist for lenet5", "train from random weights (--strategy scratch)"]),
+     ["no pretrained weights exist for lenet5", "train from random weights (`cnnlab train --strategy scratch`)"]),
     (["train", "--strategy", "finetune", "--arch", "resnet18", "--dataset", "digits", "--head", "lecture"],
      ["no new head for ResNet-18", "--head own"]),
     (["train", "--strategy", "extract", "--dataset", "digits", "--out", "README.md"], ["is a file, not a folder"]),

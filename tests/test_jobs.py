@@ -223,7 +223,9 @@ def test_the_start_of_a_run_id_names_the_run(capsys, monkeypatch):
     assert main(["cancel", "abc1"]) == 2
     assert "abc1 starts the ids of 2 runs (abc124000000, abc123000000); give more" in capsys.readouterr().err
     assert main(["delete", "abc12"]) == 2 and RunStore().get(second).status == "queued", "nothing chosen for you"
-    assert RunStore().resolve("abc") == "abc", "too short to stand for a run"
+    assert main(["cancel", "ab"]) == 2
+    assert "ab is too short to name a run: give at least 4 characters of its id" in capsys.readouterr().err
+    assert RunStore().resolve("abd") == "abd", "no run's id starts so: left as it is (a file name, say)"
 
 
 def test_cli_submit_queues_a_probe_with_its_options(capsys):

@@ -598,7 +598,9 @@ def test_cli_probe_json_and_missing_weights(tmp_path, capsys):
     assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--classifier", "linear"]) == 2
     assert "invalid choice: 'linear'" in capsys.readouterr().err
     assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--freeze", "body"]) == 2
-    assert "unrecognized arguments: --freeze body" in capsys.readouterr().err
+    assert "unrecognized arguments: --freeze body (`cnnlab probe --help` says more)" in capsys.readouterr().err
+    assert main(["probe", "--arch", LITE0, "--dataset", "digits", "--clasifier", "knn"]) == 2
+    assert "--clasifier knn; did you mean --classifier? (`cnnlab probe" in capsys.readouterr().err
 
 
 def test_an_early_tap_stops_the_forward_pass_and_keeps_the_same_features():

@@ -87,7 +87,7 @@ def test_offline_errors_have_a_short_summary_in_the_menu_words():
     assert summary.startswith("ImageNet (torchvision) weights need a download") and "offline mode is set" in summary
     assert "Random init" in summary and len(summary) < 120 and summary != str(error.value)
     assert str(error.value).endswith("or start from random weights (--weights none).")
-    assert str(error.value.for_training()).endswith("or train from random weights (--strategy scratch).")
+    assert str(error.value.for_training()).endswith("or train from random weights (`cnnlab train --strategy scratch`).")
     assert WeightsError("one line").summary == "one line"
 
 
