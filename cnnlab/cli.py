@@ -657,8 +657,16 @@ def _cmd_features(args) -> None:
     layer = activations.info(args.layer)
     if args.out is None:  # said once the layer is known to exist: one correction is then enough
         raise UsageError("features needs --out DIR to write the maps of a layer (or --layer list to list them)")
+    values = activations.maps[args.layer]
+    if args.top and args.top > len(values):
+        print(f"note: --top {args.top} is more than the {len(values)} channels of {layer.name}: all are drawn",
+              file=sys.stderr)
+    if values.ndim == 1:
+        print(f"note: {layer.name} gives a vector of {len(values)} values, not maps: each tile of the grid is one "
+              "value, largest first" + ("; `cnnlab predict` names the classes" if layer.name == spec.classifier
+                                       else ""), file=sys.stderr)
     try:
-        files = write_layer_pictures(activations.maps[args.layer], args.out, args.layer, args.top, args.colormap)
+        files = write_layer_pictures(values, args.out, args.layer, args.top, args.colormap)
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror or error}") from None
     shape = "x".join(map(str, layer.shape))
@@ -670,7 +678,8 @@ def _cmd_features(args) -> None:
         return
     print(f"{args.arch} ({weights_label(loaded.weights)}), input {'x'.join(map(str, batch.shape[1:]))}")
     print(f"layer {layer.name} ({layer.type}, {layer.stage_label}): output {shape}")
-    print(f"grid: {files.grid} ({len(files.picture.channels)} channels, most active first; colours "
+    print(f"grid: {files.grid} ({len(files.picture.channels)} {'values' if values.ndim == 1 else 'channels'}, "
+          "most active first; colours "
           f"{files.picture.vmin:.3g} to {files.picture.vmax:.3g})")
     if files.channel_files:
         print(f"channels: {len(files.channel_files)} files in {files.channel_files[0].parent}")
@@ -841,7 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     mistakes.add_argument("--json", action="store_true", help=JSON_HELP)
     mistakes.set_defaults(func=_cmd_mistakes)
 
-    features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)")
+    features = sub.add_parser("features", help="a layer's feature maps for an image, as PNG (grid and per channel)",
+                              usage="%(prog)s IMAGE --layer LAYER --out DIR [--top N] [--colormap MAP] [--arch A] "
+                                    "[--weights W] [--json]\n       %(prog)s IMAGE --layer list [--arch A] "
+                                    "[--weights W] [--json]")
     features.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
     features.add_argument("--arch", type=arch_choice,
                           help="default: the run's architecture when --weights is a run folder, else "
@@ -851,7 +863,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "none, a weights file (.safetensors or a .pth state dict), or a run's id or folder")
     features.add_argument("--layer", required=True,
                           help="a layer name or index, or 'list' to list every layer with its index and shape")
-    features.add_argument("--out", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png")
+    features.add_argument("--out", metavar="DIR", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png "
+                                                       "(needed for a layer's maps)")
     features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")
     features.add_argument("--colormap", default="viridis", help="viridis, inferno, magma, cividis, turbo or gray")
     features.add_argument("--json", action="store_true", help=JSON_HELP)

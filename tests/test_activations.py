@@ -345,6 +345,14 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     assert len(list((tmp_path / "blocks.2").glob("channel_*.png"))) == 6
     assert main(["features", image, "--layer", str(blocks_2["index"]), "--out", str(tmp_path / "i"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["layer"] == "blocks.2", "the index --layer list prints"
+    assert main(["features", image, "--layer", "blocks.2", "--out", str(tmp_path), "--top", "64"]) == 0
+    said = capsys.readouterr()
+    assert "note: --top 64 is more than the 40 channels of blocks.2: all are drawn" in said.err
+    assert "(40 channels, most active first" in said.out
+    assert main(["features", image, "--layer", "classifier", "--out", str(tmp_path), "--top", "5"]) == 0
+    said = capsys.readouterr()
+    assert "note: classifier gives a vector of 1000 values, not maps" in said.err and "`cnnlab predict`" in said.err
+    assert "(5 values, most active first" in said.out
 
 
 @pytest.mark.parametrize("args, words", [
