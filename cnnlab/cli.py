@@ -197,6 +197,9 @@ def _factorization_setup(args):
 def _print_factorization(result) -> None:
     k = f"{result.setup.kernel}x{result.setup.kernel}"
     print(result.method)
+    if result.unchanged:
+        print(f"one {k} is the chain itself: nothing to factorize, nothing saved")
+        return
     steps = [("one " + result.single.label, result.single)] + [(layer.label, layer) for layer in result.layers]
     print_table([{"step": step, "macs": cost.macs, "formula": cost.formula, "params": cost.params,
                   "params formula": cost.params_formula} for step, cost in steps],

@@ -258,7 +258,7 @@ def extract_zip(archive: Path, limits: ZipLimits = ZipLimits(), dest_root: Path 
     place, keyed by the archive's SHA-256, so a second call reuses it.
     """
     if not archive.is_file():
-        raise DatasetError(f"{archive} is not a file")
+        raise DatasetError(f"{archive} {'is not a file' if archive.exists() else 'does not exist'}")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
     dest_root = dest_root or data_dir() / "datasets" / "zip"
     dest = dest_root / digest

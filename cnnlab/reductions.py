@@ -251,6 +251,11 @@ class Factorization:
     layers: tuple[ConvCost, ...]
 
     @property
+    def unchanged(self) -> bool:
+        """True when the chain is the single convolution itself (VGG's stack for a 3x3: one 3x3)."""
+        return len(self.layers) == 1 and self.layers[0].kernel == self.single.kernel
+
+    @property
     def receptive_field(self) -> tuple[int, int]:
         """The chain's receptive field, (k, k) like the single convolution's."""
         return receptive_field([layer.kernel for layer in self.layers])

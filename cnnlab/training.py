@@ -372,6 +372,11 @@ class ProbeResult:
                 "config": self.config.to_dict()}
 
 
+def _points(difference: float) -> str:
+    """A difference of two accuracies in percentage points: '1.7 percentage points'."""
+    return f"{difference * 100:.1f} percentage points"
+
+
 def _chance_gap(accuracies: list[float], images: int) -> float:
     """Twice the standard error of the difference of two accuracies on `images` images, each smoothed as if one
     more image were right and one wrong (Laplace), so that 100% on a handful of images is not read as certain."""
@@ -396,15 +401,15 @@ def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: 
         text = (f"Accuracy is highest at the last stage, {label(last)}, with {last['val_acc']:.1%}: these data are "
                 f"enough like {source} that its most specific features help too.")
     elif not val_size:
-        text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one; this run did not record its validation "
+        text = (f"{best_stage.capitalize()}, {_points(gap)} above the last one; this run did not record its validation "
                 "size, so whether that is more than chance is not known.")
     elif gap > noise:
-        text = (f"{best_stage.capitalize()}, {gap:.1%} above the last one, more than chance allows on {val_size} "
-                f"validation images (±{noise:.1%}): the last stages are too specific to {source} for these data, the "
+        text = (f"{best_stage.capitalize()}, {_points(gap)} above the last one, more than chance allows on "
+                f"{val_size} validation images (±{noise * 100:.1f}): the last stages are too specific to {source} for these data, the "
                 "lecture's general-to-specific claim.")
     else:
         text = (f"{best_stage.capitalize()}, but the last one is within chance of it on {val_size} validation images "
-                f"({gap:.1%} apart, ±{noise:.1%}): these data do not show the last stages being too specific.")
+                f"({_points(gap)} apart, ±{noise * 100:.1f}): these data do not show the last stages being too specific.")
     if first is not best:
         text += (f" Early stages hand the classifier few numbers per image, {first['dim']:,} at "
                  f"{label(first)} with each map averaged, which holds their accuracy "
@@ -642,7 +647,7 @@ def _schedule_change(checkpoint, config: RunConfig, steps_per_epoch: int) -> str
     step = checkpoint.epoch * steps_per_epoch
     was = _schedule(config, before, steps_per_epoch)(step)
     now = _schedule(config, config.epochs, steps_per_epoch)(step)
-    return (f"This run was set for {before} epochs and now trains to {config.epochs}: from epoch "
+    return (f"This run was set for {before} epoch{'s' if before != 1 else ''} and now trains to {config.epochs}: from epoch "
             f"{checkpoint.epoch + 1} its learning rate follows the {config.epochs}-epoch warmup and cosine, "
             f"at {now:.2g} (the {before}-epoch schedule would be at {was:.2g}).")
 

@@ -247,7 +247,11 @@ def factorized_convolutions() -> None:
         st.error(str(error).capitalize() + ".", icon=":material/error:")
         return
     vgg, asymmetric = factorizations(setup, bias)
-    _factorization_block(vgg, "VGG")
+    if vgg.unchanged:
+        st.info(f"VGG's stack of 3x3 convolutions: a {setup.kernel}x{setup.kernel} is already its layer, so there is "
+                "nothing to factorize. Choose k = 5 or more to compare.", icon=":material/info:")
+    else:
+        _factorization_block(vgg, "VGG")
     st.caption("The VGG paper (section 2.3): three 3x3 layers have 27C² weights where one 7x7 has 49C², 81% more; "
                "and the stack puts a non-linearity after each layer.")
     _factorization_block(asymmetric, "Inception-v3")

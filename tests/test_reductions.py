@@ -426,6 +426,10 @@ def test_cli_reduce_factorize_text(capsys):
     assert "(28x28x192) x (7x7x192) = 1.4G" in out and "260.1M + 260.1M + 260.1M = 780.3M" in out
     assert "receptive_field: 7x7 (one 7x7: 7x7)" in out
     assert "1.81x fewer MACs" in out and "3.50x fewer MACs" in out and "(71% of its MACs saved)" in out
+    assert main(["reduce", *FACTORIZE_ARGS[:-1], "3"]) == 0
+    out = capsys.readouterr().out
+    assert "one 3x3 is the chain itself: nothing to factorize, nothing saved" in out and "0% of" not in out
+    assert "1.50x fewer MACs" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -545,6 +549,10 @@ def test_page_factorized_convolutions_show_the_chains_and_reject_an_even_kernel(
     assert [e.value for e in at.error] == ["Kernel must be odd (each 3x3 in a stack widens the receptive field by 2), "
                                            "not 4."]
     assert "VGG: fewer MACs" not in _metrics(at) and "9 modules, as built" in _metrics(at)
+
+    at.number_input(key="factor_kernel").set_value(3).run()
+    assert "a 3x3 is already its layer, so there is nothing to factorize" in at.info[0].value
+    assert "VGG: fewer MACs" not in _metrics(at) and _metrics(at)["Inception-v3: fewer MACs"] == "1.50x"
 
 
 @pytest.mark.parametrize("arch", reduction_archs())
