@@ -370,7 +370,7 @@ def _input_size(args) -> int | None:
 def _config_from_args(args):
     return _make_run_config(args.strategy, args, weights=args.weights, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, freeze=args.freeze, head=args.head,
-                            classifier=args.classifier, tap=args.tap, tap_pooling=args.tap_pooling,
+                            classifier=args.classifier, tap=_tap_name(args), tap_pooling=args.tap_pooling,
                             image_size=_input_size(args), device=args.device, seed=args.seed)
 
 
@@ -621,12 +621,31 @@ def _print_layer_list(activations, weights: str, as_json: bool) -> None:
                  for row, layer in zip(rows, activations.layers)], ["index", "stage", "layer", "type", "shape"])
 
 
-def _layer_at(activations, index: int):
+def _layer_at(activations, index: int, listing: str = "`--layer list`"):
     """The layer `--layer list` numbers `index`, or UsageError naming the range."""
     if index >= len(activations.layers):
         raise UsageError(f"{activations.arch} has layers 0 to {len(activations.layers) - 1}, not {index}; "
-                         f"`--layer list` lists them")
+                         f"{listing} lists them")
     return activations.layers[index]
+
+
+def _tap_name(args) -> str | None:
+    """--tap as given, or for a number the module of the layer `cnnlab features IMAGE --layer list` numbers so
+    (the numbering does not depend on the weights: a random network of the architecture is listed)."""
+    if not (args.tap and args.tap.isdigit()):
+        return args.tap
+    from cnnlab.activations import extract, module_path
+    from cnnlab.images import read_image, sample_images
+    from cnnlab.registry import get_spec
+    from cnnlab.weights import load_weights
+
+    arch = _arch_of(args)
+    loaded = load_weights(arch, "none")
+    activations = extract(loaded.model, loaded.batch_for(read_image(sample_images()["chelsea"])), get_spec(arch))
+    layer = _layer_at(activations, int(args.tap), f"`cnnlab features IMAGE --arch {arch} --layer list`")
+    print(f"note: --tap {args.tap} is layer {module_path(layer.name)} ({layer.type}, {layer.stage_label})",
+          file=sys.stderr)
+    return module_path(layer.name)
 
 
 def _cmd_features(args) -> None:
@@ -728,7 +747,8 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"],
                         help="extract (default logreg)" + ("; probe: logreg, svm or knn at each stage"
                                                            if "probe" in strategies else ""))
-    parser.add_argument("--tap", help="extract: penultimate (default) or a layer such as a stage name")
+    parser.add_argument("--tap", help="extract: penultimate (default), or a layer: its name (a stage such as "
+                                      "blocks.2) or its number in `cnnlab features IMAGE --layer list`")
     parser.add_argument("--tap-pooling", choices=["average", "flatten"],
                         help="extract: average the tap's feature maps over their positions (default) or flatten them "
                              "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features at 224 px; "

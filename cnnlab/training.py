@@ -186,14 +186,19 @@ def config_in_use(config: dict) -> dict:
     return shown
 
 
+def _flag(name: str) -> str:
+    """The command-line option of a RunConfig field: 'batch_size' -> '--batch-size'."""
+    return f"--{name.replace('_', '-')}"
+
+
 def _refuse_options(strategy: str, options: dict) -> None:
     given = set(options)
     misplaced = NOT_FOR[strategy] & given
     if misplaced:
-        flags = [f"--{name.replace('_', '-')}" for name in sorted(misplaced)]
+        flags = [_flag(name) for name in sorted(misplaced)]
         raise ConfigError(f"{', '.join(flags)} {'do' if len(flags) > 1 else 'does'} not apply to --strategy {strategy}")
     classifier = options.get("classifier", "logreg")
-    unused = [name for name in ("epochs", "lr") if name in given]
+    unused = [_flag(name) for name in ("epochs", "lr") if name in given]
     if strategy == "extract" and classifier != "linear" and unused:
         raise ConfigError(f"{' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} only to the linear "
                           f"classifier (--classifier linear); {classifier} is fitted in one go")

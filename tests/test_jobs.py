@@ -238,6 +238,10 @@ def test_cli_submit_queues_a_probe_with_its_options(capsys):
     assert (config["strategy"], config["classifier"], config["image_size"]) == ("probe", "svm", 64)
     assert main(["train", "--strategy", "probe", "--arch", "lenet5", "--dataset", "digits"]) == 2
     assert "invalid choice: 'probe'" in capsys.readouterr().err
+    assert main(["submit", "--strategy", "extract", "--dataset", "digits", "--tap", "12", "--json"]) == 0
+    said = capsys.readouterr()
+    assert RunStore().get(json.loads(said.out)["run"]).config["tap"] == "blocks.1.0.bn3"
+    assert "note: --tap 12 is layer blocks.1.0.bn3 (BatchNormAct2d, stage 2 (blocks.1))" in said.err
 
 
 def test_cli_runs_take_the_default_architecture_or_the_one_of_the_run_they_start_from(capsys):
