@@ -123,10 +123,16 @@ def command_line_pids() -> list[int]:
 def terminal_pid(run: Run) -> int | None:
     """The process id of the `cnnlab train` (or `probe`) training `run` in a terminal of this machine now, else
     None (a worker runs it, or it is not running)."""
-    host, _, pid = (run.worker or "").rpartition(":")
-    if run.status != "running" or host != socket.gethostname() or not pid.isdigit():
+    pid = _local_pid(run)
+    if run.status != "running" or pid is None:
         return None
-    return int(pid) if int(pid) in command_line_pids() else None
+    return pid if pid in command_line_pids() else None
+
+
+def _local_pid(run: Run) -> int | None:
+    """The process id of the worker (or terminal) that holds `run`, when that is on this machine; else None."""
+    host, _, pid = (run.worker or "").rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
 def worker_alive() -> bool:
@@ -150,13 +156,13 @@ def _process_started_at(pid: int) -> float | None:
 
 
 def _worker_gone(run: Run, now: float, running_pids: set[int]) -> bool:
-    host, _, pid = (run.worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    pid = _local_pid(run)
+    if pid is None:
         return run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER_S
     # same machine: its process is gone, or holds no worker or command-line lock (its id reused by another process)
-    if not process_alive(int(pid)) or int(pid) not in running_pids:
+    if not process_alive(pid) or pid not in running_pids:
         return True
-    started = _process_started_at(int(pid))
+    started = _process_started_at(pid)
     if started is not None:  # its id reused by a worker started after the run was (after a reboot): gone
         return started > (run.started_at or 0) + 2
     # no /proc: a worker that has not beaten for far longer than any step takes; a sleeping laptop's looks the same
@@ -211,6 +217,14 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
     store = store or RunStore()
     recover_interrupted(store)
     return store.request_cancel(run_id)
+
+
+def _ending(run: Run) -> str:
+    """How a run ended, as the worker's log says it: 'succeeded after 12 s (8 s in earlier attempts)', with the
+    error of a failed run. The seconds are those `cnnlab runs` lists."""
+    earlier = f" ({in_words(run.earlier_s)} in earlier attempts)" if run.earlier_s else ""
+    error = f": {run.error}" if run.status == "failed" and run.error else ""
+    return f"{run.status} after {in_words(run.duration_s or 0)}{earlier}{error}"
 
 
 def in_words(seconds: float) -> str:
@@ -580,10 +594,8 @@ def work(store: RunStore | None = None, once: bool = False, idle_exit_s: float |
                 heartbeat.run_id = run.id
                 store.log(run.id, f"started by worker {worker}")
                 say(f"run {run_label(run)}: started")
-                started = time.monotonic()
                 status = execute(store, run, worker, (EpochLines(run.id, say),))
-                error = store.get(run.id).error if status == "failed" else None
-                say(f"run {run.id}: {status} after {time.monotonic() - started:.0f} s" + (f": {error}" if error else ""))
+                say(f"run {run.id}: {_ending(store.get(run.id))}")
                 heartbeat.run_id = None
                 done, idle_since = done + 1, time.monotonic()
         finally:

@@ -458,6 +458,7 @@ class ConsoleProgress(Callback):
         self._reader_gone = False
         self.bar = self.stream.isatty() if bar is None else bar
         self._drawn = 0.0
+        self._finished_before = False
 
     def _write(self, text: str, stream=None) -> None:
         """Write and flush; a reader gone (`| head`) silences this progress, never the run."""
@@ -471,6 +472,7 @@ class ConsoleProgress(Callback):
             self._reader_gone = True
 
     def on_run_start(self, event: RunStart) -> None:
+        self._finished_before = event.finished_before
         self._write(event.summary() + "\n")
 
     def on_step(self, event: StepEvent) -> None:
@@ -496,8 +498,12 @@ class ConsoleProgress(Callback):
         if self.bar:
             self._write("\r\033[K")
         checkpoint = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
-        self._write(f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s (weakest classes: {worst_text})"
-                    f"{checkpoint}\n", self.result_stream)
+        took = (f"trained earlier in {result.train_time_s:.1f}s" if self._finished_before else
+                f"after {len(result.history)} of {result.config.epochs} epochs, {result.train_time_s:.1f}s"
+                if result.stopped else f"in {result.train_time_s:.1f}s")
+        stopped = "stopped early; " if result.stopped else ""
+        self._write(f"{stopped}val_acc: {result.val_acc:.4f} {took} (weakest classes: {worst_text}){checkpoint}\n",
+                    self.result_stream)
 
 
 # ------------------------------------------------------------------------------------------ the runtime

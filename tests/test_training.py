@@ -4,6 +4,7 @@ from dataclasses import dataclass, replace
 import functools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -512,8 +513,18 @@ def test_flattened_features_too_large_are_refused_before_filling_memory(tmp_path
 def test_console_progress_prints_keras_lines(tmp_path):
     import io
 
+    def last_line(*callbacks) -> str:
+        stream = io.StringIO()
+        run(config, [*callbacks, ConsoleProgress(stream)], out_dir=tmp_path / "run")
+        return stream.getvalue().splitlines()[-1]
+
+    config = make_config("scratch", "lenet5", "digits", epochs=2, device="cpu")
+    assert re.fullmatch(r"stopped early; val_acc: 0\.\d{4} after 1 of 2 epochs, \d+\.\ds \(weakest classes: .*\); "
+                        r"checkpoint: .*ckpt-0001", last_line(StopAfter(1)))
+    assert re.fullmatch(r"val_acc: 0\.\d{4} in \d+\.\ds \(weakest .*ckpt-0002", last_line())
+    assert re.fullmatch(r"val_acc: 0\.\d{4} trained earlier in \d+\.\ds .*ckpt-0002", last_line()), "not again"
     stream = io.StringIO()
-    run(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), [ConsoleProgress(stream)])
+    run(config, [ConsoleProgress(stream)])
     lines = stream.getvalue().splitlines()
     assert "61,706 trainable, 0 frozen" in lines[0]
     assert lines[1].startswith("Epoch 1/2 - ") and " - val_acc: " in lines[1] and lines[1].endswith("images/s")
