@@ -475,16 +475,21 @@ def _cmd_runs(args) -> None:
     if not rows:
         print(f"no runs yet in {store.path}; `cnnlab train` or `cnnlab submit` starts one", file=sys.stderr)
         return
-    shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None,
-              "note": r["progress"] or _first_line(r["error"]) or _cancelled_note(r)} for r in rows]
-    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "note"])
+    shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None} for r in rows]
+    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "progress"])
+    notes = [(r, note) for r in rows if (note := _first_line(r["error"]) or _cancelled_note(r))]
+    if notes:  # below the table, whole: a failure's reason and how to resume are too long for a column
+        print()
+        for row, note in notes:
+            print(f"{row['id']} ({row['status']}): {note}")
 
 
 def _cancelled_note(row: dict) -> str | None:
-    """How a cancelled run goes on: '`cnnlab resume ID` continues it from its last checkpoint'."""
+    """How a cancelled run goes on: 'Resume (`cnnlab resume ID`) continues it from its last checkpoint', as an
+    interrupted run's note says it."""
     if row["status"] != "cancelled":
         return None
-    return f"`cnnlab resume {row['id']}` continues it {_resumes_from(row['id'])}"
+    return f"Resume (`cnnlab resume {row['id']}`) continues it {_resumes_from(row['id'])}"
 
 
 def _first_line(text: str | None) -> str | None:

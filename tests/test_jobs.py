@@ -179,7 +179,7 @@ def test_cli_submit_runs_cancel_resume(capsys):
     assert said[2].startswith(f"worker: run {run_id}: succeeded after ")
     assert main(["runs"]) == 0
     table = capsys.readouterr().out
-    assert run_id in table and "succeeded" in table and "I: scratch" in table and "note" in table.splitlines()[0]
+    assert run_id in table and "succeeded" in table and "I: scratch" in table and "progress" in table.splitlines()[0]
     assert main(["cancel", "nope"]) == 2 and "no run 'nope'" in capsys.readouterr().err
     assert main(["resume", run_id]) == 2 and f"run {run_id} succeeded; only interrupted" in capsys.readouterr().err
 
@@ -216,8 +216,10 @@ def test_the_start_of_a_run_id_names_the_run(capsys, monkeypatch):
     assert (first, second) == ("abc123000000", "abc124000000")
     assert main(["cancel", "abc123"]) == 0 and capsys.readouterr().out == "abc123000000: cancelled\n"
     assert main(["runs"]) == 0
-    cancelled_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(first))
-    assert cancelled_row.endswith(f"`cnnlab resume {first}` continues it from the start (it saved no checkpoint)")
+    table, notes = capsys.readouterr().out.split("\n\n")
+    assert max(map(len, table.splitlines())) < 140, "notes are not a column that widens the table"
+    assert notes.splitlines() == [f"{first} (cancelled): Resume (`cnnlab resume {first}`) continues it from the start "
+                                  "(it saved no checkpoint)"]
     assert main(["mistakes", "abc123"]) == 2
     assert "run abc123000000 (scratch, cancelled) saved no model" in capsys.readouterr().err
     assert main(["cancel", "abc1"]) == 2
