@@ -611,6 +611,8 @@ def _cmd_mistakes(args) -> None:
         f"the {len(report.mistakes)} surest"
     print(f"{report.wrong} wrong among {report.examined} of {report.validation_size} validation images of "
           f"{report.dataset} ({report.accuracy:.2%} right); {surest}:")
+    if report.scores_note:
+        print(f"note: {report.scores_note}", file=sys.stderr)
     print_table([{"index": m.index, "true": m.true, "predicted": m.predicted, "confidence": f"{m.confidence:.3f}",
                   "p(true)": f"{m.true_probability:.3f}"} for m in report.mistakes],
                 ["index", "true", "predicted", "confidence", "p(true)"])

@@ -22,6 +22,22 @@ import torch
 from torch import nn
 
 KERNEL_HEADS = ("svm", "knn")
+SVM_SCORES_NOTE = ("Its head is an SVM: the probabilities are the softmax of its one-vs-rest vote scores, which rank "
+                   "the classes but are not calibrated.")
+
+
+KEEPS_EXAMPLES = {"svm": "an RBF SVM keeps support vectors, training examples, instead of weights",
+                  "knn": "k-NN keeps every training example instead of weights"}
+
+
+def keeps_examples(strategy: str, classifier: str | None) -> str | None:
+    """Why a run trains no parameters though it learns (Strategy III with an SVM or k-NN), else None."""
+    return KEEPS_EXAMPLES.get(classifier) if strategy == "extract" else None
+
+
+def scores_note(config: dict) -> str | None:
+    """What a run's probabilities are, where they are not a calibrated softmax (an SVM head's); else None."""
+    return SVM_SCORES_NOTE if config.get("strategy") == "extract" and config.get("classifier") == "svm" else None
 
 
 def _squared_distances(x: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
 from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
+from cnnlab.heads import scores_note
 from cnnlab.images import fit_within
 from cnnlab.registry import get_spec, logits_of
 from cnnlab.training import RunConfig, resolve_device
@@ -53,6 +54,7 @@ class MistakeReport:
     examined: int
     wrong: int
     validation_size: int
+    scores_note: str | None = None  # what its probabilities are, where not a calibrated softmax (heads.scores_note)
 
     @property
     def accuracy(self) -> float:
@@ -94,7 +96,8 @@ def validation_mistakes(run_dir: Path, limit: int = 24, max_images: int = 2000, 
     mistakes = tuple(Mistake(int(examined[i]), classes[targets[i]], classes[predicted[i]],
                              float(probs[i, predicted[i]]), float(probs[i, targets[i]]),
                              fit_within(dataset_image(images, int(examined[i])), SHOWN_SIDE)) for i in wrong[:limit])
-    return MistakeReport(config.dataset, classes, mistakes, len(examined), len(wrong), len(val_idx))
+    return MistakeReport(config.dataset, classes, mistakes, len(examined), len(wrong), len(val_idx),
+                         scores_note(checkpoint.config))
 
 
 def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, Image.Image]]:

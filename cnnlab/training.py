@@ -39,7 +39,7 @@ from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
                                  FeatureSizeError, cache_key, cache_path, check_tap, extract_features, linear_from,
                                  load_cached, make_classifier, model_fingerprint, store)
-from cnnlab.heads import classifier_as_head
+from cnnlab.heads import classifier_as_head, keeps_examples
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
                              logits_of, stage_labels)
@@ -268,10 +268,11 @@ class RunStart:
         resumed = (f"; it already {done}: its saved model is evaluated again" if self.finished_before else
                    f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
         ranks = f" x{self.world_size} processes" if self.world_size > 1 else ""
+        why_none = f" ({keeps})" if (keeps := keeps_examples(c.strategy, c.classifier)) else ""
         return (f"{c.strategy} {c.arch} ({weights_label(resolve_weights(c))}) on {c.dataset}: "
                 f"{len(self.classes)} classes, {self.train_size} train / {self.val_size} val images, "
-                f"{self.device}{ranks}; parameters: {self.params_trainable:,} trainable, {self.params_frozen:,} "
-                f"frozen{resumed}")
+                f"{self.device}{ranks}; parameters: {self.params_trainable:,} trainable{why_none}, "
+                f"{self.params_frozen:,} frozen{resumed}")
 
 
 @dataclass(frozen=True)

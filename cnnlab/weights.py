@@ -492,6 +492,7 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
 def _load_run(name: str, path: str) -> LoadedModel:
     from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
     from cnnlab.data import dataset_label
+    from cnnlab.heads import scores_note
     from cnnlab.planner import run_method
 
     try:
@@ -505,9 +506,8 @@ def _load_run(name: str, path: str) -> LoadedModel:
     after = f", saved after epoch {checkpoint.epoch}" if checkpoint.epoch else ""
     note = (f"Trained by run {Path(checkpoint.path).parents[1].name} ({run_method(config)}) "
             f"on {dataset_label(config.get('dataset', ''))} ({len(classes)} classes){after}.")
-    if config.get("classifier") == "svm" and config.get("strategy") == "extract":
-        note += (" Its head is an SVM: the probabilities are the softmax of its one-vs-rest vote scores, which rank "
-                 "the classes but are not calibrated.")
+    if scores := scores_note(config):
+        note += " " + scores
     return LoadedModel(model, name, str(path), len(classes), (note,), classes, config.get("image_size"))
 
 

@@ -10,6 +10,7 @@ from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_cu
 from cnnlab.checkpoints import EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.data import first_names
 from cnnlab.featurecache import CLASSIFIER_NAMES
+from cnnlab.heads import keeps_examples
 from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title, stage_labels
@@ -53,7 +54,8 @@ def mistakes_section(run_id: str, checkpoint: str) -> None:
     shown = ("all of them, surest first" if len(report.mistakes) == report.wrong
              else f"the {len(report.mistakes)} it was surest of")
     st.caption(f"{report.wrong:,} wrong among {looked} validation images ({report.accuracy:.1%} right). Shown: "
-               f"{shown}, as true → predicted (the model's probability).")
+               f"{shown}, as true → predicted (the model's probability)." +
+               (f" {report.scores_note}" if report.scores_note else ""))
     grid = st.container(horizontal=True, gap="small")
     for mistake in report.mistakes:
         grid.image(fit_within(mistake.image, MISTAKE_PX, min_side=96), width=MISTAKE_PX,
@@ -298,7 +300,8 @@ if result and "confusion_matrix" in result:
                help="As the run measured it, from reading its data to its last evaluation. The time in all, beside "
                     "the run's name above and in the table, also counts its process starting, PyTorch loading and "
                     "the result being recorded.")
-    row.metric("Trainable parameters", f"{result['params_trainable']:,}")
+    keeps = keeps_examples(run.config.get("strategy"), run.config.get("classifier"))
+    row.metric("Trainable parameters", f"{result['params_trainable']:,}", help=f"None: {keeps}." if keeps else None)
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
     small_validation_warning(sum(map(sum, result["confusion_matrix"])))
     if result.get("feature_cache") in ("hit", "partial"):

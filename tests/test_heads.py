@@ -11,13 +11,15 @@ from sklearn.datasets import load_digits
 from cnnlab.cam import class_activation_map
 from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
 from cnnlab.featurecache import CLASSIFIER_NAMES, make_classifier
-from cnnlab.heads import KernelSVMHead, NearestNeighboursHead, classifier_as_head, empty_head
+from cnnlab.heads import (KEEPS_EXAMPLES, SVM_SCORES_NOTE, KernelSVMHead, NearestNeighboursHead, classifier_as_head,
+                          empty_head)
 from cnnlab.images import read_image
+from cnnlab.mistakes import validation_mistakes
 from cnnlab.predict import predict_image
 from cnnlab.registry import get_spec
 from cnnlab.training import make_config, run
 from cnnlab.weights import load_weights
-from tests.test_training import LITE0, digit_folder
+from tests.test_training import LITE0, Recorder, digit_folder
 
 
 def digits_split(classes: int):
@@ -66,8 +68,9 @@ def test_a_head_reloads_from_its_saved_tensors(kind):
 @pytest.mark.parametrize("kind, head_type", [("svm", KernelSVMHead), ("knn", NearestNeighboursHead)])
 def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_path, kind, head_type):
     root = digit_folder(tmp_path / "digits", per_class=10)
+    recorder = Recorder()
     result = run(make_config("extract", LITE0, f"folder:{root}", image_size=64, classifier=kind, device="cpu"),
-                 out_dir=tmp_path / "svm")
+                 [recorder], out_dir=tmp_path / "svm")
     assert result.checkpoint is not None
     model, _ = model_from_checkpoint(tmp_path / "svm")
     assert isinstance(model.get_submodule("classifier"), head_type)
@@ -83,6 +86,9 @@ def test_a_kernel_run_is_a_whole_model_that_predicts_exports_and_trains_on(tmp_p
     assert f"(III: extract + {CLASSIFIER_NAMES[kind]}, 64 px)" in loaded.notes[0]
     three = next((root / "3").iterdir())
     assert predict_image(three, LITE0, str(tmp_path / "svm")).predictions[0].label == "3"
+    report = validation_mistakes(tmp_path / "svm")
+    assert (report.scores_note == SVM_SCORES_NOTE) == (kind == "svm") and report.examined == 20
+    assert f"0 trainable ({KEEPS_EXAMPLES[kind]})" in recorder.start.summary()
     exported = export_checkpoint(tmp_path / "svm", "onnx")
     assert exported.matches and exported.checked_on == "4 of the run's validation images", exported.max_abs_diff
     digits = torch.cat([loaded.batch_for(read_image(next((root / d).iterdir()))) for d in ("3", "7")])
