@@ -11,6 +11,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from cnnlab.defaults import DEFAULT_EPOCHS, DEFAULT_LR
 from cnnlab.paths import DataDirError
 from cnnlab.runstore import default_path as run_store_path
 
@@ -742,11 +743,16 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
         return
     parser.add_argument("--epochs", type=positive_int,
                         help="passes over the training images (scratch, finetune, extract with --classifier linear); "
-                             "default: the strategy's own, as on the dashboard")
-    parser.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, warmup then cosine decay); "
-                                                          "extract: only with --classifier linear")
+                             f"default {DEFAULT_EPOCHS['scratch']}, {DEFAULT_EPOCHS['finetune']} and "
+                             f"{DEFAULT_EPOCHS['linear']}, as on the dashboard")
+    parser.add_argument("--lr", type=positive_float,
+                        help="peak learning rate (AdamW, warmup then cosine decay); default "
+                             f"{DEFAULT_LR['scratch']:g} scratch, {DEFAULT_LR['finetune']:g} finetune, "
+                             f"{DEFAULT_LR['extract']:g} extract (only with --classifier linear)")
     parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
-                                         "or all-but:N (train only the last N layers); default: half the stages")
+                                         "or all-but:N (train only the last N layers); default stage:K through the "
+                                         "middle stage (K half the stages), or the lecture's plan for VGG-16; the run's "
+                                         "first line says what it freezes")
     parser.add_argument("--head", choices=["own", "lecture"],
                         help="scratch, finetune: the network's own classifier layers (the last one new for your "
                              "classes), or the lecture's new head, Flatten -> Dense(1024) -> Dropout(0.5) -> "

@@ -35,6 +35,7 @@ from cnnlab.checkpoints import (Checkpoint, atomic_write_json, head_from_checkpo
                                 load_checkpoint_weights, load_trainer_state, read_json, save_checkpoint)
 from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
                          transforms_for, worker_count)
+from cnnlab.defaults import DEFAULT_EPOCHS, DEFAULT_LR
 from cnnlab.distributed import DistContext
 from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
                                  FeatureSizeError, cache_key, cache_path, check_tap, extract_features, linear_from,
@@ -46,8 +47,6 @@ from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names
 
 STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_LR = {"scratch": 2e-3, "finetune": 1e-3, "extract": 1e-2, "probe": 1e-2}
-DEFAULT_EPOCHS = {"scratch": 15, "finetune": 10, "extract": 1, "probe": 1, "linear": 30}  # random init needs longer
 RUNTIME_FIELDS = ("epochs", "device", "compile", "workers")  # may change when a run resumes
 AUX_LOSS_WEIGHT = 0.4  # Inception's auxiliary classifiers, as in torchvision's reference recipe
 
