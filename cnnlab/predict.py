@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnlab.images import read_image
 from cnnlab.registry import DEFAULT_ARCH, get_spec, logits_of
-from cnnlab.weights import DEFAULT, LoadedModel, default_weights, load_weights
+from cnnlab.weights import DEFAULT, NONE, LoadedModel, default_weights, load_weights
 
 IMAGENET_CLASSES = 1000
 
@@ -72,6 +72,22 @@ def label_set(loaded: LoadedModel) -> LabelSet:
         return LabelSet(spec.class_names_title, spec.class_names)
     classes = max(loaded.num_classes, 2)
     return LabelSet(f"{classes} unnamed classes, 'class 0' to 'class {classes - 1}'", class_names(classes))
+
+
+ENLARGED = 4  # an image whose shorter side the network's input exceeds this many times is called enlarged
+
+
+def enlargement_note(image: Image.Image, loaded: LoadedModel) -> str | None:
+    """A word for an image far smaller than a pretrained network's input (an 8x8 digit before a 224 px ImageNet
+    network): it is enlarged many times, and the answer is one of the network's classes whatever it shows. None
+    for images of a usual size, for random weights, and for a run's model (it was trained on images like it)."""
+    side = min(image.size)
+    input_size = loaded.image_size or get_spec(loaded.arch).image_size
+    if loaded.class_names or loaded.weights == NONE or side * ENLARGED > input_size:
+        return None
+    return (f"This {image.width}x{image.height} image is enlarged {input_size / side:.0f}x to the network's "
+            f"{input_size} px, and the answer is one of {label_set(loaded).title} whatever it shows. A network "
+            "trained on images like it (a run of yours, under Weights) answers in their classes.")
 
 
 def predict(model: nn.Module, batch: torch.Tensor, top: int = 5,

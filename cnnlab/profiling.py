@@ -98,7 +98,7 @@ class ModelProfile:
 
 def human(number: float) -> str:
     """12_900_000 -> '12.9M', the way the lecture writes counts."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(number) >= scale:
             return f"{number / scale:.1f}{unit}"
     return f"{number:g}"

@@ -185,6 +185,22 @@ def config_in_use(config: dict) -> dict:
     return shown
 
 
+def settings_line(config: RunConfig) -> str:
+    """The settings a run uses, in words: '3 epochs · batch 64 · learning rate 0.002 · 32 px' (Strategy III's
+    classifier first, Strategy II's freeze plan last); those its strategy and classifier never read are left out."""
+    unused = unused_fields(config.strategy, config.classifier)
+    parts = [CLASSIFIER_NAMES[config.classifier]] if config.strategy in ("extract", "probe") else []
+    if "epochs" not in unused:
+        parts.append(f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}")
+    parts.append(f"batch {config.batch_size}")
+    if "lr" not in unused:
+        parts.append(f"learning rate {config.lr:g}")
+    parts.append(f"{config.image_size or get_spec(config.arch).image_size} px")
+    if config.strategy == "finetune":
+        parts.append(f"freeze {config.freeze}")
+    return " · ".join(parts)
+
+
 def _flag(name: str) -> str:
     """The command-line option of a RunConfig field: 'batch_size' -> '--batch-size'."""
     return f"--{name.replace('_', '-')}"

@@ -38,7 +38,8 @@ def layer_table(arch: str) -> pd.DataFrame:
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
         "Claim": f"{short_title(get_spec(c.claim.arch).title)}, {c.claim.what}", "Agrees": c.agrees,
-        "Within": c.claim.within, "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Counted as": c.measured_how,
+        "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Within": c.claim.within,
+        "Counted as": c.measured_how,
     } for c in check_claims()])
 
 
@@ -84,6 +85,7 @@ st.dataframe(
         "Params (M)": st.column_config.NumberColumn(format="%.2f"),
         "ImageNet top-1 %": st.column_config.NumberColumn(format="%.1f"),
         "ImageNet top-5 %": st.column_config.NumberColumn(format="%.1f"),
+        "Input": st.column_config.TextColumn(width=90),
         "Size (MiB, fp32)": st.column_config.NumberColumn(
             format="%.1f", help="Parameters and buffers at 4 bytes each, in MiB (2^20 bytes), as torchvision's "
                                 "'file size' counts them: VGG-16's 138.4M parameters are 527.8 MiB, 553 MB."),
@@ -149,7 +151,7 @@ claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(claims)),
              column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
                             "Agrees": st.column_config.CheckboxColumn(
-                                width=70, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
+                                width=64, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
                                                "slides round their numbers (60 Million for 61.1M)"),
                             "Within": st.column_config.TextColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),

@@ -17,7 +17,7 @@ from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_m
 from cnnlab.charts import layer_statistics_figure, vector_bars
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
-from cnnlab.predict import Prediction, label_set, predict_loaded
+from cnnlab.predict import Prediction, enlargement_note, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
@@ -433,6 +433,8 @@ with preview:
                     f"{top.label} ({100 * top.probability:.1f}%)")
     else:
         st.markdown(f"**Top prediction:** {top.label} ({100 * top.probability:.1f}%)")
+        if note := enlargement_note(picked.image, loaded_model(arch, weights)):
+            st.caption(note)
     with st.expander("Top 5", icon=":material/bar_chart:"):
         predictions_chart(result.predictions)
 if weights == NONE:

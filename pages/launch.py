@@ -16,7 +16,7 @@ from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate
 from cnnlab.profiling import human
 from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
-                             preflight)
+                             preflight, settings_line)
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
 from pages.widgets import EMPTY, arch_picker, metric_row, panes
@@ -249,7 +249,7 @@ with right:
         features = cached_tap_features(arch, tap, pooling, int(image_size))
         head = (features.count + 1) * (classes or 10) if classifier in ("logreg", "linear") else 0
         rows[-1] = {"Part": CLASSIFIER_LABELS[classifier], "Params": head,
-                    "State": "trained" if head else "fitted"}
+                    "State": "trained" if head else "fitted: keeps training examples"}
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Params": st.column_config.NumberColumn(format="localized")})
     if plan.stages_without_params:
@@ -315,6 +315,13 @@ def queue_runs(strategies: list[str], **overrides) -> list[str] | None:
 
 ready = dataset is not None and weights is not None
 pretrained_weights = weights if weights not in (None, NONE) else ready_weights(arch)
+if ready:
+    try:
+        st.caption(f"Launch runs it with {settings_line(build_config(strategy))}.",
+                   help="The values the run is queued with. A field left red holds a number out of its range, "
+                        "which is not taken: the last valid one is.")
+    except ConfigError:
+        pass  # said when Launch is pressed, with the checks it meets there
 buttons = st.container(horizontal=True)
 if buttons.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=not ready):
     if ids := queue_runs([strategy]):

@@ -3,7 +3,7 @@ import pages.menu  # noqa: F401, I001  (first: a first visit straight to this pa
 import streamlit as st
 
 from cnnlab.data import first_names
-from cnnlab.predict import label_set, predict_loaded
+from cnnlab.predict import enlargement_note, label_set, predict_loaded
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError
 from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, panes, predictions_chart,
@@ -48,6 +48,8 @@ with right:
             row.metric("Top class", top.label, width="content")
             row.metric("Probability", f"{100 * top.probability:.1f}%", width="content")
         predictions_chart(predictions)
+        if note := enlargement_note(picked.image, model):
+            st.info(note, icon=":material/zoom_in:")
         st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: "
                    f"{spec.preprocessing_at(model.image_size).describe()}.")
         for note in model.notes:

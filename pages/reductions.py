@@ -111,9 +111,10 @@ def calculator() -> None:
     lines = [f"Input {setup.height}x{setup.width}x{setup.in_channels}, output "
              f"{setup.height}x{setup.width}x{setup.out_channels}.",
              f"Number of operations ({'naive ' if result.reduce is not None else ''}{k}) = {result.naive.formula}"]
-    if result.reduce is not None:
-        lines += [f"Number of operations for 1x1 = {result.reduce.formula}",
-                  f"Number of operations for {k} = {result.conv.formula}",
+    if result.reduce is not None:  # the lecture's words, told apart where the k x k is a 1x1 too
+        first, second = ("1x1 reduction", "1x1 after it") if setup.kernel == 1 else ("1x1", k)
+        lines += [f"Number of operations for {first} = {result.reduce.formula}",
+                  f"Number of operations for {second} = {result.conv.formula}",
                   f"Total number of operations = {result.total_formula}"]
     st.markdown("  \n".join(f"`{line}`" if "=" in line else line for line in lines))
 
@@ -128,14 +129,17 @@ def calculator() -> None:
         row.metric("MACs with reduction", human(result.total_macs),
                    delta=f"{human(result.total_macs - result.naive.macs)}", delta_color="inverse")
         if result.ratio >= 1:
-            row.metric("Fewer MACs", f"{result.ratio:.1f}x")
+            row.metric("Fewer MACs", times(result.ratio))
         else:
-            row.metric("More MACs", f"{1 / result.ratio:.1f}x",
+            row.metric("More MACs", times(1 / result.ratio),
                        help="The 1x1 keeps so many channels (C_red) that it and the k x k after it cost more than "
                             "the k x k alone: a reduction pays only when C_red is well below C_in.")
         row.metric("Parameters", f"{human(result.naive.params)} → {human(result.total_params)}",
                    help="Naive → with the reduction. " + " ; ".join(
                        c.params_formula for c in (result.naive, result.reduce, result.conv)))
+    if result.reduce is not None and setup.reduce_to > setup.in_channels:
+        st.warning(f"C_red = {setup.reduce_to} is more channels than the input's {setup.in_channels}: this 1x1 "
+                   "widens the input instead of reducing it, so it only adds work.", icon=":material/info:")
     left, right = panes("calc-costs", 1, 1, min_width=360)
     left.plotly_chart(reduction_cost_bars(result, "macs", "Multiply-accumulates"), key="calc_macs_chart",
                       width="stretch")
@@ -151,9 +155,11 @@ def calculator() -> None:
         st.plotly_chart(reduction_sweep_figure(setup), key="calc_sweep_chart", width="stretch")
         st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                    "channels than the k x k convolution can use cheaply.")
-        if setup.reduce_to > setup.in_channels:
-            st.warning(f"C_red = {setup.reduce_to} is more channels than the input's {setup.in_channels}: this 1x1 "
-                       "widens the input instead of reducing it, so it only adds work.", icon=":material/info:")
+
+
+def times(ratio: float) -> str:
+    """'21.4x', with two decimals near 1 where one would read '1.0x' for a real difference ('1.01x')."""
+    return f"{ratio:.1f}x" if ratio >= 1.1 else f"{ratio:.2f}x"
 
 
 FACTOR_FIELDS = (  # setup field, label, help, maximum, step

@@ -206,11 +206,13 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "running" and steps:
         progress = jobs.run_progress(steps)
         progress_area.progress(progress.fraction, text=progress.describe())
+    if steps and current.status in ("running", "cancelled", "interrupted", "failed"):  # ended early: what it did
         losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
-            progress_area.markdown("**Training loss, step by step (live)**")
+            when = "live" if current.status == "running" else "until it stopped"
+            progress_area.markdown(f"**Training loss, step by step ({when})**")
             progress_area.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
-    elif current.status == "queued":
+    if current.status == "queued":
         place, queued = live_store.queue_position(run_id)
         progress_area.progress(0.0, text=f"waiting in the queue: {place} of {queued}" if queued > 1
                                else "next in the queue")
@@ -300,9 +302,10 @@ if result and "confusion_matrix" in result:
                help="As the run measured it, from reading its data to its last evaluation. The time in all, beside "
                     "the run's name above and in the table, also counts its process starting, PyTorch loading and "
                     "the result being recorded.")
-    keeps = keeps_examples(run.config.get("strategy"), run.config.get("classifier"))
-    row.metric("Trainable parameters", f"{result['params_trainable']:,}", help=f"None: {keeps}." if keeps else None)
+    row.metric("Trainable parameters", f"{result['params_trainable']:,}")
     row.metric("Frozen parameters", f"{result['params_frozen']:,}")
+    if keeps := keeps_examples(run.config.get("strategy"), run.config.get("classifier")):
+        st.caption(f"No trainable parameters, yet it learnt from the data: {keeps}.")
     small_validation_warning(sum(map(sum, result["confusion_matrix"])))
     if result.get("feature_cache") in ("hit", "partial"):
         st.caption(f"The backbone's features came {'' if result['feature_cache'] == 'hit' else 'partly '}from the "

@@ -156,9 +156,10 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
         line.caption(f"Showing **{kept[0]}**, uploaded earlier.")
         line.button("Back to the sample photos", key=f"{key}_forget", icon=":material/close:", type="tertiary",
                     on_click=st.session_state.pop, args=(kept_key, None))
-    sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample",
-                          disabled=upload is not None or kept is not None,
-                          format_func=lambda s: extra[s][0] if s in extra else SAMPLE_TITLES.get(s, s),
+    uploaded = upload is not None or kept is not None
+    sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample", disabled=uploaded,
+                          format_func=lambda s: ("Not used, your upload is: " if uploaded else "")
+                          + (extra[s][0] if s in extra else SAMPLE_TITLES.get(s, s)),
                           help="CC0 / public-domain photos from scikit-image, shipped in assets/"
                                + ("; first, images the run held out for validation." if extra else "."))
     if upload is not None:

@@ -71,7 +71,7 @@ def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     columns = at.dataframe[0].value.columns
     assert "ms per batch of 1" not in columns and not any(c.startswith("Yours") for c in columns), "no empty columns before"
     claims = at.dataframe[1].value.set_index("Claim")
-    assert list(claims.columns[:2]) == ["Agrees", "Within"], "which claim and whether it holds, before the numbers"
+    assert list(claims.columns[:3]) == ["Agrees", "Lecture says", "cnnlab's network"], "the verdict, then the numbers"
     assert claims.loc["LeNet-5, params", "Within"] == "10%"  # 61,706 against the slide's 60,000
     assert not claims.loc["AlexNet, first conv filters", "Agrees"] and claims.loc["LeNet-5, params", "Agrees"]
     at.multiselect[0].set_value(["lenet5"]).run()

@@ -149,7 +149,12 @@ def test_page_predicts_the_cat_by_default_and_other_samples():
     assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}
     assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 1
     at.selectbox(key="predict_image_sample").set_value("coffee").run()
-    assert top_class(at) == "espresso"
+    assert top_class(at) == "espresso" and not at.info, "a photo of a usual size needs no word on its size"
+    at.selectbox(key="predict_image_sample").set_value("digit").run()
+    assert not at.exception and [i.value for i in at.info] == [
+        "This 8x8 image is enlarged 28x to the network's 224 px, and the answer is one of the 1000 ImageNet-1k "
+        "classes whatever it shows. A network trained on images like it (a run of yours, under Weights) answers in "
+        "their classes."]
 
 
 def test_page_takes_an_upload_and_refuses_bad_ones():

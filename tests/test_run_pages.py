@@ -284,6 +284,7 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     at.radio(key="launch_strategy").set_value("scratch").run()
     at.selectbox(key="launch_arch").set_value("lenet5").run()
     at.number_input(key="launch_epochs_scratch_None").set_value(3).run()
+    assert "Launch runs it with 3 epochs · batch 64 · learning rate 0.002 · 32 px." in [c.value for c in at.caption]
     launch = next(b for b in at.button if b.label == "Launch")
     launch.click().run()
     assert not at.exception, at.exception
@@ -340,6 +341,7 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     assert wait_status(run_id, ("cancelled", "succeeded", "failed")) == "cancelled"
     at = open_page("pages/runs.py")
     assert any(b.label == "Resume" for b in at.button)
+    assert any(m.value == "**Training loss, step by step (until it stopped)**" for m in at.markdown), "kept"
     ending = ", part of the way through its first epoch." if not store.get(run_id).result["epochs"] else " then."
     assert any(c.value.startswith("The run stopped before it finished") and c.value.endswith(ending)
                for c in at.caption)
