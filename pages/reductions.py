@@ -108,15 +108,15 @@ def calculator() -> None:
     result = compare_reduction(setup)
 
     k = f"{setup.kernel}x{setup.kernel}"
-    lines = [f"Input {setup.height}x{setup.width}x{setup.in_channels}, output "
-             f"{setup.height}x{setup.width}x{setup.out_channels}.",
-             f"Number of operations ({'naive ' if result.reduce is not None else ''}{k}) = {result.naive.formula}"]
+    lines = [(f"Number of operations ({'naive ' if result.reduce is not None else ''}{k})", result.naive.formula)]
     if result.reduce is not None:  # the lecture's words, told apart where the k x k is a 1x1 too
         first, second = ("1x1 reduction", "1x1 after it") if setup.kernel == 1 else ("1x1", k)
-        lines += [f"Number of operations for {first} = {result.reduce.formula}",
-                  f"Number of operations for {second} = {result.conv.formula}",
-                  f"Total number of operations = {result.total_formula}"]
-    st.markdown("  \n".join(f"`{line}`" if "=" in line else line for line in lines))
+        lines += [(f"Number of operations for {first}", result.reduce.formula),
+                  (f"Number of operations for {second}", result.conv.formula),
+                  ("Total number of operations", result.total_formula)]
+    st.markdown("  \n".join([f"Input {setup.height}x{setup.width}x{setup.in_channels}, output "
+                              f"{setup.height}x{setup.width}x{setup.out_channels}."] +
+                             [f"{words} = `{unbroken(formula)}`" for words, formula in lines]))
 
     row = metric_row()
     row.metric("Naive MACs" if result.reduce is not None else "MACs", human(result.naive.macs))
@@ -155,6 +155,11 @@ def calculator() -> None:
         st.plotly_chart(reduction_sweep_figure(setup), key="calc_sweep_chart", width="stretch")
         st.caption("Where the solid line crosses the dashed one, the reduction stops paying: it then keeps more "
                    "channels than the k x k convolution can use cheaply.")
+
+
+def unbroken(text: str) -> str:
+    """`text` with no-break spaces: a formula wraps before it on a phone, never inside it."""
+    return text.replace(" ", "\u00a0")
 
 
 def times(ratio: float) -> str:

@@ -158,7 +158,7 @@ def image_picker(key: str, weights: str | None = None, arch: str | None = None) 
                     on_click=st.session_state.pop, args=(kept_key, None))
     uploaded = upload is not None or kept is not None
     sample = st.selectbox("...or use a sample photo", choices, key=f"{key}_sample", disabled=uploaded,
-                          format_func=lambda s: ("Not used, your upload is: " if uploaded else "")
+                          format_func=lambda s: ("Unused sample: " if uploaded else "")
                           + (extra[s][0] if s in extra else SAMPLE_TITLES.get(s, s)),
                           help="CC0 / public-domain photos from scikit-image, shipped in assets/"
                                + ("; first, images the run held out for validation." if extra else "."))

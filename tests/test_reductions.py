@@ -470,7 +470,7 @@ def _reductions_page():
 
 
 def _calculator_text(at) -> str:
-    return next(m.value for m in at.markdown if "Number of operations" in m.value)
+    return next(m.value for m in at.markdown if "Number of operations" in m.value).replace("\u00a0", " ")
 
 
 def _metrics(at) -> dict[str, str]:
