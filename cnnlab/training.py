@@ -385,12 +385,13 @@ class ProbeResult:
     time_s: float
     feature_cache: str
     val_size: int
+    total_macs: int | None = None  # one forward pass over every image, all stages' features at once
 
     def to_json(self) -> dict:
         return {"arch": self.config.arch, "dataset": self.config.dataset, "weights": resolve_weights(self.config),
                 "classifier": self.config.classifier, "feature_cache": self.feature_cache, "val_size": self.val_size,
-                "time_s": round(self.time_s, 3), "stages": [asdict(r) for r in self.rows],
-                "config": self.config.to_dict()}
+                "time_s": round(self.time_s, 3), "total_macs": self.total_macs,
+                "stages": [asdict(r) for r in self.rows], "config": self.config.to_dict()}
 
 
 def _points(difference: float) -> str:
@@ -1275,7 +1276,11 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
         pipeline = make_classifier(config.classifier, config.seed).fit(x[train_idx], y[train_idx])
         rows.append(ProbeRow(index, tap, x.shape[1], float(pipeline.score(x[train_idx], y[train_idx])),
                              float(pipeline.score(x[val_idx], y[val_idx]))))
-    return ProbeResult(config, tuple(rows), time.perf_counter() - started, cache, len(val_idx))
+    from cnnlab.planner import run_compute
+
+    as_extract = {**config.to_dict(), "strategy": "extract", "tap": PENULTIMATE}  # the same pass Strategy III makes
+    cost = run_compute(as_extract, len(images.classes), len(train_idx), len(val_idx), 1)
+    return ProbeResult(config, tuple(rows), time.perf_counter() - started, cache, len(val_idx), cost["total_macs"])
 
 
 def run(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None) -> RunResult | ProbeResult:

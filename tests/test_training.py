@@ -22,6 +22,7 @@ from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
 from cnnlab.planner import describe_freeze, run_method
+from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, fit_head, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, Runtime, StopRun,
                              count_params, features_cached, freeze_layers, keeps_model, make_config, parse_freeze,
@@ -381,6 +382,9 @@ def test_probe_reports_accuracy_per_stage(tmp_path):
     assert [r.dim for r in result.rows] == [16, 24, 40, 112, 1280]
     assert all(0.3 < r.val_acc <= 1 for r in result.rows)
     assert max(r.val_acc for r in result.rows[2:]) > result.rows[0].val_acc
+    per_image = result.total_macs / 200  # one forward pass over the 200 images: ImageNet's 1,280 x 1,000 classifier
+    assert per_image == profile_arch(LITE0, 64).macs - 1280 * 1000 + 1280 * 10  # replaced by one for the 10 digits
+    assert result.to_json()["total_macs"] == result.total_macs
 
 
 @pytest.fixture
