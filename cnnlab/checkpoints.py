@@ -170,8 +170,8 @@ def require_checkpoint(path: Path) -> Checkpoint:
     checkpoint = latest_checkpoint(path)
     if checkpoint is None and (Path(path) / CONFIG_FILE).is_file():
         config = read_json(Path(path) / CONFIG_FILE)
-        why = NO_MODEL if config.get("strategy") in ("extract", "probe") else "saved no checkpoint (it ended before " \
-            "its first epoch did)"
+        why = NO_MODEL if config.get("strategy") in ("extract", "probe") else "saved no checkpoint: it ended before " \
+            "its first epoch did, and resuming it trains from the start"
         raise CheckpointError(f"run {Path(path).name} {why}")
     if checkpoint is None:
         raise CheckpointError(f"{path} holds no checkpoint (expected a run folder or a ckpt-NNNN folder)")

@@ -21,6 +21,12 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and without abbreviated options: `--epoch 2` is refused with the option it
+    likely meant (--epochs), never taken for whichever option it starts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message: str):
         raise UsageError(f"{message} (`{self.prog} --help` says more)")
 
@@ -499,10 +505,16 @@ def _first_line(text: str | None) -> str | None:
 
 
 def _run_command(action, run_id: str):
+    """`action(run_id)`; no such run, or a run in the wrong state, is a UsageError (the errors of a run's data,
+    weights or options pass on as they are, for the caller to word)."""
+    from cnnlab.jobs import user_errors
+
     try:
         return action(run_id)
     except KeyError:
         raise UsageError(f"no run {run_id!r}; see `cnnlab runs`") from None
+    except user_errors():
+        raise
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -511,6 +523,8 @@ def _cmd_cancel(args) -> None:
     from cnnlab.jobs import cancel, terminal_pid
     from cnnlab.runstore import RunStore
 
+    if _run_command(lambda run_id: RunStore().get(run_id).status, args.run) == "cancelled":
+        raise UsageError(f"run {args.run} is cancelled already; `cnnlab resume {args.run}` queues it again")
     status = _run_command(cancel, args.run)
     if status == "running":
         pid = terminal_pid(RunStore().get(args.run))
@@ -524,9 +538,12 @@ def _cmd_cancel(args) -> None:
 
 def _cmd_resume(args) -> None:
     from cnnlab.checkpoints import latest_checkpoint
-    from cnnlab.jobs import resume, run_dir, worker_alive
+    from cnnlab.jobs import resume, run_dir, user_errors, worker_alive
 
-    _run_command(resume, args.run)
+    try:
+        _run_command(resume, args.run)  # its data and weights are checked before it is queued
+    except user_errors() as error:
+        raise UsageError(f"run {args.run} cannot resume: {error}") from None
     checkpoint = latest_checkpoint(run_dir(args.run))
     print(f"{args.run}: queued again; " + (f"it continues after epoch {checkpoint.epoch}, its last checkpoint"
                                            if checkpoint else "it starts from the beginning (it saved no checkpoint)"))
@@ -553,7 +570,8 @@ def _cmd_delete(args) -> None:
 
 
 def _cmd_worker(args) -> None:
-    from cnnlab.jobs import work
+    from cnnlab.jobs import work, worker_pids
+    from cnnlab.paths import data_dir
 
     try:
         done = work(once=args.once, idle_exit_s=args.idle_exit, gpu=args.gpu,
@@ -561,7 +579,10 @@ def _cmd_worker(args) -> None:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if done < 0:
-        raise UsageError("another worker is already running for this data directory (and GPU)")
+        gpu = f" for GPU {args.gpu}" if args.gpu is not None else ""
+        raise UsageError(f"a worker{gpu} is running already (process {', '.join(map(str, worker_pids()))}) and takes "
+                         f"the queue of {data_dir()}; `cnnlab runs` shows what it runs"
+                         + ("" if gpu else "; on a machine with several GPUs, --gpu N starts one for another"))
     print(f"worker: {done} run(s) taken from the queue; `cnnlab runs` says how each ended" if done else
           "worker: the queue is empty; `cnnlab submit` queues a run", file=sys.stderr)
 

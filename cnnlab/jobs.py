@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cnnlab.paths import data_dir, process_alive
-from cnnlab.runstore import ACTIVE, STATUSES, Run, RunStore, status_phrase
+from cnnlab.runstore import ACTIVE, RESUMABLE, STATUSES, Run, RunStore, status_phrase
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
@@ -205,9 +205,15 @@ def submit(config, store: RunStore | None = None, request_key: str | None = None
 
 
 def resume(run_id: str, store: RunStore | None = None) -> None:
-    """Queue an interrupted, failed or cancelled run again; it continues from its last checkpoint."""
+    """Queue an interrupted, failed or cancelled run again; it continues from its last checkpoint. Its data and
+    weights are checked first, as `submit` checks a new run's (ConfigError, DatasetError or WeightsError)."""
+    from cnnlab.training import RunConfig, preflight
+
     store = store or RunStore()
     recover_interrupted(store)
+    run = store.get(run_id)
+    if run.status in RESUMABLE:  # (otherwise requeue says why not, at once)
+        preflight(RunConfig.from_dict(run.config))
     store.requeue(run_id)
 
 
@@ -222,9 +228,11 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
 def _ending(run: Run) -> str:
     """How a run ended, as the worker's log says it: 'succeeded after 12 s (8 s in earlier attempts)', with the
     error of a failed run. The seconds are those `cnnlab runs` lists."""
+    seconds = run.duration_s or 0
+    took = f"{seconds:.1f} s" if seconds < 90 else in_words(seconds)
     earlier = f" ({in_words(run.earlier_s)} in earlier attempts)" if run.earlier_s else ""
     error = f": {run.error}" if run.status == "failed" and run.error else ""
-    return f"{run.status} after {in_words(run.duration_s or 0)}{earlier}{error}"
+    return f"{run.status} after {took}{earlier}{error}"
 
 
 def in_words(seconds: float) -> str:
@@ -460,13 +468,18 @@ class StoreReporter:
 
 
 class EpochLines:
-    """A training callback that says each finished epoch of a run as one Keras-style line (a worker's log)."""
+    """A training callback that says each finished epoch of a run as one Keras-style line, and the run's notes
+    (a worker's log)."""
 
     def __init__(self, run_id: str, say: Callable[[str], None]):
         self.run_id, self.say = run_id, say
 
     def on_epoch_end(self, metrics) -> None:
         self.say(f"run {self.run_id}: {metrics.keras_line()}")
+
+    def on_message(self, text: str) -> None:
+        """A run's notes (unreadable files skipped, a schedule changed), as the terminal shows them."""
+        self.say(f"run {self.run_id}: {text}")
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -20,6 +20,7 @@ from cnnlab.paths import data_dir
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = ("queued", "running")
+RESUMABLE = ("interrupted", "failed", "cancelled")  # what `resume` queues again
 BUSY_TIMEOUT_MS = 30_000
 QUEUE = "SELECT id FROM runs WHERE status = 'queued' ORDER BY COALESCE(queued_at, created_at)"  # oldest wait first
 
@@ -300,7 +301,7 @@ class RunStore:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no run {run_id!r}")
-            if row["status"] not in ("interrupted", "failed", "cancelled"):
+            if row["status"] not in RESUMABLE:
                 raise ValueError(f"run {run_id} {status_phrase(row['status'])}; only interrupted, failed or cancelled "
                                  "runs resume")
             db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, "

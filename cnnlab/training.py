@@ -510,17 +510,19 @@ class ConsoleProgress(Callback):
         self._write(("\r\033[K" if self.bar else "") + metrics.keras_line() + "\n")
 
     def on_run_end(self, result: RunResult) -> None:
-        worst = sorted(result.per_class_acc.items(), key=lambda item: item[1])[:3]
-        worst_text = ", ".join(f"{name}: {acc:.3f}" for name, acc in worst)
+        accuracies = result.per_class_acc
+        best = max((a for a in accuracies.values() if not math.isnan(a)), default=0.0)
+        worst = sorted(((n, a) for n, a in accuracies.items() if a < best), key=lambda item: item[1])[:3]
+        worst_text = f" (weakest classes: {', '.join(f'{n}: {a:.3f}' for n, a in worst)})" if worst else ""
         if self.bar:
             self._write("\r\033[K")
-        checkpoint = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
+        checkpoint = (f"; checkpoint: {result.checkpoint}" if result.checkpoint else
+                      "; no checkpoint kept (no epoch finished): this model is not saved" if result.stopped else "")
         took = (f"trained earlier in {result.train_time_s:.1f}s" if self._finished_before else
                 f"after {len(result.history)} of {result.config.epochs} epochs, {result.train_time_s:.1f}s"
                 if result.stopped else f"in {result.train_time_s:.1f}s")
         stopped = "stopped early; " if result.stopped else ""
-        self._write(f"{stopped}val_acc: {result.val_acc:.4f} {took} (weakest classes: {worst_text}){checkpoint}\n",
-                    self.result_stream)
+        self._write(f"{stopped}val_acc: {result.val_acc:.4f} {took}{worst_text}{checkpoint}\n", self.result_stream)
 
 
 # ------------------------------------------------------------------------------------------ the runtime
@@ -898,6 +900,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
                                               len(val_idx), params_trainable, params_frozen, frozen, start_epoch,
                                               runtime.dist.world_size, start_epoch >= config.epochs))
     last_val, stopped, saved = None, False, checkpoint.path if checkpoint else None
+    trained_s = earlier_s
     try:
         train_model, phase = None, None
         for epoch in range(start_epoch, config.epochs):
@@ -917,19 +920,21 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
                                    lr_at((epoch + 1) * steps_per_epoch - 1))
             _require_finite_val_loss(metrics)
             history.append(metrics)
+            trained_s = earlier_s + time.perf_counter() - started  # what the checkpoint and the result both say
             if runtime.dist.is_main and out_dir is not None:
                 saved = save_checkpoint(out_dir, epoch + 1, raw_model, stored_config,
-                                        {"history": [asdict(m) for m in history],
-                                         "train_time_s": earlier_s + time.perf_counter() - started}, optimizer).path
+                                        {"history": [asdict(m) for m in history], "train_time_s": trained_s},
+                                        optimizer).path
             _emit(callbacks, "on_epoch_end", metrics)
     except StopRun:
         stopped = True
     if last_val is None:  # nothing trained now (resumed a finished run, or stopped in the first epoch)
         last_val = evaluate(model, val_loader, runtime, num_classes)
     freeze_layers(raw_model, spec, config.freeze)
-    trained_s = time.perf_counter() - started if start_epoch < config.epochs else 0.0  # not a finished run's rerun
+    if stopped:  # (a finished run's rerun keeps its earlier time; one that finished now, its last checkpoint's)
+        trained_s = earlier_s + time.perf_counter() - started
     result = RunResult(config, images.classes, last_val.acc, _matrix(last_val.confusion),
-                       earlier_s + trained_s, params_trainable, params_frozen,
+                       trained_s, params_trainable, params_frozen,
                        str(runtime.device), tuple(history), last_val.loss, str(saved) if saved else None,
                        str(out_dir) if out_dir else None, skipped=images.skipped, stopped=stopped,
                        world_size=runtime.dist.world_size)

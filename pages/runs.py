@@ -14,7 +14,7 @@ from cnnlab.heads import keeps_examples
 from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title, stage_labels
-from cnnlab.runstore import ACTIVE, RunStore
+from cnnlab.runstore import ACTIVE, RESUMABLE, RunStore
 from cnnlab.training import config_in_use, probe_reading
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
@@ -232,7 +232,7 @@ active = run.status in ACTIVE
 st.fragment(run_every=REFRESH if active else None)(draw_live)(run_id, active)
 
 actions = st.container(horizontal=True, vertical_alignment="bottom")
-if run.status in ("interrupted", "failed", "cancelled") and actions.button("Resume", icon=":material/replay:"):
+if run.status in RESUMABLE and actions.button("Resume", icon=":material/replay:"):
     try:
         jobs.resume(run_id, store)
     except ValueError as error:

@@ -43,6 +43,8 @@ def test_profile_input_size(capsys):
     (["profile", "resnet18", "--input-size", "-3"], ["greater than zero"]),
     (["profile", "resnet18", "--input-size", "abc"], ["not a whole number"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epoch", "2"],  # no abbreviations
+     ["unrecognized arguments: --epoch 2; did you mean --epochs? (`cnnlab train --help` says more)"]),
     (["predict", "assets/chelsea.png", "--weights", "ffffffffffff"], ["no run ffffffffffff", "`cnnlab runs`"]),
     (["predict", "assets/chelsea.png", "--arch", "lenet5"], ["no pretrained weights exist for lenet5", "--weights none"]),
     (["train", "--strategy", "finetune", "--arch", "lenet5", "--dataset", "digits"],

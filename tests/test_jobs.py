@@ -161,6 +161,26 @@ def test_kill_9_mid_run_leaves_interrupted_then_resume_finishes_it():
         jobs.resume(run_id, store)
 
 
+def test_a_run_whose_data_is_gone_fails_saying_so_and_is_not_queued_again(tmp_path, capsys):
+    import shutil
+
+    from cnnlab.cli import main
+    from tests.test_training import digit_folder
+
+    root = digit_folder(tmp_path / "digits", per_class=3)
+    assert main(["submit", "--strategy", "scratch", "--arch", "lenet5", "--dataset", f"folder:{root}",
+                 "--epochs", "1"]) == 0
+    run_id = capsys.readouterr().out.strip()
+    shutil.rmtree(root)
+    assert main(["worker", "--once"]) == 0
+    assert f"worker: run {run_id}: failed after " in capsys.readouterr().err
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{run_id} (failed): {root} does not exist"
+    assert main(["resume", run_id[:6]]) == 2
+    assert capsys.readouterr().err == f"cnnlab: error: run {run_id} cannot resume: {root} does not exist\n"
+    assert RunStore().get(run_id).status == "failed", "not queued to fail again"
+
+
 def test_cli_submit_runs_cancel_resume(capsys):
     from cnnlab.cli import main
 
@@ -215,6 +235,8 @@ def test_the_start_of_a_run_id_names_the_run(capsys, monkeypatch):
     first, second = (jobs.submit(make_config("scratch", "lenet5", "digits", epochs=e)) for e in (1, 2))
     assert (first, second) == ("abc123000000", "abc124000000")
     assert main(["cancel", "abc123"]) == 0 and capsys.readouterr().out == "abc123000000: cancelled\n"
+    assert main(["cancel", "abc123"]) == 2
+    assert "run abc123000000 is cancelled already; `cnnlab resume abc123000000`" in capsys.readouterr().err
     assert main(["runs"]) == 0
     table, notes = capsys.readouterr().out.split("\n\n")
     assert max(map(len, table.splitlines())) < 140, "notes are not a column that widens the table"
