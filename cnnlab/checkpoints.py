@@ -281,7 +281,8 @@ class ExportResult:
         to 45.2, a relative difference of 8.6e-05: within the 1e-04 allowed)'."""
         word = "match" if self.matches else "DO NOT match"
         relative = self.max_abs_diff / max(1.0, self.largest_output)
-        return (f"its outputs {word} PyTorch's on {self.checked_on} (largest difference {self.max_abs_diff:.1e} on outputs up to "
+        return (f"its outputs {word} PyTorch's on {self.checked_on} (largest difference {self.max_abs_diff:.1e} on "
+                f"outputs up to "
                 f"{self.largest_output:.3g}, a relative difference of {relative:.1e}: "
                 f"{'within' if self.matches else 'over'} the {self.tolerance:.0e} allowed)")
 

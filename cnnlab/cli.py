@@ -771,9 +771,9 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                              f"{DEFAULT_LR['scratch']:g} scratch, {DEFAULT_LR['finetune']:g} finetune, "
                              f"{DEFAULT_LR['extract']:g} extract (only with --classifier linear)")
     parser.add_argument("--freeze", help="finetune: none, body (head only), stage:K (freeze through stage K) "
-                                         "or all-but:N (train only the last N layers); default stage:K through the "
-                                         "middle stage (K half the stages), or the lecture's plan for VGG-16; the run's "
-                                         "first line says what it freezes")
+                                         "or all-but:N (train only the last N layers); default stage:K through "
+                                         "the middle stage (K half the stages), or the lecture's plan for VGG-16; "
+                                         "the run's first line says what it freezes")
     parser.add_argument("--head", choices=["own", "lecture"],
                         help="scratch, finetune: the network's own classifier layers (the last one new for your "
                              "classes), or the lecture's new head, Flatten -> Dense(1024) -> Dropout(0.5) -> "

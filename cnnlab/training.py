@@ -427,11 +427,12 @@ def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: 
                 "size, so whether that is more than chance is not known.")
     elif gap > noise:
         text = (f"{best_stage.capitalize()}, {_points(gap)} above the last one, more than chance allows on "
-                f"{val_size} validation images (±{noise * 100:.1f}): the last stages are too specific to {source} for these data, the "
-                "lecture's general-to-specific claim.")
+                f"{val_size} validation images (±{noise * 100:.1f}): the last stages are too specific to {source} "
+                "for these data, the lecture's general-to-specific claim.")
     else:
         text = (f"{best_stage.capitalize()}, but the last one is within chance of it on {val_size} validation images "
-                f"({_points(gap)} apart, ±{noise * 100:.1f}): these data do not show the last stages being too specific.")
+                f"({_points(gap)} apart, ±{noise * 100:.1f}): these data do not show the last stages being too "
+                "specific.")
     if first is not best:
         text += (f" Early stages hand the classifier few numbers per image, {first['dim']:,} at "
                  f"{label(first)} with each map averaged, which holds their accuracy "
@@ -677,7 +678,8 @@ def _schedule_change(checkpoint, config: RunConfig, steps_per_epoch: int) -> str
     step = checkpoint.epoch * steps_per_epoch
     was = _schedule(config, before, steps_per_epoch)(step)
     now = _schedule(config, config.epochs, steps_per_epoch)(step)
-    return (f"This run was set for {before} epoch{'s' if before != 1 else ''} and now trains to {config.epochs}: from epoch "
+    return (f"This run was set for {before} epoch{'s' if before != 1 else ''} and now trains to {config.epochs}: "
+            f"from epoch "
             f"{checkpoint.epoch + 1} its learning rate follows the {config.epochs}-epoch warmup and cosine, "
             f"at {now:.2g} (the {before}-epoch schedule would be at {was:.2g}).")
 
