@@ -87,7 +87,7 @@ def test_only_one_worker_per_data_directory():
         wait_for(jobs.worker_alive, what="the first worker to take the lock")
         second = subprocess.run([sys.executable, "-m", "cnnlab", "worker", "--once"], capture_output=True, text=True,
                                 timeout=120)
-        assert second.returncode == 2 and "already running" in second.stderr
+        assert second.returncode == 2 and f"a worker is running already (process {first.pid})" in second.stderr
     finally:
         first.terminate()
         first.wait(30)
