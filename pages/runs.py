@@ -206,7 +206,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "running" and steps:
         progress = jobs.run_progress(steps)
         progress_area.progress(progress.fraction, text=progress.describe())
-    if steps and current.status in ("running", "cancelled", "interrupted", "failed"):  # ended early: what it did
+    if steps and current.status in ("running", *RESUMABLE):  # one that ended early: what it did until then
         losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
             when = "live" if current.status == "running" else "until it stopped"
