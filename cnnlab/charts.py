@@ -379,7 +379,7 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
     (a `status` other than succeeded) has a hollow marker and says so: its accuracy is a partial one. A Strategy III
     run whose features came from the cache (`feature_cache` 'hit' or 'partial') says so too: it took seconds where
     the same run without the cache takes minutes. Labels are placed for a phone's plot; legend names wrap."""
-    from cnnlab.planner import strategy_label
+    from cnnlab.naming import strategy_label
 
     colors = colors or stable_colors([row["label"] for row in rows])
     placed = [row for row in rows if row.get(cost) is not None and row.get("val_acc") is not None]

@@ -214,7 +214,8 @@ def load_trainer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer)
 
 def model_from_checkpoint(path: Path) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the trained model from a run or checkpoint folder, in eval mode."""
-    from cnnlab.registry import OWN_HEAD, build_model, fit_head, get_spec
+    from cnnlab.naming import OWN_HEAD
+    from cnnlab.registry import build_model, fit_head, get_spec
 
     checkpoint = require_checkpoint(path)
     config = checkpoint.config

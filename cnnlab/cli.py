@@ -64,13 +64,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def arch_choice(text: str) -> str:
-    """argparse type: a registered architecture name."""
+def _check_arch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an architecture the registry does not know. Checked once the whole command line has parsed: the
+    registry loads torch (seconds), so a mistake elsewhere on the line is told at once."""
+    if getattr(args, "arch", None) is None:
+        return
     from cnnlab.registry import arch_names
 
-    if text not in arch_names():
-        raise argparse.ArgumentTypeError(f"unknown architecture {text!r}; choose from: {', '.join(arch_names())}")
-    return text
+    if args.arch not in arch_names():
+        parser.subcommands[args.command].error(
+            f"unknown architecture {args.arch!r}; choose from: {', '.join(arch_names())}")
 
 
 def print_json(data) -> None:
@@ -475,7 +478,8 @@ def _cmd_runs(args) -> None:
 
     store = RunStore()
     recover_interrupted(store)
-    rows = run_summaries(store.runs(), store)
+    runs = store.runs()
+    rows = run_summaries(runs, store)
     if args.json:
         print_json(rows)
         return
@@ -484,11 +488,23 @@ def _cmd_runs(args) -> None:
         return
     shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None} for r in rows]
     print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "progress"])
-    notes = [(r, note) for r in rows if (note := _first_line(r["error"]) or _cancelled_note(r))]
+    notes = [(r, note) for r, run in zip(rows, runs)
+             if (note := _first_line(r["error"]) or _cancelled_note(r) or _best_stage_note(run))]
     if notes:  # below the table, whole: a failure's reason and how to resume are too long for a column
         print()
         for row, note in notes:
             print(f"{row['id']} ({row['status']}): {note}")
+
+
+def _best_stage_note(run) -> str | None:
+    """Which stage a finished probe's val_acc is: 'val_acc is stage 4's (blocks.4), the best of 5 stages on the
+    same validation images'; None for other runs."""
+    stages = (run.result or {}).get("stages") if run.config.get("strategy") == "probe" else None
+    if not stages:
+        return None
+    best = max(stages, key=lambda stage: stage["val_acc"])
+    return (f"val_acc is stage {best['stage']}'s ({best['layer']}), the best of {len(stages)} stages on the same "
+            "validation images; the dashboard's Runs page charts every stage")
 
 
 def _cancelled_note(row: dict) -> str | None:
@@ -740,9 +756,8 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     """The options of a run; with `strategies`, a required --strategy among them, else the probe's options."""
     if strategies:
         parser.add_argument("--strategy", required=True, choices=strategies)
-    parser.add_argument("--arch", type=arch_choice,
-                        help="an architecture (see cnnlab models); default: the run's when --weights is a run "
-                             "folder, else tf_efficientnet_lite0")
+    parser.add_argument("--arch", help="an architecture (see cnnlab models); default: the run's when --weights is "
+                                       "a run folder, else tf_efficientnet_lite0")
     parser.add_argument("--dataset", required=True,
                         help="digits, mnist[:ROOT], cifar10[:ROOT], folder:PATH (a folder per class) or zip:PATH")
     parser.add_argument("--weights", help=("scratch: none; otherwise " if strategies else "") +
@@ -813,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_cmd_models)
 
     profile = sub.add_parser("profile", help="per-layer parameters, MACs and output shapes")
-    profile.add_argument("arch", type=arch_choice, help="an architecture (see cnnlab models)")
+    profile.add_argument("arch", help="an architecture (see cnnlab models)")
     profile.add_argument("--input-size", type=positive_int, default=None,
                          help="square input size in pixels (default: the architecture's own)")
     profile.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -830,15 +845,14 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("--factorize", action="store_true",
                         help="compare the k x k convolution (k odd, at least 3) with VGG's stack of 3x3 and "
                              "Inception-v3's 1 x k then k x 1 instead")
-    reduce.add_argument("--arch", type=arch_choice, help="print the per-module table of this network instead")
+    reduce.add_argument("--arch", help="print the per-module table of this network instead")
     reduce.add_argument("--json", action="store_true", help=JSON_HELP)
     reduce.set_defaults(func=_cmd_reduce)
 
     predict = sub.add_parser("predict", help="top-K ImageNet classes of an image with probabilities")
     predict.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
-    predict.add_argument("--arch", type=arch_choice,
-                         help="default: the run's architecture when --weights is a run folder, else "
-                              "tf_efficientnet_lite0")
+    predict.add_argument("--arch", help="default: the run's architecture when --weights is a run folder, "
+                                        "else tf_efficientnet_lite0")
     predict.add_argument("--weights", default="default",
                          help="default (pretrained, offline where possible), shipped, torchvision, timm, none, "
                               "a weights file (.safetensors or a .pth state dict), or a run's id or folder (its "
@@ -912,9 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "[--weights W] [--json]\n       %(prog)s IMAGE --layer list [--arch A] "
                                     "[--weights W] [--json]")
     features.add_argument("image", help="image file (JPEG, PNG, WebP, BMP, GIF or TIFF)")
-    features.add_argument("--arch", type=arch_choice,
-                          help="default: the run's architecture when --weights is a run folder, else "
-                               "tf_efficientnet_lite0")
+    features.add_argument("--arch", help="default: the run's architecture when --weights is a run folder, "
+                                         "else tf_efficientnet_lite0")
     features.add_argument("--weights", default="default",
                           help="default (pretrained if available offline, else random), shipped, torchvision, timm, "
                                "none, a weights file (.safetensors or a .pth state dict), or a run's id or folder")
@@ -986,7 +999,9 @@ def _resumes_from(run_id: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnlab` and `python -m cnnlab`."""
     try:
-        args = _parse(build_parser(), argv)
+        parser = build_parser()
+        args = _parse(parser, argv)
+        _check_arch(parser, args)
         _name_runs(args)
         status = args.func(args) or 0
     except (UsageError, DataDirError) as error:

@@ -31,6 +31,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 from cnnlab.images import ImageInputError, read_image
+from cnnlab.naming import dataset_label
 from cnnlab.paths import data_dir, keep_upload
 from cnnlab.registry import ArchSpec
 
@@ -450,17 +451,6 @@ def save_uploaded_archive(data: bytes, name: str) -> Path:
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError(f"{name} is not a readable zip archive")
     return keep_upload(data, "uploads", ".zip", name=name)
-
-
-def dataset_label(name: str) -> str:
-    """A dataset as a person calls it: 'digits', 'mnist', the zip file's or the folder's own name ('pets.zip',
-    'pets/'), not the path cnnlab keeps it under."""
-    kind, _, argument = name.partition(":")
-    if kind == "zip" and argument:
-        return Path(argument).name
-    if kind == "folder" and argument:
-        return f"{Path(argument).name}/"
-    return name
 
 
 SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of the built-in datasets' images

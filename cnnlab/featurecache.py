@@ -21,15 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cnnlab.hooks import forward_hooks
+from cnnlab.naming import AVERAGE, PENULTIMATE
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.registry import ArchSpec, Preprocessing
 
-PENULTIMATE = "penultimate"
-CLASSIFIERS = ("logreg", "svm", "knn", "linear")
-CLASSIFIER_NAMES = {"logreg": "logistic regression", "svm": "SVM", "knn": "k-NN", "linear": "linear head"}
-PROBE_CLASSIFIERS = ("logreg", "svm", "knn")  # the probe fits one per stage: scikit-learn's, not a trained head
-AVERAGE, FLATTEN = "average", "flatten"
-POOLINGS = (AVERAGE, FLATTEN)
 CACHE_VERSION = 1
 MAX_FEATURE_BYTES = 4 * 2**30
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from cnnlab.naming import dataset_label, run_method
 from cnnlab.paths import data_dir, process_alive
 from cnnlab.runstore import ACTIVE, RESUMABLE, STATUSES, Run, RunStore, status_phrase
 
@@ -297,8 +298,6 @@ def run_progress(steps: list[dict]) -> Progress | None:
 
 def run_label(run: Run) -> str:
     """A short name for a run: its id, strategy (with the lecture's numeral), architecture and dataset."""
-    from cnnlab.data import dataset_label
-    from cnnlab.planner import run_method
     from cnnlab.registry import arch_title
 
     config = run.config
@@ -338,9 +337,6 @@ def why_no_curve(run: Run) -> str:
 def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's; a run
     going or killed: its last finished epoch's; a running run's `progress` as `Progress.describe` says it)."""
-    from cnnlab.data import dataset_label
-    from cnnlab.planner import run_method
-
     rows = []
     for run in runs:
         config = run.config
@@ -368,9 +364,6 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     the architecture is the caller's).
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
-    from cnnlab.data import dataset_label
-    from cnnlab.planner import run_method
-
     found = {}
     for run in (store or RunStore()).runs(("succeeded",)):
         if run.config.get("arch") != arch or not run.checkpoint or not Path(run.checkpoint).is_dir():
@@ -385,9 +378,6 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
 def transfer_results(store: RunStore | None = None) -> dict[str, dict]:
     """For each architecture, its best finished run (highest validation accuracy): what the Compare page
     shows beside the published ImageNet numbers."""
-    from cnnlab.data import dataset_label
-    from cnnlab.planner import run_method
-
     best: dict[str, dict] = {}
     for run in (store or RunStore()).runs(("succeeded",)):
         result = run.result or {}

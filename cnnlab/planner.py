@@ -19,45 +19,13 @@ from functools import cache
 
 import torch
 
-from cnnlab.featurecache import AVERAGE, CLASSIFIER_NAMES, PENULTIMATE
 from cnnlab.hooks import forward_hooks
+from cnnlab.naming import AVERAGE, LECTURE_HEAD, OWN_HEAD, PENULTIMATE
 from cnnlab.profiling import profile_model
-from cnnlab.registry import (LECTURE_HEAD, OWN_HEAD, build_model, example_input, fit_head, get_spec, registry,
+from cnnlab.registry import (build_model, example_input, fit_head, get_spec, registry,
                              assign_stages, stage_labels)
 
-STRATEGY_INFO = {
-    "scratch": ("I", "Train from scratch",
-                "The architecture alone, random weights, every layer trained: needs a large dataset and compute."),
-    "finetune": ("II", "Fine-tune",
-                 "Pretrained weights, a new head for your classes, early layers frozen, later ones trained further."),
-    "extract": ("III", "Feature extractor",
-                "A frozen pretrained backbone turns each image into features once; a classifier (e.g. an SVM) "
-                "learns from them."),
-}
 WEIGHTED_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d"})
-
-
-def strategy_label(strategy: str) -> str:
-    """The strategy with the lecture's numeral, 'I: scratch'; a name cnnlab does not know stays as it is."""
-    return f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy
-
-
-def run_method(config: dict) -> str:
-    """How a run trained, in a few words: its strategy, the classifier of a feature extractor or probe, and the
-    input size when it is not the architecture's own: 'II: finetune, 96 px', 'III: extract + SVM', and where a
-    feature extractor reads other than the pooled penultimate features: 'III: extract at blocks.5, flattened + SVM'."""
-    strategy = config.get("strategy")
-    label = strategy_label(strategy) if strategy != "probe" else "probe of every stage"
-    if strategy == "extract" and config.get("tap", PENULTIMATE) != PENULTIMATE:
-        label += f" at {config['tap']}" + (", flattened" if config.get("tap_pooling", AVERAGE) != AVERAGE else "")
-    if strategy in ("extract", "probe") and config.get("classifier"):
-        label += f" + {CLASSIFIER_NAMES.get(config['classifier'], config['classifier'])}"
-    if config.get("head") == LECTURE_HEAD:
-        label += " + lecture head"
-    size, arch = config.get("image_size"), config.get("arch")
-    if size and arch in registry() and size != get_spec(arch).image_size:
-        label += f", {size} px"
-    return label
 
 
 @dataclass(frozen=True)
@@ -307,6 +275,6 @@ def describe_freeze(arch: str, freeze: str) -> str:
     return f"train only the last {number} layers with parameters"
 
 
-__all__ = ["STRATEGY_INFO", "strategy_label", "run_method", "Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
+__all__ = ["Suggestion", "suggest_strategy", "StagePlan", "FreezePlan", "freeze_plan", "TapFeatures",
            "tap_features", "freeze_choices", "default_freeze", "describe_freeze", "head_choices", "default_head", "describe_head",
            "run_compute"]

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from cnnlab.naming import HEADS, LECTURE_HEAD, OWN_HEAD
+
 
 @dataclass(frozen=True)
 class Paper:
@@ -543,10 +545,6 @@ def logits_of(output) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
     return next(t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor))
-
-
-OWN_HEAD, LECTURE_HEAD = "own", "lecture"
-HEADS = (OWN_HEAD, LECTURE_HEAD)
 
 
 def fit_head(model: nn.Module, spec: ArchSpec, head: str, num_classes: int) -> nn.Module:

@@ -37,15 +37,15 @@ from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset,
                          transforms_for, worker_count)
 from cnnlab.defaults import DEFAULT_EPOCHS, DEFAULT_LR
 from cnnlab.distributed import DistContext
-from cnnlab.featurecache import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
-                                 FeatureSizeError, cache_key, cache_path, check_tap, extract_features, linear_from,
+from cnnlab.featurecache import (FeatureSizeError, cache_key, cache_path, check_tap, extract_features, linear_from,
                                  load_cached, make_classifier, model_fingerprint, store)
 from cnnlab.heads import classifier_as_head, keeps_examples
 from cnnlab.profiling import profile_arch
-from cnnlab.registry import (HEADS, LECTURE_HEAD, OWN_HEAD, ArchSpec, arch_names, build_model, fit_head, get_spec,
+from cnnlab.naming import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, HEADS, LECTURE_HEAD, OWN_HEAD, PENULTIMATE, POOLINGS,
+                           PROBE_CLASSIFIERS, STRATEGIES)
+from cnnlab.registry import (ArchSpec, arch_names, build_model, fit_head, get_spec,
                              logits_of, stage_labels)
 
-STRATEGIES = ("scratch", "finetune", "extract", "probe")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIME_FIELDS = ("epochs", "device", "compile", "workers")  # may change when a run resumes
 AUX_LOSS_WEIGHT = 0.4  # Inception's auxiliary classifiers, as in torchvision's reference recipe
@@ -157,6 +157,8 @@ def make_config(strategy: str, arch: str, dataset: str, **options) -> RunConfig:
     if strategy in ("scratch", "finetune"):
         options.setdefault("head", default_head(arch, strategy))
     options.setdefault("epochs", DEFAULT_EPOCHS["linear" if options.get("classifier") == "linear" else strategy])
+    if options.get("image_size") == spec.image_size:
+        del options["image_size"]  # None: the network's own, as `run_method` tells without the registry
     config = RunConfig(strategy=strategy, arch=arch, dataset=dataset, **options)
     _check_values(config, spec)
     return config
@@ -1312,7 +1314,7 @@ def default_run_dir(config: RunConfig) -> Path:
     return data_dir() / "torchrun" / f"{stamp}-{config.strategy}-{config.arch}-{dataset}"
 
 
-__all__ = ["STRATEGIES", "RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun",
+__all__ = ["RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun",
            "Callback", "ConsoleProgress", "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
            "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

@@ -491,9 +491,8 @@ def _load_file(name: str, path: str, num_classes: int | None) -> tuple[nn.Module
 
 def _load_run(name: str, path: str) -> LoadedModel:
     from cnnlab.checkpoints import CheckpointError, model_from_checkpoint
-    from cnnlab.data import dataset_label
     from cnnlab.heads import scores_note
-    from cnnlab.planner import run_method
+    from cnnlab.naming import dataset_label, run_method
 
     try:
         model, checkpoint = model_from_checkpoint(Path(path))

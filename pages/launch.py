@@ -9,12 +9,13 @@ from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
                          first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
                          suggested_input_size)
-from cnnlab.featurecache import AVERAGE, CLASSIFIERS, FLATTEN, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS
-from cnnlab.planner import (STRATEGY_INFO, default_freeze, default_head, describe_freeze, describe_head,
+from cnnlab.naming import (AVERAGE, CLASSIFIERS, FLATTEN, OWN_HEAD, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
+                           STRATEGY_INFO)
+from cnnlab.planner import (default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
 from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run, probe_estimate
 from cnnlab.profiling import human
-from cnnlab.registry import OWN_HEAD, get_spec, stage_labels
+from cnnlab.registry import get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
                              preflight, settings_line)
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options

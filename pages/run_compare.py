@@ -5,8 +5,7 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
-from cnnlab.data import dataset_label
-from cnnlab.planner import run_method
+from cnnlab.naming import dataset_label, run_method
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.widgets import DELETED_WHERE, EMPTY, PERCENT, in_percent, panes

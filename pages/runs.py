@@ -9,7 +9,7 @@ from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
 from cnnlab.checkpoints import EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, export_checkpoint
 from cnnlab.data import first_names
-from cnnlab.featurecache import CLASSIFIER_NAMES
+from cnnlab.naming import CLASSIFIER_NAMES
 from cnnlab.heads import keeps_examples
 from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes

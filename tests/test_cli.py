@@ -77,6 +77,30 @@ def test_bad_input_exits_2_with_one_line(args, words):
     assert RunStore().runs() == [], "nothing queued or recorded"
 
 
+def test_listing_runs_and_refusing_bad_options_answer_without_loading_torch():
+    store = RunStore()
+    run_id = store.start({"strategy": "extract", "arch": "tf_efficientnet_lite0", "dataset": "zip:/up/pets.zip",
+                          "classifier": "svm", "image_size": 128}, worker="test")
+    store.finish(run_id, "succeeded", result={"val_acc": 0.9})
+    probe_id = store.start({"strategy": "probe", "arch": "tf_efficientnet_lite0", "dataset": "digits"}, worker="test")
+    stages = [{"stage": 1, "layer": "blocks.0", "val_acc": 0.7}, {"stage": 2, "layer": "blocks.4", "val_acc": 0.97},
+              {"stage": 3, "layer": "bn2", "val_acc": 0.95}]
+    store.finish(probe_id, "succeeded", result={"stages": stages})
+    check = ("import sys; from cnnlab.cli import main; status = main(sys.argv[1:]); "
+             "print(status, 'torch' in sys.modules, file=sys.stderr)")
+
+    def without_torch(*args):
+        result = subprocess.run([sys.executable, "-c", check, *args], capture_output=True, text=True, timeout=120)
+        assert result.stderr.strip().endswith("False"), result.stderr
+        return result
+
+    listed = without_torch("runs").stdout
+    assert "III: extract + SVM, 128 px  tf_efficientnet_lite0  pets.zip" in listed
+    assert f"{probe_id} (succeeded): val_acc is stage 2's (blocks.4), the best of 3 stages" in listed
+    refused = without_torch("train", "--strategy", "scratch", "--arch", "nope", "--dataset", "digits", "--epochs", "0")
+    assert "argument --epochs: 0 must be greater than zero" in refused.stderr
+
+
 def test_installed_console_script():
     result = subprocess.run(["cnnlab", "models"], capture_output=True, text=True, timeout=120,
                             env={"PATH": f"{sys.prefix}/bin"})

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (DatasetError, ZipLimits, check_dataset, dataset_label, extract_zip, image_side, load_dataset,
+from cnnlab.data import (DatasetError, ZipLimits, check_dataset, extract_zip, image_side, load_dataset,
                          load_folder, save_uploaded_archive, stratified_split, suggested_input_size, torchvision_root,
                          transforms_for)
+from cnnlab.naming import dataset_label
 from cnnlab.registry import get_spec
 
 

@@ -10,7 +10,8 @@ from sklearn.datasets import load_digits
 
 from cnnlab.cam import class_activation_map
 from cnnlab.checkpoints import export_checkpoint, model_from_checkpoint
-from cnnlab.featurecache import CLASSIFIER_NAMES, make_classifier
+from cnnlab.featurecache import make_classifier
+from cnnlab.naming import CLASSIFIER_NAMES
 from cnnlab.heads import (KEEPS_EXAMPLES, SVM_SCORES_NOTE, KernelSVMHead, NearestNeighboursHead, classifier_as_head,
                           empty_head)
 from cnnlab.images import read_image

@@ -21,7 +21,8 @@ from cnnlab.checkpoints import export_checkpoint, latest_checkpoint, model_from_
 from cnnlab.cli import main
 from cnnlab.data import TransformedSubset, load_dataset, stratified_split, transforms_for
 from cnnlab.paths import data_dir
-from cnnlab.planner import describe_freeze, run_method
+from cnnlab.naming import run_method
+from cnnlab.planner import describe_freeze
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, fit_head, get_spec
 from cnnlab.training import (Callback, ConfigError, ConsoleProgress, EpochMetrics, RunConfig, Runtime, StopRun,
