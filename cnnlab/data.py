@@ -376,6 +376,18 @@ def stratified_split(targets: np.ndarray, val_fraction: float = 0.2, seed: int =
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def split_images(images: ImageSet, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`stratified_split` of `images`; its DatasetError names the dataset and the unreadable files left out of it
+    ('pets.zip: every class needs at least 2 images ...; cat has fewer (1 unreadable file left out: cat/a.jpg)')."""
+    try:
+        return stratified_split(images.targets, val_fraction, seed, images.classes)
+    except DatasetError as error:
+        count = len(images.skipped)
+        skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: "
+                   f"{first_names(images.skipped, 3)})" if count else "")
+        raise DatasetError(f"{dataset_label(images.name)}: {error}{skipped}") from None
+
+
 def validation_size(images: int, classes: int, val_fraction: float) -> int:
     """How many of `images` a stratified split keeps for validation: the fraction, and at least one per class."""
     return max(classes, round(val_fraction * images))
@@ -533,11 +545,5 @@ def check_dataset(name: str) -> DatasetCheck:
         if host_reachable(TORCHVISION_URLS[kind]):
             return DatasetCheck(name, (), 0, download_from=TORCHVISION_URLS[kind])
         images = load_dataset(name)  # offline: raises the error a run would meet
-    try:
-        require_two_per_class(images.targets, images.classes)
-    except DatasetError as error:
-        count = len(images.skipped)
-        skipped = (f" ({count} unreadable file{'s' if count > 1 else ''} left out: "
-                   f"{first_names(images.skipped, 3)})" if count else "")
-        raise DatasetError(f"{dataset_label(name)}: {error}{skipped}") from None
+    split_images(images)
     return DatasetCheck(name, images.classes, len(images), images.skipped, image_side=typical_image_side(images))

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.checkpoints import CheckpointError, model_from_checkpoint, require_checkpoint
-from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, stratified_split, transforms_for
+from cnnlab.data import DatasetError, ImageSet, TransformedSubset, load_dataset, split_images, transforms_for
 from cnnlab.heads import scores_note
 from cnnlab.images import fit_within
 from cnnlab.registry import get_spec, logits_of
@@ -117,7 +117,7 @@ def validation_examples(run_dir: Path, limit: int = 10) -> list[tuple[str, int, 
 
 def _validation_indices(images: ImageSet, config: RunConfig) -> np.ndarray:
     """The validation split the run made: the same seed and fraction give the same images."""
-    return stratified_split(images.targets, config.val_fraction, config.seed)[1]
+    return split_images(images, config.val_fraction, config.seed)[1]
 
 
 def run_dataset(config: dict) -> ImageSet:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from cnnlab import distributed
 from cnnlab.checkpoints import (Checkpoint, atomic_write_json, head_from_checkpoint, latest_checkpoint,
                                 load_checkpoint_weights, load_trainer_state, read_json, save_checkpoint)
-from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, stratified_split,
+from cnnlab.data import (ImageSet, TransformedSubset, first_names, load_dataset, split_images,
                          transforms_for, worker_count)
 from cnnlab.defaults import DEFAULT_EPOCHS, DEFAULT_LR
 from cnnlab.distributed import DistContext
@@ -862,7 +862,7 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
     num_classes = len(images.classes)
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
+    train_idx, val_idx = split_images(images, config.val_fraction, config.seed)
     train_set = TransformedSubset(images, train_idx, transforms_for(spec, True, config.image_size))
     val_set = TransformedSubset(images, distributed.shard(val_idx, runtime.dist),
                                 transforms_for(spec, False, config.image_size))
@@ -1145,7 +1145,7 @@ def extract(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = 
     _say_skipped(images, callbacks)
     num_classes = len(images.classes)
     # split first: a class too small to split fails before any feature is computed
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
+    train_idx, val_idx = split_images(images, config.val_fraction, config.seed)
     out_dir = Path(out_dir) if out_dir else None
     model, weights = _backbone(config, runtime)
     stored_config = _run_dir_config(out_dir, config, images, runtime.dist)
@@ -1274,7 +1274,7 @@ def probe(config: RunConfig, callbacks: Iterable = ()) -> ProbeResult:
     _emit(callbacks, "on_message", f"reading {config.dataset} and loading {config.arch}")
     images = load_dataset(config.dataset)
     _say_skipped(images, callbacks)
-    train_idx, val_idx = stratified_split(images.targets, config.val_fraction, config.seed, images.classes)
+    train_idx, val_idx = split_images(images, config.val_fraction, config.seed)
     model, weights = _backbone(config, runtime)
     taps = _taps(config)
     features, cache = _features(model, spec, images, config, weights, runtime, taps, callbacks)
