@@ -58,7 +58,7 @@ def _measure_rows() -> list[dict]:
             "accuracy_dataset": accuracy.dataset if accuracy else None,
             "accuracy_source": accuracy.source if accuracy else None,
             "input_size": list(spec.input_size),
-            "size_mb": round(profile.size_mb, 1),
+            "size_mb": round(profile.size_mb, 2),
             "implementation": spec.source,
         })
     return rows

@@ -87,7 +87,7 @@ st.dataframe(
         "ImageNet top-5 %": st.column_config.NumberColumn(format="%.1f"),
         "Input": st.column_config.TextColumn(width=90),
         "Size (MiB, fp32)": st.column_config.NumberColumn(
-            format="%.1f", help="Parameters and buffers at 4 bytes each, in MiB (2^20 bytes), as torchvision's "
+            format="%.2f", help="Parameters and buffers at 4 bytes each, in MiB (2^20 bytes), as torchvision's "
                                 "'file size' counts them: VGG-16's 138.4M parameters are 527.8 MiB, 553 MB."),
         **{latency_column(b): st.column_config.NumberColumn(
             format="%.1f", help=f"Measured forward time of one batch of {b} image{'s' if b > 1 else ''} on this "
