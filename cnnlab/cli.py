@@ -25,7 +25,12 @@ class _Parser(argparse.ArgumentParser):
     likely meant (--epochs), never taken for whichever option it starts."""
 
     def __init__(self, *args, **kwargs):
+        self.option_names: list[str] = []  # what an unknown option is matched against
         super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        self.option_names += [name for name in names if name.startswith("-")]
+        return super().add_argument(*names, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (`{self.prog} --help` says more)")
@@ -37,8 +42,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     args, extras = parser.parse_known_args(argv)
     if extras:
         command = parser.subcommands[args.command]
-        known = [option for action in command._actions for option in action.option_strings]
-        guesses = {_closest_option(extra.split("=")[0], known) for extra in extras if extra.startswith("--")} - {None}
+        guesses = {_closest_option(extra.split("=")[0], command.option_names)
+                   for extra in extras if extra.startswith("--")} - {None}
         hint = f"; did you mean {' or '.join(sorted(guesses))}?" if guesses else ""
         command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     return args
