@@ -12,6 +12,7 @@ import pytest
 from cnnlab import jobs, runstore
 from cnnlab.charts import step_loss_figure
 from cnnlab.checkpoints import latest_checkpoint
+from cnnlab.naming import run_method
 from cnnlab.runstore import RunStore
 from cnnlab.training import LOSS_READINGS, make_config
 
@@ -275,7 +276,8 @@ def test_cli_runs_take_the_default_architecture_or_the_one_of_the_run_they_start
     config = RunStore().get(json.loads(capsys.readouterr().out)["run"]).config
     assert (config["arch"], config["image_size"]) == ("tf_efficientnet_lite0", 128)  # the 8x8 digits, as on Launch
     assert main(["submit", "--strategy", "extract", "--dataset", "digits", "--input-size", "224", "--json"]) == 0
-    assert RunStore().get(json.loads(capsys.readouterr().out)["run"]).config["image_size"] == 224  # as asked
+    asked = RunStore().get(json.loads(capsys.readouterr().out)["run"]).config
+    assert asked["image_size"] is None and run_method(asked) == "III: extract + logistic regression"  # its own, 224
     assert main(["train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1",
                  "--json"]) == 0
     lenet_run = json.loads(capsys.readouterr().out)["run"]
