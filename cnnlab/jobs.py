@@ -359,19 +359,25 @@ def _progress_words(run: Run, store: RunStore) -> str | None:
 
 
 def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
-    """The finished runs of `arch` that saved a whole model, newest first: {run folder: short label with accuracy}
-    ('d777f64f8469 · val 96.7% · III: extract on digits': the accuracy before the longer part a narrow menu cuts;
-    the architecture is the caller's).
+    """The runs of `arch` that have ended and saved a whole model, newest first: {run folder: short label with
+    accuracy} ('d777f64f8469 · val 96.7% · III: extract on digits': the accuracy before the longer part a narrow
+    menu cuts; the architecture is the caller's). A run stopped on the way (cancelled, failed, interrupted) offers
+    the model of its last checkpoint: '... · cancelled after epoch 1'.
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
+    from cnnlab.checkpoints import CHECKPOINT_PATTERN
+
+    store = store or RunStore()
     found = {}
-    for run in (store or RunStore()).runs(("succeeded",)):
+    for run in store.runs(("succeeded", *RESUMABLE)):
         if run.config.get("arch") != arch or not run.checkpoint or not Path(run.checkpoint).is_dir():
             continue
-        accuracy = (run.result or {}).get("val_acc")
+        accuracy = run_accuracy(run, store)
         shown = f" · val {100 * accuracy:.1f}%" if accuracy is not None else ""
+        kept = CHECKPOINT_PATTERN.fullmatch(Path(run.checkpoint).name)
+        stopped = f" · {run.status} after epoch {int(kept[1])}" if run.status != "succeeded" and kept else ""
         found[str(run_dir(run.id))] = f"{run.id}{shown} · {run_method(run.config)} on " \
-                                      f"{dataset_label(run.config.get('dataset', ''))}"
+                                      f"{dataset_label(run.config.get('dataset', ''))}{stopped}"
     return found
 
 
@@ -399,14 +405,16 @@ class StoreReporter:
         self._stop_run = StopRun
         self._last_report = 0.0
         self._steps = 0
+        self._epochs_done = 0  # the last epoch with a checkpoint: what a cancelled run keeps
         self._measured: dict = {"loss": None}  # the last training loss read, and where: the step rows repeat it
         self._unreported: list[list[float]] = []  # [where, loss] of each loss read since the last row written
 
     def _check_cancel(self) -> None:
         run = self.store.get(self.run_id)
         if run.cancel_requested:
-            self.store.log(self.run_id, "cancel requested: stopping after this step (a run stopped before its "
-                                        "first epoch ends is evaluated once first, so that it has a result)")
+            self.store.log(self.run_id, "cancel requested: stopping after this step; " + (
+                f"the run keeps its model of epoch {self._epochs_done}" if self._epochs_done else
+                "a run stopped before its first epoch ends is evaluated once, so that it has a result"))
             raise self._stop_run()
         if self.worker is not None and (run.status != "running" or run.worker != self.worker):
             raise self._stop_run()  # marked interrupted (and perhaps resumed elsewhere): this worker lets go
@@ -417,6 +425,7 @@ class StoreReporter:
                                         "left unfinished is trained again" if event.start_epoch else
                            "resumed with no finished epoch to go on from: training starts again at epoch 1")
         self.store.log(self.run_id, event.summary())
+        self._epochs_done = event.start_epoch
         self.store.forget_metrics(self.run_id, "epoch", event.start_epoch)  # to be trained again
         self.store.add_metrics(self.run_id, "start", event.start_epoch, {
             "device": event.device, "classes": list(event.classes), "train_size": event.train_size,
@@ -444,6 +453,7 @@ class StoreReporter:
         self.store.log(self.run_id, text)
 
     def on_epoch_end(self, metrics) -> None:
+        self._epochs_done = metrics.epoch
         self.store.add_metrics(self.run_id, "epoch", metrics.epoch, asdict(metrics))
         self.store.log(self.run_id, metrics.keras_line())
         from cnnlab.checkpoints import latest_checkpoint

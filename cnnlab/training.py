@@ -933,6 +933,8 @@ def fit(config: RunConfig, callbacks: Iterable = (), out_dir: Path | None = None
     except StopRun:
         stopped = True
     if last_val is None:  # nothing trained now (resumed a finished run, or stopped in the first epoch)
+        if stopped and checkpoint is not None:  # the result is of the model the run keeps, not of a part-epoch
+            load_checkpoint_weights(raw_model, checkpoint)
         last_val = evaluate(model, val_loader, runtime, num_classes)
     freeze_layers(raw_model, spec, config.freeze)
     if stopped:  # (a finished run's rerun keeps its earlier time; one that finished now, its last checkpoint's)

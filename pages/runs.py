@@ -247,7 +247,7 @@ if checkpoint:
                             mime="application/zip", icon=":material/download:", on_click="ignore",
                             help="The weights (safetensors), the run's config and metrics as JSON, and the optimizer "
                                  "state, zipped when you click.")
-if checkpoint and run.status == "succeeded":
+if checkpoint:  # a run stopped on the way too: the model of its last checkpoint
     if actions.button("Predict with it", icon=":material/image_search:",
                       help="Open Predict with this run's model on one of its validation images: its own classes."):
         arch = run.config["arch"]
@@ -294,8 +294,11 @@ result = run.result
 if result and "confusion_matrix" in result:
     st.subheader("Results")
     if run.status != "succeeded":
-        st.caption("The run stopped before it finished: these results are of its model as it stood then"
-                   + (", part of the way through its first epoch." if not result.get("epochs") else "."))
+        kept = len(result.get("epochs") or ())
+        st.caption("The run stopped before it finished: " + (
+            f"these results are of the model it kept, its checkpoint after epoch {kept} of "
+            f"{run.config.get('epochs')}." if kept else
+            "these results are of its model part of the way through its first epoch, which it did not keep."))
     row = metric_row()
     row.metric("Validation accuracy", f"{result['val_acc']:.1%}")
     row.metric("Training time", f"{result['train_time_s']:.1f} s",
@@ -322,7 +325,7 @@ if result and "confusion_matrix" in result:
         count = len(result["skipped"])
         st.warning(f"{count} unreadable file{'s were' if count > 1 else ' was'} skipped: "
                    + first_names(result["skipped"], 20))
-    if checkpoint and run.status == "succeeded":
+    if checkpoint:
         st.caption(f"Use the model: **Predict with it** above, `cnnlab predict IMAGE --weights {run_id}` in a "
                    f"terminal, `--weights {run_id}` to start another run from it, or **Export** it to ONNX or "
                    "TorchScript for use outside cnnlab.")

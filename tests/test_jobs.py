@@ -119,6 +119,28 @@ def test_cancel_while_running_stops_at_a_step():
     assert reading < computing  # the log tells what happens before the first step's progress
 
 
+def test_a_run_cancelled_after_an_epoch_logs_that_it_keeps_that_epochs_model():
+    from cnnlab.training import Callback, run
+
+    store = RunStore()
+    config = lenet(3)
+    run_id = store.start(config.to_dict(), "test")
+
+    class CancelInEpoch2(Callback):
+        def on_step(self, event):
+            if event.epoch == 2:
+                store.request_cancel(run_id)
+
+    result = run(config, [CancelInEpoch2(), jobs.StoreReporter(store, run_id, report_every_s=0)],
+                 out_dir=jobs.run_dir(run_id))
+    assert result.stopped and result.checkpoint.endswith("ckpt-0001")
+    assert "cancel requested: stopping after this step; the run keeps its model of epoch 1" in store.logs(run_id)
+    store.finish(run_id, "cancelled", result=result.to_json())
+    assert jobs.trained_models("lenet5", store) == {  # its model can be used: Predict, Look inside, another run
+        str(jobs.run_dir(run_id)): f"{run_id} · val {100 * result.val_acc:.1f}% · I: scratch on digits · cancelled "
+                                   "after epoch 1"}
+
+
 def test_cancelling_a_run_whose_worker_died_cancels_it():
     store = RunStore()
     run_id = jobs.submit(lenet(200), store)

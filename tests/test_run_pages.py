@@ -342,9 +342,12 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     at = open_page("pages/runs.py")
     assert any(b.label == "Resume" for b in at.button)
     assert any(m.value == "**Training loss, step by step (until it stopped)**" for m in at.markdown), "kept"
-    ending = ", part of the way through its first epoch." if not store.get(run_id).result["epochs"] else " then."
+    kept = len(store.get(run_id).result["epochs"])
+    ending = (f"its checkpoint after epoch {kept} of 300." if kept else
+              "part of the way through its first epoch, which it did not keep.")
     assert any(c.value.startswith("The run stopped before it finished") and c.value.endswith(ending)
                for c in at.caption)
+    assert any(b.label == "Predict with it" for b in at.button) == bool(kept), "the model it kept can be used"
 
 
 def test_a_killed_run_shows_the_accuracy_of_its_last_finished_epoch():

@@ -306,6 +306,14 @@ def test_a_run_stopped_in_its_first_epoch_does_not_claim_an_epochs_compute(tmp_p
     assert stopped.total_macs is None and stopped.training_macs_per_image > 0
 
 
+def test_a_resumed_run_stopped_before_its_next_epoch_ends_reports_the_model_it_keeps(tmp_path):
+    config = make_config("scratch", "lenet5", "digits", epochs=3, device="cpu")
+    first = run(config, [StopAfter(1)], out_dir=tmp_path / "run")
+    again = run(config, [StopAtFirstStep()], out_dir=tmp_path / "run")  # one step of epoch 2 taken, then stopped
+    assert again.stopped and again.checkpoint == first.checkpoint and again.history == first.history
+    assert (again.val_acc, again.val_loss) == (first.history[-1].val_acc, first.history[-1].val_loss)
+
+
 def digit_folder(root, per_class=25):
     digits = load_dataset("digits")
     for label in range(10):
