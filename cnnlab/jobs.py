@@ -464,7 +464,11 @@ class StoreReporter:
         self._check_cancel()
 
     def on_run_end(self, result) -> None:
+        from cnnlab.training import guessing_note
+
         self.store.log(self.run_id, f"val_acc: {result.val_acc:.4f} in {result.train_time_s:.1f}s")
+        if note := guessing_note(result.confusion, result.classes):
+            self.store.log(self.run_id, f"warning: {note}")
 
 
 class EpochLines:

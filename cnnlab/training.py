@@ -324,6 +324,26 @@ class EpochMetrics:
                 f" - val_loss: {self.val_loss:.4f} - val_acc: {self.val_acc:.4f} - {self.images_per_s:,.0f} images/s")
 
 
+def guessing_note(confusion, classes) -> str | None:
+    """What a confusion matrix (rows: true class, columns: answer) says when the model learned nothing it can use:
+    it gives one answer for every image, or scores no better than always answering the commonest class. None
+    otherwise."""
+    matrix = np.asarray(confusion)
+    total = matrix.sum()
+    if total == 0 or len(classes) < 2:
+        return None
+    answers = np.flatnonzero(matrix.sum(0))
+    hint = ": the model learned nothing it can use (a learning rate too high, or too few epochs, are common causes)"
+    if len(answers) == 1:
+        return f"It answers class {classes[answers[0]]} for every validation image{hint}."
+    commonest = int(matrix.sum(1).argmax())
+    accuracy, baseline = np.trace(matrix) / total, matrix[commonest].sum() / total
+    if accuracy <= baseline:
+        return (f"Its {accuracy:.1%} is no better than always answering the commonest class, class "
+                f"{classes[commonest]} ({baseline:.1%}){hint}.")
+    return None
+
+
 @dataclass(frozen=True)
 class RunResult:
     """A finished run: final validation accuracy, per-class accuracy, confusion matrix, where it was saved."""
@@ -526,6 +546,8 @@ class ConsoleProgress(Callback):
                 if result.stopped else f"in {result.train_time_s:.1f}s")
         stopped = "stopped early; " if result.stopped else ""
         self._write(f"{stopped}val_acc: {result.val_acc:.4f} {took}{worst_text}{checkpoint}\n", self.result_stream)
+        if note := guessing_note(result.confusion, result.classes):
+            self._write(f"warning: {note}\n")
 
 
 # ------------------------------------------------------------------------------------------ the runtime
@@ -1317,6 +1339,7 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 __all__ = ["RunConfig", "make_config", "config_in_use", "unused_fields", "ConfigError", "StopRun",
-           "Callback", "ConsoleProgress", "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "ProbeRow", "ProbeResult", "Runtime",
+           "Callback", "ConsoleProgress", "features_cached", "RunStart", "StepEvent", "EpochMetrics", "RunResult", "guessing_note",
+           "ProbeRow", "ProbeResult", "Runtime",
            "make_runtime", "freeze_layers", "parse_freeze", "count_params", "train_one_epoch", "evaluate",
            "fit", "extract", "probe", "run", "default_run_dir", "preflight"]

@@ -238,6 +238,10 @@ with left:
                          disabled=strategy == "extract" and classifier != "linear",
                          help="Peak learning rate (AdamW, warm-up then cosine decay); +/- moves by half the "
                               "strategy's default, or type any value.")
+    if lr > 10 * DEFAULT_LR[strategy] and not (strategy == "extract" and classifier != "linear"):
+        st.warning(f"A learning rate of {lr:g} is more than 10 times this strategy's default "
+                   f"({DEFAULT_LR[strategy]:g}): AdamW this fast usually diverges, and the model ends up giving one "
+                   "answer for everything.", icon=":material/warning:")
 
 with right:
     st.subheader("What this run trains")

@@ -15,7 +15,7 @@ from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RESUMABLE, RunStore
-from cnnlab.training import config_in_use, probe_reading
+from cnnlab.training import config_in_use, guessing_note, probe_reading
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
 
@@ -310,6 +310,8 @@ if result and "confusion_matrix" in result:
     if keeps := keeps_examples(run.config.get("strategy"), run.config.get("classifier")):
         st.caption(f"No trainable parameters, yet it learnt from the data: {keeps}.")
     small_validation_warning(sum(map(sum, result["confusion_matrix"])))
+    if note := guessing_note(result["confusion_matrix"], result["classes"]):
+        st.warning(note, icon=":material/warning:")
     if result.get("feature_cache") in ("hit", "partial"):
         st.caption(f"The backbone's features came {'' if result['feature_cache'] == 'hit' else 'partly '}from the "
                    "cache an earlier run with the same backbone, weights and images filled: the training time counts "

@@ -101,6 +101,14 @@ def test_listing_runs_and_refusing_bad_options_answer_without_loading_torch():
     assert "argument --epochs: 0 must be greater than zero" in refused.stderr
 
 
+def test_a_run_that_diverged_into_one_answer_is_warned_about():
+    result = run_cli("train", "--strategy", "scratch", "--arch", "lenet5", "--dataset", "digits", "--epochs", "1",
+                     "--lr", "10")
+    assert result.returncode == 0
+    assert "warning: It answers class 0 for every validation image: the model learned nothing it can use" \
+        in result.stderr
+
+
 def test_installed_console_script():
     result = subprocess.run(["cnnlab", "models"], capture_output=True, text=True, timeout=120,
                             env={"PATH": f"{sys.prefix}/bin"})

@@ -189,6 +189,15 @@ def test_launch_starts_the_tiny_images_of_the_digits_at_a_smaller_input_size():
     assert at.number_input(key="launch_size_lenet5_small").value == 32  # a fixed input stays as it is
 
 
+def test_launch_warns_of_a_learning_rate_that_usually_diverges():
+    at = open_page("pages/launch.py")
+    at.radio(key="launch_strategy").set_value("scratch").run()
+    assert not any("usually diverges" in w.value for w in at.warning)
+    at.number_input(key="launch_lr_scratch").set_value(0.5).run()
+    assert any(w.value.startswith("A learning rate of 0.5 is more than 10 times this strategy's default (0.002)")
+               for w in at.warning)
+
+
 def test_launch_estimates_a_runs_time_by_timing_its_network():
     at = open_page("pages/launch.py")
     next(b for b in at.button if b.label == "Estimate time").click().run()

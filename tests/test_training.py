@@ -254,6 +254,15 @@ def test_a_probe_reading_weighs_the_gap_against_chance():
     assert "like ImageNet" in probe_reading(stages(0.5, 0.9), 359, LITE0, "shipped")
 
 
+def test_a_model_that_learned_nothing_usable_is_told_apart():
+    from cnnlab.training import guessing_note
+
+    assert guessing_note([[5, 1], [1, 5]], ("cat", "dog")) is None
+    assert guessing_note([[6, 0], [6, 0]], ("cat", "dog")).startswith("It answers class cat for every validation")
+    assert guessing_note([[8, 2], [2, 0]], ("cat", "dog")).startswith(
+        "Its 66.7% is no better than always answering the commonest class, class cat (83.3%)")
+
+
 class StopAfter(Callback):
     def __init__(self, epochs):
         self.epochs = epochs
