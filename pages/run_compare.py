@@ -32,6 +32,11 @@ def draw_comparison(chosen: list[str]) -> None:
     colors_by_run = stable_colors(list(reversed(runs)))  # oldest first: a run keeps its colour
     colors = {}
     mixed = len({runs[i].config.get("dataset") for i in chosen}) > 1
+    if mixed:
+        datasets = sorted({dataset_label(runs[i].config.get("dataset", "")) for i in chosen})
+        st.warning(f"These runs learned different data ({', '.join(datasets)}): their accuracies are each on their "
+                   "own validation images, so set them side by side with care; pick runs on one dataset for a fair "
+                   "comparison.", icon=":material/warning:")
     for run_id in chosen:
         run = runs[run_id]
         result = run.result or {}

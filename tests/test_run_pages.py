@@ -513,6 +513,7 @@ def test_compare_runs_names_the_data_of_runs_on_different_data(tmp_path):
     names = " | ".join(trace["name"] for trace in json.loads(at.get("plotly_chart")[1].proto.spec)["data"])
     assert f"{ids[0]} · I: scratch · LeNet-5 · digits" in names
     assert f"{ids[1]} · I: scratch · LeNet-5 · three/" in names
+    assert any(w.value.startswith("These runs learned different data (digits, three/)") for w in at.warning)
 
 
 def test_shootout_queues_the_three_strategies_on_one_backbone(monkeypatch):
