@@ -206,11 +206,11 @@ def draw_live(run_id: str, was_active: bool) -> None:
     if current.status == "running" and steps:
         progress = jobs.run_progress(steps)
         progress_area.progress(progress.fraction, text=progress.describe())
-    if steps and current.status in ("running", *RESUMABLE):  # one that ended early: what it did until then
+    if steps and current.status != "queued":  # a short run's few epochs tell little: every step does
         losses = step_loss_figure(steps)
         if len(losses.data[0].x) > 1:
-            when = "live" if current.status == "running" else "until it stopped"
-            progress_area.markdown(f"**Training loss, step by step ({when})**")
+            when = {"running": " (live)", "succeeded": ""}.get(current.status, " (until it stopped)")
+            progress_area.markdown(f"**Training loss, step by step{when}**")
             progress_area.plotly_chart(losses, width="stretch", key=f"steps_{run_id}")
     if current.status == "queued":
         place, queued = live_store.queue_position(run_id)

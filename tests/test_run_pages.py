@@ -305,7 +305,8 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     page = open_page("pages/runs.py")  # a fresh session on the same store
     assert page.dataframe[0].value["status"].tolist() == ["succeeded"]
     assert float(metric(page, "Validation accuracy").rstrip("%")) > 80
-    assert len(page.get("plotly_chart")) == 4  # loss, accuracy, confusion matrix, per-class accuracy
+    assert len(page.get("plotly_chart")) == 5  # loss by step, loss and accuracy by epoch, confusion, per class
+    assert any(m.value == "**Training loss, step by step**" for m in page.markdown), "a short run's most telling curve"
     assert any(b.label == "Download checkpoint" for b in page.get("download_button"))
     next(b for b in page.button if b.label == "Export").click().run()
     assert not page.exception, page.exception
