@@ -507,7 +507,7 @@ def _best_stage_note(run) -> str | None:
     stages = (run.result or {}).get("stages") if run.config.get("strategy") == "probe" else None
     if not stages:
         return None
-    best = max(stages, key=lambda stage: stage["val_acc"])
+    best = max(reversed(stages), key=lambda stage: stage["val_acc"])  # of stages tied, the latest
     return (f"val_acc is stage {best['stage']}'s ({best['layer']}), the best of {len(stages)} stages on the same "
             "validation images; the dashboard's Runs page charts every stage")
 

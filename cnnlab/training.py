@@ -436,8 +436,12 @@ def probe_reading(stages: list[dict], val_size: int | None, arch: str, weights: 
     from cnnlab.weights import WEIGHT_SOURCES
 
     source = "ImageNet" if weights in WEIGHT_SOURCES else "the data its weights learned from"
-    best, last, first = max(stages, key=lambda row: row["val_acc"]), stages[-1], stages[0]
+    best = max(reversed(stages), key=lambda row: row["val_acc"])  # of stages tied, the latest
+    last, first = stages[-1], stages[0]
     label = lambda row: stage_labels(arch)[row["stage"] - 1]
+    if len({row["val_acc"] for row in stages}) == 1:
+        return (f"Every stage scores {best['val_acc']:.1%}: these data are too easy, or their validation images too "
+                "few, to tell general features from specific ones.")
     gap = best["val_acc"] - last["val_acc"]
     noise = _chance_gap([best["val_acc"], last["val_acc"]], val_size or 1)
     best_stage = f"{label(best)} does best ({best['val_acc']:.1%})"

@@ -250,6 +250,8 @@ def test_a_probe_reading_weighs_the_gap_against_chance():
     climb = probe_reading(stages(0.5, 0.7, 0.9), 359, LITE0)
     assert climb.startswith("Accuracy is highest at the last stage, stage 3 (blocks.2), with 90.0%")
     assert "not known" in probe_reading(dip, None, LITE0)
+    assert probe_reading(stages(1.0, 1.0, 1.0), 20, LITE0).startswith("Every stage scores 100.0%: these data are too")
+    assert probe_reading(stages(0.5, 0.9, 0.9), 359, LITE0).startswith("Accuracy is highest at the last stage")
     assert "like the data its weights learned from" in probe_reading(stages(0.5, 0.9), 359, LITE0, "runs/abc")
     assert "like ImageNet" in probe_reading(stages(0.5, 0.9), 359, LITE0, "shipped")
 
