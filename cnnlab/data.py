@@ -462,7 +462,19 @@ def save_uploaded_archive(data: bytes, name: str) -> Path:
         raise DatasetError(f"{name} is not a .zip archive")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError(f"{name} is not a readable zip archive")
-    return keep_upload(data, "uploads", ".zip", name=name)
+    path = keep_upload(data, "uploads", ".zip", name=name)
+    path.touch()  # uploaded again: the newest of `uploaded_archives`
+    return path
+
+
+def uploaded_archives() -> dict[str, str]:
+    """The zip archives kept by `save_uploaded_archive`, the most recently uploaded first: {path: 'pets.zip ·
+    uploaded 2026-12-03 16:40'}."""
+    import time
+
+    paths = sorted((data_dir() / "uploads").glob("*/*.zip"), key=lambda path: path.stat().st_mtime, reverse=True)
+    return {str(path): f"{path.name} · uploaded {time.strftime('%Y-%m-%d %H:%M', time.localtime(path.stat().st_mtime))}"
+            for path in paths}
 
 
 SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of the built-in datasets' images

@@ -8,7 +8,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
                          first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
-                         suggested_input_size)
+                         suggested_input_size, uploaded_archives)
 from cnnlab.naming import (AVERAGE, CLASSIFIERS, FLATTEN, OWN_HEAD, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
                            STRATEGY_INFO)
 from cnnlab.planner import (default_freeze, default_head, describe_freeze, describe_head,
@@ -155,6 +155,11 @@ with left:
                 dataset = f"zip:{save_uploaded_archive(upload.getvalue(), upload.name)}"
             except DatasetError as error:
                 st.error(str(error), icon=":material/folder_off:")
+        elif earlier := uploaded_archives():
+            archive = st.selectbox("Or one uploaded before", list(earlier), format_func=earlier.get,
+                                   key="launch_zip_earlier", help="The archives you uploaded are kept in the data "
+                                                                   "directory, the newest first.")
+            dataset = f"zip:{archive}"
     checked = None
     if dataset:
         with st.spinner("Reading the dataset..."):

@@ -731,6 +731,14 @@ def test_launch_checks_an_uploaded_zip_before_anything_is_queued():
     assert any(w.value.startswith("Only 4 validation images: each one moves the accuracy by 25.0%")
                for w in page.warning), [w.value for w in page.warning]
 
+    again = open_page("pages/launch.py")  # a later visit: the uploader is empty, the archives are not lost
+    again.selectbox(key="launch_dataset").set_value("zip").run()
+    earlier = again.selectbox(key="launch_zip_earlier")
+    assert earlier.value.endswith("/three.zip") and [o.split(" · ")[0] for o in earlier.options] == \
+        ["three.zip", "only zeros.zip"], "the newest first"
+    assert any(c.value.startswith("three.zip: 18 images in 3 classes") for c in again.caption)
+    assert not next(b for b in again.button if b.label == "Launch").disabled
+
 
 @pytest.mark.parametrize("online", [False, True])
 def test_launch_says_before_queueing_whether_mnist_is_here_or_downloads(monkeypatch, online):
