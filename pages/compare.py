@@ -45,8 +45,9 @@ def claims_table() -> pd.DataFrame:
 
 def claim_notes() -> str:
     """Each claim's slide quote and why the lab's number differs (or agrees only roughly): the disagreements first."""
-    checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: c.agrees)
-    return "\n".join(f"- {'' if c.agrees else ':red[**differs**] '}**{get_spec(c.claim.arch).title}, "
+    verdicts = {False: ":red[**differs**] ", None: ":gray[**not comparable**] ", True: ""}
+    checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: list(verdicts).index(c.agrees))
+    return "\n".join(f"- {verdicts[c.agrees]}**{get_spec(c.claim.arch).title}, "
                      f"{c.claim.what}**: slide *\"{c.claim.quote}\"*. {c.claim.note}"
                      for c in checks)
 
@@ -152,7 +153,8 @@ st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height
              column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
                             "Agrees": st.column_config.CheckboxColumn(
                                 width=64, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
-                                               "slides round their numbers (60 Million for 61.1M)"),
+                                               "slides round their numbers (60 Million for 61.1M). Blank: not "
+                                               "comparable, the slide's number is from another test set"),
                             "Within": st.column_config.TextColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
                             "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),

@@ -74,6 +74,8 @@ def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     assert list(claims.columns[:3]) == ["Agrees", "Lecture says", "cnnlab's network"], "the verdict, then the numbers"
     assert claims.loc["LeNet-5, params", "Within"] == "10%"  # 61,706 against the slide's 60,000
     assert not claims.loc["AlexNet, first conv filters", "Agrees"] and claims.loc["LeNet-5, params", "Agrees"]
+    assert claims.loc["AlexNet, top-1 error (%)", "Agrees"] is None, "another test set: neither agrees nor differs"
+    assert "Lecture CNN (Keras Sequential), params" not in claims.index, "the slide prints no count"
     at.multiselect[0].set_value(["lenet5"]).run()
     at.button[0].click().run()
     assert not at.exception
