@@ -105,6 +105,11 @@ CLAIMS = (
 )
 
 
+def lecture_claim(arch: str, quantity: str) -> Claim | None:
+    """What the lecture states of `arch`'s `quantity` ('first_conv_filters'), or None where it states nothing."""
+    return next((claim for claim in CLAIMS if (claim.arch, claim.quantity) == (arch, quantity)), None)
+
+
 def _count_layers(profile: ModelProfile, kind: type) -> int:
     return sum(1 for row in profile.rows if row.type == kind.__name__)
 

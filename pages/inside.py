@@ -15,6 +15,7 @@ from PIL import Image
 from cnnlab.activations import Activations, LayerInfo, extract, first_conv, layer_statistics
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
 from cnnlab.charts import layer_statistics_figure, vector_bars
+from cnnlab.lecture import lecture_claim
 from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
                            value_range, with_colorbar)
 from cnnlab.predict import Prediction, enlargement_note, label_set, predict_loaded
@@ -221,9 +222,11 @@ def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray
 
 def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
     stages = result.activations.stage_outputs()
-    st.markdown("The most active channel of each stage's output, from the first layers to the last: early maps "
-                "respond to edges and colours, later ones to parts and whole objects (the lecture's Zeiler & "
-                "Fergus slide).")
+    st.markdown("The most active channel of each stage's output, from the first layers to the last: early maps are "
+                "sharp and follow edges and colours; later ones are coarse, a few pixels a side, and mark where a part "
+                "or an object is rather than what it looks like. The lecture's Zeiler & Fergus slide shows what such "
+                "late units respond to by projecting them back to image patches; the **Class activation map** tab is "
+                "the nearest view here.")
     row = st.container(horizontal=True)  # wraps: two tiles a row on a phone instead of one screen-wide tile each
     for layer in stages:
         values = result.activations.maps[layer.name]
@@ -248,6 +251,9 @@ def filters_section(arch: str, weights: str) -> None:
     name, shape, tiles = first_filters(arch, weights)
     st.image(tiles, width=min(tiles.shape[1], 720), output_format="PNG")
     out_channels, in_channels, kh, kw = shape
+    claim = lecture_claim(arch, "first_conv_filters")
+    if claim and claim.stated != out_channels:
+        st.caption(f"The lecture's {get_spec(arch).title} has {claim.stated:,.0f} first-layer filters: {claim.note}")
     st.caption(f"{name}: {out_channels} filters of {kh}x{kw}x{in_channels}"
                f"{', shown as RGB' if in_channels == 3 else ''}; each stretched from its own minimum (dark) to "
                "maximum (bright). Pretrained first layers learn edge, colour-blob and grating detectors; "

@@ -57,10 +57,12 @@ for col, variant in zip(cols, VARIANTS):
     col.metric(f"{variant.capitalize()}: first block / last block", f"{data[variant].first_to_last(quantity):.3g}",
                help=f"{GRADIENT_QUANTITIES[quantity]}, the first block's over the last block's; 1 means the gradient "
                     "reaches the input as strong as it leaves the head.")
-st.caption("Without batch norm, PyTorch's default initialization shrinks the signal at every convolution and "
-           "ReLU, so the plain net's gradient fades by orders of magnitude on its way back to the input; the "
-           "residual net's stays within a small factor. With batch norm the plain net's gradient no longer "
-           "vanishes (here it even grows toward the input), as He et al. observed, and still it trains worse.")
+st.caption("The lecture's \"Solves Vanishing Gradient Problem\" is what batch norm off shows: PyTorch's default "
+           "initialization shrinks the signal at every convolution and ReLU, so the plain net's gradient fades by "
+           "orders of magnitude on its way back to the input, while the residual net's stays within a small factor. "
+           "With batch norm on, the plain net's gradient no longer vanishes (here it even grows toward the input), "
+           "as He et al. observed; what the shortcuts still fix then is the degradation problem: the plain net "
+           "trains worse (Train both, below).")
 
 st.subheader("Train both")
 epochs = st.slider("Epochs", 1, 10, TrainSettings.epochs, key="res_epochs", persist_state="session",

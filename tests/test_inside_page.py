@@ -222,3 +222,13 @@ def test_a_stale_channels_box_from_the_browser_does_not_become_the_wish(page):
     assert channels_box(page).value == "all"
     page.slider(key=slider_key).set_value(9).run()
     assert channels_box(page).value == 64
+
+
+def test_alexnets_first_layer_says_the_lecture_counts_96_filters(page):
+    page.selectbox(key="inside_arch").set_value("alexnet").run()
+    page.selectbox(key="inside_weights_alexnet").set_value("none").run()
+    assert not page.exception, page.exception
+    shown = [c.value for c in page.caption]
+    assert any(c.startswith("The lecture's AlexNet has 96 first-layer filters: torchvision follows Krizhevsky's 2014")
+               for c in shown)
+    assert any(c.startswith("features.0: 64 filters of 11x11x3") for c in shown)
