@@ -110,7 +110,8 @@ def test_seven_by_seven_has_81_percent_more_weights_than_three_3x3():
     assert round(result.params_ratio - 1, 2) == 0.81 and round(result.ratio - 1, 2) == 0.81
     assert result.single.macs == 14 * 14 * 49 * C ** 2 == 39_337_984
     assert result.macs == 3 * 14 * 14 * 9 * C ** 2 == 21_676_032
-    assert result.formula == "7.2M + 7.2M + 7.2M = 21.7M" and result.single.formula == "(14x14x64) x (7x7x64) = 39.3M"
+    assert result.formula == "7,225,344 + 7,225,344 + 7,225,344 = 21,676,032", "7.2M x 3 would not add up to 21.7M"
+    assert result.single.formula == "(14x14x64) x (7x7x64) = 39.3M"
 
 
 def test_macs_are_h_times_w_times_the_parameters_of_one_output_position():
@@ -132,6 +133,8 @@ def test_bias_adds_one_parameter_per_filter_and_no_macs():
     assert with_bias.params - without.params == 2 * 192 and with_bias.macs == without.macs == 520_224_768
     assert with_bias.single.params == 5 * 5 * 192 * 192 + 192 == 921_792
     assert with_bias.layers[0].params_formula == "(3x3x192 + 1) x 192 = 332.0K"
+    assert with_bias.params_formula == "331,968 + 331,968 = 663,936", "not 332.0K + 332.0K = 663.9K"
+    assert without.params_formula == "331.8K + 331.8K = 663.6K"
 
 
 def test_factorizations_agree_with_profiled_same_padding_chains():
