@@ -149,11 +149,11 @@ def _calculator_flags(args) -> list[str]:
             if value is not None]
 
 
-def _print_network_reductions(arch: str, as_json: bool) -> None:
+def _print_network_reductions(arch: str, as_json: bool, paper_kernels: bool = False) -> None:
     from cnnlab.reductions import network_reductions
 
     try:
-        network = network_reductions(arch)
+        network = network_reductions(arch, paper_kernels)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if as_json:
@@ -247,8 +247,10 @@ def _cmd_reduce(args) -> None:
     if args.arch:
         if given := _calculator_flags(args):
             raise UsageError(f"--arch cannot be combined with {', '.join(given)}")
-        _print_network_reductions(args.arch, args.json)
+        _print_network_reductions(args.arch, args.json, args.paper_kernels)
         return
+    if args.paper_kernels:
+        raise UsageError("--paper-kernels goes with --arch googlenet")
     if args.factorize:
         _print_factorizations(_factorization_setup(args), args.json)
         return
@@ -851,6 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compare the k x k convolution (k odd, at least 3) with VGG's stack of 3x3 and "
                              "Inception-v3's 1 x k then k x 1 instead")
     reduce.add_argument("--arch", help="print the per-module table of this network instead")
+    reduce.add_argument("--paper-kernels", action="store_true",
+                        help="with --arch googlenet: the paper's 5x5 convolutions where torchvision's has 3x3")
     reduce.add_argument("--json", action="store_true", help=JSON_HELP)
     reduce.set_defaults(func=_cmd_reduce)
 

@@ -618,19 +618,35 @@ def _check_reduction_arch(arch: str) -> None:
 
 
 @cache
-def network_reductions(arch: str) -> NetworkReductions:
+def network_reductions(arch: str, paper_kernels: bool = False) -> NetworkReductions:
     """Each Inception module / bottleneck / dense layer of `arch` as built and without its 1x1 reductions,
-    read from the model built on the meta device at its own input size. ValueError for other networks."""
+    read from the model built on the meta device at its own input size. ValueError for other networks.
+
+    `paper_kernels`: GoogLeNet with the paper's 5x5 convolutions in the branch where torchvision's has 3x3
+    (torchvision issue #906), the network the lecture's slide counts."""
     _check_reduction_arch(arch)
     spec = get_spec(arch)
     with torch.device("meta"):
         model = build_model(arch)
+        if paper_kernels:
+            _widen_to_paper_kernels(model)
     example = example_input(spec, device="meta")
     modules, traces, records, network_macs = _trace(model, example, spec.reduction_modules)
     analysed = tuple(_analyse_module(path, modules[path], traces[path], records[path])
                      for path in modules if traces[path].input_shape is not None)
     params = sum(p.numel() for p in model.parameters())
     return NetworkReductions(arch, tuple(example.shape), analysed, network_macs, params)
+
+
+def _widen_to_paper_kernels(model: nn.Module) -> None:
+    """In place: every Inception module's third branch gets the paper's 5x5 convolution (same channels)."""
+    inceptions = [m for m in model.modules() if type(m).__name__ == "Inception"]
+    if not inceptions:
+        raise ValueError("only GoogLeNet's Inception modules have a 5x5 branch to restore")
+    for module in inceptions:
+        conv = module.branch3[1].conv
+        module.branch3[1].conv = nn.Conv2d(conv.in_channels, conv.out_channels, 5, padding=2,
+                                           bias=conv.bias is not None)
 
 
 @dataclass(frozen=True)

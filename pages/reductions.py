@@ -299,8 +299,12 @@ def real_modules() -> None:
     st.session_state.setdefault("reductions_arch", sidebar_arch if sidebar_arch in archs else "googlenet")
     arch = st.selectbox("Network", archs, key="reductions_arch", persist_state="session",
                         format_func=lambda n: get_spec(n).title)
+    paper = arch == "googlenet" and st.toggle(
+        "The paper's 5x5 convolutions", key="reductions_paper_kernels", persist_state="session",
+        help="torchvision's GoogLeNet has 3x3 where the paper, and the lecture's slide, have 5x5 in each module's "
+             "third branch (torchvision issue #906). On: the modules as the paper builds them.")
     with st.spinner(f"Reading {get_spec(arch).title}'s modules"):
-        network = network_reductions(arch)
+        network = network_reductions(arch, paper)
     totals = network.totals()
     row = metric_row()
     row.metric(f"{len(network.modules)} modules, as built", human(network.built_macs) + " MACs")
@@ -326,8 +330,11 @@ def real_modules() -> None:
                                    for c in ("MACs", "MACs without", "Params", "Params without")}})
     if arch == "googlenet":
         st.caption("The lecture's slide is inception4a's third branch (480 channels at 14x14, reduced to 16, "
-                   "then 48 filters). torchvision's GoogLeNet uses 3x3 where the paper has 5x5 in that branch, "
-                   "so its numbers here are smaller than the slide's; the calculator shows the paper's 5x5.")
+                   "then 48 filters). " + (
+                       "These are the paper's modules, 5x5 in that branch, as the slide counts them." if paper else
+                       "torchvision's GoogLeNet uses 3x3 where the paper has 5x5 in that branch, so its numbers "
+                       "here, and what its reductions save, are smaller than the paper's: switch on \"The paper's "
+                       "5x5 convolutions\" above for the slide's network."))
     if any(m.ratio < 1 for m in network.modules):
         st.caption("A 'saved' below 1 means the module's 1x1 does not narrow: it keeps the width (ResNet-50's first "
                    "block, 64 channels in and 64 out) or widens it (DenseNet's first layers), so there the 1x1 costs "

@@ -237,6 +237,18 @@ def test_googlenet_has_nine_modules_with_two_reductions_one_branch_and_one_pool_
     assert network.without_macs > 2 * network.built_macs
 
 
+def test_googlenet_with_the_papers_5x5_kernels_saves_what_the_slide_counts(capsys):
+    built, paper = network_reductions("googlenet"), network_reductions("googlenet", paper_kernels=True)
+    inception4a = next(m for m in paper.modules if m.path == "inception4a")
+    third = {c.path: c for c in inception4a.convs}["branch3.1.conv"].built
+    assert third.kernel == (5, 5) and third.macs == 14 * 14 * 48 * 5 * 5 * 16, "the slide's 3.8M after the 1.5M"
+    assert paper.ratio > built.ratio and round(inception4a.ratio, 2) == 4.25
+    with pytest.raises(ValueError, match="only GoogLeNet"):
+        network_reductions("resnet50", paper_kernels=True)
+    assert main(["reduce", "--arch", "googlenet", "--paper-kernels", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["ratio"] == pytest.approx(paper.ratio, abs=1e-3)
+
+
 def test_the_lecture_slide_is_googlenet_inception4a_third_branch():
     module = _module(network_reductions("googlenet"), "inception4a")
     reduction, conv = (c for c in module.convs if c.branch == "branch3")
@@ -579,8 +591,12 @@ def test_page_real_modules_draw_every_network_with_a_colour_per_role(arch):
 def test_page_real_modules_switch_network():
     at = _reductions_page()
     assert "9 modules, as built" in _metrics(at)
+    at.toggle(key="reductions_paper_kernels").set_value(True).run()
+    assert _metrics(at)["Saved"] == f"{network_reductions('googlenet', paper_kernels=True).ratio:.2f}x" == "3.58x"
+    assert any(c.value.endswith("These are the paper's modules, 5x5 in that branch, as the slide counts them.")
+               for c in at.caption)
     at.selectbox(key="reductions_arch").set_value("resnet50").run()
-    assert not at.exception
+    assert not at.exception and not at.get("toggle"), "only GoogLeNet has the paper's kernels to restore"
     assert f"{len(network_reductions('resnet50').modules)} modules, as built" in _metrics(at)
     at.selectbox(key="reductions_module").set_value("layer3.0").run()
     assert not at.exception
