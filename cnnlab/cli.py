@@ -70,12 +70,15 @@ def positive_int(text: str) -> int:
 
 
 def _check_arch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse an architecture the registry does not know. Checked once the whole command line has parsed: the
-    registry loads torch (seconds), so a mistake elsewhere on the line is told at once."""
+    """Refuse an architecture the registry does not know; a name written otherwise (GoogLeNet, ResNet-50) is taken
+    for the registered one. Checked once the whole command line has parsed: the registry loads torch (seconds), so a
+    mistake elsewhere on the line is told at once."""
     if getattr(args, "arch", None) is None:
         return
     from cnnlab.registry import arch_names
 
+    plain = lambda name: re.sub(r"[-_ ]", "", name.lower())
+    args.arch = next((name for name in arch_names() if plain(name) == plain(args.arch)), args.arch)
     if args.arch not in arch_names():
         parser.subcommands[args.command].error(
             f"unknown architecture {args.arch!r}; choose from: {', '.join(arch_names())}")
@@ -97,12 +100,15 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _cmd_models(args) -> None:
     from cnnlab.compare import architecture_rows
+    from cnnlab.profiling import human
 
     rows = architecture_rows()
     if args.json:
         print_json(rows)
-    else:
-        print_table(rows, ["name", "family", "year", "params", "macs", "depth", "top1", "top5", "input_size"])
+        return
+    shown = [{**row, "params": f"{row['params']:,}", "macs": human(row["macs"]), "size_mib": f"{row['size_mb']:.2f}",
+              "input": "x".join(map(str, row["input_size"]))} for row in rows]
+    print_table(shown, ["name", "family", "year", "params", "macs", "size_mib", "depth", "top1", "top5", "input"])
 
 
 def _cmd_profile(args) -> None:

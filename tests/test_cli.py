@@ -31,6 +31,13 @@ def test_profile_json_rows_sum_to_totals(capsys):
     assert {"name", "type", "output_shape", "params", "macs"} <= set(data["layers"][0])
 
 
+def test_an_architecture_written_as_people_write_it_is_taken(capsys):
+    assert main(["profile", "GoogLeNet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["params"] == 6_624_904
+    assert main(["profile", "ResNet-50", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["params"] == 25_557_032
+
+
 def test_profile_input_size(capsys):
     assert main(["profile", "resnet18", "--input-size", "112", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["input_shape"] == [1, 3, 112, 112]
@@ -113,7 +120,8 @@ def test_installed_console_script():
     result = subprocess.run(["cnnlab", "models"], capture_output=True, text=True, timeout=120,
                             env={"PATH": f"{sys.prefix}/bin"})
     assert result.returncode == 0
-    assert "tf_efficientnet_lite0" in result.stdout
+    vgg16 = next(line for line in result.stdout.splitlines() if line.startswith("vgg16 ")).split()
+    assert vgg16[3:6] == ["138,357,544", "15.5G", "527.79"], "counts to read, not to decode"
 
 
 def test_train_prints_its_result_on_stdout_and_its_progress_on_stderr(tmp_path, capsys):
