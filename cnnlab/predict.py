@@ -35,6 +35,7 @@ class LabelSet:
 
     title: str
     names: tuple[str, ...]
+    note: str = ""  # what a reader of the answers should know of these classes
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,18 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     return tuple(f"class {i}" for i in range(num_classes))
 
 
+IMAGENET_NOTE = ("ImageNet-1k has no 'person' class: a photo of people is answered with what they wear or hold (a "
+                 "football helmet, a suit). It splits some things finely instead: a house cat is a tabby, a tiger "
+                 "cat, a Persian, a Siamese or an Egyptian cat, so a cat photo's probability spreads over these.")
+
+
 def label_set(loaded: LoadedModel) -> LabelSet:
     """The labels of a loaded model: the classes its run was trained on, ImageNet's, the architecture's own
     (LeNet-5's digits), else 'class i' (one sigmoid output counts as two classes)."""
     if loaded.class_names:
         return LabelSet(f"the {len(loaded.class_names)} classes it was trained on", loaded.class_names)
     if loaded.num_classes == IMAGENET_CLASSES:
-        return LabelSet("the 1000 ImageNet-1k classes", imagenet_class_names())
+        return LabelSet("the 1000 ImageNet-1k classes", imagenet_class_names(), IMAGENET_NOTE)
     spec = get_spec(loaded.arch)
     if spec.class_names and loaded.num_classes == len(spec.class_names):
         return LabelSet(spec.class_names_title, spec.class_names)

@@ -13,7 +13,7 @@ TOP = 5
 
 
 st.title("Predict")
-st.caption("What a network sees in a photo: its five most probable classes. EfficientNet-Lite0's and Lite2's "
+st.caption("What a network sees in a photo: its most probable classes. EfficientNet-Lite0's and Lite2's "
            "ImageNet weights ship with cnnlab, so this works offline; your finished runs are listed under Weights.")
 
 left, right = panes("predict", 2, 3)
@@ -50,8 +50,8 @@ with right:
         predictions_chart(predictions)
         if note := enlargement_note(picked.image, model):
             st.info(note, icon=":material/zoom_in:")
-        st.caption(f"Classes: {labels.title}. Preprocessing of {spec.title}: "
-                   f"{spec.preprocessing_at(model.image_size).describe()}.")
+        st.caption(f"Classes: {labels.title}. {labels.note + ' ' if labels.note else ''}Preprocessing of "
+                   f"{spec.title}: {spec.preprocessing_at(model.image_size).describe()}.")
         for note in model.notes:
             st.info(note)
         if model.class_names:

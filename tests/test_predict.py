@@ -148,6 +148,8 @@ def test_page_predicts_the_cat_by_default_and_other_samples():
     assert at.selectbox(key="predict_image_sample").value == "chelsea"
     assert top_class(at) in {imagenet_class_names()[i] for i in DOMESTIC_CATS}
     assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 1
+    assert any("ImageNet-1k has no 'person' class" in c.value and "a tabby, a tiger cat" in c.value
+               for c in at.caption), "what a student needs to read the astronaut's and the cat's answers"
     at.selectbox(key="predict_image_sample").set_value("coffee").run()
     assert top_class(at) == "espresso" and not at.info, "a photo of a usual size needs no word on its size"
     at.selectbox(key="predict_image_sample").set_value("digit").run()
