@@ -48,6 +48,7 @@ UPLOAD = "upload"
 DISPLAY_SIDE = 1024
 MIN_DISPLAY_SIDE = 256
 MAX_DISPLAY_HEIGHT = 520
+NARROWEST_CAPTIONED = 160  # px: an image shown narrower gets its caption below it, at the width of the column
 
 
 class PickedImage(NamedTuple):
@@ -185,8 +186,12 @@ def show_image(picked: PickedImage, caption: str = "") -> None:
     no taller than MAX_DISPLAY_HEIGHT."""
     width, height = picked.image.size
     shown = "stretch" if width >= height else max(1, round(MAX_DISPLAY_HEIGHT * width / height))
-    st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE),
-             caption=caption or f"{picked.name} ({width}x{height})", width=shown)
+    caption = caption or f"{picked.name} ({width}x{height})"
+    narrow = shown != "stretch" and shown < NARROWEST_CAPTIONED  # its caption would wrap a letter a line
+    st.image(fit_within(picked.image, DISPLAY_SIDE, MIN_DISPLAY_SIDE), caption=None if narrow else caption,
+             width=shown)
+    if narrow:
+        st.caption(caption)
 
 
 def weights_picker(arch: str, key: str) -> str | None:

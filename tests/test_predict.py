@@ -174,6 +174,14 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
         assert not at.metric and [i.value.startswith("No prediction: the uploaded file") for i in at.info] == [True]
 
 
+def test_a_tall_strip_of_an_upload_keeps_its_caption_readable():
+    at = open_predict_page()
+    strip = encode(Image.new("RGB", (40, 3000), "red"), "PNG")
+    at.file_uploader(key="predict_image_upload").set_value(("tall.png", strip, "image/png")).run()
+    assert not at.exception and "tall.png (40x3000)" in [c.value for c in at.caption]
+    assert all(caption in ("", None) for image in at.get("image") for caption in image.captions)
+
+
 def test_an_upload_is_still_there_after_a_visit_to_another_page_until_it_is_put_aside():
     at = open_predict_page()
     mug = encode(Image.open(sample_images()["coffee"]), "PNG")
