@@ -188,8 +188,10 @@ st.dataframe(layer_table(arch), hide_index=True, placeholder=EMPTY, width="stret
                             "MACs": st.column_config.NumberColumn(format="localized", width=120),
                             "formula": st.column_config.TextColumn(
                                 "How the MACs are counted", width="large",
-                                help="Convolutions: (H x W x Cout) x (k x k x Cin), the lecture's form; linear "
-                                     "layers: Cout x Cin")})
+                                help="Convolutions: (H x W x Cout) x (k x k x Cin), the lecture's form, where Cin "
+                                     "is the channels each filter sees: all the input's, or in a grouped "
+                                     "convolution its group's (1 in MobileNet's and EfficientNet's depthwise "
+                                     "3x3s, hence their x1); linear layers: Cout x Cin")})
 st.caption("One row per layer in the order they run; rows sum to the totals. Formulas are for one image. A module "
            "that runs several times (torchvision ResNet's one ReLU per block) is one row, at its first run, with "
            "the output of its last. A type marked *(own)* is a module's own parameters or work, beside its "
