@@ -8,7 +8,7 @@ from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
 from cnnlab.naming import dataset_label, run_method
 from cnnlab.registry import arch_title
 from cnnlab.runstore import ACTIVE, RunStore
-from pages.widgets import DELETED_WHERE, EMPTY, PERCENT, in_percent, panes
+from pages.widgets import DELETED_WHERE, EMPTY, PERCENT, in_percent, panes, text_column_px
 
 FEATURE_SOURCES = {"hit": "from the cache", "partial": "partly cached", "miss": "computed"}
 
@@ -63,7 +63,10 @@ def draw_comparison(chosen: list[str]) -> None:
                                "train_time_s", *(["features"] if table["features"].notna().any() else []),
                                "total_gmacs", "params_trainable", "params_frozen", *([] if partial else ["status"])],
                  column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
-                                "method": "Strategy", "arch": "Architecture", "dataset": "Dataset",
+                                **{column: st.column_config.TextColumn(title,
+                                                                       width=text_column_px(table[column], title))
+                                   for column, title in (("method", "Strategy"), ("arch", "Architecture"),
+                                                         ("dataset", "Dataset"))},  # whole: a run is told by them
                                 "features": st.column_config.TextColumn(
                                     "Features", help="Strategy III: computed by the run, or read from the cache an "
                                                      "earlier run filled (then its training time is far shorter)"),

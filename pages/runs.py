@@ -17,7 +17,7 @@ from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RESUMABLE, RunStore
 from cnnlab.training import config_in_use, guessing_note, probe_reading
 from pages.common import current_settings
-from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes
+from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes, text_column_px
 
 REFRESH = "2s"
 SMALL_VALIDATION = 50  # fewer validation images than this: the accuracy comes with a warning
@@ -111,18 +111,20 @@ def draw_table() -> None:
     summaries["val_acc"] = in_percent(summaries["val_acc"])
     summaries["created"] = pd.to_datetime(summaries["created"])
     text = st.column_config.TextColumn
+    method_px, dataset_px = (min(cap, text_column_px(summaries[c], title)) for c, title, cap in
+                             (("method", "Strategy", 420), ("dataset", "Dataset", 200)))  # whole, up to a cap
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["id", "status", "val_acc", "method", "arch", "dataset", "duration_s", "created"],
                  column_config={"id": text("Run", pinned=True, width=105), "status": text("Status", width=85),
-                                "method": text("Strategy", width=265, help="Click a cell to read it whole"),
-                                "arch": text("Architecture", width=120), "dataset": text("Dataset", width=80),
+                                "method": text("Strategy", width=method_px, help="Click a cell to read it whole"),
+                                "arch": text("Architecture", width=120), "dataset": text("Dataset", width=dataset_px),
                                 "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm",
                                                                            width=110),
                                 "val_acc": st.column_config.NumberColumn(
                                     "Val accuracy", format=PERCENT, width=90,
                                     help="On the held-out validation images at the run's last epoch (so far, for "
-                                         "a run still going or killed); a cancelled run's as its model stood when "
-                                         "it stopped (after part of an epoch, if it stopped in its first), a "
+                                         "a run still going or killed); a cancelled run's of the model it kept, its "
+                                         "last checkpoint (after part of an epoch, if it stopped in its first); a "
                                          "probe's at its best stage"),
                                 "duration_s": st.column_config.NumberColumn(
                                     "Duration (s)", format="%.1f", width=95,
