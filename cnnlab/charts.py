@@ -235,11 +235,16 @@ BAR_ROW_PX = 24
 def metric_bars(rows: list[dict], metric: str, label: str, log: bool = False) -> go.Figure:
     """One horizontal bar per architecture for `metric` (a key of the rows), coloured by family, in the rows'
     order from the top: the names read level on any screen, where a column chart's slanted names collide on a
-    phone."""
+    phone. On a `log` axis a dot instead: a bar's length from an arbitrary floor would not show the ratios."""
     points = [dict(r, name=short_title(r["title"])) for r in rows]
-    figure = px.bar(points, y="name", x=metric, color="family", log_x=log, orientation="h",
-                    color_discrete_map=family_colors(rows), labels={metric: label, "name": ""},
-                    hover_data={metric: ":,", "title": True, "name": False})
+    common = dict(y="name", x=metric, color="family", color_discrete_map=family_colors(rows),
+                  labels={metric: f"{label} (log scale)" if log else label, "name": ""},
+                  hover_data={metric: ":,", "title": True, "name": False})
+    if log:
+        figure = px.scatter(points, log_x=True, **common)
+        figure.update_traces(marker={"size": 12})
+    else:
+        figure = px.bar(points, orientation="h", **common)
     figure.update_layout(height=200 + BAR_ROW_PX * len(rows), margin={"t": 30, "l": 10, "b": 150},
                          legend_title_text="Family", legend=LEGEND_BELOW)  # below: Plotly's toolbar covers the top
     figure.update_yaxes(categoryorder="array", categoryarray=[p["name"] for p in points], autorange="reversed")

@@ -182,6 +182,9 @@ def test_log_axes_label_every_tick_in_full():
     assert list(figure.layout.xaxis.ticktext) == ["0.3", "1", "3", "10"]  # published accuracies: 0.3 to 15.5 GMACs
     params = metric_bars(rows, "params", "Parameters", log=True)
     assert list(params.layout.xaxis.ticktext) == ["100K", "1M", "10M", "100M"]
+    assert {trace.type for trace in params.data} == {"scatter"}, "dots: a bar from a log axis' floor shows no ratio"
+    assert params.layout.xaxis.title.text == "Parameters (log scale)"
+    assert {trace.type for trace in metric_bars(rows, "depth", "Depth").data} == {"bar"}
     assert list(params.layout.yaxis.categoryarray)[:2] == ["LeNet-5", "Lecture CNN"], "the registry's order, top down"
     assert list(log_axis([0.69, 1.5])["ticktext"]) == ["0.5", "1", "2"]
     vanishing = log_axis([3e-17, 0.05])  # a plain net's gradients against a residual one's: a tick every 2 decades
