@@ -6,8 +6,8 @@ from cnnlab.data import first_names
 from cnnlab.predict import enlargement_note, label_set, predict_loaded
 from cnnlab.registry import get_spec
 from cnnlab.weights import NONE, WeightsError
-from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, panes, predictions_chart,
-                           random_weights_advice, show_image, weights_error, weights_picker)
+from pages.widgets import (arch_picker, image_picker, loaded_model, metric_row, open_with_same_choices, panes,
+                           predictions_chart, random_weights_advice, show_image, weights_error, weights_picker)
 
 TOP = 5
 
@@ -23,6 +23,9 @@ with left:
     picked = image_picker("predict_image", weights, arch)
     if picked is not None:
         show_image(picked)
+        if weights is not None:
+            open_with_same_choices("pages/inside.py", "predict", "inside", arch, weights, "Look inside",
+                                   ":material/layers:")
 
 with right:
     spec = get_spec(arch)

@@ -194,6 +194,27 @@ def show_image(picked: PickedImage, caption: str = "") -> None:
         st.caption(caption)
 
 
+def open_with_same_choices(page: str, here: str, there: str, arch: str, weights: str, label: str, icon: str) -> None:
+    """A button that opens `page` on the network, weights and image chosen here: its pickers (keys starting `there`)
+    are set as this page's (keys starting `here`) stand; weights it cannot offer (an uploaded file) are left."""
+    from pages.common import SIDEBAR_CHOICES
+
+    if not st.button(label, icon=icon):
+        return
+    state = st.session_state
+    state[f"{there}_arch"] = arch
+    state[f"{there}_arch__sidebar_choices"] = state.get(SIDEBAR_CHOICES, 0)  # not undone as a sidebar change
+    if weights in trained_models(arch) or weights in {o.key for o in weights_options(arch)}:
+        state[f"{there}_weights_{arch}"] = state[f"{there}_image_sample_weights"] = weights
+    state[f"{there}_image_sample_arch"] = arch
+    state[f"{there}_image_sample"] = state[f"{here}_image_sample"]
+    if (upload := state.get(f"{here}_image_kept_upload")) is not None:
+        state[f"{there}_image_kept_upload"] = upload
+    else:
+        state.pop(f"{there}_image_kept_upload", None)
+    st.switch_page(page)
+
+
 def weights_picker(arch: str, key: str) -> str | None:
     """A choice of `arch`'s weights (pretrained first, offline availability shown), the model of a finished run
     or an uploaded file, starting at weights that load right now (cnnlab.weights.ready_weights), or rather than

@@ -174,6 +174,23 @@ def test_page_takes_an_upload_and_refuses_bad_ones():
         assert not at.metric and [i.value.startswith("No prediction: the uploaded file") for i in at.info] == [True]
 
 
+def test_look_inside_opens_on_the_same_network_weights_and_image():
+    at = open_predict_page()
+    at.selectbox(key="predict_image_sample").set_value("coffee").run()
+    next(b for b in at.button if b.label == "Look inside").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="inside_image_sample").value == "coffee"
+    assert at.selectbox(key="inside_weights_tf_efficientnet_lite0").value == "shipped"
+    assert "espresso" in next(m.value for m in at.markdown if m.value.startswith("**Top prediction:**"))
+
+    at.switch_page("pages/predict.py").run()
+    mug = encode(Image.open(sample_images()["coffee"]).rotate(90, expand=True), "PNG")
+    at.file_uploader(key="predict_image_upload").set_value(("mug.png", mug, "image/png")).run()
+    next(b for b in at.button if b.label == "Look inside").click().run()
+    assert not at.exception, at.exception
+    assert "Showing **mug.png**, uploaded earlier." in [c.value for c in at.caption], "the upload, not the sample"
+
+
 def test_a_tall_strip_of_an_upload_keeps_its_caption_readable():
     at = open_predict_page()
     strip = encode(Image.new("RGB", (40, 3000), "red"), "PNG")
