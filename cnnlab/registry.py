@@ -403,7 +403,9 @@ def _specs() -> tuple[ArchSpec, ...]:
                     "features.norm5"),
             reduction_modules=("_DenseLayer",),
             notes=("Each layer is a 1x1 bottleneck (4 x growth rate 32 = 128 channels) then a 3x3 conv, "
-                   "concatenated onto everything before it.",),
+                   "concatenated onto everything before it.",
+                   "2016 is the paper's arXiv year, as for the other networks here; the lecture cites its CVPR 2017 "
+                   "publication."),
         ),
         _torchvision_spec(
             "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", title="MobileNet v2", family="MobileNet",
