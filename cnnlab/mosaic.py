@@ -102,11 +102,13 @@ def channel_order(values: np.ndarray, order: str = "mean", top: int | None = Non
 
 
 def value_range(values: np.ndarray, robust: bool = True) -> tuple[float, float]:
-    """The colour range of a set of maps: minimum to maximum, or to the 99.5th percentile when `robust`,
-    so that a few extreme activations do not wash out every other pixel."""
+    """The colour range of a set of maps: minimum to maximum, or from the 0.5th to the 99.5th percentile when
+    `robust`, so that a few extreme activations, high or low (a convolution before its ReLU), do not wash out every
+    other pixel."""
     flat = np.asarray(values, dtype=np.float32).ravel()
-    low = float(flat.min())
-    high = float(np.percentile(flat, ROBUST_PERCENTILE)) if robust and flat.size > 1000 else float(flat.max())
+    robust = robust and flat.size > 1000
+    low = float(np.percentile(flat, 100 - ROBUST_PERCENTILE)) if robust else float(flat.min())
+    high = float(np.percentile(flat, ROBUST_PERCENTILE)) if robust else float(flat.max())
     if high <= low:
         high = float(flat.max())
     return low, high

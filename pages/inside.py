@@ -178,7 +178,8 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
                                           persist_state="session")
     per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel", persist_state="session",
                                      help="Stretch every tile from its own minimum to maximum instead of one scale "
-                                          "for the whole layer")
+                                          "for the whole layer (from its 0.5th to its 99.5th percentile, so that a "
+                                          "few extreme values do not wash out the rest)")
     picture = mosaic(values, top=top, order=order, colormap_name=colormap_name,
                      per_channel=per_channel)
     grid_col, channel_col = panes("inside-maps", 3, 2)

@@ -377,3 +377,15 @@ def test_cli_features_refuses_a_non_image(tmp_path, capsys):
     bad.write_text("not a picture")
     assert main(["features", str(bad), "--layer", "list"]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_a_few_extreme_activations_high_or_low_do_not_set_the_colour_range():
+    from cnnlab.mosaic import value_range
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(0, 1, (8, 32, 32)).astype(np.float32)
+    maps[0, 0, :3], maps[1, 0, :3] = -40.0, 40.0  # a conv's output before its ReLU: rare large values both ways
+    low, high = value_range(maps)
+    assert -4 < low < -2 and 2 < high < 4, (low, high)
+    assert value_range(maps, robust=False) == (-40.0, 40.0)
+    assert value_range(np.maximum(maps, 0))[0] == 0.0, "after a ReLU the range starts at zero"
