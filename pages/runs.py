@@ -17,7 +17,7 @@ from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RESUMABLE, RunStore
 from cnnlab.training import config_in_use, guessing_note, probe_reading
 from pages.common import current_settings
-from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes, text_column_px
+from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes, preset_arch, text_column_px
 
 REFRESH = "2s"
 SMALL_VALIDATION = 50  # fewer validation images than this: the accuracy comes with a warning
@@ -253,7 +253,7 @@ if checkpoint:  # a run stopped on the way too: the model of its last checkpoint
     if actions.button("Predict with it", icon=":material/image_search:",
                       help="Open Predict with this run's model on one of its validation images: its own classes."):
         arch = run.config["arch"]
-        st.session_state["predict_arch"] = arch
+        preset_arch("predict_arch", arch)
         st.session_state[f"predict_weights_{arch}"] = str(jobs.run_dir(run_id))
         st.session_state["predict_image_sample"] = "val-0"  # one of its validation images, not the cat
         st.switch_page("pages/predict.py")

@@ -74,6 +74,15 @@ def arch_picker(key: str, label: str = "Architecture", names: list[str] | None =
     return st.selectbox(label, names, key=key, format_func=lambda n: get_spec(n).title)
 
 
+def preset_arch(key: str, arch: str) -> None:
+    """Set the `arch_picker` keyed `key`, on a page about to open, to `arch`: a choice of its own, which that page's
+    first draw does not take for a change of the sidebar's architecture to follow."""
+    from pages.common import SIDEBAR_CHOICES
+
+    st.session_state[key] = arch
+    st.session_state[f"{key}__sidebar_choices"] = st.session_state.get(SIDEBAR_CHOICES, 0)
+
+
 def metric_row():
     """A row for metrics that wraps onto more lines in a narrow window instead of cutting their values short."""
     return st.container(horizontal=True, gap="medium")
@@ -197,13 +206,10 @@ def show_image(picked: PickedImage, caption: str = "") -> None:
 def open_with_same_choices(page: str, here: str, there: str, arch: str, weights: str, label: str, icon: str) -> None:
     """A button that opens `page` on the network, weights and image chosen here: its pickers (keys starting `there`)
     are set as this page's (keys starting `here`) stand; weights it cannot offer (an uploaded file) are left."""
-    from pages.common import SIDEBAR_CHOICES
-
     if not st.button(label, icon=icon):
         return
     state = st.session_state
-    state[f"{there}_arch"] = arch
-    state[f"{there}_arch__sidebar_choices"] = state.get(SIDEBAR_CHOICES, 0)  # not undone as a sidebar change
+    preset_arch(f"{there}_arch", arch)
     if weights in trained_models(arch) or weights in {o.key for o in weights_options(arch)}:
         state[f"{there}_weights_{arch}"] = state[f"{there}_image_sample_weights"] = weights
     state[f"{there}_image_sample_arch"] = arch

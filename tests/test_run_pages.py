@@ -596,6 +596,9 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     at = open_run(run_id)
     assert any(f"`cnnlab predict IMAGE --weights {run_id}`" in c.value for c in at.caption)
     assert not any("validation images: each one moves" in w.value for w in at.warning)  # 359 of them
+    from pages.common import SIDEBAR_CHOICES
+
+    at.session_state[SIDEBAR_CHOICES] = 1  # the sidebar's network was changed before Predict was ever opened
     next(b for b in at.button if b.label == "Predict with it").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Predict"
