@@ -334,6 +334,20 @@ def why_no_curve(run: Run) -> str:
     return f"{status_phrase(run.status)} before its first epoch ended"
 
 
+def step_history(run_id: str, store: RunStore) -> list[dict]:
+    """The step rows of a run's training as its model went through it: each attempt's, cut where the next one
+    resumed (what an attempt trained beyond the checkpoint the next one started from was trained again)."""
+    starts = store.metrics(run_id, "start", timed=True)
+    steps = store.metrics(run_id, "step", timed=True)
+    history: list[dict] = []
+    for number, start in enumerate(starts):
+        begins = start["at"] if number else 0.0
+        ends = starts[number + 1]["at"] if number + 1 < len(starts) else float("inf")
+        history = [row for row in history if row["epoch"] <= start["start_epoch"]]
+        history += [row for row in steps if begins <= row["at"] < ends]
+    return history
+
+
 def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's; a run
     going or killed: its last finished epoch's; a running run's `progress` as `Progress.describe` says it)."""

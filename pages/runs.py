@@ -209,7 +209,7 @@ def draw_live(run_id: str, was_active: bool) -> None:
         progress = jobs.run_progress(steps)
         progress_area.progress(progress.fraction, text=progress.describe())
     if steps and current.status != "queued":  # a short run's few epochs tell little: every step does
-        losses = step_loss_figure(steps)
+        losses = step_loss_figure(jobs.step_history(run_id, live_store))  # earlier attempts' too
         if len(losses.data[0].x) > 1:
             when = {"running": " (live)", "succeeded": ""}.get(current.status, " (until it stopped)")
             progress_area.markdown(f"**Training loss, step by step{when}**")

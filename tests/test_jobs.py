@@ -140,6 +140,12 @@ def test_a_run_cancelled_after_an_epoch_logs_that_it_keeps_that_epochs_model():
         str(jobs.run_dir(run_id)): f"{run_id} · val {100 * result.val_acc:.1f}% · I: scratch on digits · cancelled "
                                    "after epoch 1"}
 
+    store.requeue(run_id)
+    run(config, [jobs.StoreReporter(store, run_id, report_every_s=0)], out_dir=jobs.run_dir(run_id))  # resumed
+    trained = [row["epoch"] for row in jobs.step_history(run_id, store) if row["phase"] == "train"]
+    assert trained == sorted(trained) and trained.count(1) > 0, "epoch 1 from the first attempt, then the second's"
+    assert trained.count(2) == trained.count(3), "the first attempt's part of epoch 2 was trained again: not drawn"
+
 
 def test_cancelling_a_run_whose_worker_died_cancels_it():
     store = RunStore()
