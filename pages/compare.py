@@ -139,8 +139,10 @@ with st.expander("Measure latency on this machine", icon=":material/timer:"):
 
 st.subheader("Accuracy against operations")
 st.plotly_chart(accuracy_vs_operations(rows), width="stretch")
-st.caption("As on the lecture's 'Comparison' slide: the bigger the bubble, the more parameters. EffNet: EfficientNet; "
-           "hover a bubble for its full name and numbers.")
+largest = max((r for r in rows if r.get("top1") is not None), key=lambda r: r["params"])
+st.caption("As on the lecture's 'Comparison' slide: the bigger the bubble, the more parameters, its area in proportion "
+           f"(the largest, {largest['title']}, has {human(largest['params'])}). EffNet: EfficientNet; hover a bubble "
+           "for its full name and numbers.")
 
 metric_choices = {"params": ("Parameters", True), "gmacs": ("GMACs per image", True), "depth": ("Depth", False)}
 metric = st.segmented_control("Per architecture", list(metric_choices), default="params", required=True,
