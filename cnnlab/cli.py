@@ -126,7 +126,8 @@ def _cmd_profile(args) -> None:
     if args.json:
         print_json({"totals": totals, "layers": rows})
         return
-    print_table(rows, ["name", "type", "output_shape", "params", "macs", "formula"])
+    print_table([dict(row, type=r.type_label) for row, r in zip(rows, profile.rows)],
+                ["name", "type", "output_shape", "params", "macs", "formula"])
     print()
     for key, value in totals.items():
         print(f"{key}: {value}")

@@ -71,6 +71,12 @@ class LayerRow:
     def flops(self) -> int:
         return 2 * self.macs
 
+    @property
+    def type_label(self) -> str:
+        """The type, and how often the module ran where it ran more than once ('ReLU (runs 3x)': one module
+        reused, shown with its last output)."""
+        return self.type + (f" (runs {self.calls}x)" if self.calls > 1 else "")
+
 
 @dataclass(frozen=True)
 class ModelProfile:

@@ -28,7 +28,7 @@ latency_cache = LatencyCache()
 @st.cache_data(show_spinner=False)
 def layer_table(arch: str) -> pd.DataFrame:
     """One row per layer: output shape of one image (channels x height x width), parameters, MACs, formula."""
-    return pd.DataFrame([{"layer": r.name, "type": r.type + (f" (runs {r.calls}x)" if r.calls > 1 else ""),
+    return pd.DataFrame([{"layer": r.name, "type": r.type_label,
                           "output": " x ".join(map(str, r.output_shape[1:])) if r.output_shape else "",
                           "params": r.params, "trainable": r.trainable_params, "MACs": r.macs, "formula": r.formula}
                          for r in profile_arch(arch).rows])

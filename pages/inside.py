@@ -260,7 +260,8 @@ def filters_section(arch: str, weights: str) -> None:
                "maximum (bright). Pretrained first layers learn edge, colour-blob and grating detectors; "
                "random weights show noise." + (
                    f" At {kh}x{kw} each filter has only {kh * kw} pixels per channel, so the patterns are hard to see;"
-                   " AlexNet's 11x11 and ResNet's 7x7 filters show them best (their ImageNet weights are a download)."
+                   " AlexNet's 11x11 and ResNet's 7x7 filters show them best (their ImageNet weights are a download); "
+                   "offline, a LeNet-5 you train on the digits (Launch a run) shows its 5x5 filters here."
                    if max(kh, kw) <= 3 else ""))
 
 

@@ -38,6 +38,12 @@ def test_an_architecture_written_as_people_write_it_is_taken(capsys):
     assert json.loads(capsys.readouterr().out)["totals"]["params"] == 25_557_032
 
 
+def test_profile_text_marks_a_module_run_more_than_once(capsys):
+    assert main(["profile", "resnet50"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("layer1.0.relu "))
+    assert "ReLU (runs 3x)" in row and "(1, 256, 56, 56)" in row, "one ReLU per block, shown with its last output"
+
+
 def test_profile_input_size(capsys):
     assert main(["profile", "resnet18", "--input-size", "112", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["input_shape"] == [1, 3, 112, 112]
