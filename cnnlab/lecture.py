@@ -86,6 +86,8 @@ CLAIMS = (
           "ILSVRC-2012 validation, one crop.", tolerance=0.02, comparable=False),
     Claim("vgg16", "params", 138_000_000, "VGGNet ... Parameters Learned: 138 Million",
           "Exact for VGG-16 (138,357,544); VGG-19 has 143.7M.", tolerance=0.01),
+    Claim("vgg19", "depth", 19, "very deep convolutional networks (up to 19 weight layers)",
+          "16 convolutions and 3 fully connected layers on one chain.", tolerance=0.0),
     Claim("googlenet", "params", 4_000_000,
           "It reduces the number of parameters from 60 million (AlexNet) to 4 million.",
           "4M is the figure of course notes such as CS231n's, not the paper's: the paper says 12 times fewer "

@@ -17,6 +17,7 @@ def test_lecture_claims_are_checked_against_measurements():
     checks = {(c.claim.arch, c.claim.quantity): c for c in check_claims()}
     assert checks[("googlenet", "depth")].measured == 22 and checks[("googlenet", "depth")].agrees
     assert checks[("googlenet", "inception_modules")].measured == 9, "the slide's '9 such inception modules'"
+    assert checks[("vgg19", "depth")].measured == 19 and checks[("vgg19", "depth")].agrees, "'up to 19 weight layers'"
     assert checks[("googlenet", "depth_with_pooling")].measured == 27, "the slide's '27, including the pooling layers'"
     assert checks[("vgg16", "params")].agrees
     assert checks[("lenet5", "params")].measured == 61_706
