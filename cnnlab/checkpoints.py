@@ -127,10 +127,16 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, config: dict, m
     return Checkpoint(final, epoch, config, metrics)
 
 
+def checkpoint_epoch(folder: Path | str) -> int | None:
+    """The epochs done that a checkpoint folder's name says ('ckpt-0003': 3); None for another name."""
+    found = CHECKPOINT_PATTERN.fullmatch(Path(folder).name)
+    return int(found.group(1)) if found else None
+
+
 def _checkpoint_dirs(parent: Path) -> list[Path]:
     if not parent.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in parent.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    found = [(epoch, p) for p in parent.iterdir() if (epoch := checkpoint_epoch(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -152,15 +158,15 @@ def _remove_stale_staging(parent: Path) -> None:
 def latest_checkpoint(path: Path) -> Checkpoint | None:
     """The newest complete checkpoint under a run folder, or the checkpoint folder `path` itself; None if none."""
     path = Path(path)
-    if (path / MODEL_FILE).is_file() and CHECKPOINT_PATTERN.fullmatch(path.name):
+    if (path / MODEL_FILE).is_file() and checkpoint_epoch(path) is not None:
         folder = path
     else:
         folders = _checkpoint_dirs(path / "checkpoints")
         if not folders:
             return None
         folder = folders[-1]
-    epoch = int(CHECKPOINT_PATTERN.fullmatch(folder.name).group(1))
-    return Checkpoint(folder, epoch, read_json(folder / CONFIG_FILE), read_json(folder / METRICS_FILE))
+    return Checkpoint(folder, checkpoint_epoch(folder), read_json(folder / CONFIG_FILE),
+                      read_json(folder / METRICS_FILE))
 
 
 def require_checkpoint(path: Path) -> Checkpoint:
@@ -283,8 +289,7 @@ class ExportResult:
         word = "match" if self.matches else "DO NOT match"
         relative = self.max_abs_diff / max(1.0, self.largest_output)
         return (f"its outputs {word} PyTorch's on {self.checked_on} (largest difference {self.max_abs_diff:.1e} on "
-                f"outputs up to "
-                f"{self.largest_output:.3g}, a relative difference of {relative:.1e}: "
+                f"outputs up to {self.largest_output:.3g}, a relative difference of {relative:.1e}: "
                 f"{'within' if self.matches else 'over'} the {self.tolerance:.0e} allowed)")
 
 

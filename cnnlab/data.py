@@ -472,9 +472,9 @@ def uploaded_archives() -> dict[str, str]:
     uploaded 2026-12-03 16:40'}."""
     import time
 
-    paths = sorted((data_dir() / "uploads").glob("*/*.zip"), key=lambda path: path.stat().st_mtime, reverse=True)
-    return {str(path): f"{path.name} · uploaded {time.strftime('%Y-%m-%d %H:%M', time.localtime(path.stat().st_mtime))}"
-            for path in paths}
+    uploaded = sorted(((path.stat().st_mtime, path) for path in (data_dir() / "uploads").glob("*/*.zip")), reverse=True)
+    return {str(path): f"{path.name} · uploaded {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}"
+            for when, path in uploaded}
 
 
 SMALL_IMAGES = {"digits": 8, "mnist": 28, "cifar10": 32}  # side in pixels of the built-in datasets' images

@@ -379,7 +379,7 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     the model of its last checkpoint: '... · cancelled after epoch 1'.
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
-    from cnnlab.checkpoints import CHECKPOINT_PATTERN
+    from cnnlab.checkpoints import checkpoint_epoch
 
     store = store or RunStore()
     found = {}
@@ -388,8 +388,8 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
             continue
         accuracy = run_accuracy(run, store)
         shown = f" · val {100 * accuracy:.1f}%" if accuracy is not None else ""
-        kept = CHECKPOINT_PATTERN.fullmatch(Path(run.checkpoint).name)
-        stopped = f" · {run.status} after epoch {int(kept[1])}" if run.status != "succeeded" and kept else ""
+        kept = checkpoint_epoch(run.checkpoint)
+        stopped = f" · {run.status} after epoch {kept}" if run.status != "succeeded" and kept else ""
         found[str(run_dir(run.id))] = f"{run.id}{shown} · {run_method(run.config)} on " \
                                       f"{dataset_label(run.config.get('dataset', ''))}{stopped}"
     return found

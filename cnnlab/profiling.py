@@ -102,12 +102,21 @@ class ModelProfile:
         return self.params - self.trainable_params
 
 
+HUMAN_UNITS = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3))
+
+
 def human(number: float) -> str:
     """12_900_000 -> '12.9M', the way the lecture writes counts."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, scale in HUMAN_UNITS:
         if abs(number) >= scale:
             return f"{number / scale:.1f}{unit}"
     return f"{number:g}"
+
+
+def human_value(number: float) -> float:
+    """The value `human(number)` reads as: 331,968 -> 332,000.0."""
+    scale = next((scale for _, scale in HUMAN_UNITS if abs(number) >= scale), None)
+    return round(number / scale, 1) * scale if scale else float(number)
 
 
 def conv_formula(module: nn.Conv2d, output_shape: tuple[int, ...]) -> tuple[str, int]:

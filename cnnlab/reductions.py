@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from cnnlab.hooks import forward_hooks
-from cnnlab.profiling import COUNTING_LOCK, conv_formula, flop_counter, human
+from cnnlab.profiling import COUNTING_LOCK, conv_formula, flop_counter, human, human_value
 from cnnlab.registry import arch_names, build_model, example_input, get_spec
 
 REDUCTION = "reduction"
@@ -305,19 +305,12 @@ class Factorization:
                 "saving": self.saving, "formula": self.formula, "params_formula": self.params_formula}
 
 
-def _as_shown(number: int) -> float:
-    """The value `human(number)` reads as: 331,968 -> 332,000.0."""
-    text = human(number)
-    scale = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text[-1])
-    return float(text[:-1]) * scale if scale else float(number)
-
-
 def _sum_formula(numbers: list[int]) -> str:
     """'1.2M + 3.4M = 4.6M'; in whole numbers where the rounded parts would not add up to the rounded sum
     ('331,968 + 331,968 = 663,936', not '332.0K + 332.0K = 663.9K')."""
     if len(numbers) == 1:
         return human(numbers[0])
-    if abs(sum(map(_as_shown, numbers)) - _as_shown(sum(numbers))) > 1e-6 * sum(numbers):
+    if abs(sum(map(human_value, numbers)) - human_value(sum(numbers))) > 1e-6 * sum(numbers):
         return f"{' + '.join(f'{n:,}' for n in numbers)} = {sum(numbers):,}"
     return f"{' + '.join(human(n) for n in numbers)} = {human(sum(numbers))}"
 

@@ -707,8 +707,7 @@ def _schedule_change(checkpoint, config: RunConfig, steps_per_epoch: int) -> str
     was = _schedule(config, before, steps_per_epoch)(step)
     now = _schedule(config, config.epochs, steps_per_epoch)(step)
     return (f"This run was set for {before} epoch{'s' if before != 1 else ''} and now trains to {config.epochs}: "
-            f"from epoch "
-            f"{checkpoint.epoch + 1} its learning rate follows the {config.epochs}-epoch warmup and cosine, "
+            f"from epoch {checkpoint.epoch + 1} its learning rate follows the {config.epochs}-epoch warmup and cosine, "
             f"at {now:.2g} (the {before}-epoch schedule would be at {was:.2g}).")
 
 

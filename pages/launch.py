@@ -229,21 +229,20 @@ with left:
                                    f"{suggested_size}, several times faster than {spec.image_size} for a point or "
                                    "two of accuracy." if suggested_size < spec.image_size else "."))
     epochs_default = DEFAULT_EPOCHS["linear" if classifier == "linear" else strategy]
+    fitted_at_once = strategy == "extract" and classifier != "linear"  # no epochs, no learning rate
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",
-                             persist_state="session",
-                             disabled=strategy == "extract" and classifier != "linear",
-                             help="Strategy III with a scikit-learn classifier fits in one go."
-                             if strategy == "extract" and classifier != "linear" else
+                             persist_state="session", disabled=fitted_at_once,
+                             help="Strategy III with a scikit-learn classifier fits in one go." if fitted_at_once else
                              "Passes over the training images; a checkpoint is written after each.")
     batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch", persist_state="session",
                                  help="Images per step; 2 or more (batch normalization needs them).")
     lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], step=DEFAULT_LR[strategy] / 2,
                          format="%.4g", key=f"launch_lr_{strategy}", persist_state="session",
-                         disabled=strategy == "extract" and classifier != "linear",
+                         disabled=fitted_at_once,
                          help="Peak learning rate (AdamW, warm-up then cosine decay); +/- moves by half the "
                               "strategy's default, or type any value.")
-    if lr > 10 * DEFAULT_LR[strategy] and not (strategy == "extract" and classifier != "linear"):
+    if lr > 10 * DEFAULT_LR[strategy] and not fitted_at_once:
         st.warning(f"A learning rate of {lr:g} is more than 10 times this strategy's default "
                    f"({DEFAULT_LR[strategy]:g}): AdamW this fast usually diverges, and the model ends up giving one "
                    "answer for everything.", icon=":material/warning:")
