@@ -78,7 +78,7 @@ def test_training_augmentation_is_light_and_random(digits):
     image, _ = digits[5]
     spec = get_spec("lenet5")
     plain = transforms_for(spec, train=False)(image)
-    augmented = [transforms_for(spec, train=True)(image) for _ in range(4)]
+    augmented = [transforms_for(spec, train=True)(image) for _ in range(12)]  # one draw in 50 leaves 4 alike
     assert any(not torch.equal(a, augmented[0]) for a in augmented[1:])
     assert all(torch.equal(transforms_for(spec, train=False)(image), plain) for _ in range(2))
     assert all((a - plain).abs().mean() < 0.5 for a in augmented)
