@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cnnlab.defaults import DEFAULT_EPOCHS, DEFAULT_LR
+from cnnlab.naming import CHANNEL_ORDERS, CLASSIFIERS, HEADS, POOLINGS, PROBE_CLASSIFIERS, STRATEGIES
 from cnnlab.paths import DataDirError
 from cnnlab.runstore import default_path as run_store_path
 
@@ -747,7 +748,7 @@ def _cmd_features(args) -> None:
               "value, largest first" + ("; `cnnlab predict` names the classes" if layer.name == spec.classifier
                                        else ""), file=sys.stderr)
     try:
-        files = write_layer_pictures(values, args.out, args.layer, args.top, args.colormap)
+        files = write_layer_pictures(values, args.out, args.layer, args.top, args.colormap, args.order)
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror or error}") from None
     shape = "x".join(map(str, layer.shape))
@@ -760,7 +761,7 @@ def _cmd_features(args) -> None:
     print(f"{args.arch} ({weights_label(loaded.weights)}), input {'x'.join(map(str, batch.shape[1:]))}")
     print(f"layer {layer.name} ({layer.type}, {layer.stage_label}): output {shape}")
     print(f"grid: {files.grid} ({len(files.picture.channels)} {'values' if values.ndim == 1 else 'channels'}, "
-          "most active first; colours "
+          f"{CHANNEL_ORDERS[args.order]}; colours "
           f"{files.picture.vmin:.3g} to {files.picture.vmax:.3g})")
     if files.channel_files:
         print(f"channels: {len(files.channel_files)} files in {files.channel_files[0].parent}")
@@ -786,7 +787,7 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="fixes the train/validation split, the initial weights and the data order")
     if not strategies:
-        parser.add_argument("--classifier", choices=["logreg", "svm", "knn"],
+        parser.add_argument("--classifier", choices=PROBE_CLASSIFIERS,
                             help="fitted at each stage (default logreg)")
         parser.set_defaults(strategy="probe", epochs=None, lr=None, freeze=None, head=None, tap=None,
                             tap_pooling=None)
@@ -803,16 +804,16 @@ def _add_run_options(parser: argparse.ArgumentParser, strategies: tuple[str, ...
                                          "or all-but:N (train only the last N layers); default stage:K through "
                                          "the middle stage (K half the stages), or the lecture's plan for VGG-16; "
                                          "the run's first line says what it freezes")
-    parser.add_argument("--head", choices=["own", "lecture"],
+    parser.add_argument("--head", choices=HEADS,
                         help="scratch, finetune: the network's own classifier layers (the last one new for your "
                              "classes), or the lecture's new head, Flatten -> Dense(1024) -> Dropout(0.5) -> "
                              "Dense(classes) (VGG-16 only; its finetune default)")
-    parser.add_argument("--classifier", choices=["logreg", "svm", "knn", "linear"],
+    parser.add_argument("--classifier", choices=CLASSIFIERS,
                         help="extract (default logreg)" + ("; probe: logreg, svm or knn at each stage"
                                                            if "probe" in strategies else ""))
     parser.add_argument("--tap", help="extract: penultimate (default), or a layer: its name (a stage such as "
                                       "blocks.2) or its number in `cnnlab features IMAGE --layer list`")
-    parser.add_argument("--tap-pooling", choices=["average", "flatten"],
+    parser.add_argument("--tap-pooling", choices=POOLINGS,
                         help="extract: average the tap's feature maps over their positions (default) or flatten them "
                              "whole, as the lecture's VGG16 recipe does (7 x 7 x 512 = 25,088 features at 224 px; "
                              "smaller inputs give fewer)")
@@ -888,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="queue a run for the background worker (same options as train; "
                                            "--strategy probe queues a probe)")
-    _add_run_options(submit, ("scratch", "finetune", "extract", "probe"))
+    _add_run_options(submit, STRATEGIES)
     submit.add_argument("--json", action="store_true", help=JSON_HELP)
     submit.set_defaults(func=_cmd_submit)
 
@@ -951,7 +952,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a layer name or index, or 'list' to list every layer with its index and shape")
     features.add_argument("--out", metavar="DIR", help="folder for <layer>_grid.png and <layer>/channel_NNNN.png "
                                                        "(needed for a layer's maps)")
-    features.add_argument("--top", type=positive_int, help="only the N most active channels (default: all)")
+    features.add_argument("--top", type=positive_int, help="only the first N channels in --order (default: all)")
+    features.add_argument("--order", default="mean", choices=CHANNEL_ORDERS,
+                          help="mean: most active first; spread: the maps that vary most across positions first; "
+                               "index: by channel number")
     features.add_argument("--colormap", default="viridis", help="viridis, inferno, magma, cividis, turbo or gray")
     features.add_argument("--json", action="store_true", help=JSON_HELP)
     features.set_defaults(func=_cmd_features)

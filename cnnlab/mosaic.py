@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from cnnlab.naming import CHANNEL_ORDERS
 from cnnlab.registry import ArchSpec
 
 COLORMAPS = ("viridis", "inferno", "magma", "cividis", "turbo", "gray")
-ORDERS = ("mean", "index")
 TILE_PIXELS = 64
 MAX_SIDE = 1600
 PAD = 2
@@ -87,13 +87,24 @@ def channel_means(values: np.ndarray) -> np.ndarray:
     return maps.reshape(maps.shape[0], -1).mean(axis=1)
 
 
+def channel_spreads(values: np.ndarray) -> np.ndarray:
+    """How much every channel's map varies across its positions: its standard deviation."""
+    maps = as_maps(values)
+    return maps.reshape(maps.shape[0], -1).std(axis=1)
+
+
 def channel_order(values: np.ndarray, order: str = "mean", top: int | None = None) -> np.ndarray:
-    """Channel indices to show: by mean activation, most active first ('mean'), or as stored ('index');
-    the first `top` of them when given."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose from: {', '.join(ORDERS)}")
-    count = as_maps(values).shape[0]
-    indices = np.argsort(-channel_means(values), kind="stable") if order == "mean" else np.arange(count)
+    """Channel indices to show: by mean activation, most active first ('mean'), by spread, most varied first
+    ('spread'; a vector's values have none, so they go by value), or as stored ('index'); the first `top` of them
+    when given."""
+    if order not in CHANNEL_ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose from: {', '.join(CHANNEL_ORDERS)}")
+    maps = as_maps(values)
+    if order == "index":
+        indices = np.arange(maps.shape[0])
+    else:
+        by_spread = order == "spread" and maps[0].size > 1
+        indices = np.argsort(-(channel_spreads(maps) if by_spread else channel_means(maps)), kind="stable")
     if top is not None:
         if top < 1:
             raise ValueError(f"top must be at least 1, not {top}")
@@ -128,10 +139,9 @@ def _tile_scale(height: int, width: int, columns: int, max_side: int) -> tuple[i
 def mosaic(values: np.ndarray, top: int | None = None, order: str = "mean", colormap_name: str = "viridis",
            columns: int | None = None, per_channel: bool = False, robust: bool = True,
            labels: bool = True, max_side: int = MAX_SIDE) -> Mosaic:
-    """One grid image of a layer's maps (C, H, W): all channels or the `top` most active, ordered by mean
-    activation or by index, coloured on one scale for the whole grid (or per tile), each tile labelled
-    with its channel number. Small maps are enlarged (nearest neighbour) and large grids shrunk to fit
-    `max_side` pixels."""
+    """One grid image of a layer's maps (C, H, W): all channels or the first `top` in `order` (one of `CHANNEL_ORDERS`),
+    coloured on one scale for the whole grid (or per tile), each tile labelled with its channel number. Small maps
+    are enlarged (nearest neighbour) and large grids shrunk to fit `max_side` pixels."""
     maps = as_maps(values)
     chosen = channel_order(maps, order, top)
     shown = maps[chosen].astype(np.float32, copy=False)
@@ -318,14 +328,14 @@ class LayerFiles:
 
 
 def write_layer_pictures(values: np.ndarray, out_dir: str | Path, layer: str, top: int | None = None,
-                         colormap_name: str = "viridis") -> LayerFiles:
-    """Write a layer's maps as PNG: `<layer>_grid.png` (all channels or the `top` most active, with the colour
+                         colormap_name: str = "viridis", order: str = "mean") -> LayerFiles:
+    """Write a layer's maps as PNG: `<layer>_grid.png` (all channels or the first `top` in `order`, with the colour
     scale) and, for map-shaped layers, `<layer>/channel_NNNN.png` for each of those channels, coloured on the
     grid's scale and enlarged to at least 224 pixels, replacing the channel files an earlier call left there (they
     were coloured on another scale). A vector layer gets the grid only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    picture = mosaic(values, top=top, colormap_name=colormap_name)
+    picture = mosaic(values, top=top, order=order, colormap_name=colormap_name)
     grid = out_dir / f"{layer}_grid.png"
     Image.fromarray(with_colorbar(picture)).save(grid)
     files = []

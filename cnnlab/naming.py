@@ -1,5 +1,5 @@
-"""The words a run is described with: strategies, classifiers, taps, heads and datasets. Imports nothing heavy,
-so that `cnnlab runs` and the command line's checks answer without loading torch."""
+"""The words a run is described with (strategies, classifiers, taps, heads and datasets) and the command line's other
+choices. Imports nothing heavy, so that `cnnlab runs` and the command line's checks answer without loading torch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,3 +56,9 @@ def dataset_label(name: str) -> str:
     if kind == "folder" and argument:
         return f"{Path(argument).name}/"
     return name
+
+
+CHANNEL_ORDERS = {"mean": "most active first", "spread": "most varied first", "index": "by channel number"}
+"""How a layer's channels can be ordered, with the words that say so: by mean activation, by how much a map varies
+across its positions (its standard deviation: a bright but even map says little about where anything is), or as
+stored."""

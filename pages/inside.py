@@ -16,8 +16,9 @@ from cnnlab.activations import Activations, LayerInfo, extract, first_conv, laye
 from cnnlab.cam import HIRESCAM, METHODS, ClassActivationMap, class_activation_map, default_cam_layer
 from cnnlab.charts import layer_statistics_figure, vector_bars
 from cnnlab.lecture import lecture_claim
-from cnnlab.mosaic import (COLORMAPS, channel_means, colorbar, enlarge, filter_tiles, mosaic, network_view, overlay,
-                           value_range, with_colorbar)
+from cnnlab.mosaic import (COLORMAPS, channel_means, channel_spreads, colorbar, enlarge, filter_tiles, mosaic,
+                           network_view, overlay, value_range, with_colorbar)
+from cnnlab.naming import CHANNEL_ORDERS
 from cnnlab.predict import Prediction, enlargement_note, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
 from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
@@ -29,7 +30,6 @@ ALL_CHANNELS = "all"
 DEFAULT_TOP = 64
 TOP_KEY, TOP_WANTED_KEY = "inside_top", "inside_top_wanted"
 TOP_CLASS = -1  # the class box's sentinel: "the top prediction", whatever the image
-ORDER_LABELS = {"mean": "Most active first", "index": "By channel number"}
 CAM_COLORMAP = "turbo"
 CAM_ALPHA = 0.9  # at the map's maximum; clear where it is zero, over the photo in gray
 DEFAULT_CAM_METHOD = HIRESCAM
@@ -148,8 +148,9 @@ def channels_shown(container, channels: int) -> int | None:
 
 
 def representative(values: np.ndarray, colormap_name: str, side: int = STAGE_TILE) -> tuple[np.ndarray, int]:
-    """A stage's most active channel, coloured on its own range and enlarged; and that channel's number."""
-    channel = int(np.argmax(channel_means(values)))
+    """A stage's most varied channel (its map the least even), coloured on its own range and enlarged; and that
+    channel's number."""
+    channel = int(np.argmax(channel_spreads(values)))
     low, high = value_range(values[channel], robust=False)
     return enlarge(values[channel], low, high, colormap_name, min_side=side), channel
 
@@ -172,8 +173,11 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
         return
     controls = panes("inside-map-controls", 1, 1, 1, 1, min_width=150, gap="small")
     top = channels_shown(controls[0], layer.channels)
-    order = controls[1].selectbox("Order", list(ORDER_LABELS), key="inside_order", persist_state="session",
-                                  format_func=ORDER_LABELS.get)
+    order = controls[1].selectbox("Order", list(CHANNEL_ORDERS), key="inside_order", persist_state="session",
+                                  format_func=lambda o: CHANNEL_ORDERS[o].capitalize(),
+                                  help="Most active: the highest mean first. Most varied: the maps with the largest "
+                                       "spread (standard deviation) across positions first: they show where "
+                                       "something is, where a bright but even map does not")
     colormap_name = controls[2].selectbox("Colour map", COLORMAPS, key="inside_colormap",
                                           persist_state="session")
     per_channel = controls[3].toggle("Scale each channel", key="inside_per_channel", persist_state="session",
@@ -186,7 +190,7 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
     with grid_col:
         st.image(with_colorbar(picture), width="stretch", output_format="PNG",
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
-                         f"{ORDER_LABELS[order].lower()}; " + ("each tile is labelled with its channel number."
+                         f"{CHANNEL_ORDERS[order]}; " + ("each tile is labelled with its channel number."
                                                                if picture.labelled else "too many to label each "
                                                                "tile: show fewer to see their channel numbers."))
     with channel_col:
@@ -210,10 +214,10 @@ def vector_view(layer: LayerInfo, values: np.ndarray, names: tuple[str, ...]) ->
 
 def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray, colormap_name: str) -> None:
     """One channel of the layer, large and over the input."""
-    means = channel_means(values)
+    means, spreads = channel_means(values), channel_spreads(values)
     key = f"inside_channel_{layer.name}_{hashlib.sha256(means.tobytes()).hexdigest()[:12]}"  # new image: new labels
     channel = st.selectbox("Channel to see large", picture.channels, key=key,
-                           format_func=lambda c: f"channel {c} (mean {means[c]:.3g})")
+                           format_func=lambda c: f"channel {c} (mean {means[c]:.3g}, spread {spreads[c]:.3g})")
     alpha = st.slider("Opacity over the input", 0.0, 1.0, 0.65, 0.05, key="inside_alpha", persist_state="session")
     low, high = (None, None) if picture.per_channel else (picture.vmin, picture.vmax)
     st.image(overlay(values[channel], view, colormap_name, alpha, low, high), width="stretch",
@@ -223,11 +227,11 @@ def channel_view(layer: LayerInfo, values: np.ndarray, picture, view: np.ndarray
 
 def depth_overview(result: Look, colormap_name: str = "viridis") -> None:
     stages = result.activations.stage_outputs()
-    st.markdown("The most active channel of each stage's output, from the first layers to the last: early maps are "
-                "sharp and follow edges and colours; later ones are coarse, a few pixels a side, and mark where a part "
-                "or an object is rather than what it looks like. The lecture's Zeiler & Fergus slide shows what such "
-                "late units respond to by projecting them back to image patches; the **Class activation map** tab is "
-                "the nearest view here.")
+    st.markdown("The most varied channel of each stage's output (the one whose map differs most from place to place), "
+                "from the first layers to the last: early maps are sharp and follow edges and colours; later ones are "
+                "coarse, a few pixels a side, and mark where a part or an object is rather than what it looks like. "
+                "The lecture's Zeiler & Fergus slide shows what such late units respond to by projecting them back to "
+                "image patches; the **Class activation map** tab is the nearest view here.")
     row = st.container(horizontal=True)  # wraps: two tiles a row on a phone instead of one screen-wide tile each
     for layer in stages:
         values = result.activations.maps[layer.name]
@@ -365,7 +369,7 @@ def side_by_side(arch: str, arch_weights: str, digest: str, picked: PickedImage)
         return
     st.caption(f"{get_spec(arch).title} with the weights chosen above; the others with their pretrained weights "
                "where they are available offline, random weights otherwise. "
-               "Row k shows the most active channel of each network's k-th stage output, alone and over the "
+               "Row k shows the most varied channel of each network's k-th stage output, alone and over the "
                "input; the last row is each network's class activation map for its top prediction.")
     results = {}
     for name in chosen:

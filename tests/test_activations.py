@@ -13,8 +13,8 @@ from cnnlab.activations import LayerInfo, extract, first_conv, layer_modules, la
 from cnnlab.cam import GRADCAM, HIRESCAM, class_activation_map, default_cam_layer
 from cnnlab.cli import main
 from cnnlab.images import preprocess, read_image, sample_images
-from cnnlab.mosaic import (channel_means, filter_tiles, mosaic, network_view, overlay, with_colorbar,
-                           write_layer_pictures)
+from cnnlab.mosaic import (channel_means, channel_order, channel_spreads, filter_tiles, mosaic, network_view, overlay,
+                           with_colorbar, write_layer_pictures)
 from cnnlab.predict import predict
 from cnnlab.profiling import profile_arch
 from cnnlab.registry import build_model, get_spec
@@ -191,6 +191,21 @@ def test_mosaic_orders_channels_by_mean_and_keeps_the_top(lite0, chelsea):
     assert mosaic(np.arange(10, dtype=np.float32)).channels == tuple(range(9, -1, -1)), "a vector: one tile a value"
 
 
+def test_spread_order_puts_maps_that_vary_first_not_bright_even_ones(lite0, chelsea):
+    maps = extract(lite0, batch_for(chelsea), get_spec(LITE0), layers=["bn2"]).maps["bn2"]
+    spreads = channel_spreads(maps)
+    by_spread = mosaic(maps, top=6, order="spread").channels
+    assert list(spreads[list(by_spread)]) == sorted(spreads, reverse=True)[:6]
+    brightest = int(channel_order(maps, "mean", top=1)[0])
+    assert by_spread[0] != brightest and spreads[by_spread[0]] > 1.2 * spreads[brightest], \
+        "the cat's brightest late map is an even one; the most varied shows where things are"
+    even, varied = np.full((4, 4), 5.0), np.zeros((4, 4))
+    varied[0, 0] = 8.0
+    assert list(channel_order(np.stack([even, varied]), "spread")) == [1, 0]
+    assert list(channel_order(np.stack([even, varied]), "mean")) == [0, 1]
+    assert list(channel_order(np.array([0.5, 3.0, 1.0]), "spread")) == [1, 2, 0], "a vector goes by value"
+
+
 def test_mosaic_text_reads_at_page_size_and_tiles_too_small_to_label_go_unlabelled(lite0, chelsea):
     from cnnlab.mosaic import DISPLAY_PX, text_px
 
@@ -327,7 +342,7 @@ def test_write_layer_pictures_writes_a_grid_and_one_png_per_channel(tmp_path, li
     assert Image.open(files.channel_files[0]).size == (224, 224)
 
 
-def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
+def test_cli_features_lists_layers_and_writes_maps(lite0, chelsea, tmp_path, capsys):
     image = str(sample_images()["chelsea"])
     assert main(["features", image, "--layer", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
@@ -349,6 +364,10 @@ def test_cli_features_lists_layers_and_writes_maps(tmp_path, capsys):
     said = capsys.readouterr()
     assert "note: --top 64 is more than the 40 channels of blocks.2: all are drawn" in said.err
     assert "(40 channels, most active first" in said.out
+    assert main(["features", image, "--layer", "blocks.2", "--out", str(tmp_path / "s"), "--top", "3", "--order",
+                 "spread", "--json"]) == 0
+    spreads = channel_spreads(extract(lite0, batch_for(chelsea), get_spec(LITE0), layers=["blocks.2"]).maps["blocks.2"])
+    assert json.loads(capsys.readouterr().out)["channels"] == list(np.argsort(-spreads, kind="stable")[:3])
     assert main(["features", image, "--layer", "classifier", "--out", str(tmp_path), "--top", "5"]) == 0
     said = capsys.readouterr()
     assert "note: classifier gives a vector of 1000 values, not maps" in said.err and "`cnnlab predict`" in said.err
