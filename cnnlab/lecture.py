@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from cnnlab.profiling import ModelProfile, profile_arch
-from cnnlab.registry import build_model, get_spec
+from cnnlab.registry import build_model, example_input, get_spec
 
 
 @dataclass(frozen=True)
 class Claim:
     """A number stated on a lecture slide. `quantity` is 'params', 'depth', 'top1_error', 'top5_error', 'conv_layers',
-    'pool_layers', 'dense_layers', 'dropout_layers', 'first_conv_filters', 'depth_with_pooling', 'input_size' or
-    'inception_modules'.
+    'pool_layers', 'dense_layers', 'dropout_layers', 'first_conv_filters', 'depth_with_pooling', 'input_size',
+    'inception_modules', 'gap_params', 'gap_input_side' or 'training_images'.
     `tolerance` is relative: slides round their numbers. A claim not `comparable` was measured on another test set
     than any weights cnnlab loads: it is shown, explained, and neither agrees nor differs."""
 
@@ -30,7 +31,9 @@ class Claim:
     def what(self) -> str:
         """The quantity in words: 'top-5 error (%)', 'dropout layers'."""
         return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)",
-                "depth_with_pooling": "depth with pooling", "input_size": "input size (pixels)"}.get(
+                "depth_with_pooling": "depth with pooling", "input_size": "input size (pixels)",
+                "gap_params": "parameters of global average pooling",
+                "gap_input_side": "map side entering global average pooling"}.get(
             self.quantity, self.quantity.replace("_", " "))
 
     @property
@@ -75,6 +78,11 @@ CLAIMS = (
     Claim("alexnet", "dropout_layers", 3, "using a Dropout layer after every FC layer",
           "Dropout is used in the first two fully connected layers only (paper, section 4.2); the output layer "
           "has none.", tolerance=0.0),
+    Claim("alexnet", "training_images", 15_000_000,
+          "AlexNet was trained on the Imagenet dataset with 15 million high-resolution images.",
+          "15 million is all of ImageNet in 2010 (about 22,000 categories); AlexNet was trained on the ILSVRC-2010 "
+          "subset, 1,000 classes: 'roughly 1.2 million training images' (the paper, section 2). torchvision's "
+          "weights learned ILSVRC-2012's 1.28 million."),
     Claim("alexnet", "top1_error", 39.7, "On the test data, we achieved top-1 and top-5 error rates of 39.7% and 18.9%",
           "The slide quotes an abstract with 39.7% / 18.9%, 500,000 neurons and 'two globally connected layers'; "
           "the paper itself (abstract and Table 1) reports 37.5% / 17.0% on the LSVRC-2010 test set, with 650,000 "
@@ -102,6 +110,10 @@ CLAIMS = (
     Claim("googlenet", "top5_error", 6.67, "It achieved a top-5 error rate with of 6.67%",
           "6.67% is the paper's 7-model, 144-crop ensemble; one model, one crop: 10.07% in the paper, "
           "10.47% for torchvision's weights."),
+    Claim("googlenet", "gap_params", 0, "GAP layer introduces no parameters, Mean value of each feature map is kept",
+          "The classifier after it gets 1,024 inputs, one mean per map: 1,025,000 weights. Flattening the 7x7x1024 "
+          "maps instead would give it 50,176 inputs and 50,177,000 weights, 49 times as many.", tolerance=0.0),
+    Claim("googlenet", "gap_input_side", 7, "averaging each feature map from 7x7 to 1x1", "", tolerance=0.0),
     Claim("googlenet", "inception_modules", 9, "GoogLeNet has 9 such inception modules stacked linearly.", "",
           tolerance=0.0),
 )
@@ -114,6 +126,21 @@ def lecture_claim(arch: str, quantity: str) -> Claim | None:
 
 def _count_layers(profile: ModelProfile, kind: type) -> int:
     return sum(1 for row in profile.rows if row.type == kind.__name__)
+
+
+def _measure_global_pooling(claim: Claim, profile: ModelProfile) -> ClaimCheck:
+    """The parameters of the global average pooling layer, or the side of the maps it averages."""
+    at = next(i for i, row in enumerate(profile.rows) if row.type == nn.AdaptiveAvgPool2d.__name__)
+    if claim.quantity == "gap_params":
+        return ClaimCheck(claim, profile.rows[at].params, f"parameters of {profile.rows[at].name}")
+    model, spec = build_model(claim.arch).eval(), get_spec(claim.arch)
+    pooling = model.get_submodule(profile.rows[at].name)
+    seen = []
+    hook = pooling.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0].shape))
+    with torch.no_grad():
+        model(example_input(spec).zero_())
+    hook.remove()
+    return ClaimCheck(claim, seen[0][-1], f"side of the maps {profile.rows[at].name} takes in, at {spec.image_size} px")
 
 
 def measure(claim: Claim) -> ClaimCheck:
@@ -140,6 +167,10 @@ def measure(claim: Claim) -> ClaimCheck:
     if claim.quantity == "first_conv_filters":
         first = next(row for row in profile.rows if row.type == nn.Conv2d.__name__)
         return ClaimCheck(claim, first.output_shape[1], f"output channels of {first.name}")
+    if claim.quantity in ("gap_params", "gap_input_side"):
+        return _measure_global_pooling(claim, profile)
+    if claim.quantity == "training_images":
+        return ClaimCheck(claim, 1_200_000, "ILSVRC-2010's training set, published ('roughly 1.2 million')")
     if claim.quantity == "input_size":
         return ClaimCheck(claim, spec.image_size, f"input size of {spec.source}'s {spec.title}")
     if claim.quantity in ("top1_error", "top5_error"):

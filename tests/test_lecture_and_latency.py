@@ -11,6 +11,7 @@ from cnnlab.latency import (LOGREG_ITERATIONS, MADE_UP_LATENT, LatencyCache, cla
 from cnnlab.paths import data_dir
 from cnnlab.training import make_config, resolve_device, run
 from cnnlab.lecture import check_claims
+from cnnlab.profiling import profile_arch
 
 
 def test_lecture_claims_are_checked_against_measurements():
@@ -34,6 +35,12 @@ def test_lecture_claims_are_checked_against_measurements():
     assert (alexnet_input.measured, alexnet_input.agrees) == (224, False) and "(227 - 11) / 4 + 1 = 55" in \
         alexnet_input.claim.note
     assert (checks[("lenet5", "params")].claim.within, alexnet_input.claim.within) == ("10%", "exact")
+    gap_params, gap_side = checks[("googlenet", "gap_params")], checks[("googlenet", "gap_input_side")]
+    assert (gap_params.measured, gap_params.agrees, gap_side.measured, gap_side.agrees) == (0, True, 7, True)
+    fc = next(row for row in profile_arch("googlenet").rows if row.name == "fc")
+    assert f"{fc.params:,} weights" in gap_params.claim.note, "the note's classifier is the network's"
+    images = checks[("alexnet", "training_images")]
+    assert images.agrees is False and "1.2 million" in images.claim.note
     assert all(c.claim.note or c.agrees for c in checks.values()), "every disagreement is explained"
 
 
