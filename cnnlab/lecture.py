@@ -32,8 +32,7 @@ class Claim:
         """The quantity in words: 'top-5 error (%)', 'dropout layers'."""
         return {"top1_error": "top-1 error (%)", "top5_error": "top-5 error (%)",
                 "depth_with_pooling": "depth with pooling", "input_size": "input size (pixels)",
-                "gap_params": "parameters of global average pooling",
-                "gap_input_side": "map side entering global average pooling"}.get(
+                "gap_params": "GAP params", "gap_input_side": "GAP input side"}.get(
             self.quantity, self.quantity.replace("_", " "))
 
     @property
