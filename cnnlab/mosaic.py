@@ -168,15 +168,15 @@ def mosaic(values: np.ndarray, top: int | None = None, order: str = "mean", colo
                   per_channel, labelled)
 
 
-def tile_grid(tiles: np.ndarray, columns: int) -> np.ndarray:
-    """N equal RGB tiles (N x h x w x 3 uint8) laid out row by row, `columns` wide, with white gaps."""
+def tile_grid(tiles: np.ndarray, columns: int, pad: int = PAD) -> np.ndarray:
+    """N equal RGB tiles (N x h x w x 3 uint8) laid out row by row, `columns` wide, with white gaps `pad` wide."""
     count, tile_h, tile_w = tiles.shape[:3]
     rows = math.ceil(count / columns)
-    grid = np.empty((rows * (tile_h + PAD) + PAD, columns * (tile_w + PAD) + PAD, 3), dtype=np.uint8)
+    grid = np.empty((rows * (tile_h + pad) + pad, columns * (tile_w + pad) + pad, 3), dtype=np.uint8)
     grid[:] = PAD_COLOR
     for i in range(count):
         r, c = divmod(i, columns)
-        top, left = PAD + r * (tile_h + PAD), PAD + c * (tile_w + PAD)
+        top, left = pad + r * (tile_h + pad), pad + c * (tile_w + pad)
         grid[top:top + tile_h, left:left + tile_w] = tiles[i]
     return grid
 
@@ -298,10 +298,12 @@ def network_view(batch: torch.Tensor, spec: ArchSpec) -> np.ndarray:
     return pixels.permute(1, 2, 0).contiguous().numpy()
 
 
-def filter_tiles(weight: torch.Tensor | np.ndarray, columns: int | None = None, min_tile: int = 40) -> np.ndarray:
+def filter_tiles(weight: torch.Tensor | np.ndarray, columns: int | None = None, min_tile: int = 40,
+                 min_width: int = 0) -> np.ndarray:
     """A first convolution's kernels (C_out x C_in x k x k) as tiles: RGB for 3 input channels, gray for 1
     (other counts: the mean over inputs). Each kernel is stretched from its own minimum to maximum, as in
-    Krizhevsky et al.'s and Zeiler & Fergus's figures, and enlarged to at least `min_tile` pixels."""
+    Krizhevsky et al.'s and Zeiler & Fergus's figures, and enlarged to at least `min_tile` pixels, and further
+    when the grid would be narrower than `min_width` (LeNet-5's six), with gaps that grow with the tiles."""
     kernels = weight.detach().float().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, float)
     if kernels.ndim != 4:
         raise ValueError(f"expected convolution weights C_out x C_in x k x k, not shape {kernels.shape}")
@@ -313,9 +315,10 @@ def filter_tiles(weight: torch.Tensor | np.ndarray, columns: int | None = None, 
     span = (flat.max(axis=1) - flat.min(axis=1))[:, None, None, None]
     scaled = np.divide(kernels - low, span, out=np.full_like(kernels, 0.5), where=span > 0)
     tiles = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    factor = max(1, math.ceil(min_tile / max(kh, kw)))
+    columns = min(columns or math.ceil(math.sqrt(count)), count)
+    factor = max(1, math.ceil(max(min_tile, min_width / columns) / max(kh, kw)))
     tiles = tiles.repeat(factor, axis=1).repeat(factor, axis=2)
-    return tile_grid(tiles, min(columns or math.ceil(math.sqrt(count)), count))
+    return tile_grid(tiles, columns, pad=max(PAD, factor * max(kh, kw) // 12))
 
 
 @dataclass(frozen=True)

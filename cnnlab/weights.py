@@ -524,8 +524,9 @@ def weights_label(weights: str) -> str:
     return f"your run {Path(weights).name}" if _is_run_folder(weights) else f"weights from {Path(weights).name}"
 
 
-def trained_arch(weights: str) -> str | None:
-    """The architecture a run folder's model was trained as; None for any other weights."""
+def trained_config(weights: str) -> dict | None:
+    """The config of the run a run folder's model was trained by (its latest checkpoint's); None for any other
+    weights."""
     from cnnlab.checkpoints import CheckpointError, latest_checkpoint
 
     if weights in WEIGHT_SOURCES or not _is_run_folder(weights):
@@ -534,7 +535,12 @@ def trained_arch(weights: str) -> str | None:
         checkpoint = latest_checkpoint(Path(weights))
     except CheckpointError:
         return None
-    return checkpoint.config.get("arch") if checkpoint else None
+    return checkpoint.config if checkpoint else None
+
+
+def trained_arch(weights: str) -> str | None:
+    """The architecture a run folder's model was trained as; None for any other weights."""
+    return (trained_config(weights) or {}).get("arch")
 
 
 def _is_file_name(weights: str) -> bool:

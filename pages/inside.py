@@ -18,10 +18,10 @@ from cnnlab.charts import layer_statistics_figure, vector_bars
 from cnnlab.lecture import lecture_claim
 from cnnlab.mosaic import (COLORMAPS, channel_means, channel_spreads, colorbar, enlarge, filter_tiles, mosaic,
                            network_view, overlay, value_range, with_colorbar)
-from cnnlab.naming import CHANNEL_ORDERS
+from cnnlab.naming import CHANNEL_ORDERS, dataset_label
 from cnnlab.predict import Prediction, enlargement_note, label_set, predict_loaded
 from cnnlab.registry import arch_names, get_spec
-from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, weights_label
+from cnnlab.weights import NONE, WeightsError, default_weights, offline_weights, trained_config, weights_label
 from pages.widgets import (EMPTY, PickedImage, arch_picker, image_picker, loaded_model, metric_row, panes,
                            predictions_chart, random_weights_advice, show_image, weights_error, weights_picker)
 
@@ -36,6 +36,7 @@ DEFAULT_CAM_METHOD = HIRESCAM
 SIDE_BY_SIDE_MAX = 4
 STAGE_TILE = 150
 FILTER_TILE = 64
+FILTER_GRID_PX = 360  # a few filters (LeNet-5's six) are drawn at least this wide, not as one small block
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def cam(arch: str, weights: str, digest: str, class_index: int | None, layer: st
 @st.cache_data(show_spinner=False, max_entries=16)
 def first_filters(arch: str, weights: str) -> tuple[str, tuple[int, ...], np.ndarray]:
     name, conv = first_conv(loaded_model(arch, weights).model)
-    return name, tuple(conv.weight.shape), filter_tiles(conv.weight, min_tile=FILTER_TILE)
+    return name, tuple(conv.weight.shape), filter_tiles(conv.weight, min_tile=FILTER_TILE, min_width=FILTER_GRID_PX)
 
 
 def run_look(arch: str, weights: str, picked: PickedImage) -> Look | None:
@@ -261,12 +262,27 @@ def filters_section(arch: str, weights: str) -> None:
         st.caption(f"The lecture's {get_spec(arch).title} has {claim.stated:,.0f} first-layer filters: {claim.note}")
     st.caption(f"{name}: {out_channels} filters of {kh}x{kw}x{in_channels}"
                f"{', shown as RGB' if in_channels == 3 else ''}; each stretched from its own minimum (dark) to "
-               "maximum (bright). Pretrained first layers learn edge, colour-blob and grating detectors; "
-               "random weights show noise." + (
+               f"maximum (bright). {filters_meaning(weights)}" + (
                    f" At {kh}x{kw} each filter has only {kh * kw} pixels per channel, so the patterns are hard to see;"
                    " AlexNet's 11x11 and ResNet's 7x7 filters show them best (their ImageNet weights are a download); "
                    "offline, a LeNet-5 you train on the digits (Launch a run) shows its 5x5 filters here."
                    if max(kh, kw) <= 3 else ""))
+
+
+def filters_meaning(weights: str) -> str:
+    """What the first-layer filters of these weights can be expected to show."""
+    if weights == NONE:
+        return "These are random weights, Strategy I's starting point: noise."
+    config = trained_config(weights)
+    if config and config.get("strategy") == "scratch":
+        enlarged = " (the 8x8 digits are enlarged to the network's input)" if config["dataset"] == "digits" else ""
+        return (f"Learned from scratch by your run on {dataset_label(config['dataset'])}. From few, small "
+                f"images{enlarged} first-layer filters stay coarse: look for a dark half against a bright one (an "
+                "edge detector) rather than clean gratings, and compare with random weights (Weights above).")
+    if config:
+        return ("Your run started from pretrained weights: unless it trained the first layer too, these are the "
+                "pretrained filters, edge, colour-blob and grating detectors.")
+    return "Pretrained first layers learn edge, colour-blob and grating detectors; random weights show noise."
 
 
 def cam_overlay(result_cam: ClassActivationMap, view: np.ndarray) -> np.ndarray:

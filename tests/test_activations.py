@@ -255,6 +255,11 @@ def test_overlay_network_view_and_filters(lite0, chelsea):
     tiles = filter_tiles(conv.weight)
     assert name == "conv_stem" and conv.weight.shape == (32, 3, 3, 3)
     assert tiles.shape[0] == tiles.shape[1] and tiles.std() > 10
+    six = filter_tiles(first_conv(build_model("lenet5"))[1].weight, min_tile=64, min_width=360)  # 5x5s, 3 a row
+    assert six.shape[1] >= 360, "a few small filters are drawn large, not as one small block"
+    white_columns = (six == 255).all(axis=(0, 2))
+    gap_widths = [len(run) for run in "".join("1" if w else "0" for w in white_columns).split("0") if run]
+    assert len(gap_widths) == 4 and min(gap_widths) >= 8, "wide white gaps around and between the 3 columns"
 
 
 def four_photos() -> Image.Image:

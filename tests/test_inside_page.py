@@ -231,4 +231,4 @@ def test_alexnets_first_layer_says_the_lecture_counts_96_filters(page):
     shown = [c.value for c in page.caption]
     assert any(c.startswith("The lecture's AlexNet has 96 first-layer filters: torchvision follows Krizhevsky's 2014")
                for c in shown)
-    assert any(c.startswith("features.0: 64 filters of 11x11x3") for c in shown)
+    assert any(c.startswith("features.0: 64 filters of 11x11x3") and "These are random weights" in c for c in shown)

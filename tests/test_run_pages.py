@@ -631,6 +631,8 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     at.selectbox(key="inside_image_sample").set_value("digit").run()
     assert not at.exception, at.exception
     assert any("Top prediction:** 3" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert any(c.value.startswith("c1.0: 6 filters of 5x5x1") and "Learned from scratch by your run on digits" in
+               c.value for c in at.caption), "the filters tab says whose filters these are"
 
 
 def test_a_finished_run_shows_its_mistakes_on_request():
