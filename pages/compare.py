@@ -37,7 +37,7 @@ def layer_table(arch: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def claims_table() -> pd.DataFrame:
     return pd.DataFrame([{
-        "Claim": f"{short_title(get_spec(c.claim.arch).title)}, {c.claim.what}", "Agrees": c.agrees,
+        "Claim": f"{short_title(get_spec(c.claim.arch).title)}, {c.claim.what}", "Verdict": c.verdict,
         "Lecture says": c.claim.stated, "cnnlab's network": c.measured, "Within": c.claim.within,
         "Counted as": c.measured_how,
     } for c in check_claims()])
@@ -45,9 +45,9 @@ def claims_table() -> pd.DataFrame:
 
 def claim_notes() -> str:
     """Each claim's slide quote and why the lab's number differs (or agrees only roughly): the disagreements first."""
-    verdicts = {False: ":red[**differs**] ", None: ":gray[**not comparable**] ", True: ""}
-    checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: list(verdicts).index(c.agrees))
-    return "\n".join(f"- {verdicts[c.agrees]}**{get_spec(c.claim.arch).title}, "
+    verdicts = {"differs": ":red[**differs**] ", "not comparable": ":gray[**not comparable**] ", "agrees": ""}
+    checks = sorted((c for c in check_claims() if c.claim.note), key=lambda c: list(verdicts).index(c.verdict))
+    return "\n".join(f"- {verdicts[c.verdict]}**{get_spec(c.claim.arch).title}, "
                      f"{c.claim.what}**: slide *\"{c.claim.quote}\"*. {c.claim.note}"
                      for c in checks)
 
@@ -153,10 +153,10 @@ st.subheader("Lecture claims, checked")
 claims = claims_table()
 st.dataframe(claims, hide_index=True, placeholder=EMPTY, width="stretch", height=whole_table_height(len(claims)),
              column_config={"Claim": st.column_config.TextColumn(width=190, pinned=True),
-                            "Agrees": st.column_config.CheckboxColumn(
-                                width=64, help="cnnlab's number comes as close to the lecture's as 'Within' says: "
-                                               "slides round their numbers (60 Million for 61.1M). Blank: not "
-                                               "comparable, the slide's number is from another test set"),
+                            "Verdict": st.column_config.TextColumn(
+                                width=110, help="agrees: cnnlab's number comes as close to the lecture's as 'Within' "
+                                                "says (slides round their numbers: 60 Million for 61.1M). Not "
+                                                "comparable: the slide's number is of another model or test set"),
                             "Within": st.column_config.TextColumn(width=70),
                             "Lecture says": st.column_config.NumberColumn(format="localized", width=110),
                             "cnnlab's network": st.column_config.NumberColumn(format="localized", width=120),

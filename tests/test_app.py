@@ -71,10 +71,12 @@ def test_compare_page_measures_latency_on_demand(isolated_data_dir):
     columns = at.dataframe[0].value.columns
     assert "ms per batch of 1" not in columns and not any(c.startswith("Yours") for c in columns), "no empty columns before"
     claims = at.dataframe[1].value.set_index("Claim")
-    assert list(claims.columns[:3]) == ["Agrees", "Lecture says", "cnnlab's network"], "the verdict, then the numbers"
+    assert list(claims.columns[:3]) == ["Verdict", "Lecture says", "cnnlab's network"], "the verdict, then the numbers"
     assert claims.loc["LeNet-5, params", "Within"] == "10%"  # 61,706 against the slide's 60,000
-    assert not claims.loc["AlexNet, first conv filters", "Agrees"] and claims.loc["LeNet-5, params", "Agrees"]
-    assert claims.loc["AlexNet, top-1 error (%)", "Agrees"] is None, "another test set: neither agrees nor differs"
+    verdicts = claims["Verdict"]
+    assert (verdicts["AlexNet, first conv filters"], verdicts["LeNet-5, params"]) == ("differs", "agrees")
+    assert verdicts["AlexNet, top-1 error (%)"] == "not comparable", "another test set: neither agrees nor differs"
+    assert verdicts["GoogLeNet, top-5 error (%)"] == "not comparable", "a 7-model ensemble against one network"
     assert "Lecture CNN (Keras Sequential), params" not in claims.index, "the slide prints no count"
     at.multiselect[0].set_value(["lenet5"]).run()
     at.button[0].click().run()

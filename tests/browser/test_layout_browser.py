@@ -45,7 +45,7 @@ def test_a_tables_toolbar_on_a_phone_does_not_cover_the_heading_above_it(browser
         wait_for_app(page)
         heading = page.get_by_role("heading", name="Lecture claims, checked")
         heading.wait_for(timeout=60_000)
-        table = page.locator("[data-testid='stDataFrame']").filter(has_text="Agrees").first
+        table = page.locator("[data-testid='stDataFrame']").filter(has_text="Verdict").first
         table.scroll_into_view_if_needed()
         toolbar = table.locator("[data-testid='stElementToolbar']")
         expect(toolbar).to_be_visible()
