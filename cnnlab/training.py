@@ -344,6 +344,20 @@ def guessing_note(confusion, classes) -> str | None:
     return None
 
 
+def validation_ahead_note(epochs: list[dict]) -> str | None:
+    """Why validation can score above training (early epochs, most often), for a run whose epoch records show it;
+    None when training is ahead or level every epoch."""
+    ahead = [e["epoch"] for e in epochs
+             if e.get("val_acc") is not None and e.get("acc") is not None and e["val_acc"] > e["acc"]]
+    if not ahead:
+        return None
+    when = ("every epoch" if len(ahead) == len(epochs) else f"epoch {ahead[0]}" if len(ahead) == 1
+            else f"{len(ahead)} of {len(epochs)} epochs")
+    return (f"Validation scores above training ({when}): the training figures are averaged over the epoch "
+            "while the weights were still improving, on augmented images and with dropout on where the network has "
+            "it; validation is measured after the epoch, on plain images. It is no sign of a wrong split.")
+
+
 @dataclass(frozen=True)
 class RunResult:
     """A finished run: final validation accuracy, per-class accuracy, confusion matrix, where it was saved."""

@@ -15,7 +15,7 @@ from cnnlab.images import fit_within
 from cnnlab.mistakes import MistakeReport, MistakesError, validation_mistakes
 from cnnlab.registry import arch_title, stage_labels
 from cnnlab.runstore import ACTIVE, RESUMABLE, RunStore
-from cnnlab.training import config_in_use, guessing_note, probe_reading
+from cnnlab.training import config_in_use, guessing_note, probe_reading, validation_ahead_note
 from pages.common import current_settings
 from pages.widgets import EMPTY, PERCENT, in_percent, metric_row, panes, preset_arch, text_column_px
 
@@ -226,6 +226,8 @@ def draw_live(run_id: str, was_active: bool) -> None:
                                  key=f"loss_{run_id}")
         acc_column.plotly_chart(run_curves({run_id: epochs}, ("acc", "val_acc")), width="stretch",
                                 key=f"acc_{run_id}")
+        if note := validation_ahead_note(epochs):
+            curves_area.caption(note)
     with st.expander("Log", expanded=current.status == "running"):
         st.code("\n".join(live_store.logs(run_id, 60)) or "(nothing yet)", language=None, wrap_lines=True)
 

@@ -596,6 +596,8 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     at = open_run(run_id)
     assert any(f"`cnnlab predict IMAGE --weights {run_id}`" in c.value for c in at.caption)
     assert not any("validation images: each one moves" in w.value for w in at.warning)  # 359 of them
+    assert any(c.value.startswith("Validation scores above training (") for c in at.caption), \
+        "a first epoch's training accuracy is averaged while the model learns: below validation's, and explained"
     from pages.common import SIDEBAR_CHOICES
 
     at.session_state[SIDEBAR_CHOICES] = 1  # the sidebar's network was changed before Predict was ever opened

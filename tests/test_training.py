@@ -265,6 +265,20 @@ def test_a_model_that_learned_nothing_usable_is_told_apart():
         "Its 66.7% is no better than always answering the commonest class, class cat (83.3%)")
 
 
+def test_validation_ahead_of_training_is_explained_only_when_it_happens():
+    from cnnlab.training import validation_ahead_note
+
+    def epochs(*pairs):
+        return [{"epoch": i, "acc": acc, "val_acc": val} for i, (acc, val) in enumerate(pairs, 1)]
+
+    assert validation_ahead_note(epochs((0.5, 0.4), (0.9, 0.9))) is None, "level is not ahead"
+    assert validation_ahead_note(epochs((0.5, 0.8), (0.9, 0.85))).startswith("Validation scores above training "
+                                                                               "(epoch 1): the training figures")
+    assert "(2 of 3 epochs)" in validation_ahead_note(epochs((0.5, 0.8), (0.9, 0.95), (0.99, 0.95)))
+    assert "(every epoch)" in validation_ahead_note(epochs((0.5, 0.8), (0.9, 0.95)))
+    assert validation_ahead_note([{"epoch": 1, "acc": 0.5, "val_acc": None}]) is None, "a run without validation"
+
+
 class StopAfter(Callback):
     def __init__(self, epochs):
         self.epochs = epochs
