@@ -187,6 +187,18 @@ def config_in_use(config: dict) -> dict:
     return shown
 
 
+def differing_settings(configs: list[dict]) -> str | None:
+    """The settings runs differ in that bear on their accuracy beyond their strategy, in words, each among the runs
+    that read it: 'epochs (1, 2) and input size (32, 64, 128 px)'; None when they agree. (The learning rate differs
+    by strategy on purpose, and is left out.)"""
+    differences = []
+    for field, name, unit in (("epochs", "epochs", ""), ("image_size", "input size", " px")):
+        values = sorted({used[field] for used in map(config_in_use, configs) if used.get(field) is not None})
+        if len(values) > 1:
+            differences.append(f"{name} ({', '.join(map(str, values))}{unit})")
+    return " and ".join(differences) or None
+
+
 def settings_line(config: RunConfig) -> str:
     """The settings a run uses, in words: '3 epochs · batch 64 · learning rate 0.002 · 32 px' (Strategy III's
     classifier first, Strategy II's freeze plan last); those its strategy and classifier never read are left out."""

@@ -7,6 +7,7 @@ from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
 from cnnlab.naming import dataset_label, run_method
 from cnnlab.registry import arch_title
+from cnnlab.training import config_in_use, differing_settings
 from cnnlab.runstore import ACTIVE, RunStore
 from pages.widgets import DELETED_WHERE, EMPTY, PERCENT, in_percent, panes, text_column_px
 
@@ -39,7 +40,7 @@ def draw_comparison(chosen: list[str]) -> None:
                    "comparison.", icon=":material/warning:")
     for run_id in chosen:
         run = runs[run_id]
-        result = run.result or {}
+        result, used = run.result or {}, config_in_use(run.config)
         method = run_method(run.config)  # with the input size when not the network's own
         label = f"{run_id} · {method} · {arch_title(run.config.get('arch'))}"
         if mixed:  # runs on other data: say which, or the comparison misleads
@@ -49,6 +50,8 @@ def draw_comparison(chosen: list[str]) -> None:
         rows.append({"label": label, "run": run_id, "status": run.status, "method": method,
                      "strategy": run.config.get("strategy"),
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
+                     "epochs": used.get("epochs"), "image_size": used.get("image_size"), "lr": used.get("lr"),
+                     "freeze": used.get("freeze"),
                      "val_acc": jobs.run_accuracy(run, store), "train_time_s": result.get("train_time_s"),
                      "params_trainable": result.get("params_trainable"), "params_frozen": result.get("params_frozen"),
                      "total_gmacs": result["total_macs"] / 1e9 if result.get("total_macs") else None,
@@ -60,6 +63,7 @@ def draw_comparison(chosen: list[str]) -> None:
     partial = (table["status"] != "succeeded").any()  # stopped or still going: say so beside the accuracy
     st.dataframe(table, hide_index=True, placeholder=EMPTY, width="stretch",
                  column_order=["run", "val_acc", *(["status"] if partial else []), "method", "arch", "dataset",
+                               "epochs", "image_size", "lr", *(["freeze"] if table["freeze"].notna().any() else []),
                                "train_time_s", *(["features"] if table["features"].notna().any() else []),
                                "total_gmacs", "params_trainable", "params_frozen", *([] if partial else ["status"])],
                  column_config={"run": st.column_config.TextColumn("Run", pinned=True), "status": "Status",
@@ -71,6 +75,12 @@ def draw_comparison(chosen: list[str]) -> None:
                                     "Features", help="Strategy III: computed by the run, or read from the cache an "
                                                      "earlier run filled (then its training time is far shorter)"),
                                 "val_acc": st.column_config.NumberColumn("Val accuracy", format=PERCENT),
+                                "epochs": st.column_config.NumberColumn(
+                                    "Epochs", help="Blank: a classifier fitted in one go (Strategy III)"),
+                                "image_size": st.column_config.NumberColumn("Input (px)"),
+                                "lr": st.column_config.NumberColumn(
+                                    "Learning rate", format="%g", help="Blank: a classifier fitted in one go"),
+                                "freeze": st.column_config.TextColumn("Freeze", help="Strategy II's freeze plan"),
                                 "train_time_s": st.column_config.NumberColumn("Training time (s)", format="%.1f"),
                                 "params_trainable": st.column_config.NumberColumn("Trainable params", format="localized"),
                                 "params_frozen": st.column_config.NumberColumn("Frozen params", format="localized"),
@@ -80,6 +90,9 @@ def draw_comparison(chosen: list[str]) -> None:
                                          "forward + input gradients + weight gradients, times images and epochs, plus "
                                          "the validation passes (Strategy III: one forward pass over every image)")})
 
+    if differences := differing_settings([runs[i].config for i in chosen]):
+        st.caption(f":material/info: These runs differ in {differences}, not only in strategy or network: part of "
+                   "any gap in accuracy comes from that.")
     finished = [r for r in rows if r["val_acc"] is not None and r["train_time_s"] is not None]
     if finished:
         st.subheader("Accuracy against compute")

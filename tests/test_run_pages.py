@@ -470,6 +470,7 @@ def test_compare_runs_says_why_a_strategy_iii_run_draws_no_curves():
     assert not at.exception, at.exception
     assert at.multiselect[0].value == [run_id] and len(at.get("plotly_chart")) == 1, "accuracy against compute only"
     assert any(c.value.startswith(f"No curves to overlay: {run_id} fits its classifier in one go") for c in at.caption)
+    assert at.dataframe[0].value["image_size"].tolist() == [64] and at.dataframe[0].value["epochs"].isna().all()
     cancelled = jobs.submit(make_config("scratch", "lenet5", "digits", epochs=2, device="cpu"), store)
     store.request_cancel(cancelled)
     at.multiselect[0].set_value([run_id, cancelled]).run()
@@ -486,6 +487,9 @@ def test_compare_runs_overlays_finished_runs():
     table = at.dataframe[0].value
     assert len(table) == 2 and (table["val_acc"] > 50).all()  # in percent
     assert table["total_gmacs"].iloc[0] != table["total_gmacs"].iloc[1]  # 2 and 3 epochs cost differently
+    assert sorted(table["epochs"]) == [2, 3] and (table["image_size"] == 32).all(), "the settings, side by side"
+    assert any(c.value.startswith(":material/info: These runs differ in epochs (2, 3), not only in strategy") for c
+               in at.caption), "a gap in accuracy may come from the epochs"
     assert len(at.get("plotly_chart")) == 3  # accuracy against time, loss curves, accuracy curves
     at.segmented_control(key="compare_cost").set_value("total_gmacs").run()
     assert not at.exception, at.exception

@@ -1,6 +1,6 @@
 """The training engine end to end on sklearn's digits: scratch, finetune, extract, probe, resume, CLI; and the
 CUDA runtime's options (channels_last, bf16 autocast, fused AdamW, torch.compile) exercised on the CPU."""
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 import functools
 import json
 import math
@@ -263,6 +263,17 @@ def test_a_model_that_learned_nothing_usable_is_told_apart():
     assert guessing_note([[6, 0], [6, 0]], ("cat", "dog")).startswith("It answers class cat for every validation")
     assert guessing_note([[8, 2], [2, 0]], ("cat", "dog")).startswith(
         "Its 66.7% is no better than always answering the commonest class, class cat (83.3%)")
+
+
+def test_runs_compared_are_told_which_settings_differ_beyond_strategy():
+    from cnnlab.training import differing_settings
+
+    lenet = asdict(make_config("scratch", "lenet5", "digits", epochs=2))
+    lite0 = asdict(make_config("finetune", LITE0, "digits", epochs=2, image_size=64))
+    extract = asdict(make_config("extract", LITE0, "digits", image_size=128))
+    assert differing_settings([lenet, lenet]) is None
+    assert differing_settings([lenet, lite0, extract]) == "input size (32, 64, 128 px)", "III fits in one go: no epochs"
+    assert differing_settings([lenet, asdict(make_config("scratch", "lenet5", "digits", epochs=3))]) == "epochs (2, 3)"
 
 
 def test_validation_ahead_of_training_is_explained_only_when_it_happens():
