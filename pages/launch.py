@@ -8,7 +8,7 @@ import streamlit as st
 from cnnlab import jobs
 from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetError, ImageSet, check_dataset,
                          first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
-                         suggested_input_size, uploaded_archives)
+                         suggested_input_size, uploaded_archives, validation_size)
 from cnnlab.naming import (AVERAGE, CLASSIFIERS, FLATTEN, OWN_HEAD, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
                            STRATEGY_INFO)
 from cnnlab.planner import (default_freeze, default_head, describe_freeze, describe_head,
@@ -365,7 +365,7 @@ if ready and missing:  # a disabled button's help does not open on a touch scree
 
 
 def estimate_message(config) -> tuple[str, str | None]:
-    """The estimate for `config` in words, and why it reads long when the machine was busy while it was timed."""
+    """The estimate for `config` in words, and why it may be off when the machine was busy while it was timed."""
     busy = busy_reason()
     with st.spinner("Timing a few steps..."):
         images = load_dataset(config.dataset, download=False)
@@ -377,7 +377,11 @@ def estimate_message(config) -> tuple[str, str | None]:
         return (f"{lasts}: the features of these {len(images):,} images are cached from an earlier run with the same "
                 "backbone, weights and input size, so this run skips the forward pass and only fits its classifier "
                 f"({fit}; without the cache: {estimate.describe()})."), busy
-    epochs = f" x {config.epochs} epochs" if config.strategy in ("scratch", "finetune") else ""
+    counted = f"{len(images):,} images"
+    if config.strategy in ("scratch", "finetune"):
+        val_images = validation_size(len(images), len(images.classes), config.val_fraction)
+        counted = (f"{len(images) - val_images:,} training and {val_images:,} validation images x {config.epochs} "
+                   f"epoch{'s' if config.epochs != 1 else ''}")
     fitted = (f", and fitting the classifier ({fit}, timed on {min(CLASSIFIER_SAMPLE, len(images)):,} made-up "
               "feature vectors and scaled to these images)" if estimate.classifier_s else "")
     probe = ""
@@ -387,7 +391,7 @@ def estimate_message(config) -> tuple[str, str | None]:
             probed = (probe_estimate if busy else cached_probe_estimate)(estimate, probe_config, images)
         probe = (f" Probe every stage: {probed.describe()}, its {len(spec.stages)} fits taking "
                  f"{fit_words(probed.classifier_s)} in all.")
-    return (f"**{estimate.describe().capitalize()}** for {len(images):,} images{epochs}: the network's compute "
+    return (f"**{estimate.describe().capitalize()}** for {counted}: the network's compute "
             f"and the preparing of the images, timed on a few steps and images here{fitted}. Loading the weights "
             f"comes on top; the worker trains one run at a time.{probe}"), busy
 
@@ -421,5 +425,6 @@ if shown := st.session_state.get("launch_estimate"):
                    "time again for these settings.")
     else:
         if busy:
-            st.warning(f"{busy}: the estimate reads long. Estimate again once it is idle.", icon=":material/speed:")
+            st.warning(f"{busy}: timings made now can be off either way, long if it is idle by the time the run "
+                       "trains, short if it stays this busy. Estimate again once it is idle.", icon=":material/speed:")
         st.info(message, icon=":material/timer:")
