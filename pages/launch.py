@@ -96,6 +96,9 @@ with st.expander("When to use what?", icon=":material/help:"):
     plan = describe_freeze(suggested_arch, suggestion.freeze) if suggestion.strategy == "finetune" else ""
     st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}" + (f" For {get_spec(suggested_arch).title}: "
             f"{plan}." if plan else ""), icon=":material/lightbulb:")
+    if suggestion.strategy != st.session_state["launch_strategy"] == "extract":
+        st.caption("Strategy III, chosen below, is where the form starts: the quickest first run (under a minute on "
+                   "the digits), a baseline to beat. **Use this suggestion** sets the quadrant's choice.")
     if st.button("Use this suggestion"):
         st.session_state["launch_strategy"] = suggestion.strategy
         st.session_state["launch_freeze_suggested"] = suggestion.freeze

@@ -144,6 +144,8 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
     at = open_page("pages/launch.py")
     assert at.radio(key="launch_strategy").value == "extract"
     assert metric(at, "Trainable parameters") == "12.8K"  # Lite0's 1280 features into 10 digits
+    assert any(c.value.startswith("Strategy III, chosen below, is where the form starts") for c in at.caption), \
+        "the digits' quadrant says II while the form starts on III: the page says why"
     at.radio(key="launch_size").set_value("large").run()
     at.radio(key="launch_similarity").set_value("different").run()
     at.button[0].click().run()
