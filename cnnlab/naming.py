@@ -29,9 +29,9 @@ def strategy_label(strategy: str) -> str:
     return f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy
 
 
-def run_method(config: dict) -> str:
-    """How a run trained, in a few words: its strategy, the classifier of a feature extractor or probe, and the
-    input size when it is not the architecture's own (a config stores None then): 'II: finetune, 96 px',
+def run_method(config: dict, size: bool = True) -> str:
+    """How a run trained, in a few words: its strategy, the classifier of a feature extractor or probe, and (with
+    `size`) the input size when it is not the architecture's own (a config stores None then): 'II: finetune, 96 px',
     'III: extract + SVM', and where a feature extractor reads other than the pooled penultimate features:
     'III: extract at blocks.5, flattened + SVM'."""
     strategy = config.get("strategy")
@@ -42,7 +42,7 @@ def run_method(config: dict) -> str:
         label += f" + {CLASSIFIER_NAMES.get(config['classifier'], config['classifier'])}"
     if config.get("head") == LECTURE_HEAD:
         label += " + lecture head"
-    if config.get("image_size"):
+    if size and config.get("image_size"):
         label += f", {config['image_size']} px"
     return label
 

@@ -47,7 +47,8 @@ def draw_comparison(chosen: list[str]) -> None:
             label += f" · {dataset_label(run.config.get('dataset', ''))}"
         histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
         colors[label] = colors_by_run[run_id]
-        rows.append({"label": label, "run": run_id, "status": run.status, "method": method,
+        rows.append({"label": label, "run": run_id, "status": run.status,
+                     "method": run_method(run.config, size=False),  # the table has an input size column
                      "strategy": run.config.get("strategy"),
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
                      "epochs": used.get("epochs"), "image_size": used.get("image_size"), "lr": used.get("lr"),
