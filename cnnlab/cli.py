@@ -514,10 +514,11 @@ def _cmd_runs(args) -> None:
 def _best_stage_note(run) -> str | None:
     """Which stage a finished probe's val_acc is: 'val_acc is stage 4's (blocks.4), the best of 5 stages on the
     same validation images'; None for other runs."""
-    stages = (run.result or {}).get("stages") if run.config.get("strategy") == "probe" else None
-    if not stages:
+    from cnnlab.jobs import best_probe_stage
+
+    if not (best := best_probe_stage(run)):
         return None
-    best = max(reversed(stages), key=lambda stage: stage["val_acc"])  # of stages tied, the latest
+    stages = run.result["stages"]
     return (f"val_acc is stage {best['stage']}'s ({best['layer']}), the best of {len(stages)} stages on the same "
             "validation images; the dashboard's Runs page charts every stage")
 

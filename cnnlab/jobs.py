@@ -301,7 +301,7 @@ def run_label(run: Run) -> str:
     from cnnlab.registry import arch_title
 
     config = run.config
-    return (f"{run.id} · {run_method(config)} · {arch_title(config.get('arch'))} on "
+    return (f"{run.id} · {method_of(run)} · {arch_title(config.get('arch'))} on "
             f"{dataset_label(config.get('dataset', ''))}")
 
 
@@ -348,6 +348,20 @@ def step_history(run_id: str, store: RunStore) -> list[dict]:
     return history
 
 
+def best_probe_stage(run: Run) -> dict | None:
+    """The stage whose accuracy a finished probe reports as its own (the best; of stages tied, the latest); None
+    for other runs."""
+    stages = (run.result or {}).get("stages") if run.config.get("strategy") == "probe" else None
+    return max(reversed(stages), key=lambda stage: stage["val_acc"]) if stages else None
+
+
+def method_of(run: Run, size: bool = True) -> str:
+    """`run_method` of the run's config, and for a finished probe, which stage its accuracy is: 'probe of every
+    stage + SVM, best: stage 4' (not one model's accuracy beside the others')."""
+    best = best_probe_stage(run)
+    return run_method(run.config, size) + (f", best: stage {best['stage']}" if best else "")
+
+
 def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
     """One row per run, as the Runs table and `cnnlab runs` show them (a probe's accuracy: its best stage's; a run
     going or killed: its last finished epoch's; a running run's `progress` as `Progress.describe` says it)."""
@@ -356,7 +370,7 @@ def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
         config = run.config
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.shown_status, "strategy": config.get("strategy"),
-                     "method": run_method(config),
+                     "method": method_of(run),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
                      "val_acc": run_accuracy(run, store),
                      "duration_s": round(duration, 1) if duration else None,

@@ -5,7 +5,7 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import accuracy_vs_cost, run_curves, stable_colors
-from cnnlab.naming import dataset_label, run_method
+from cnnlab.naming import dataset_label
 from cnnlab.registry import arch_title
 from cnnlab.training import config_in_use, differing_settings
 from cnnlab.runstore import ACTIVE, RunStore
@@ -41,14 +41,14 @@ def draw_comparison(chosen: list[str]) -> None:
     for run_id in chosen:
         run = runs[run_id]
         result, used = run.result or {}, config_in_use(run.config)
-        method = run_method(run.config)  # with the input size when not the network's own
+        method = jobs.method_of(run)  # with the input size when not the network's own
         label = f"{run_id} · {method} · {arch_title(run.config.get('arch'))}"
         if mixed:  # runs on other data: say which, or the comparison misleads
             label += f" · {dataset_label(run.config.get('dataset', ''))}"
         histories[label] = result.get("epochs") or store.metrics(run_id, "epoch")
         colors[label] = colors_by_run[run_id]
         rows.append({"label": label, "run": run_id, "status": run.status,
-                     "method": run_method(run.config, size=False),  # the table has an input size column
+                     "method": jobs.method_of(run, size=False),  # the table has an input size column
                      "strategy": run.config.get("strategy"),
                      "arch": arch_title(run.config.get("arch")), "dataset": dataset_label(run.config.get("dataset", "")),
                      "epochs": used.get("epochs"), "image_size": used.get("image_size"), "lr": used.get("lr"),
@@ -103,9 +103,15 @@ def draw_comparison(chosen: list[str]) -> None:
                                     format_func=lambda c: costs[c][0].split(" (")[0])
         shown = [r for r in finished if r[cost] is not None]
         st.plotly_chart(accuracy_vs_cost(shown, cost, *costs[cost], colors=colors), width="stretch")
-    if finished and (unplaced := [r["run"] for r in rows if r["val_acc"] is not None and r["train_time_s"] is None]):
+    unplaced = [r["run"] for r in rows if r["val_acc"] is not None and r["train_time_s"] is None
+                and r["strategy"] != "probe"]
+    if finished and unplaced:
         st.caption(f"Not in the chart, as they have no training time yet (still going, or stopped by a kill before "
                    f"their end): {', '.join(unplaced)}.")
+    if finished and (probes := [r["run"] for r in rows if r["strategy"] == "probe" and r["val_acc"] is not None]):
+        st.caption(f"Not in the chart: {', '.join(probes)}, a probe fits a classifier at every stage, and its accuracy "
+                   "is its best stage's, picked on the same validation images: a measure of the features, not one "
+                   "model to set beside the others.")
     if any(histories.values()):
         st.subheader("Curves")
         loss_column, acc_column = panes("compare-curves", 1, 1, min_width=360)
@@ -114,7 +120,7 @@ def draw_comparison(chosen: list[str]) -> None:
     without = "; ".join(f"{row['run']} {jobs.why_no_curve(runs[row['run']])}" for row in rows
                         if not histories[row["label"]])
     if any(histories.values()) and without:
-        st.caption(f"Not in the curves, only in the table and the chart above: {without}.")
+        st.caption(f"Not in the curves: {without}.")
     elif without:
         st.caption(f"No curves to overlay: {without}. Runs of Strategy I or II, or III with the linear layer trained "
                    "in PyTorch, draw a curve per epoch.")

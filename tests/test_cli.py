@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -108,8 +109,9 @@ def test_listing_runs_and_refusing_bad_options_answer_without_loading_torch():
         return result
 
     listed = without_torch("runs").stdout
-    assert "III: extract + SVM, 128 px  tf_efficientnet_lite0  pets.zip" in listed
+    assert re.search(r"III: extract \+ SVM, 128 px +tf_efficientnet_lite0 +pets\.zip", listed), listed
     assert f"{probe_id} (succeeded): val_acc is stage 2's (blocks.4), the best of 3 stages" in listed
+    assert re.search(r"probe of every stage, best: stage 2 +tf_efficientnet_lite0", listed), "one stage's accuracy"
     refused = without_torch("train", "--strategy", "scratch", "--arch", "nope", "--dataset", "digits", "--epochs", "0")
     assert "argument --epochs: 0 must be greater than zero" in refused.stderr
 

@@ -504,6 +504,26 @@ def test_compare_runs_overlays_finished_runs():
     assert not any(name.endswith("digits training loss") for name in names), "one dataset: labels need not name it"
 
 
+def test_compare_runs_says_a_probes_accuracy_is_its_best_stages_and_keeps_it_out_of_the_chart():
+    store = RunStore()
+    extract = store.start({"strategy": "extract", "arch": "tf_efficientnet_lite0", "dataset": "digits",
+                           "classifier": "svm"}, worker="test")
+    store.finish(extract, "succeeded", result={"val_acc": 0.9, "train_time_s": 12.0})
+    probe = store.start({"strategy": "probe", "arch": "tf_efficientnet_lite0", "dataset": "digits",
+                         "classifier": "svm"}, worker="test")
+    stages = [{"stage": 1, "layer": "blocks.0", "val_acc": 0.7}, {"stage": 2, "layer": "bn2", "val_acc": 0.95}]
+    store.finish(probe, "succeeded", result={"stages": stages, "time_s": 15.0})
+    at = open_page("pages/run_compare.py")
+    at.multiselect[0].set_value([extract, probe]).run()
+    assert not at.exception, at.exception
+    methods = at.dataframe[0].value.set_index("run")["method"]
+    assert methods[probe] == "probe of every stage + SVM, best: stage 2" and methods[extract] == "III: extract + SVM"
+    shown = [c.value for c in at.caption]
+    assert any(c.startswith(f"Not in the chart: {probe}, a probe fits a classifier at every stage") for c in shown)
+    assert not any("no training time yet" in c for c in shown), "a finished probe is neither going nor killed"
+    assert any(c.startswith(f"No curves to overlay: {extract} fits its classifier in one go") for c in shown)
+
+
 def test_compare_runs_names_the_data_of_runs_on_different_data(tmp_path):
     folder = tmp_path / "three"
     for name, data in digit_pngs((0, 1, 2)).items():
