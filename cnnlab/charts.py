@@ -307,11 +307,12 @@ def epoch_ticks(epochs: int, most: int = 9) -> list[int]:
     return [1] + [k for k in range(step, epochs + 1, step) if k - 1 >= step / 2]
 
 
-def step_loss_figure(steps: list[dict]) -> go.Figure:
+def step_loss_figure(steps: list[dict], kept_epochs: int | None = None) -> go.Figure:
     """A running run's training loss as its steps report it, against epochs done (fractional): the curve to watch
     before the first epoch ends. Each loss is drawn once, where it was measured (`loss_at`), not again at every
     later report that repeats it; every loss read between two reports (`losses`, [where, loss] pairs) is drawn, so
-    a fast run's curve is as fine as its loss readings, not as its reports."""
+    a fast run's curve is as fine as its loss readings, not as its reports. For a run stopped after its checkpoint
+    of epoch `kept_epochs`, the steps after it are drawn apart: the model they trained was not kept."""
     measured = {}
     for row in steps:
         for at, loss in row.get("losses", ()):
@@ -320,10 +321,19 @@ def step_loss_figure(steps: list[dict]) -> go.Figure:
             at = row.get("loss_at", (row["epoch"] - 1) + row["step"] / row["steps"])
             measured[at] = row["loss"]
     points = sorted(measured.items())
-    figure = go.Figure(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers",
-                                  marker={"size": 5}, line={"color": TRAINING_COLOR},
+    kept = [p for p in points if kept_epochs is None or p[0] <= kept_epochs + 1e-9]
+    figure = go.Figure(go.Scatter(x=[x for x, _ in kept], y=[y for _, y in kept], mode="lines+markers",
+                                  marker={"size": 5}, line={"color": TRAINING_COLOR}, name="in the model it kept",
                                   hovertemplate="epoch %{x:.2f}: loss %{y:.4f}<extra></extra>"))
-    figure.update_layout(height=240, margin={"t": 30, "b": 40}, xaxis_title="Epochs done", yaxis_title="Training loss")
+    if lost := points[len(kept):]:
+        figure.add_scatter(x=[x for x, _ in kept[-1:] + lost], y=[y for _, y in kept[-1:] + lost],
+                           mode="lines+markers", marker={"size": 5}, line={"color": "#bbbbbb", "dash": "dot"},
+                           name="after its last checkpoint, not kept",
+                           hovertemplate="epoch %{x:.2f}: loss %{y:.4f} (not kept)<extra></extra>")
+        figure.add_vline(x=kept_epochs, line={"color": "#999999", "dash": "dash", "width": 1},
+                         annotation_text=f"checkpoint, epoch {kept_epochs}", annotation_position="top left")
+    figure.update_layout(height=240, margin={"t": 30, "b": 40}, xaxis_title="Epochs done", yaxis_title="Training loss",
+                         showlegend=bool(lost), legend={"orientation": "h", "y": -0.35})
     return figure
 
 

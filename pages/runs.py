@@ -7,7 +7,8 @@ import streamlit as st
 
 from cnnlab import jobs
 from cnnlab.charts import confusion_figure, per_class_bars, probe_figure, run_curves, step_loss_figure
-from cnnlab.checkpoints import EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, export_checkpoint
+from cnnlab.checkpoints import (EXPORT_FORMATS, NO_MODEL, CheckpointError, archive_bytes, checkpoint_epoch,
+                               export_checkpoint)
 from cnnlab.data import first_names
 from cnnlab.naming import CLASSIFIER_NAMES
 from cnnlab.heads import keeps_examples
@@ -209,7 +210,8 @@ def draw_live(run_id: str, was_active: bool) -> None:
         progress = jobs.run_progress(steps)
         progress_area.progress(progress.fraction, text=progress.describe())
     if steps and current.status != "queued":  # a short run's few epochs tell little: every step does
-        losses = step_loss_figure(jobs.step_history(run_id, live_store))  # earlier attempts' too
+        kept = checkpoint_epoch(current.checkpoint) if current.status in RESUMABLE and current.checkpoint else None
+        losses = step_loss_figure(jobs.step_history(run_id, live_store), kept)  # earlier attempts' too
         if len(losses.data[0].x) > 1:
             when = {"running": " (live)", "succeeded": ""}.get(current.status, " (until it stopped)")
             progress_area.markdown(f"**Training loss, step by step{when}**")

@@ -157,6 +157,12 @@ def test_step_loss_follows_the_training_steps_in_epochs_done():
                 "losses": [[0.25, 1.9], [0.5, 1.6], [1.0, 1.2]]}]
     trace = step_loss_figure(between).data[0]  # every reading between two reports, not the last alone
     assert list(trace.x) == [0.25, 0.5, 1.0] and list(trace.y) == [1.9, 1.6, 1.2]
+    cancelled = [{"phase": "train", "epoch": 2, "epochs": 5, "step": 8, "steps": 16, "loss": 0.8, "loss_at": 1.5,
+                  "losses": [[0.5, 1.9], [1.0, 1.2], [1.25, 1.0], [1.5, 0.8]]}]
+    kept, lost = step_loss_figure(cancelled, kept_epochs=1).data  # stopped half-way through epoch 2
+    assert list(kept.x) == [0.5, 1.0] and list(lost.x) == [1.0, 1.25, 1.5], "joined at the checkpoint"
+    assert lost.name == "after its last checkpoint, not kept" and lost.line.dash == "dot"
+    assert len(step_loss_figure(cancelled).data) == 1 and not step_loss_figure(cancelled).layout.showlegend
 
 
 def test_confusion_matrix_rows_are_true_classes():

@@ -360,6 +360,9 @@ def test_runs_page_shows_a_running_run_and_cancels_it():
     assert any(c.value.startswith("The run stopped before it finished") and c.value.endswith(ending)
                for c in at.caption)
     assert any(b.label == "Predict with it" for b in at.button) == bool(kept), "the model it kept can be used"
+    split = kept and len(step_loss_figure(jobs.step_history(run_id, store), kept).data) == 2
+    steps_chart = next(c.proto.spec for c in at.get("plotly_chart") if '"Epochs done"' in c.proto.spec)
+    assert ("not kept" in steps_chart) == bool(split), "steps after the checkpoint it kept are drawn apart"
 
 
 def test_a_killed_run_shows_the_accuracy_of_its_last_finished_epoch():
