@@ -74,35 +74,41 @@ settings = current_settings()
 st.session_state.setdefault("launch_strategy", "extract")
 st.session_state.setdefault("launch_nonce", uuid.uuid4().hex)
 
-# where the built-in datasets sit in the quadrant: the digits are 1,797 tiny grayscale handwritten digits, MNIST has
-# 60,000 of them, CIFAR-10 50,000 small photos of ImageNet-like objects
-QUADRANT = {"digits": ("small", "different"), "mnist": ("large", "different"), "cifar10": ("large", "similar")}
+# where the built-in datasets sit in the quadrant, and why
+QUADRANT = {"digits": ("small", "different", "the digits are few, tiny and grayscale, unlike ImageNet's photos"),
+            "mnist": ("large", "different", "MNIST's 70,000 digits are many, but grayscale strokes, not photos"),
+            "cifar10": ("large", "similar", "CIFAR-10's 60,000 small photos show ImageNet-like objects")}
 preset = st.session_state.get("launch_dataset", "digits")
-if preset in QUADRANT:  # the answers start at the dataset's own, until the user gives theirs
-    st.session_state.setdefault("launch_size", QUADRANT[preset][0])
-    st.session_state.setdefault("launch_similarity", QUADRANT[preset][1])
+if st.session_state.get("launch_quadrant_for") != preset:  # another dataset: its own answers, or the user's to give
+    st.session_state["launch_size"], st.session_state["launch_similarity"] = QUADRANT.get(preset, (None, None))[:2]
+    st.session_state["launch_quadrant_for"] = preset
 
 with st.expander("When to use what?", icon=":material/help:"):
-    st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet (the answers "
-             "start at the built-in dataset's: the digits are few, tiny and grayscale, unlike ImageNet's photos).")
+    st.write("The lecture's quadrant: how much data you have, and how much it looks like ImageNet " + (
+        f"(the answers start at this dataset's: {QUADRANT[preset][2]})." if preset in QUADRANT else
+        "(answer for your images: a few thousand or fewer is small; photos of everyday objects, animals or scenes "
+        "are similar, while scans, drawings, diagrams or digits are different)."))
     size_column, similarity_column = st.columns(2)
-    large = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size",
-                              persist_state="session") == "large"
-    similar = similarity_column.radio("Compared with ImageNet's photos it is", ["similar", "different"],
-                                      horizontal=True, key="launch_similarity", persist_state="session") == "similar"
+    amount = size_column.radio("Your dataset is", ["small", "large"], horizontal=True, key="launch_size",
+                               persist_state="session")
+    similarity = similarity_column.radio("Compared with ImageNet's photos it is", ["similar", "different"],
+                                         horizontal=True, key="launch_similarity", persist_state="session")
     suggested_arch = st.session_state.get("launch_arch", settings.arch)
-    suggestion = suggest_strategy(large, similar, suggested_arch)
-    number, title, _ = STRATEGY_INFO[suggestion.strategy]
-    plan = describe_freeze(suggested_arch, suggestion.freeze) if suggestion.strategy == "finetune" else ""
-    st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}" + (f" For {get_spec(suggested_arch).title}: "
-            f"{plan}." if plan else ""), icon=":material/lightbulb:")
-    if suggestion.strategy != st.session_state["launch_strategy"] == "extract":
-        st.caption("Strategy III, chosen below, is where the form starts: the quickest first run (under a minute on "
-                   "the digits), a baseline to beat. **Use this suggestion** sets the quadrant's choice.")
-    if st.button("Use this suggestion"):
-        st.session_state["launch_strategy"] = suggestion.strategy
-        st.session_state["launch_freeze_suggested"] = suggestion.freeze
-        st.rerun()
+    if amount is None or similarity is None:
+        st.info("Answer both questions for a suggestion.", icon=":material/lightbulb:")
+    else:
+        suggestion = suggest_strategy(amount == "large", similarity == "similar", suggested_arch)
+        number, title, _ = STRATEGY_INFO[suggestion.strategy]
+        plan = describe_freeze(suggested_arch, suggestion.freeze) if suggestion.strategy == "finetune" else ""
+        st.info(f"**Strategy {number}, {title.lower()}.** {suggestion.why}" + (
+            f" For {get_spec(suggested_arch).title}: {plan}." if plan else ""), icon=":material/lightbulb:")
+        if suggestion.strategy != st.session_state["launch_strategy"] == "extract":
+            st.caption("Strategy III, chosen below, is where the form starts: the quickest first run (under a minute "
+                       "on the digits), a baseline to beat. **Use this suggestion** sets the quadrant's choice.")
+        if st.button("Use this suggestion"):
+            st.session_state["launch_strategy"] = suggestion.strategy
+            st.session_state["launch_freeze_suggested"] = suggestion.freeze
+            st.rerun()
 
 strategy = st.radio("Strategy", list(STRATEGY_INFO), key="launch_strategy", persist_state="session", horizontal=True,
                     format_func=lambda s: f"{STRATEGY_INFO[s][0]}: {STRATEGY_INFO[s][1]}")

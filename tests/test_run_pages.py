@@ -150,6 +150,13 @@ def test_launch_page_plans_and_the_suggestion_sets_the_strategy():
     at.radio(key="launch_similarity").set_value("different").run()
     at.button[0].click().run()
     assert at.radio(key="launch_strategy").value == "scratch"
+    at.selectbox(key="launch_dataset").set_value("zip").run()
+    assert (at.radio(key="launch_size").value, at.radio(key="launch_similarity").value) == (None, None), \
+        "your own images: the answers are yours to give, not the digits'"
+    assert any(i.value == "Answer both questions for a suggestion." for i in at.info)
+    at.selectbox(key="launch_dataset").set_value("cifar10").run()
+    assert (at.radio(key="launch_size").value, at.radio(key="launch_similarity").value) == ("large", "similar")
+    at.selectbox(key="launch_dataset").set_value("digits").run()
     at.radio(key="launch_strategy").set_value("finetune").run()
     at.selectbox(key="launch_arch").set_value("resnet18").run()
     assert not at.exception, at.exception
