@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # cnnlab.residual brings the training loop; cnnlab.predict th
 
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Bold  # Safe: 11 hues told apart with colour blindness
 STRATEGY_COLORS = {"scratch": "#CC6677", "finetune": "#3366CC", "extract": "#117733", "probe": "#888888"}
+MODEBAR_PX = 50
+"""Top margin of a chart with labels above its highest points: the toolbar a touch screen always shows (the one
+that appears on hover with a mouse) sits above them, not over them."""
 TRAINING_COLOR = "#666666"  # one run's training curves, beside its validation curves in the run's colour
 STRATEGY_SYMBOLS = {"scratch": "circle", "finetune": "diamond", "extract": "square", "probe": "triangle-up"}
 
@@ -433,7 +436,7 @@ def accuracy_vs_cost(rows: list[dict], cost: str, label: str, log: bool = False,
             hovertemplate=(f"{row['label']}<br>%{{customdata[0]}} on %{{customdata[1]}}<br>"
                            f"validation accuracy %{{y:.1%}}<br>{label}: %{{x:,.3~g}}<br>"
                            "trainable params %{customdata[2]:,}<extra></extra>")))
-    figure.update_layout(height=420, margin={"t": 10, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
+    figure.update_layout(height=460, margin={"t": MODEBAR_PX, "r": 40}, yaxis=accuracy_axis(low, headroom=0.04),
                          xaxis_title=label, yaxis_title="Validation accuracy",
                          legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0})
     figure.update_xaxes(**{**(log_axis(costs) if log and costs else {}), "range": x_range})
