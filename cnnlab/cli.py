@@ -502,7 +502,8 @@ def _cmd_runs(args) -> None:
         print(f"no runs yet in {store.path}; `cnnlab train` or `cnnlab submit` starts one", file=sys.stderr)
         return
     shown = [{**r, "val_acc": f"{r['val_acc']:.4f}" if r["val_acc"] is not None else None} for r in rows]
-    print_table(shown, ["id", "status", "method", "arch", "dataset", "val_acc", "duration_s", "created", "progress"])
+    print_table(shown, ["id", "status", "method", "arch", "dataset", "epochs", "val_acc", "duration_s", "created",
+                        "progress"])
     notes = [(r, note) for r, run in zip(rows, runs)
              if (note := _first_line(r["error"]) or _cancelled_note(r) or _best_stage_note(run))]
     if notes:  # below the table, whole: a failure's reason and how to resume are too long for a column

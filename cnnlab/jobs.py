@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cnnlab.naming import dataset_label, run_method
+from cnnlab.naming import dataset_label, fitted_at_once, run_method
 from cnnlab.paths import data_dir, process_alive
 from cnnlab.runstore import ACTIVE, RESUMABLE, STATUSES, Run, RunStore, status_phrase
 
@@ -325,7 +325,7 @@ def why_no_curve(run: Run) -> str:
     config = run.config
     if config.get("strategy") == "probe":
         return "fits a classifier at each stage in one go, without epochs"
-    if config.get("strategy") == "extract" and config.get("classifier", "logreg") != "linear":
+    if fitted_at_once(config.get("strategy"), config.get("classifier")):
         return "fits its classifier in one go, without epochs"
     if run.status == "queued":
         return "has not started"
@@ -371,6 +371,8 @@ def run_summaries(runs: list[Run], store: RunStore) -> list[dict]:
         duration = run.duration_s
         rows.append({"id": run.id, "status": run.shown_status, "strategy": config.get("strategy"),
                      "method": method_of(run),
+                     "epochs": None if fitted_at_once(config.get("strategy"), config.get("classifier"))
+                     else config.get("epochs"),
                      "arch": config.get("arch"), "dataset": dataset_label(config.get("dataset", "")),
                      "val_acc": run_accuracy(run, store),
                      "duration_s": round(duration, 1) if duration else None,

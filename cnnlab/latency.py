@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from cnnlab.data import ImageSet, TransformedSubset, transforms_for, validation_size, worker_count
 from cnnlab.jobs import in_words
+from cnnlab.naming import fitted_at_once
 from cnnlab.paths import atomic_write_bytes, data_dir
 from cnnlab.planner import tap_features
 from cnnlab.profiling import profile_arch
@@ -260,6 +261,22 @@ def classifier_seconds(kind: str, train_images: int, val_images: int, features: 
     return fit_s * growth ** FIT_GROWTH[kind] + predict_s * val_images / len(held_out[0]) * compared
 
 
+TIMED_IMAGES = 500
+"""About how many images an estimate passes through the network to time it (a few batches forward and back)."""
+
+
+def images_passed(config, images: ImageSet) -> int:
+    """How many images the run passes through its network in all: every training and validation image each epoch
+    for Strategies I and II, every image once for III and the probe."""
+    return len(images) * (config.epochs if config.strategy in ("scratch", "finetune") else 1)
+
+
+def too_small_to_time(config, images: ImageSet) -> bool:
+    """Whether the run passes fewer images through its network than timing it would: launching it is as quick as
+    estimating it."""
+    return images_passed(config, images) <= TIMED_IMAGES
+
+
 def estimate_run(config, images: ImageSet, steps: int = 3, budget_s: float = 2.0) -> RunEstimate:
     """Time training steps and evaluation passes of the network `config` builds (random weights, its head, its
     freeze plan, its input size, its batch or as much of it as `ESTIMATE_BATCH_MACS` allows), one untimed of each,
@@ -302,7 +319,7 @@ def fit_seconds(config, images: ImageSet) -> float:
     """The seconds Strategy III's scikit-learn classifier takes to fit on `images`' features and classify the
     validation images (`classifier_seconds`), summed over every stage for a probe; 0 for a linear layer and for
     Strategies I and II."""
-    if config.strategy not in ("extract", "probe") or config.classifier == "linear":
+    if not fitted_at_once(config.strategy, config.classifier):
         return 0.0
     num_classes = len(images.classes)
     val_images = validation_size(len(images), num_classes, config.val_fraction)

@@ -24,6 +24,12 @@ OWN_HEAD, LECTURE_HEAD = "own", "lecture"
 HEADS = (OWN_HEAD, LECTURE_HEAD)
 
 
+def fitted_at_once(strategy: str, classifier: str | None) -> bool:
+    """Whether a run fits scikit-learn classifiers in one go (Strategy III other than the linear head, a probe):
+    no epochs, no learning rate."""
+    return strategy == "probe" or (strategy == "extract" and (classifier or "logreg") != "linear")
+
+
 def strategy_label(strategy: str) -> str:
     """The strategy with the lecture's numeral, 'I: scratch'; a name cnnlab does not know stays as it is."""
     return f"{STRATEGY_INFO[strategy][0]}: {strategy}" if strategy in STRATEGY_INFO else strategy

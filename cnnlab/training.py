@@ -42,7 +42,7 @@ from cnnlab.featurecache import (FeatureSizeError, cache_key, cache_path, check_
 from cnnlab.heads import classifier_as_head, keeps_examples
 from cnnlab.profiling import profile_arch
 from cnnlab.naming import (AVERAGE, CLASSIFIER_NAMES, CLASSIFIERS, HEADS, LECTURE_HEAD, OWN_HEAD, PENULTIMATE, POOLINGS,
-                           PROBE_CLASSIFIERS, STRATEGIES)
+                           PROBE_CLASSIFIERS, STRATEGIES, fitted_at_once)
 from cnnlab.registry import (ArchSpec, arch_names, build_model, fit_head, get_spec,
                              logits_of, stage_labels)
 
@@ -173,7 +173,7 @@ NOT_FOR = {"scratch": {"freeze", "classifier", "tap", "tap_pooling"}, "finetune"
 def unused_fields(strategy: str, classifier: str) -> set[str]:
     """The RunConfig fields a run of `strategy` with `classifier` never reads: `NOT_FOR` its strategy and, where a
     scikit-learn classifier is fitted in one go (Strategy III, the probe), those of a training loop."""
-    fitted = strategy == "probe" or (strategy == "extract" and classifier != "linear")
+    fitted = fitted_at_once(strategy, classifier)
     return NOT_FOR[strategy] | ({"epochs", "lr", "weight_decay", "warmup_fraction", "compile"} if fitted else set())
 
 
@@ -292,7 +292,7 @@ class RunStart:
         from cnnlab.weights import weights_label
 
         c = self.config
-        done = (f"fitted its {CLASSIFIER_NAMES[c.classifier]}" if c.strategy == "extract" and c.classifier != "linear"
+        done = (f"fitted its {CLASSIFIER_NAMES[c.classifier]}" if fitted_at_once(c.strategy, c.classifier)
                 else f"trained its {c.epochs} epoch{'s' if c.epochs > 1 else ''}")
         resumed = (f"; it already {done}: its saved model is evaluated again" if self.finished_before else
                    f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")

@@ -10,10 +10,11 @@ from cnnlab.data import (SMALL_IMAGE_SIDE, SMALL_IMAGES, DatasetCheck, DatasetEr
                          first_names, image_folders_root, load_dataset, save_uploaded_archive, server_folders,
                          suggested_input_size, uploaded_archives, validation_size)
 from cnnlab.naming import (AVERAGE, CLASSIFIERS, FLATTEN, OWN_HEAD, PENULTIMATE, POOLINGS, PROBE_CLASSIFIERS,
-                           STRATEGY_INFO)
+                           STRATEGY_INFO, fitted_at_once)
 from cnnlab.planner import (default_freeze, default_head, describe_freeze, describe_head,
                             freeze_choices, freeze_plan, head_choices, suggest_strategy, tap_features)
-from cnnlab.latency import CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run, probe_estimate
+from cnnlab.latency import (CLASSIFIER_SAMPLE, RunEstimate, busy_reason, estimate_run, images_passed, probe_estimate,
+                            too_small_to_time)
 from cnnlab.profiling import human
 from cnnlab.registry import get_spec, stage_labels
 from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_cached, keeps_model, make_config,
@@ -238,20 +239,20 @@ with left:
                                    f"{suggested_size}, several times faster than {spec.image_size} for a point or "
                                    "two of accuracy." if suggested_size < spec.image_size else "."))
     epochs_default = DEFAULT_EPOCHS["linear" if classifier == "linear" else strategy]
-    fitted_at_once = strategy == "extract" and classifier != "linear"  # no epochs, no learning rate
+    fitted = fitted_at_once(strategy, classifier)  # no epochs, no learning rate
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 500, epochs_default, key=f"launch_epochs_{strategy}_{classifier}",
-                             persist_state="session", disabled=fitted_at_once,
-                             help="Strategy III with a scikit-learn classifier fits in one go." if fitted_at_once else
+                             persist_state="session", disabled=fitted,
+                             help="Strategy III with a scikit-learn classifier fits in one go." if fitted else
                              "Passes over the training images; a checkpoint is written after each.")
     batch_size = c2.number_input("Batch size", 2, 4096, 64, key="launch_batch", persist_state="session",
                                  help="Images per step; 2 or more (batch normalization needs them).")
     lr = c3.number_input("Learning rate", 1e-6, 10.0, DEFAULT_LR[strategy], step=DEFAULT_LR[strategy] / 2,
                          format="%.4g", key=f"launch_lr_{strategy}", persist_state="session",
-                         disabled=fitted_at_once,
+                         disabled=fitted,
                          help="Peak learning rate (AdamW, warm-up then cosine decay); +/- moves by half the "
                               "strategy's default, or type any value.")
-    if lr > 10 * DEFAULT_LR[strategy] and not fitted_at_once:
+    if lr > 10 * DEFAULT_LR[strategy] and not fitted:
         st.warning(f"A learning rate of {lr:g} is more than 10 times this strategy's default "
                    f"({DEFAULT_LR[strategy]:g}): AdamW this fast usually diverges, and the model ends up giving one "
                    "answer for everything.", icon=":material/warning:")
@@ -267,7 +268,7 @@ with right:
         features = cached_tap_features(arch, tap, pooling, int(image_size))
         head = (features.count + 1) * (classes or 10) if classifier in ("logreg", "linear") else 0
         rows[-1] = {"Part": CLASSIFIER_LABELS[classifier], "Params": head,
-                    "State": "trained" if head else "fitted: keeps training examples"}
+                    "State": "trained" if head else "keeps examples"}
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=EMPTY, width="stretch",
                  column_config={"Params": st.column_config.NumberColumn(format="localized")})
     if plan.stages_without_params:
@@ -301,7 +302,7 @@ def build_config(run_strategy: str, **overrides):
     if {run_strategy, strategy} <= set(TRAINED_STRATEGIES):  # a shootout trains I and II for the form's epochs
         options["epochs"] = int(epochs)
     if run_strategy == strategy:
-        if run_strategy != "extract" or classifier == "linear":  # a scikit-learn classifier is fitted in one go
+        if not fitted_at_once(run_strategy, classifier):
             options.update(epochs=int(epochs), lr=float(lr))
         if run_strategy == "finetune":
             options["freeze"] = freeze
@@ -376,8 +377,11 @@ if ready and missing:  # a disabled button's help does not open on a touch scree
 def estimate_message(config) -> tuple[str, str | None]:
     """The estimate for `config` in words, and why it may be off when the machine was busy while it was timed."""
     busy = busy_reason()
+    images = load_dataset(config.dataset, download=False)
+    if too_small_to_time(config, images):
+        return (f"**No quicker to time than to run**: this run passes only {images_passed(config, images):,} images "
+                "through the network, fewer than an estimate times, so launch it and watch its progress."), None
     with st.spinner("Timing a few steps..."):
-        images = load_dataset(config.dataset, download=False)
         estimate = (estimate_run if busy else cached_estimate)(config, images)
         cached = features_cached(config, images)
     fit = fit_words(estimate.classifier_s)

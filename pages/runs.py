@@ -115,10 +115,13 @@ def draw_table() -> None:
     method_px, dataset_px = (min(cap, text_column_px(summaries[c], title)) for c, title, cap in
                              (("method", "Strategy", 420), ("dataset", "Dataset", 200)))  # whole, up to a cap
     st.dataframe(summaries, hide_index=True, placeholder=EMPTY, width="stretch",
-                 column_order=["id", "status", "val_acc", "method", "arch", "dataset", "duration_s", "created"],
+                 column_order=["id", "status", "val_acc", "method", "arch", "dataset", "epochs", "duration_s",
+                               "created"],
                  column_config={"id": text("Run", pinned=True, width=105), "status": text("Status", width=85),
                                 "method": text("Strategy", width=method_px, help="Click a cell to read it whole"),
                                 "arch": text("Architecture", width=120), "dataset": text("Dataset", width=dataset_px),
+                                "epochs": st.column_config.NumberColumn(
+                                    "Epochs", width=65, help="As asked for; blank: a classifier fitted in one go"),
                                 "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm",
                                                                            width=110),
                                 "val_acc": st.column_config.NumberColumn(

@@ -252,6 +252,24 @@ def test_launch_estimate_knows_when_strategy_iii_finds_its_features_cached():
     assert any(i.value.startswith("**About ") for i in at.info), "another tap's features are not cached"
 
 
+def test_launch_does_not_time_a_run_smaller_than_its_timing():
+    from cnnlab.data import image_folders_root
+    from cnnlab.latency import TIMED_IMAGES
+    from tests.test_training import digit_folder
+
+    digit_folder(image_folders_root() / "digits", per_class=4)  # 40 images: Strategy III passes each once
+    at = open_page("pages/launch.py")
+    at.selectbox(key="launch_dataset").set_value("folder").run()
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert not at.exception, at.exception
+    assert [i.value for i in at.info if "quicker" in i.value] == [
+        "**No quicker to time than to run**: this run passes only 40 images through the network, fewer than an "
+        "estimate times, so launch it and watch its progress."]
+    at.radio(key="launch_strategy").set_value("scratch").run()  # 15 epochs of 40: more than a timing's
+    next(b for b in at.button if b.label == "Estimate time").click().run()
+    assert 15 * 40 > TIMED_IMAGES and any(i.value.startswith("**About ") for i in at.info)
+
+
 def test_launch_says_before_the_run_when_strategy_iii_keeps_no_model():
     at = open_page("pages/launch.py")
     assert at.selectbox(key="launch_classifier").value == "logreg"
