@@ -192,8 +192,8 @@ def layer_browser(arch: str, result: Look, names: tuple[str, ...] = ()) -> None:
         st.image(with_colorbar(picture), width="stretch", output_format="PNG",
                  caption=f"{len(picture.channels)} of {layer.channels} channels of {layer.name}, "
                          f"{CHANNEL_ORDERS[order]}; " + ("each tile is labelled with its channel number."
-                                                               if picture.labelled else "too many to label each "
-                                                               "tile: show fewer to see their channel numbers."))
+                                                         if picture.labelled else "too many to label each "
+                                                         "tile: show fewer to see their channel numbers."))
     with channel_col:
         channel_view(layer, values, picture, result.view, colormap_name)
 
