@@ -16,6 +16,7 @@ st.title("Predict")
 st.caption("What a network sees in a photo: its most probable classes. EfficientNet-Lite0's and Lite2's "
            "ImageNet weights ship with cnnlab, so this works offline; your finished runs are listed under Weights.")
 
+headline = st.container()  # the answer above the panes: on a phone they stack, the photo before the chart
 left, right = panes("predict", 2, 3)
 with left:
     arch = arch_picker("predict_arch")
@@ -47,7 +48,7 @@ with right:
             st.warning(f"Random weights: these predictions are noise. {random_weights_advice(arch)}",
                        icon=":material/casino:")
         else:
-            row = metric_row()
+            row = metric_row(headline)
             row.metric("Top class", top.label, width="content")
             row.metric("Probability", f"{100 * top.probability:.1f}%", width="content")
         predictions_chart(predictions)

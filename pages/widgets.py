@@ -83,9 +83,10 @@ def preset_arch(key: str, arch: str) -> None:
     st.session_state[f"{key}__sidebar_choices"] = st.session_state.get(SIDEBAR_CHOICES, 0)
 
 
-def metric_row():
-    """A row for metrics that wraps onto more lines in a narrow window instead of cutting their values short."""
-    return st.container(horizontal=True, gap="medium")
+def metric_row(parent=None):
+    """A row for metrics (in `parent`, or where the page is) that wraps onto more lines in a narrow window instead of
+    cutting their values short."""
+    return (parent or st).container(horizontal=True, gap="medium")
 
 
 def panes(name: str, *weights: int, min_width: int = 340, gap: str = "large") -> list:

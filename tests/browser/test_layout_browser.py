@@ -36,6 +36,22 @@ def test_panes_sit_side_by_side_when_wide_and_stack_when_narrow(browser, dashboa
     assert plan["y"] > form["y"] + 100 and abs(plan["x"] - form["x"]) < 5, "narrow: below it, same left edge"
 
 
+def test_predict_gives_its_answer_above_the_pickers_on_a_phone(browser, dashboard_url):
+    """The panes stack on a phone, the photo before the chart: the top class stands above both, on screen at once."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{dashboard_url}/predict")
+        wait_for_app(page)
+        answer = page.locator("[data-testid='stMetric']").filter(has_text="Top class").first
+        answer.wait_for(timeout=120_000)
+        picker = page.locator("[data-testid='stMain']").get_by_text("Architecture", exact=True).first
+        assert answer.bounding_box()["y"] < picker.bounding_box()["y"] < 844, "the answer first, without scrolling"
+        screenshot(page, "layout_phone_predict")
+    finally:
+        context.close()
+
+
 def test_a_tables_toolbar_on_a_phone_does_not_cover_the_heading_above_it(browser, dashboard_url):
     """A touch screen shows a table's toolbar all the time, just above the table: the table leaves it room."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
