@@ -376,11 +376,12 @@ if ready and missing:  # a disabled button's help does not open on a touch scree
 
 def estimate_message(config) -> tuple[str, str | None]:
     """The estimate for `config` in words, and why it may be off when the machine was busy while it was timed."""
-    busy = busy_reason()
-    images = load_dataset(config.dataset, download=False)
+    with st.spinner("Reading the images..."):
+        images = load_dataset(config.dataset, download=False)
     if too_small_to_time(config, images):
         return (f"**No quicker to time than to run**: this run passes only {images_passed(config, images):,} images "
                 "through the network, fewer than an estimate times, so launch it and watch its progress."), None
+    busy = busy_reason()
     with st.spinner("Timing a few steps..."):
         estimate = (estimate_run if busy else cached_estimate)(config, images)
         cached = features_cached(config, images)
