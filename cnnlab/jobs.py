@@ -390,9 +390,9 @@ def _progress_words(run: Run, store: RunStore) -> str | None:
 
 def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
     """The runs of `arch` that have ended and saved a whole model, newest first: {run folder: short label with
-    accuracy} ('d777f64f8469 · val 96.7% · III: extract on digits': the accuracy before the longer part a narrow
-    menu cuts; the architecture is the caller's). A run stopped on the way (cancelled, failed, interrupted) offers
-    the model of its last checkpoint: '... · cancelled after epoch 1'.
+    accuracy} ('III: extract on digits · val 96.7% · d777f64f8469': what it learned first, the run's id last, where
+    a narrow box cuts it; the architecture is the caller's). A run stopped on the way (cancelled, failed,
+    interrupted) offers the model of its last checkpoint: '... · val 80.1% · cancelled after epoch 1 · d777f64f8469'.
 
     A run folder is what `weights.load_weights` takes to load the trained model with its class names."""
     from cnnlab.checkpoints import checkpoint_epoch
@@ -406,8 +406,8 @@ def trained_models(arch: str, store: RunStore | None = None) -> dict[str, str]:
         shown = f" · val {100 * accuracy:.1f}%" if accuracy is not None else ""
         kept = checkpoint_epoch(run.checkpoint)
         stopped = f" · {run.status} after epoch {kept}" if run.status != "succeeded" and kept else ""
-        found[str(run_dir(run.id))] = f"{run.id}{shown} · {run_method(run.config)} on " \
-                                      f"{dataset_label(run.config.get('dataset', ''))}{stopped}"
+        found[str(run_dir(run.id))] = f"{run_method(run.config)} on {dataset_label(run.config.get('dataset', ''))}" \
+                                      f"{shown}{stopped} · {run.id}"
     return found
 
 

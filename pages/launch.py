@@ -21,7 +21,7 @@ from cnnlab.training import (DEFAULT_EPOCHS, DEFAULT_LR, ConfigError, features_c
                              preflight, settings_line)
 from cnnlab.weights import NONE, download_source, downloadable, ready_weights, weights_options
 from pages.common import current_settings
-from pages.widgets import EMPTY, arch_picker, metric_row, panes
+from pages.widgets import EMPTY, arch_picker, metric_row, panes, trained_model_labels
 
 DATASETS = {"digits": "Handwritten digits (1,797 of 8x8, offline)",
             "mnist": "MNIST (70,000 digits of 28x28: a 12 MB download, 55 MB unpacked)",
@@ -125,7 +125,7 @@ with left:
     else:
         pretrained = [o for o in weights_options(arch) if o.pretrained]
         labels = {o.key: o.menu_label for o in pretrained}
-        labels |= {folder: f"Your run {label}" for folder, label in jobs.trained_models(arch).items()}
+        labels |= trained_model_labels(arch)
         if not labels:
             st.error(f"{spec.title} has no pretrained weights; Strategy I (scratch) is the only choice for it.")
             weights = None

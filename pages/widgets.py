@@ -222,6 +222,12 @@ def open_with_same_choices(page: str, here: str, there: str, arch: str, weights:
     st.switch_page(page)
 
 
+def trained_model_labels(arch: str) -> dict[str, str]:
+    """The finished runs of `arch` whose model can be picked as weights: {run folder: 'Your run · II: finetune on
+    digits · val 86.1% · 5fc868e03fcf'}, newest first (cnnlab.jobs.trained_models)."""
+    return {folder: f"Your run · {label}" for folder, label in trained_models(arch).items()}
+
+
 def weights_picker(arch: str, key: str) -> str | None:
     """A choice of `arch`'s weights (pretrained first, offline availability shown), the model of a finished run
     or an uploaded file, starting at weights that load right now (cnnlab.weights.ready_weights), or rather than
@@ -230,7 +236,7 @@ def weights_picker(arch: str, key: str) -> str | None:
 
     Returns the `weights` value for cnnlab.weights.load_weights, or None while no usable file is uploaded."""
     options = {o.key: o for o in weights_options(arch)}
-    runs = trained_models(arch)
+    runs = trained_model_labels(arch)
     keys = list(options) + list(runs) + [UPLOAD]
     initial = ready_weights(arch)
     if initial == NONE and runs:
@@ -242,7 +248,7 @@ def weights_picker(arch: str, key: str) -> str | None:
         if k == UPLOAD:
             return "Upload a weights file"
         if k in runs:
-            return f"Your run {runs[k]}"
+            return runs[k]
         return options[k].menu_label
 
     choice = st.selectbox("Weights", keys, key=widget_key, format_func=label,
@@ -251,7 +257,7 @@ def weights_picker(arch: str, key: str) -> str | None:
         st.warning(f"Run {Path(deleted_run).name}, whose model was chosen here, was deleted ({DELETED_WHERE}); the "
                    f"weights are {label(choice)} now.", icon=":material/delete:")
     if choice in runs:
-        st.caption(f"Trained by your run {runs[choice]}; kept in `{choice}`.")
+        st.caption(f"{runs[choice]}, kept in `{choice}`.")
         return choice
     if choice != UPLOAD:
         _weights_note(arch, options, choice, initial)

@@ -137,8 +137,8 @@ def test_a_run_cancelled_after_an_epoch_logs_that_it_keeps_that_epochs_model():
     assert "cancel requested: stopping after this step; the run keeps its model of epoch 1" in store.logs(run_id)
     store.finish(run_id, "cancelled", result=result.to_json())
     assert jobs.trained_models("lenet5", store) == {  # its model can be used: Predict, Look inside, another run
-        str(jobs.run_dir(run_id)): f"{run_id} · val {100 * result.val_acc:.1f}% · I: scratch on digits · cancelled "
-                                   "after epoch 1"}
+        str(jobs.run_dir(run_id)): f"I: scratch on digits · val {100 * result.val_acc:.1f}% · cancelled after "
+                                   f"epoch 1 · {run_id}"}
 
     store.requeue(run_id)
     run(config, [jobs.StoreReporter(store, run_id, report_every_s=0)], out_dir=jobs.run_dir(run_id))  # resumed

@@ -352,7 +352,8 @@ def test_launch_queues_one_run_that_a_worker_finishes_and_the_pages_show_it():
     again.radio(key="launch_strategy").set_value("finetune").run()
     again.selectbox(key="launch_arch").set_value("lenet5").run()
     weights = again.selectbox(key="launch_weights_lenet5")
-    assert weights.value == str(jobs.run_dir(runs[0].id)) and weights.options[0].startswith(f"Your run {runs[0].id}")
+    assert weights.value == str(jobs.run_dir(runs[0].id))
+    assert re.fullmatch(rf"Your run · I: scratch on digits · val \d+\.\d% · {runs[0].id}", weights.options[0])
     next(b for b in again.button if b.label == "Launch").click().run()
     assert not again.exception, again.exception
     assert RunStore().runs()[0].config["weights"] == str(jobs.run_dir(runs[0].id))
@@ -662,7 +663,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert at.selectbox(key="predict_arch").value == "lenet5"
     weights = at.selectbox(key="predict_weights_lenet5")
     assert weights.value == str(jobs.run_dir(run_id))
-    assert any(re.fullmatch(rf"Your run {run_id} · val \d+\.\d% · I: scratch on digits", o) for o in weights.options)
+    assert any(re.fullmatch(rf"Your run · I: scratch on digits · val \d+\.\d% · {run_id}", o) for o in weights.options)
     samples = at.selectbox(key="predict_image_sample")
     assert samples.value == "val-0", "a run opens on one of its own validation images, not the cat"
     assert [samples.format_func(o) for o in samples.options[:2]] == [
@@ -676,7 +677,7 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert any("on digits (10 classes)" in i.value for i in at.info)
     at.selectbox(key="predict_weights_lenet5").set_value("none").run()
     assert not at.metric, "no headline for random weights' guess"
-    assert re.search(rf"Pick your run under Weights \(the newest: {run_id} · val [\d.]+% · I: scratch on digits\)",
+    assert re.search(rf"Pick your run under Weights \(the newest: I: scratch on digits · val [\d.]+% · {run_id}\)",
                      at.warning[0].value)
 
     at.switch_page("pages/inside.py")

@@ -119,7 +119,7 @@ def test_launch_watch_cancel_close_reopen_and_compare(browser, dashboard_url):
     wait_for_app(page)
     layer_list = page.get_by_role("combobox", name=re.compile(r"^Layer \(index"))
     expect(layer_list).to_have_value(re.compile(r"conv_stem \(Conv2dSame\) 32x112x112 · "), timeout=120_000)  # 224 px
-    pick(page, "Weights", re.compile(rf"^Your run {extract}"))
+    pick(page, "Weights", re.compile(rf"^Your run · .* · {extract}$"))
     expect(layer_list).to_have_value(re.compile(r"conv_stem \(Conv2dSame\) 32x64x64 · "), timeout=120_000)
     screenshot(page, "inside_run")
 
