@@ -663,7 +663,8 @@ def test_a_finished_run_predicts_and_shows_its_insides_with_its_own_classes():
     assert at.selectbox(key="predict_arch").value == "lenet5"
     weights = at.selectbox(key="predict_weights_lenet5")
     assert weights.value == str(jobs.run_dir(run_id))
-    assert any(re.fullmatch(rf"Your run · I: scratch on digits · val \d+\.\d% · {run_id}", o) for o in weights.options)
+    named = rf"Your run · I: scratch on digits · val \d+\.\d% · {run_id}"
+    assert any(re.fullmatch(named, o) for o in weights.options)
     samples = at.selectbox(key="predict_image_sample")
     assert samples.value == "val-0", "a run opens on one of its own validation images, not the cat"
     assert [samples.format_func(o) for o in samples.options[:2]] == [
